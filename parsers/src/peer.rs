@@ -1,0 +1,94 @@
+//! The `host[addr]:port` notation that Postfix uses for every remote endpoint.
+//!
+//! Postfix writes `namaddr` as `host[addr]` or `host[addr]:port` (`smtp_proto.c`, `smtpd.c`).
+//! IPv6 addresses appear bare inside the brackets (`mail.sys4.de[2001:1578:400:111::7]:25`),
+//! the host is `unknown` when reverse DNS failed, may be the address itself, and may be empty
+//! (`[192.0.2.1]:25` in tlsproxy and postscreen lines). For LMTP over a unix socket the
+//! "address" is a socket path (`host[private/dovecot-lmtp]`). This module only slices the text;
+//! deciding whether the address is an IP is the caller's business.
+
+use nom::bytes::complete::{tag, take_till, take_till1, take_while1};
+use nom::character::complete::char;
+use nom::combinator::{map_res, opt};
+use nom::sequence::{delimited, preceded};
+use nom::{IResult, Parser};
+
+/// A remote endpoint as logged: `hostname[addr]:port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Peer<'a> {
+    /// The name before the bracket: a DNS name, `unknown`, the address again, or empty.
+    pub hostname: &'a str,
+    /// What is inside the brackets: an IPv4 or IPv6 address, or a unix socket path.
+    pub addr: &'a str,
+    /// The port after the closing bracket, when logged.
+    pub port: Option<u16>,
+}
+
+/// `mx.example.net[192.0.2.7]:25`, `unknown[2001:db8::1]`, `[192.0.2.1]:25`.
+///
+/// The port is taken only when `:` is followed by digits, so the `:` that ends a namaddr inside
+/// a sentence (`…[192.0.2.7]:25: TLSv1.3 …`, `…[192.0.2.7]: -1`) is left in the input.
+pub fn peer(input: &str) -> IResult<&str, Peer<'_>> {
+    let (input, hostname) = take_till(|c: char| c == '[' || c == ' ' || c == ',').parse(input)?;
+    let (input, addr) = delimited(char('['), take_till1(|c: char| c == ']'), char(']')).parse(input)?;
+    let (input, port) = opt(preceded(tag(":"), port_number)).parse(input)?;
+    Ok((input, Peer { hostname, addr, port }))
+}
+
+/// A decimal port, 0 to 65535.
+fn port_number(input: &str) -> IResult<&str, u16> {
+    map_res(take_while1(|c: char| c.is_ascii_digit()), str::parse::<u16>).parse(input)
+}
+
+impl Peer<'_> {
+    /// True when the address is a unix socket path rather than a network address.
+    pub fn is_unix_socket(&self) -> bool {
+        self.addr.contains('/')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_forms() {
+        let cases: &[(&str, Peer<'_>, &str)] = &[
+            (
+                "mx.example.net[192.0.2.7]:25: TLS",
+                Peer { hostname: "mx.example.net", addr: "192.0.2.7", port: Some(25) },
+                ": TLS",
+            ),
+            (
+                "mail.sys4.de[2001:1578:400:111::7]:25",
+                Peer { hostname: "mail.sys4.de", addr: "2001:1578:400:111::7", port: Some(25) },
+                "",
+            ),
+            ("unknown[72.13.58.7]: x", Peer { hostname: "unknown", addr: "72.13.58.7", port: None }, ": x"),
+            ("[192.0.2.1]:2525", Peer { hostname: "", addr: "192.0.2.1", port: Some(2525) }, ""),
+            (
+                "host[private/dovecot-lmtp], delay",
+                Peer { hostname: "host", addr: "private/dovecot-lmtp", port: None },
+                ", delay",
+            ),
+        ];
+        for (input, want, rest) in cases {
+            let (got_rest, got) = peer(input).unwrap();
+            assert_eq!((&got, got_rest), (want, *rest), "input: {input}");
+        }
+    }
+
+    #[test]
+    fn peer_rejects() {
+        for input in ["", "host", "host[", "host[]", "host[1.2.3.4", "host name[1.2.3.4]"] {
+            assert!(peer(input).is_err(), "accepted {input:?}");
+        }
+    }
+
+    #[test]
+    fn port_out_of_range_is_not_a_port() {
+        let (rest, got) = peer("h[192.0.2.1]:99999").unwrap();
+        assert_eq!(got.port, None);
+        assert_eq!(rest, ":99999");
+    }
+}

@@ -1,0 +1,932 @@
+//! The Postfix message grammar: TLS summaries, TLS failures, delivery lines and smtpd sessions.
+//!
+//! Input is the message part of a line (after `postfix/smtp[1234]: `) and the daemon name taken
+//! from the tag ([`crate::Header::service`]). Output is an [`Event`] borrowing from the message.
+//! The templates and their sources are catalogued in research/FORMATS.md §2; each parser below
+//! quotes one real line.
+//!
+//! Messages of a known daemon that carry nothing about TLS or delivery (`qmgr`, `cleanup`, SASL
+//! warnings, `host … said: …`) become [`Event::Ignored`]. A message that starts like a line we
+//! know but breaks its grammar (a reporter truncated it) is [`Error::Malformed`].
+
+use nom::bytes::complete::{tag, take_till, take_till1, take_until, take_while1};
+use nom::character::complete::{char, u32 as decimal};
+use nom::combinator::opt;
+use nom::sequence::preceded;
+use nom::{IResult, Parser};
+
+use crate::peer::{peer, Peer};
+use crate::Error;
+
+/// True for the daemon names of a Postfix installation (the last component of the tag).
+pub fn is_daemon(service: &str) -> bool {
+    matches!(
+        service,
+        "smtp"
+            | "lmtp"
+            | "smtpd"
+            | "postscreen"
+            | "tlsproxy"
+            | "error"
+            | "retry"
+            | "discard"
+            | "qmgr"
+            | "oqmgr"
+            | "cleanup"
+            | "pickup"
+            | "local"
+            | "virtual"
+            | "pipe"
+            | "bounce"
+            | "defer"
+            | "trace"
+            | "anvil"
+            | "master"
+            | "scache"
+            | "showq"
+            | "tlsmgr"
+            | "verify"
+            | "flush"
+            | "dnsblog"
+            | "postlogd"
+            | "proxymap"
+            | "proxywrite"
+            | "sendmail"
+            | "postdrop"
+            | "postqueue"
+            | "postsuper"
+            | "postmap"
+            | "postfix-script"
+            | "spawn"
+            | "policyscreen"
+    )
+}
+
+/// What one Postfix message says.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// `Verified TLS connection established to mx.example.net[192.0.2.25]:25: TLSv1.3 with cipher …`
+    TlsConnection(TlsConnection<'a>),
+    /// `SSL_connect error to host[addr]:port: -1` (client) or `SSL_accept error from host[addr]: …` (server).
+    HandshakeError {
+        /// Which side we were.
+        side: Side,
+        /// The remote endpoint.
+        peer: Peer<'a>,
+        /// What follows the peer: `-1`, `0`, `lost connection`, `Connection reset by peer`.
+        detail: &'a str,
+    },
+    /// `warning: TLS library problem: error:0A000086:SSL routines::certificate verify failed:…`
+    TlsLibraryProblem {
+        /// The OpenSSL reason text (`certificate verify failed`), or the whole detail when the
+        /// error string has an unknown shape.
+        reason: &'a str,
+        /// Everything after `TLS library problem: `.
+        detail: &'a str,
+    },
+    /// `certificate verification failed for host[addr]:port: untrusted issuer /CN=…`, and the
+    /// `server `/`client `/`CA ` prefixed forms.
+    CertVerifyFailed {
+        /// The remote endpoint.
+        peer: Peer<'a>,
+        /// The verification error (`certificate has expired`, `self-signed certificate`, …).
+        reason: &'a str,
+    },
+    /// `host[addr]:port: re-using session with untrusted peer credential, look for details earlier in the log`
+    UntrustedSessionReuse {
+        /// The remote endpoint.
+        peer: Peer<'a>,
+    },
+    /// `7EE668039: Server certificate not verified` (or `not trusted`, Postfix < 3.6): the TLS
+    /// connection just logged did not meet the policy and another MX is tried.
+    CertificateRejected {
+        /// The queue id.
+        queue_id: &'a str,
+        /// `Server certificate not verified` or `Server certificate not trusted`.
+        reason: &'a str,
+    },
+    /// `QID: to=<…>, relay=…, …, status=sent (…)`
+    Delivery(Delivery<'a>),
+    /// `discarding EHLO keywords: STARTTLS` (no host: it belongs to the next delivery of the pid).
+    DiscardedEhloKeywords {
+        /// The discarded keywords as logged.
+        keywords: &'a str,
+        /// True when STARTTLS is among them.
+        starttls: bool,
+    },
+    /// `Host offered STARTTLS: [mx.example.net]` (level `none` with `smtp_tls_note_starttls_offer`).
+    HostOfferedStarttls {
+        /// The host name inside the brackets.
+        host: &'a str,
+    },
+    /// `TLSRPT: status=failure, domain=example.org, receiving_mx=mail.example.org[ipaddr], failure_type=…`
+    Tlsrpt(Tlsrpt<'a>),
+    /// `connect from host[addr]`
+    Connect {
+        /// The client.
+        peer: Peer<'a>,
+    },
+    /// `disconnect from host[addr] ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1 commands=7`
+    Disconnect {
+        /// The client.
+        peer: Peer<'a>,
+        /// The command counters (Postfix ≥ 3.0); empty on older versions.
+        counters: Counters,
+    },
+    /// `lost connection after STARTTLS from host[addr]` and `timeout after …`, `too many errors after …`.
+    LostConnection {
+        /// `lost connection`, `timeout` or `too many errors`.
+        what: &'a str,
+        /// The last SMTP command (`STARTTLS`, `CONNECT`, `DATA`, …).
+        after: &'a str,
+        /// The client.
+        peer: Peer<'a>,
+    },
+    /// `QID: client=host[addr]`: a message was opened in this smtpd session.
+    Client {
+        /// The queue id.
+        queue_id: &'a str,
+        /// The client.
+        peer: Peer<'a>,
+    },
+    /// `NOQUEUE: reject: RCPT from host[addr]: 530 5.7.0 Must issue a STARTTLS command first; …`
+    Reject {
+        /// The client.
+        peer: Peer<'a>,
+        /// The reply text after the peer.
+        reason: &'a str,
+        /// True when the reply asks for STARTTLS first (`Must issue a STARTTLS command first`).
+        starttls_required: bool,
+    },
+    /// `NOQUEUE: abort: TLS from host[addr]: Client certificate not trusted`
+    TlsAbort {
+        /// The client.
+        peer: Peer<'a>,
+        /// `Client certificate not trusted`, `No client certificate presented`.
+        reason: &'a str,
+    },
+    /// `warning: Refusing STARTTLS request from host[addr] for service smtpd`, and the TLS session
+    /// rate limit warning.
+    StarttlsRefused {
+        /// The client.
+        peer: Peer<'a>,
+        /// The whole warning text.
+        reason: &'a str,
+    },
+    /// A message of a Postfix daemon that tells nothing about TLS or SMTP delivery.
+    Ignored,
+}
+
+/// Client side (`to`, outbound) or server side (`from`, inbound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// We were the SMTP client (`postfix/smtp`, `postfix/lmtp`, tlsproxy `to`).
+    Client,
+    /// We were the SMTP server (`postfix/smtpd`, tlsproxy `from`).
+    Server,
+}
+
+/// The first word of the TLS summary (`tls_misc.c` `tls_log_summary()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrustClass {
+    /// The peer presented no credential.
+    Anonymous,
+    /// A credential that did not validate, or was not checked.
+    Untrusted,
+    /// The chain validated, no name match was required.
+    Trusted,
+    /// The chain validated and matched the policy (DANE, fingerprint, `verify`, `secure`).
+    Verified,
+}
+
+/// `Trusted TLS connection established to mx.example.net[192.0.2.25]:25: TLSv1.3 with cipher
+/// TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsConnection<'a> {
+    /// Anonymous, Untrusted, Trusted or Verified.
+    pub class: TrustClass,
+    /// `reused`: an SMTP connection taken from the cache, no new handshake.
+    pub reused: bool,
+    /// `to` (client) or `from` (server).
+    pub side: Side,
+    /// The remote endpoint.
+    pub peer: Peer<'a>,
+    /// The SNI name after ` to ` on the server side (Postfix ≥ 3.4).
+    pub sni: Option<&'a str>,
+    /// `TLSv1.3`, `TLSv1.2`, …
+    pub protocol: &'a str,
+    /// OpenSSL cipher name.
+    pub cipher: &'a str,
+    /// Bits in use.
+    pub bits: u32,
+    /// Bits of the algorithm.
+    pub alg_bits: u32,
+    /// The group after `key-exchange` (`X25519`, `ECDHE`), Postfix ≥ 3.4.
+    pub key_exchange: Option<&'a str>,
+    /// The algorithm after `server-signature` (`RSA-PSS`, `ECDSA`, `ED25519`).
+    pub server_signature: Option<&'a str>,
+}
+
+/// `status=` of a delivery line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status<'a> {
+    /// Delivered.
+    Sent,
+    /// Will be retried.
+    Deferred,
+    /// Returned to the sender.
+    Bounced,
+    /// Too long in the queue.
+    Expired,
+    /// Address verification: undeliverable (also `undeliverable-but-not-cached`).
+    Undeliverable,
+    /// Address verification: deliverable.
+    Deliverable,
+    /// A value this grammar does not know.
+    Other(&'a str),
+}
+
+/// Where a delivery went (`relay=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Relay<'a> {
+    /// `host[addr]:port` (SMTP/LMTP over TCP) or `host[private/dovecot-lmtp]` (LMTP over a socket).
+    Peer(Peer<'a>),
+    /// `relay=none`: no connection was made (dead destination, address verification, discard).
+    None,
+    /// A transport name: `local`, `virtual`, `dovecot`, ….
+    Transport(&'a str),
+}
+
+/// `7EE668039: to=<admin@example.com>, relay=127.0.0.1[127.0.0.1]:2525, delay=3.6,
+/// delays=0.2/0.02/0.04/3.3, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 153053D)`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery<'a> {
+    /// The queue id.
+    pub queue_id: &'a str,
+    /// The recipient, without angle brackets.
+    pub to: &'a str,
+    /// `orig_to=`, when logged.
+    pub orig_to: Option<&'a str>,
+    /// `relay=`.
+    pub relay: Relay<'a>,
+    /// `conn_use=N`: the N-th delivery over a cached connection.
+    pub conn_use: Option<u32>,
+    /// `tls=` (Postfix ≥ 3.11), the TLS feature status: `may`, `may:none`, `dane`, `dane:halfdane`, …
+    pub tls: Option<&'a str>,
+    /// `dsn=`.
+    pub dsn: &'a str,
+    /// `status=`.
+    pub status: Status<'a>,
+    /// The text in parentheses after the status.
+    pub reason: &'a str,
+}
+
+/// `TLSRPT: status=…, domain=…, receiving_mx=host[addr][, failure_type=…][, failure_reason=…]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tlsrpt<'a> {
+    /// `status=success`.
+    pub success: bool,
+    /// The policy domain.
+    pub domain: &'a str,
+    /// The MX.
+    pub receiving_mx: Peer<'a>,
+    /// `failure_type=` (`starttls_not_supported`, `validation_failure`, …).
+    pub failure_type: Option<&'a str>,
+    /// `failure_reason=`.
+    pub failure_reason: Option<&'a str>,
+}
+
+/// smtpd's per-session command counters, `name=ok[/total]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Counters {
+    /// True when the line had counters (`commands=` present).
+    pub present: bool,
+    /// `starttls=ok/total`, when STARTTLS was tried.
+    pub starttls: Option<(u32, u32)>,
+    /// `mail=ok/total`.
+    pub mail: Option<(u32, u32)>,
+    /// `data=ok/total` (or `bdat=`).
+    pub data: Option<(u32, u32)>,
+}
+
+/// Parses one Postfix message of daemon `service`.
+///
+/// ```
+/// use parsers::postfix::{parse_message, Event, TrustClass};
+/// let msg = "Trusted TLS connection established to mx.example.net[192.0.2.25]:25: \
+///            TLSv1.2 with cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits)";
+/// let Ok(Event::TlsConnection(tls)) = parse_message("smtp", msg) else { panic!() };
+/// assert_eq!((tls.class, tls.protocol, tls.bits), (TrustClass::Trusted, "TLSv1.2", 256));
+/// ```
+pub fn parse_message<'a>(service: &str, message: &'a str) -> Result<Event<'a>, Error> {
+    match service {
+        "smtp" | "lmtp" => client(message),
+        "smtpd" => server(message),
+        "tlsproxy" => tlsproxy(message),
+        "error" | "retry" | "discard" => queue_message(message, client_queue_message),
+        _ => Ok(Event::Ignored),
+    }
+}
+
+/// Messages of `postfix/smtp` and `postfix/lmtp`.
+fn client(message: &str) -> Result<Event<'_>, Error> {
+    if let Some(event) = tls_or_library(message)? {
+        return Ok(event);
+    }
+    if let Some(rest) = message.strip_prefix("SSL_connect error to ") {
+        return handshake_error(Side::Client, rest);
+    }
+    if let Some(event) = cert_verify_failed(message)? {
+        return Ok(event);
+    }
+    if let Some(rest) = message.strip_prefix("discarding EHLO keywords: ") {
+        let starttls = rest.split_ascii_whitespace().any(|word| word.eq_ignore_ascii_case("starttls"));
+        return Ok(Event::DiscardedEhloKeywords { keywords: rest, starttls });
+    }
+    if let Some(rest) = message.strip_prefix("Host offered STARTTLS: [") {
+        let host = rest.strip_suffix(']').ok_or(Error::Malformed)?;
+        return Ok(Event::HostOfferedStarttls { host });
+    }
+    if let Some(rest) = message.strip_prefix("TLSRPT: ") {
+        return tlsrpt(rest);
+    }
+    if message.ends_with(": re-using session with untrusted peer credential, look for details earlier in the log") {
+        let (_, peer) = peer(message).map_err(|_| Error::Malformed)?;
+        return Ok(Event::UntrustedSessionReuse { peer });
+    }
+    queue_message(message, client_queue_message)
+}
+
+/// The part after `QID: ` of a client message.
+fn client_queue_message<'a>(queue_id: &'a str, rest: &'a str) -> Result<Event<'a>, Error> {
+    if let Some(fields) = rest.strip_prefix("to=") {
+        return delivery(queue_id, fields).map(Event::Delivery);
+    }
+    if rest == "Server certificate not verified" || rest == "Server certificate not trusted" {
+        return Ok(Event::CertificateRejected { queue_id, reason: rest });
+    }
+    Ok(Event::Ignored)
+}
+
+/// Messages of `postfix/smtpd` (any service name: `smtps/smtpd`, `submission/smtpd`).
+fn server(message: &str) -> Result<Event<'_>, Error> {
+    if let Some(rest) = message.strip_prefix("connect from ") {
+        let (_, peer) = peer(rest).map_err(|_| Error::Malformed)?;
+        return Ok(Event::Connect { peer });
+    }
+    if let Some(rest) = message.strip_prefix("disconnect from ") {
+        let (rest, peer) = peer(rest).map_err(|_| Error::Malformed)?;
+        return Ok(Event::Disconnect { peer, counters: counters(rest) });
+    }
+    if let Some(event) = tls_or_library(message)? {
+        return Ok(event);
+    }
+    if let Some(rest) = message.strip_prefix("SSL_accept error from ") {
+        return handshake_error(Side::Server, rest);
+    }
+    if let Some(event) = lost_connection(message)? {
+        return Ok(event);
+    }
+    if let Some(rest) = message.strip_prefix("warning: ") {
+        for prefix in ["Refusing STARTTLS request from ", "New TLS session rate limit exceeded: "] {
+            if let Some(after) = rest.strip_prefix(prefix) {
+                let at = after.find(" from ").map_or(0, |idx| idx + " from ".len());
+                let text = if prefix.starts_with("Refusing") { after } else { &after[at..] };
+                let (_, peer) = peer(text).map_err(|_| Error::Malformed)?;
+                return Ok(Event::StarttlsRefused { peer, reason: rest });
+            }
+        }
+        return Ok(Event::Ignored);
+    }
+    if let Some(event) = cert_verify_failed(message)? {
+        return Ok(event);
+    }
+    queue_message(message, server_queue_message)
+}
+
+/// The part after `QID: ` or `NOQUEUE: ` of a server message.
+fn server_queue_message<'a>(queue_id: &'a str, rest: &'a str) -> Result<Event<'a>, Error> {
+    if let Some(rest) = rest.strip_prefix("client=") {
+        let (_, peer) = peer(rest).map_err(|_| Error::Malformed)?;
+        return Ok(Event::Client { queue_id, peer });
+    }
+    if let Some(rest) = rest.strip_prefix("reject: ") {
+        return reject(rest);
+    }
+    if let Some(rest) = rest.strip_prefix("abort: TLS from ") {
+        let (rest, peer) = peer(rest).map_err(|_| Error::Malformed)?;
+        let reason = rest.strip_prefix(": ").unwrap_or(rest);
+        return Ok(Event::TlsAbort { peer, reason });
+    }
+    if let Some(event) = lost_connection(rest)? {
+        return Ok(event);
+    }
+    Ok(Event::Ignored)
+}
+
+/// Messages of `postfix/tlsproxy`: the same TLS lines as smtp/smtpd, plus CONNECT/DISCONNECT.
+fn tlsproxy(message: &str) -> Result<Event<'_>, Error> {
+    if let Some(event) = tls_or_library(message)? {
+        return Ok(event);
+    }
+    if let Some(rest) = message.strip_prefix("SSL_connect error to ") {
+        return handshake_error(Side::Client, rest);
+    }
+    if let Some(rest) = message.strip_prefix("SSL_accept error from ") {
+        return handshake_error(Side::Server, rest);
+    }
+    if let Some(event) = cert_verify_failed(message)? {
+        return Ok(event);
+    }
+    Ok(Event::Ignored)
+}
+
+/// The TLS summary line or the `TLS library problem` warning, which both sides log.
+fn tls_or_library(message: &str) -> Result<Option<Event<'_>>, Error> {
+    let class = match message.as_bytes().first() {
+        Some(b'A') if message.starts_with("Anonymous TLS connection ") => TrustClass::Anonymous,
+        Some(b'U') if message.starts_with("Untrusted TLS connection ") => TrustClass::Untrusted,
+        Some(b'T') if message.starts_with("Trusted TLS connection ") => TrustClass::Trusted,
+        Some(b'V') if message.starts_with("Verified TLS connection ") => TrustClass::Verified,
+        Some(b'w') => {
+            return Ok(message.strip_prefix("warning: TLS library problem: ").map(library_problem));
+        }
+        _ => return Ok(None),
+    };
+    let after_class = &message[message.find(" TLS connection ").map_or(0, |idx| idx + " TLS connection ".len())..];
+    match tls_summary(class, after_class) {
+        Ok((_, tls)) => Ok(Some(Event::TlsConnection(tls))),
+        Err(_) => Err(Error::Malformed),
+    }
+}
+
+/// After `<Class> TLS connection `: `established to mx[192.0.2.25]:25: TLSv1.3 with cipher X (256/256 bits)…`
+fn tls_summary(class: TrustClass, input: &str) -> IResult<&str, TlsConnection<'_>> {
+    let (input, usage) = take_till1(|c: char| c == ' ').parse(input)?;
+    let reused = match usage {
+        "established" => false,
+        "reused" => true,
+        _ => return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Tag))),
+    };
+    let (input, direction) = preceded(char(' '), take_till1(|c: char| c == ' ')).parse(input)?;
+    let side = match direction {
+        "to" => Side::Client,
+        "from" => Side::Server,
+        _ => return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Tag))),
+    };
+    let (input, peer) = preceded(char(' '), peer).parse(input)?;
+    let (input, sni) = opt(preceded(tag(" to "), take_till1(|c: char| c == ':' || c == ' '))).parse(input)?;
+    let (input, protocol) = preceded(tag(": "), take_till1(|c: char| c == ' ')).parse(input)?;
+    let (input, cipher) = preceded(tag(" with cipher "), take_till1(|c: char| c == ' ')).parse(input)?;
+    let (input, bits) = preceded(tag(" ("), decimal).parse(input)?;
+    let (input, alg_bits) = preceded(char('/'), decimal).parse(input)?;
+    let (extra, _) = tag(" bits)").parse(input)?;
+    let tls = TlsConnection {
+        class,
+        reused,
+        side,
+        peer,
+        sni,
+        protocol,
+        cipher,
+        bits,
+        alg_bits,
+        key_exchange: word_after(extra, " key-exchange "),
+        server_signature: word_after(extra, " server-signature "),
+    };
+    Ok(("", tls))
+}
+
+/// The word after `label` in `text`.
+fn word_after<'a>(text: &'a str, label: &str) -> Option<&'a str> {
+    let start = text.find(label)? + label.len();
+    let word = text[start..].split(' ').next()?;
+    (!word.is_empty()).then_some(word)
+}
+
+/// `error:0A000086:SSL routines::certificate verify failed:../ssl/statem/statem_clnt.c:1889:`
+/// (OpenSSL 3) or `error:14094410:SSL routines:ssl3_read_bytes:sslv3 alert handshake failure:s3_pkt.c:1493:SSL alert number 40`
+/// (OpenSSL 1.x); very old Postfix put `<pid>:` in front. The reason is the fifth field.
+fn library_problem(detail: &str) -> Event<'_> {
+    let from_error = detail.find("error:").map_or(detail, |idx| &detail[idx..]);
+    let reason = from_error.split(':').nth(4).filter(|reason| !reason.is_empty()).unwrap_or(detail);
+    Event::TlsLibraryProblem { reason, detail }
+}
+
+/// After `SSL_connect error to ` / `SSL_accept error from `: `host[addr]:port: -1`.
+fn handshake_error(side: Side, input: &str) -> Result<Event<'_>, Error> {
+    let (rest, peer) = peer(input).map_err(|_| Error::Malformed)?;
+    let detail = rest.strip_prefix(": ").or_else(|| rest.strip_prefix(':')).unwrap_or(rest);
+    Ok(Event::HandshakeError { side, peer, detail })
+}
+
+/// `[server |client |CA ]certificate verification failed for host[addr]:port: reason`.
+fn cert_verify_failed(message: &str) -> Result<Option<Event<'_>>, Error> {
+    let Some(idx) = message.find("certificate verification failed for ") else {
+        return Ok(None);
+    };
+    if !matches!(&message[..idx], "" | "server " | "client " | "CA ") {
+        return Ok(None);
+    }
+    let rest = &message[idx + "certificate verification failed for ".len()..];
+    let (rest, peer) = peer(rest).map_err(|_| Error::Malformed)?;
+    let reason = rest.strip_prefix(": ").unwrap_or(rest);
+    Ok(Some(Event::CertVerifyFailed { peer, reason }))
+}
+
+/// `lost connection after STARTTLS from host[addr]`, `timeout after …`, `too many errors after …`.
+fn lost_connection(message: &str) -> Result<Option<Event<'_>>, Error> {
+    let Some(what) = ["lost connection", "timeout", "too many errors"]
+        .into_iter()
+        .find(|what| message.starts_with(what) && message[what.len()..].starts_with(" after "))
+    else {
+        return Ok(None);
+    };
+    let rest = &message[what.len() + " after ".len()..];
+    let parsed: IResult<&str, (&str, Peer<'_>)> = (take_until(" from "), preceded(tag(" from "), peer)).parse(rest);
+    let (_, (after, peer)) = parsed.map_err(|_| Error::Malformed)?;
+    Ok(Some(Event::LostConnection { what, after, peer }))
+}
+
+/// After `reject: `: `RCPT from host[addr]: 530 5.7.0 Must issue a STARTTLS command first; …`
+fn reject(input: &str) -> Result<Event<'_>, Error> {
+    let parsed: IResult<&str, (&str, Peer<'_>)> = (take_until(" from "), preceded(tag(" from "), peer)).parse(input);
+    let (rest, (_, peer)) = parsed.map_err(|_| Error::Malformed)?;
+    let reason = rest.strip_prefix(": ").unwrap_or(rest);
+    let starttls_required = reason.contains("Must issue a STARTTLS command first");
+    Ok(Event::Reject { peer, reason, starttls_required })
+}
+
+/// `ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1 commands=7` (`smtpd_format_cmd_stats`).
+fn counters(input: &str) -> Counters {
+    let mut counters = Counters::default();
+    for item in input.split_ascii_whitespace() {
+        let Some((name, value)) = item.split_once('=') else { continue };
+        let (ok, total) = match value.split_once('/') {
+            Some((ok, total)) => (ok.parse().ok(), total.parse().ok()),
+            None => (value.parse().ok(), value.parse().ok()),
+        };
+        let (Some(ok), Some(total)) = (ok, total) else { continue };
+        match name {
+            "starttls" => counters.starttls = Some((ok, total)),
+            "mail" => counters.mail = Some((ok, total)),
+            "data" | "bdat" => counters.data = Some((ok, total)),
+            "commands" => counters.present = true,
+            _ => {}
+        }
+    }
+    counters
+}
+
+/// Splits `QID: rest` or `NOQUEUE: rest` and hands both to `then`; other messages are ignored.
+fn queue_message<'a>(
+    message: &'a str,
+    then: impl FnOnce(&'a str, &'a str) -> Result<Event<'a>, Error>,
+) -> Result<Event<'a>, Error> {
+    match queue_id(message) {
+        Ok((rest, queue_id)) => then(queue_id, rest),
+        Err(_) => Ok(Event::Ignored),
+    }
+}
+
+/// `7EE668039: `, `4WzPS31N13z8slH: ` (long ids), `NOQUEUE: `.
+pub fn queue_id(input: &str) -> IResult<&str, &str> {
+    let (rest, id) = take_while1(|c: char| c.is_ascii_alphanumeric()).parse(input)?;
+    if !(5..=20).contains(&id.len()) {
+        return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::LengthValue)));
+    }
+    let (rest, _) = tag(": ").parse(rest)?;
+    Ok((rest, id))
+}
+
+/// After `QID: to=`: `<rcpt>, [orig_to=<…>, ]relay=…, [conn_use=N, ]delay=…, delays=…, [tls=…, ]dsn=…, status=… (…)`.
+fn delivery<'a>(queue_id: &'a str, input: &'a str) -> Result<Delivery<'a>, Error> {
+    let (mut rest, to) = address(input).map_err(|_| Error::Malformed)?;
+    let mut found = Delivery {
+        queue_id,
+        to,
+        orig_to: None,
+        relay: Relay::None,
+        conn_use: None,
+        tls: None,
+        dsn: "",
+        status: Status::Other(""),
+        reason: "",
+    };
+    let mut have_relay = false;
+    loop {
+        rest = rest.strip_prefix(", ").ok_or(Error::Malformed)?;
+        let (key, after_key) = rest.split_once('=').ok_or(Error::Malformed)?;
+        if key == "status" {
+            let (status, reason) = after_key.split_once(' ').unwrap_or((after_key, ""));
+            found.status = match status {
+                "sent" => Status::Sent,
+                "deferred" => Status::Deferred,
+                "bounced" => Status::Bounced,
+                "expired" => Status::Expired,
+                "undeliverable" | "undeliverable-but-not-cached" => Status::Undeliverable,
+                "deliverable" => Status::Deliverable,
+                other => Status::Other(other),
+            };
+            let reason = reason.strip_prefix('(').unwrap_or(reason);
+            found.reason = reason.strip_suffix(')').unwrap_or(reason);
+            break;
+        }
+        if key == "orig_to" {
+            let (after, orig_to) = address(after_key).map_err(|_| Error::Malformed)?;
+            found.orig_to = Some(orig_to);
+            rest = after;
+            continue;
+        }
+        let end = after_key.find(", ").unwrap_or(after_key.len());
+        let value = &after_key[..end];
+        rest = &after_key[end..];
+        match key {
+            "relay" => {
+                have_relay = true;
+                found.relay = match value {
+                    "none" => Relay::None,
+                    _ if value.contains('[') => match peer(value) {
+                        Ok(("", peer)) => Relay::Peer(peer),
+                        _ => return Err(Error::Malformed),
+                    },
+                    _ => Relay::Transport(value),
+                };
+            }
+            "conn_use" => found.conn_use = value.parse().ok(),
+            "tls" => found.tls = Some(value),
+            "dsn" => found.dsn = value,
+            _ => {}
+        }
+        if rest.is_empty() {
+            return Err(Error::Malformed);
+        }
+    }
+    if !have_relay {
+        return Err(Error::Malformed);
+    }
+    Ok(found)
+}
+
+/// `<user@example.com>` or, in old logs, a bare `user@example.com`; ends before `, `.
+fn address(input: &str) -> IResult<&str, &str> {
+    if let Some(inner) = input.strip_prefix('<') {
+        let end = inner
+            .find(">, ")
+            .or_else(|| inner.strip_suffix('>').map(str::len))
+            .ok_or_else(|| nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Char)))?;
+        return Ok((&inner[end + 1..], &inner[..end]));
+    }
+    take_till(|c: char| c == ',').parse(input)
+}
+
+/// After `TLSRPT: `.
+fn tlsrpt(input: &str) -> Result<Event<'_>, Error> {
+    let mut report =
+        Tlsrpt { success: false, domain: "", receiving_mx: Peer::default(), failure_type: None, failure_reason: None };
+    let mut have_status = false;
+    for item in input.split(", ") {
+        let (key, value) = item.split_once('=').ok_or(Error::Malformed)?;
+        match key {
+            "status" => {
+                have_status = true;
+                report.success = value == "success";
+            }
+            "domain" => report.domain = value,
+            "receiving_mx" => report.receiving_mx = peer(value).map_err(|_| Error::Malformed)?.1,
+            "failure_type" => report.failure_type = Some(value),
+            "failure_reason" => report.failure_reason = Some(value),
+            _ => {}
+        }
+    }
+    if !have_status {
+        return Err(Error::Malformed);
+    }
+    Ok(Event::Tlsrpt(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls(service: &str, message: &str) -> TlsConnection<'static> {
+        let message: &'static str = Box::leak(message.to_owned().into_boxed_str());
+        match parse_message(service, message) {
+            Ok(Event::TlsConnection(tls)) => tls,
+            other => panic!("{message}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_summary_classes_and_sides() {
+        let cases = [
+            ("smtp", "Verified TLS connection established to mx2.comcast.net[2001:558:fe21:2a::6]:25: TLSv1.2 with cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits)", TrustClass::Verified, Side::Client, "2001:558:fe21:2a::6", Some(25)),
+            ("smtp", "Trusted TLS connection established to mx.example.net[192.0.2.25]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256", TrustClass::Trusted, Side::Client, "192.0.2.25", Some(25)),
+            ("smtp", "Untrusted TLS connection established to 127.0.0.1[127.0.0.1]:2525: TLSv1 with cipher AES256-SHA (256/256 bits)", TrustClass::Untrusted, Side::Client, "127.0.0.1", Some(2525)),
+            ("smtpd", "Anonymous TLS connection established from unknown[72.13.58.7]: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) server-signature ED25519", TrustClass::Anonymous, Side::Server, "72.13.58.7", None),
+            ("smtpd", "Untrusted TLS connection established from localhost[127.0.0.1]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)", TrustClass::Untrusted, Side::Server, "127.0.0.1", Some(25)),
+        ];
+        for (service, message, class, side, addr, port) in cases {
+            let got = tls(service, message);
+            assert_eq!((got.class, got.side, got.peer.addr, got.peer.port), (class, side, addr, port), "{message}");
+            assert!(!got.reused);
+        }
+    }
+
+    #[test]
+    fn tls_summary_details() {
+        let got = tls("smtpd", "Untrusted TLS connection established from client.example[192.0.2.1] to server.example: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256 client-signature ECDSA (P-256) client-digest SHA256");
+        assert_eq!(got.sni, Some("server.example"));
+        assert_eq!(got.peer.hostname, "client.example");
+        assert_eq!((got.protocol, got.cipher, got.bits, got.alg_bits), ("TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, 256));
+        assert_eq!((got.key_exchange, got.server_signature), (Some("X25519"), Some("RSA-PSS")));
+
+        let reused = tls("smtp", "Verified TLS connection reused to mail.example.com[192.0.2.9]:25: TLSv1.2 with cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits)");
+        assert!(reused.reused);
+        assert_eq!(reused.key_exchange, None);
+    }
+
+    #[test]
+    fn truncated_tls_summary_is_malformed() {
+        let line = "Trusted TLS connection established to mx.example.net[192.0.2.25]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/2";
+        for cut in 0..line.len() {
+            if !line.is_char_boundary(cut) || cut < "Trusted TLS connection ".len() {
+                continue;
+            }
+            assert_eq!(parse_message("smtp", &line[..cut]), Err(Error::Malformed), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn handshake_errors_and_library_problems() {
+        assert_eq!(
+            parse_message("smtp", "SSL_connect error to mx.example.net[192.0.2.25]:25: -1"),
+            Ok(Event::HandshakeError {
+                side: Side::Client,
+                peer: Peer { hostname: "mx.example.net", addr: "192.0.2.25", port: Some(25) },
+                detail: "-1"
+            })
+        );
+        assert_eq!(
+            parse_message("smtpd", "SSL_accept error from unknown[192.0.2.1]: Connection reset by peer"),
+            Ok(Event::HandshakeError {
+                side: Side::Server,
+                peer: Peer { hostname: "unknown", addr: "192.0.2.1", port: None },
+                detail: "Connection reset by peer"
+            })
+        );
+        let reasons = [
+            ("warning: TLS library problem: error:0A000086:SSL routines::certificate verify failed:../ssl/statem/statem_clnt.c:1889:", "certificate verify failed"),
+            ("warning: TLS library problem: error:14094410:SSL routines:ssl3_read_bytes:sslv3 alert handshake failure:s3_pkt.c:1493:SSL alert number 40", "sslv3 alert handshake failure"),
+            ("warning: TLS library problem: 4632:error:1408A0C1:SSL routines:ssl3_get_client_hello:no shared cipher:s3_srvr.c:1417:", "no shared cipher"),
+            ("warning: TLS library problem: something else", "something else"),
+        ];
+        for (message, want) in reasons {
+            match parse_message("smtpd", message) {
+                Ok(Event::TlsLibraryProblem { reason, .. }) => assert_eq!(reason, want),
+                other => panic!("{message}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn certificate_failures() {
+        let cases = [
+            ("certificate verification failed for mx.example.net[192.0.2.25]:25: untrusted issuer /CN=Evil CA", "untrusted issuer /CN=Evil CA"),
+            ("server certificate verification failed for mx.example.net[192.0.2.25]:25: certificate has expired", "certificate has expired"),
+            ("CA certificate verification failed for mx.example.net[192.0.2.25]:25: num=20:unable to get local issuer certificate", "num=20:unable to get local issuer certificate"),
+        ];
+        for (message, want) in cases {
+            match parse_message("smtp", message) {
+                Ok(Event::CertVerifyFailed { peer, reason }) => {
+                    assert_eq!((peer.addr, reason), ("192.0.2.25", want));
+                }
+                other => panic!("{message}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            parse_message("smtp", "7EE668039: Server certificate not verified"),
+            Ok(Event::CertificateRejected { queue_id: "7EE668039", reason: "Server certificate not verified" })
+        );
+        assert!(matches!(
+            parse_message("smtp", "mx.example.net[192.0.2.25]:25: re-using session with untrusted peer credential, look for details earlier in the log"),
+            Ok(Event::UntrustedSessionReuse { .. })
+        ));
+    }
+
+    #[test]
+    fn delivery_lines() {
+        let Ok(Event::Delivery(got)) = parse_message("smtp", "19B6B2900FE: to=<wietse@test.example.com>, orig_to=<wietse@test>, relay=mail.example.com[1.2.3.4], conn_use=2, delay=0.22, delays=0.04/0.01/0.05/0.1, dsn=2.0.0, status=sent (250 2.0.0 Ok)") else { panic!() };
+        assert_eq!(
+            (got.queue_id, got.to, got.orig_to, got.conn_use),
+            ("19B6B2900FE", "wietse@test.example.com", Some("wietse@test"), Some(2))
+        );
+        assert_eq!(got.relay, Relay::Peer(Peer { hostname: "mail.example.com", addr: "1.2.3.4", port: None }));
+        assert_eq!((got.dsn, got.status, got.reason), ("2.0.0", Status::Sent, "250 2.0.0 Ok"));
+
+        let Ok(Event::Delivery(got)) = parse_message("smtp", "4WzPS31N13z8slH: to=<a@b.example>, relay=mx.b.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, tls=may:none, dsn=2.0.0, status=sent (250 ok)") else { panic!() };
+        assert_eq!(got.tls, Some("may:none"));
+
+        let Ok(Event::Delivery(got)) = parse_message("lmtp", "ABCDE12345: to=<u@x.example>, relay=mail.x.example[private/dovecot-lmtp], delay=0.1, delays=0/0/0/0.1, dsn=2.0.0, status=sent (250 2.0.0 saved)") else { panic!() };
+        assert!(matches!(got.relay, Relay::Peer(p) if p.is_unix_socket()));
+
+        let Ok(Event::Delivery(got)) = parse_message("error", "2DC5552A34: to=<user@yahoo.com>, relay=none, delay=63495, delays=63350/144/0/0, dsn=4.4.2, status=deferred (delivery temporarily suspended: lost connection with mta7.am0.yahoodns.net[98.136.216.22] while sending RCPT TO)") else { panic!() };
+        assert_eq!((got.relay, got.status), (Relay::None, Status::Deferred));
+
+        let Ok(Event::Delivery(got)) = parse_message("smtp", "2A22C263F6: to=user@hostname.example.com, orig_to=root@localhost, relay=local, delay=0.07, delays=0.04/0/0/0.03, dsn=2.0.0, status=sent (delivered to command: procmail -a \"$EXTENSION\")") else { panic!() };
+        assert_eq!(
+            (got.to, got.orig_to, got.relay),
+            ("user@hostname.example.com", Some("root@localhost"), Relay::Transport("local"))
+        );
+    }
+
+    #[test]
+    fn truncated_delivery_is_malformed() {
+        let line = "ABCDE12345: to=<a@b.example>, relay=mx.b.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)";
+        let status_at = line.find("status=").unwrap();
+        for cut in "ABCDE12345: to=".len()..status_at {
+            assert_eq!(parse_message("smtp", &line[..cut]), Err(Error::Malformed), "cut at {cut}: {}", &line[..cut]);
+        }
+    }
+
+    #[test]
+    fn smtpd_session_lines() {
+        assert!(matches!(parse_message("smtpd", "connect from unknown[192.0.2.1]"), Ok(Event::Connect { .. })));
+        let Ok(Event::Disconnect { peer, counters }) = parse_message(
+            "smtpd",
+            "disconnect from mail.example[192.0.2.1] ehlo=2 starttls=0/1 mail=1 rcpt=0/1 data=0/1 quit=1 commands=5/7",
+        ) else {
+            panic!()
+        };
+        assert_eq!(peer.addr, "192.0.2.1");
+        assert_eq!(
+            (counters.present, counters.starttls, counters.mail, counters.data),
+            (true, Some((0, 1)), Some((1, 1)), Some((0, 1)))
+        );
+        let Ok(Event::Disconnect { counters, .. }) = parse_message("smtpd", "disconnect from mail.example[192.0.2.1]")
+        else {
+            panic!()
+        };
+        assert!(!counters.present);
+
+        for message in [
+            "lost connection after STARTTLS from unknown[192.0.2.1]",
+            "NOQUEUE: lost connection after STARTTLS from unknown[192.0.2.1]",
+        ] {
+            assert_eq!(
+                parse_message("smtpd", message),
+                Ok(Event::LostConnection {
+                    what: "lost connection",
+                    after: "STARTTLS",
+                    peer: Peer { hostname: "unknown", addr: "192.0.2.1", port: None }
+                }),
+                "{message}"
+            );
+        }
+        assert!(matches!(
+            parse_message("smtpd", "1CF582025C: client=xxx[2.3.4.5]"),
+            Ok(Event::Client { queue_id: "1CF582025C", .. })
+        ));
+        let Ok(Event::Reject { starttls_required, .. }) = parse_message("smtpd", "NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 530 5.7.0 Must issue a STARTTLS command first; from=<a@b> to=<c@d> proto=ESMTP helo=<x>") else { panic!() };
+        assert!(starttls_required);
+        assert!(matches!(
+            parse_message("smtpd", "NOQUEUE: abort: TLS from unknown[192.0.2.1]: Client certificate not trusted"),
+            Ok(Event::TlsAbort { reason: "Client certificate not trusted", .. })
+        ));
+        assert!(matches!(
+            parse_message("smtpd", "warning: Refusing STARTTLS request from unknown[192.0.2.1] for service smtpd"),
+            Ok(Event::StarttlsRefused { .. })
+        ));
+        assert!(matches!(
+            parse_message(
+                "smtpd",
+                "warning: New TLS session rate limit exceeded: 5 from unknown[192.0.2.1] for service smtpd"
+            ),
+            Ok(Event::StarttlsRefused { peer: Peer { addr: "192.0.2.1", .. }, .. })
+        ));
+    }
+
+    #[test]
+    fn client_odds_and_ends() {
+        assert_eq!(
+            parse_message("smtp", "discarding EHLO keywords: STARTTLS"),
+            Ok(Event::DiscardedEhloKeywords { keywords: "STARTTLS", starttls: true })
+        );
+        assert_eq!(parse_message("smtpd", "discarding EHLO keywords: CHUNKING ETRN"), Ok(Event::Ignored));
+        assert_eq!(
+            parse_message("smtp", "Host offered STARTTLS: [mx.example.net]"),
+            Ok(Event::HostOfferedStarttls { host: "mx.example.net" })
+        );
+        let Ok(Event::Tlsrpt(report)) = parse_message("smtp", "TLSRPT: status=failure, domain=example.net, receiving_mx=mail.example.net[192.0.2.3], failure_type=validation_failure, failure_reason=self-signed_certificate") else { panic!() };
+        assert_eq!(
+            (report.success, report.domain, report.failure_type),
+            (false, "example.net", Some("validation_failure"))
+        );
+        assert_eq!(parse_message("qmgr", "BACE842E72: from=<a@b>, size=1, nrcpt=1 (queue active)"), Ok(Event::Ignored));
+        assert_eq!(
+            parse_message("smtp", "732BB407C3: host mail.domain.com[1.1.1.1] said: 451 try later"),
+            Ok(Event::Ignored)
+        );
+    }
+}

@@ -1,0 +1,587 @@
+//! The syslog and log-file envelopes around MTA messages.
+//!
+//! Recognised framings (research/FORMATS.md §1):
+//!
+//! | framing | example |
+//! |---|---|
+//! | RFC 3164, optional `<PRI>`, space- or zero-padded day (`maillog_file`, `journalctl -o short`) | `Nov  3 13:35:12 mx1 postfix/smtp[12345]: MSG` |
+//! | rsyslog `RSYSLOG_FileFormat` (RFC 3339, Debian 12 default) | `2024-11-03T13:35:12.123456+00:00 mx1 postfix/smtp[12345]: MSG` |
+//! | RFC 5424, optional BOM before MSG | `<22>1 2024-11-03T13:35:12.123456Z mx1 postfix/smtp 12345 - - MSG` |
+//!
+//! RFC 3164 and `maillog_file` timestamps have no year: [`YearInference`] supplies it from a
+//! reference date (the caller's clock or the file's mtime) and the order of the lines, so a
+//! file that runs from December into January gets two years.
+//! The program tag keeps its path (`postfix/submission/smtpd`); [`Header::service`] is its last
+//! component and [`Header::instance`] the rest.
+//!
+//! Deviations from the RFCs, on purpose: RFC 3164 lines without a hostname are not recognised
+//! (every MTA log we read has one), and the RFC 5424 structured data is skipped, not parsed.
+
+use nom::branch::alt;
+use nom::bytes::complete::{tag, take_while1, take_while_m_n};
+use nom::character::complete::{char, one_of};
+use nom::combinator::{map_res, opt};
+use nom::sequence::{delimited, preceded};
+use nom::{IResult, Parser};
+
+use crate::Error;
+
+/// Which envelope a line came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Framing {
+    /// `Mmm dd HH:MM:SS host tag: msg` (RFC 3164 file or wire format, Postfix `maillog_file`,
+    /// `journalctl -o short`).
+    Rfc3164,
+    /// `YYYY-MM-DDTHH:MM:SS.ffffff+hh:mm host tag: msg` (rsyslog `RSYSLOG_FileFormat`).
+    Rfc3339,
+    /// `<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG` (RFC 5424).
+    Rfc5424,
+}
+
+/// A point in time as logged, before any time zone is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Timestamp {
+    /// The year; for framings without one it is filled in by [`YearInference::resolve`].
+    pub year: i32,
+    /// False when the line had no year and [`Timestamp::year`] was inferred.
+    pub year_logged: bool,
+    /// 1 to 12.
+    pub month: u8,
+    /// 1 to 31.
+    pub day: u8,
+    /// 0 to 23.
+    pub hour: u8,
+    /// 0 to 59.
+    pub minute: u8,
+    /// 0 to 60 (a leap second is accepted as logged).
+    pub second: u8,
+    /// Fraction of the second, in nanoseconds.
+    pub nanos: u32,
+    /// The UTC offset in seconds when the line gave one; `None` means local time of the reporter.
+    pub offset_secs: Option<i32>,
+}
+
+/// The envelope fields, named as in RFC 5424.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// Which framing matched.
+    pub framing: Framing,
+    /// The `<PRI>` value when present (facility * 8 + severity).
+    pub pri: Option<u8>,
+    /// When the line was logged; `None` for the RFC 5424 NILVALUE.
+    pub timestamp: Option<Timestamp>,
+    /// The reporting host.
+    pub hostname: &'a str,
+    /// The program tag without pid: `postfix/submission/smtpd`, `exim`, `sm-mta`.
+    pub appname: &'a str,
+    /// The process id when logged.
+    pub procid: Option<u32>,
+}
+
+impl<'a> Header<'a> {
+    /// The daemon: the last path component of the tag (`smtpd` for `postfix/submission/smtpd`).
+    pub fn service(&self) -> &'a str {
+        self.appname.rsplit_once('/').map_or(self.appname, |(_, service)| service)
+    }
+
+    /// The instance: the tag without its last component (`postfix/submission`), or the whole tag
+    /// when it has no path.
+    pub fn instance(&self) -> &'a str {
+        self.appname.rsplit_once('/').map_or(self.appname, |(instance, _)| instance)
+    }
+}
+
+/// A framed line split into its envelope and its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyslogLine<'a> {
+    /// The envelope.
+    pub header: Header<'a>,
+    /// The MTA's text after the tag, without a leading BOM.
+    pub message: &'a str,
+}
+
+/// Splits a line into envelope and message.
+///
+/// Trailing `\r` is ignored. Returns [`Error::NotSyslog`] when no framing matches,
+/// [`Error::BadTimestamp`] for an impossible date or time, and [`Error::MissingTag`] when the
+/// header stops before the program tag.
+pub fn parse_syslog(line: &str) -> Result<SyslogLine<'_>, Error> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.trim_start().is_empty() {
+        return Err(Error::Empty);
+    }
+    let (rest, pri) = opt(pri).parse(line).map_err(|_| Error::NotSyslog)?;
+    let first = rest.as_bytes().first().copied().unwrap_or(b' ');
+    if pri.is_some() && rest.starts_with("1 ") {
+        return rfc5424(&rest[2..], pri);
+    }
+    let (rest, framing, timestamp) = if first.is_ascii_digit() {
+        let (rest, timestamp) = rfc3339_timestamp(rest).map_err(|_| Error::NotSyslog)?;
+        (rest, Framing::Rfc3339, timestamp)
+    } else {
+        let (rest, timestamp) = rfc3164_timestamp(rest).map_err(|_| Error::NotSyslog)?;
+        (rest, Framing::Rfc3164, timestamp)
+    };
+    if !timestamp.is_valid() {
+        return Err(Error::BadTimestamp);
+    }
+    let rest = rest.strip_prefix(' ').ok_or(Error::NotSyslog)?;
+    let (rest, hostname) = word(rest).map_err(|_| Error::MissingTag)?;
+    let rest = rest.strip_prefix(' ').ok_or(Error::MissingTag)?;
+    let (message, (appname, procid)) = syslog_tag(rest).map_err(|_| Error::MissingTag)?;
+    Ok(SyslogLine { header: Header { framing, pri, timestamp: Some(timestamp), hostname, appname, procid }, message })
+}
+
+/// `<22>`: one to three digits, at most 191.
+fn pri(input: &str) -> IResult<&str, u8> {
+    delimited(
+        char('<'),
+        map_res(take_while_m_n(1, 3, |c: char| c.is_ascii_digit()), |digits: &str| {
+            digits.parse::<u8>().map_err(|_| ()).and_then(|pri| if pri <= 191 { Ok(pri) } else { Err(()) })
+        }),
+        char('>'),
+    )
+    .parse(input)
+}
+
+/// A run of non-space characters.
+fn word(input: &str) -> IResult<&str, &str> {
+    take_while1(|c: char| c != ' ').parse(input)
+}
+
+/// Exactly `n` ASCII digits as a number.
+fn digits(n: usize) -> impl Fn(&str) -> IResult<&str, u32> {
+    move |input: &str| map_res(take_while_m_n(n, n, |c: char| c.is_ascii_digit()), str::parse::<u32>).parse(input)
+}
+
+/// `HH:MM:SS`.
+fn clock(input: &str) -> IResult<&str, (u8, u8, u8)> {
+    let (input, hour) = digits(2)(input)?;
+    let (input, minute) = preceded(char(':'), digits(2)).parse(input)?;
+    let (input, second) = preceded(char(':'), digits(2)).parse(input)?;
+    Ok((input, (hour as u8, minute as u8, second as u8)))
+}
+
+/// `.123456`: up to nine digits are kept, more are accepted and dropped.
+fn fraction(input: &str) -> IResult<&str, u32> {
+    let (input, all) = preceded(char('.'), take_while1(|c: char| c.is_ascii_digit())).parse(input)?;
+    let mut nanos: u32 = 0;
+    for (idx, digit) in all.bytes().take(9).enumerate() {
+        nanos += u32::from(digit - b'0') * 10u32.pow(8 - idx as u32);
+    }
+    Ok((input, nanos))
+}
+
+/// `Nov  3 13:35:12`, `Nov 03 13:35:12`.
+fn rfc3164_timestamp(input: &str) -> IResult<&str, Timestamp> {
+    let (input, month) = month_name(input)?;
+    let (input, _) = char(' ').parse(input)?;
+    let (input, day) = alt((preceded(char(' '), digits(1)), digits(2), digits(1))).parse(input)?;
+    let (input, _) = char(' ').parse(input)?;
+    let (input, (hour, minute, second)) = clock(input)?;
+    let (input, nanos) = opt(fraction).parse(input)?;
+    let timestamp = Timestamp {
+        year: 0,
+        year_logged: false,
+        month,
+        day: day as u8,
+        hour,
+        minute,
+        second,
+        nanos: nanos.unwrap_or(0),
+        offset_secs: None,
+    };
+    Ok((input, timestamp))
+}
+
+/// `Jan` … `Dec` as 1 … 12.
+fn month_name(input: &str) -> IResult<&str, u8> {
+    let bytes = input.as_bytes();
+    if bytes.len() >= 3 {
+        let month = match &bytes[..3] {
+            b"Jan" => 1,
+            b"Feb" => 2,
+            b"Mar" => 3,
+            b"Apr" => 4,
+            b"May" => 5,
+            b"Jun" => 6,
+            b"Jul" => 7,
+            b"Aug" => 8,
+            b"Sep" => 9,
+            b"Oct" => 10,
+            b"Nov" => 11,
+            b"Dec" => 12,
+            _ => 0,
+        };
+        if month != 0 {
+            return Ok((&input[3..], month));
+        }
+    }
+    Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Tag)))
+}
+
+/// `2024-11-30T13:35:12.123456+00:00`, `…Z`, `…+0100`.
+fn rfc3339_timestamp(input: &str) -> IResult<&str, Timestamp> {
+    let (input, year) = digits(4)(input)?;
+    let (input, month) = preceded(char('-'), digits(2)).parse(input)?;
+    let (input, day) = preceded(char('-'), digits(2)).parse(input)?;
+    let (input, _) = one_of("Tt").parse(input)?;
+    let (input, (hour, minute, second)) = clock(input)?;
+    let (input, nanos) = opt(fraction).parse(input)?;
+    let (input, offset_secs) = utc_offset(input)?;
+    let timestamp = Timestamp {
+        year: year as i32,
+        year_logged: true,
+        month: month as u8,
+        day: day as u8,
+        hour,
+        minute,
+        second,
+        nanos: nanos.unwrap_or(0),
+        offset_secs: Some(offset_secs),
+    };
+    Ok((input, timestamp))
+}
+
+/// `Z`, `+hh:mm`, `-hh:mm`, `+hhmm`.
+fn utc_offset(input: &str) -> IResult<&str, i32> {
+    if let Some(rest) = input.strip_prefix(['Z', 'z']) {
+        return Ok((rest, 0));
+    }
+    let (input, sign) = one_of("+-").parse(input)?;
+    let (input, hours) = digits(2)(input)?;
+    let (input, minutes) = preceded(opt(char(':')), digits(2)).parse(input)?;
+    if hours > 23 || minutes > 59 {
+        return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Verify)));
+    }
+    let secs = (hours * 3600 + minutes * 60) as i32;
+    Ok((input, if sign == '-' { -secs } else { secs }))
+}
+
+/// `postfix/smtp[12345]: ` or `postfix/smtp: `; the space after the colon is optional.
+fn syslog_tag(input: &str) -> IResult<&str, (&str, Option<u32>)> {
+    let (input, appname) = take_while1(|c: char| c != '[' && c != ':' && c != ' ').parse(input)?;
+    let (input, procid) =
+        opt(delimited(char('['), map_res(take_while1(|c: char| c.is_ascii_digit()), str::parse::<u32>), char(']')))
+            .parse(input)?;
+    let (input, _) = char(':').parse(input)?;
+    let input = input.strip_prefix(' ').unwrap_or(input);
+    Ok((input, (appname, procid)))
+}
+
+/// The RFC 5424 part after `<PRI>1 `.
+fn rfc5424(input: &str, pri: Option<u8>) -> Result<SyslogLine<'_>, Error> {
+    let (rest, stamp) = word(input).map_err(|_| Error::NotSyslog)?;
+    let timestamp = if stamp == "-" {
+        None
+    } else {
+        let (left, timestamp) = rfc3339_timestamp(stamp).map_err(|_| Error::BadTimestamp)?;
+        if !left.is_empty() || !timestamp.is_valid() {
+            return Err(Error::BadTimestamp);
+        }
+        Some(timestamp)
+    };
+    let fields: IResult<&str, (&str, &str, &str, &str)> =
+        (preceded(tag(" "), word), preceded(tag(" "), word), preceded(tag(" "), word), preceded(tag(" "), word))
+            .parse(rest);
+    let (rest, (hostname, appname, procid, _msgid)) = fields.map_err(|_| Error::MissingTag)?;
+    let rest = rest.strip_prefix(' ').unwrap_or(rest);
+    let message = skip_structured_data(rest).ok_or(Error::NotSyslog)?;
+    let message = message.strip_prefix(' ').unwrap_or(message);
+    let message = message.strip_prefix('\u{feff}').unwrap_or(message);
+    let hostname = if hostname == "-" { "" } else { hostname };
+    let appname = if appname == "-" { "" } else { appname };
+    Ok(SyslogLine {
+        header: Header { framing: Framing::Rfc5424, pri, timestamp, hostname, appname, procid: procid.parse().ok() },
+        message,
+    })
+}
+
+/// Skips `-` or one or more `[id param="value"…]` elements, honouring `\]` and `\"` escapes.
+fn skip_structured_data(input: &str) -> Option<&str> {
+    if let Some(rest) = input.strip_prefix('-') {
+        return Some(rest);
+    }
+    let bytes = input.as_bytes();
+    let mut idx = 0;
+    while bytes.get(idx) == Some(&b'[') {
+        let mut in_quotes = false;
+        idx += 1;
+        loop {
+            match bytes.get(idx)? {
+                b'\\' => idx += 1,
+                b'"' => in_quotes = !in_quotes,
+                b']' if !in_quotes => break,
+                _ => {}
+            }
+            idx += 1;
+        }
+        idx += 1;
+    }
+    if idx == 0 {
+        None
+    } else {
+        input.get(idx..)
+    }
+}
+
+impl Timestamp {
+    /// True when every field is in range (the day is checked against the month, and Feb 29
+    /// against the year when the year is known).
+    pub fn is_valid(&self) -> bool {
+        let max_day = match self.month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if self.year_logged && !is_leap_year(self.year) => 28,
+            2 => 29,
+            _ => return false,
+        };
+        (1..=max_day).contains(&self.day) && self.hour < 24 && self.minute < 60 && self.second <= 60
+    }
+
+    /// Seconds since 1970-01-01T00:00:00 for this wall-clock time as if it were UTC,
+    /// minus the logged offset when there is one. The caller applies a zone to
+    /// timestamps with `offset_secs == None`.
+    pub fn unix_seconds_naive(&self) -> i64 {
+        let days = days_from_civil(self.year, self.month, self.day);
+        let secs =
+            days * 86_400 + i64::from(self.hour) * 3600 + i64::from(self.minute) * 60 + i64::from(self.second.min(59));
+        secs - i64::from(self.offset_secs.unwrap_or(0))
+    }
+}
+
+fn is_leap_year(year: i32) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i32, month: u8, day: u8) -> i64 {
+    let year = i64::from(year) - i64::from(month <= 2);
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month = i64::from(month);
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// Supplies the year that RFC 3164 and `maillog_file` timestamps leave out.
+///
+/// The first yearless line gets the reference year, or the year before when its month lies
+/// after the reference month (a December line read in January). After that the year follows
+/// the stream: a jump back of more than six months (December → January) starts the next year,
+/// and a jump forward of more than six months (a late January line after February's) belongs to
+/// the previous year without moving the stream's year.
+#[derive(Debug, Clone)]
+pub struct YearInference {
+    reference_year: i32,
+    reference_month: u8,
+    /// The year and month of the latest line, once one was seen.
+    current: Option<(i32, u8)>,
+}
+
+impl YearInference {
+    /// `reference_year`/`reference_month` come from the injected clock: now, or the file's mtime.
+    pub fn new(reference_year: i32, reference_month: u8) -> Self {
+        YearInference { reference_year, reference_month: reference_month.clamp(1, 12), current: None }
+    }
+
+    /// Fills in `timestamp.year` when the line had none, and learns from lines that had one.
+    pub fn resolve(&mut self, timestamp: &mut Option<Timestamp>) {
+        let Some(timestamp) = timestamp else { return };
+        if timestamp.year_logged {
+            self.current = Some((timestamp.year, timestamp.month));
+            return;
+        }
+        let month = i32::from(timestamp.month);
+        let year = match self.current {
+            None if timestamp.month > self.reference_month => self.reference_year - 1,
+            None => self.reference_year,
+            Some((year, last_month)) if i32::from(last_month) - month > 6 => year + 1,
+            Some((year, last_month)) if month - i32::from(last_month) > 6 => {
+                timestamp.year = year - 1;
+                return;
+            }
+            Some((year, _)) => year,
+        };
+        timestamp.year = year;
+        self.current = Some((year, timestamp.month));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TLS: &str = "Verified TLS connection established to mx.example.net[192.0.2.25]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)";
+
+    fn ts(month: u8, day: u8) -> Option<Timestamp> {
+        Some(Timestamp { month, day, hour: 1, ..Timestamp::default() })
+    }
+
+    #[test]
+    fn framings() {
+        let cases: &[(String, Framing, Option<u8>, &str, &str, Option<u32>)] = &[
+            (
+                format!("Nov  3 13:35:12 mx1 postfix/smtp[12345]: {TLS}"),
+                Framing::Rfc3164,
+                None,
+                "mx1",
+                "postfix/smtp",
+                Some(12345),
+            ),
+            (
+                format!("<22>Nov  3 13:35:12 mx1 postfix/smtp[12345]: {TLS}"),
+                Framing::Rfc3164,
+                Some(22),
+                "mx1",
+                "postfix/smtp",
+                Some(12345),
+            ),
+            (
+                format!("Nov 03 13:35:12 mx1 postfix/smtp[12345]: {TLS}"),
+                Framing::Rfc3164,
+                None,
+                "mx1",
+                "postfix/smtp",
+                Some(12345),
+            ),
+            (
+                format!("2024-11-03T13:35:12.123456+00:00 mx1 postfix/submission/smtpd[7]: {TLS}"),
+                Framing::Rfc3339,
+                None,
+                "mx1",
+                "postfix/submission/smtpd",
+                Some(7),
+            ),
+            (
+                format!("<22>1 2024-11-03T13:35:12.123456Z mx1.example.org postfix/smtp 12345 - - {TLS}"),
+                Framing::Rfc5424,
+                Some(22),
+                "mx1.example.org",
+                "postfix/smtp",
+                Some(12345),
+            ),
+            (
+                format!("<22>1 2024-11-03T13:35:12Z mx1 postfix-out/smtp 9 ID47 [ex@1 a=\"x\\]y\"][b@2] \u{feff}{TLS}"),
+                Framing::Rfc5424,
+                Some(22),
+                "mx1",
+                "postfix-out/smtp",
+                Some(9),
+            ),
+        ];
+        for (line, framing, pri, hostname, appname, procid) in cases {
+            let got = parse_syslog(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(got.header.framing, *framing, "{line}");
+            assert_eq!(got.header.pri, *pri, "{line}");
+            assert_eq!(got.header.hostname, *hostname, "{line}");
+            assert_eq!(got.header.appname, *appname, "{line}");
+            assert_eq!(got.header.procid, *procid, "{line}");
+            assert_eq!(got.message, TLS, "{line}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_fields() {
+        let got = parse_syslog("2024-08-29T01:08:59.764590+02:00 machine postfix/smtpd[1]: x").unwrap();
+        let ts = got.header.timestamp.unwrap();
+        assert_eq!((ts.year, ts.month, ts.day, ts.hour, ts.minute, ts.second), (2024, 8, 29, 1, 8, 59));
+        assert_eq!(ts.nanos, 764_590_000);
+        assert_eq!(ts.offset_secs, Some(7200));
+        assert_eq!(ts.unix_seconds_naive(), 1_724_886_539);
+    }
+
+    #[test]
+    fn service_and_instance() {
+        let cases = [
+            ("postfix/submission/smtpd", "smtpd", "postfix/submission"),
+            ("postfix-out/smtp", "smtp", "postfix-out"),
+            ("enforced-tls-smtp/smtp", "smtp", "enforced-tls-smtp"),
+            ("sm-mta", "sm-mta", "sm-mta"),
+        ];
+        for (appname, service, instance) in cases {
+            let line = format!("Nov  3 13:35:12 mx1 {appname}[1]: x");
+            let got = parse_syslog(&line).unwrap().header;
+            assert_eq!((got.service(), got.instance()), (service, instance));
+        }
+    }
+
+    #[test]
+    fn tag_without_pid_and_without_space() {
+        let got = parse_syslog("Nov  3 13:35:12 mx1 postfix/smtp:msg").unwrap();
+        assert_eq!((got.header.appname, got.header.procid, got.message), ("postfix/smtp", None, "msg"));
+    }
+
+    #[test]
+    fn rejects() {
+        let cases: &[(&str, Error)] = &[
+            ("", Error::Empty),
+            ("   ", Error::Empty),
+            ("hello world", Error::NotSyslog),
+            ("Nov 31 13:35:12 mx1 postfix/smtp[1]: x", Error::BadTimestamp),
+            ("Nov  3 25:35:12 mx1 postfix/smtp[1]: x", Error::BadTimestamp),
+            ("Nov  3 13:35:12 mx1", Error::MissingTag),
+            ("Nov  3 13:35:12 mx1 postfix/smtp[1] no colon", Error::MissingTag),
+            ("<999>Nov  3 13:35:12 mx1 p[1]: x", Error::NotSyslog),
+            ("2024-13-03T13:35:12Z mx1 p[1]: x", Error::BadTimestamp),
+            ("<22>1 2024-11-03T13:35:12Z mx1", Error::MissingTag),
+            ("<22>1 2024-11-03T13:35:12Z h a 1 - [unterminated", Error::NotSyslog),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse_syslog(line).map(|_| ()), Err(*want), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn nil_timestamp_is_none() {
+        let got = parse_syslog("<22>1 - mx1 postfix/smtp 1 - - msg").unwrap();
+        assert_eq!(got.header.timestamp, None);
+        assert_eq!(got.message, "msg");
+    }
+
+    #[test]
+    fn year_from_reference() {
+        let mut years = YearInference::new(2026, 11);
+        let mut november = ts(11, 30);
+        years.resolve(&mut november);
+        assert_eq!(november.unwrap().year, 2026);
+
+        let mut years = YearInference::new(2026, 1);
+        let mut december = ts(12, 31);
+        years.resolve(&mut december);
+        assert_eq!(december.unwrap().year, 2025, "a December line read in January is last year's");
+    }
+
+    #[test]
+    fn year_turns_december_to_january() {
+        let mut years = YearInference::new(2026, 2);
+        let got: Vec<i32> = [(12, 30), (12, 31), (1, 1), (12, 31), (1, 2), (2, 1)]
+            .into_iter()
+            .map(|(month, day)| {
+                let mut stamp = ts(month, day);
+                years.resolve(&mut stamp);
+                stamp.unwrap().year
+            })
+            .collect();
+        assert_eq!(got, [2025, 2025, 2026, 2025, 2026, 2026]);
+    }
+
+    #[test]
+    fn logged_year_teaches_inference() {
+        let mut years = YearInference::new(2030, 6);
+        let mut logged = Some(Timestamp { year: 2024, year_logged: true, month: 3, day: 1, ..Timestamp::default() });
+        years.resolve(&mut logged);
+        let mut yearless = ts(3, 2);
+        years.resolve(&mut yearless);
+        assert_eq!(yearless.unwrap().year, 2024);
+    }
+
+    #[test]
+    fn days_from_civil_known_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(1969, 12, 31), -1);
+    }
+}

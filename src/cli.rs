@@ -1,0 +1,26 @@
+//! The command line (clap derive). Subcommands map one to one onto [`crate::commands`].
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::parse::ParseArgs;
+
+/// tlsledger: per-host SMTP STARTTLS outcomes from MTA logs.
+///
+/// Reads Postfix logs (RFC 3164, rsyslog RFC 3339, RFC 5424, Postfix maillog_file) and tells, for
+/// every SMTP connection, whether TLS was used, with which trust, protocol and cipher, or why not.
+#[derive(Debug, Parser)]
+#[command(name = "tlsledger", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse log files and print one Observation JSON object per SMTP connection.
+    ///
+    /// Example: tlsledger parse --stats /var/log/mail.log /var/log/mail.log.1 > observations.jsonl
+    Parse(ParseArgs),
+}

@@ -1,0 +1,3 @@
+//! One module per subcommand: each takes its clap `Args` and runs the pipeline pieces it needs.
+
+pub mod parse;

@@ -1,0 +1,325 @@
+//! `tlsledger parse`: read log files (or stdin) and write one Observation JSON object per line.
+//!
+//! The whole pipeline of one process, synchronously: [`crate::sources::lines`] frames lines,
+//! [`parsers::parse_line`] parses them, [`crate::correlate::Correlator`] joins them, and the
+//! observations are written as JSON lines to stdout (or only counted with `--output none`).
+//! Files are read in the order given, as one stream, so a session that spans a rotated file and
+//! its successor is joined. Malformed lines are counted, never fatal; an unreadable file is an
+//! error before any output is written.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+
+use crate::clock::{year_month, LogClock, Zone};
+use crate::correlate::{Config, Correlator, Counters, LineMeta, SourceId, TlsLogging};
+use crate::observation::{Observation, Outcome, Source};
+use crate::sources::lines::{for_each_line, Line};
+
+/// What to write on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One Observation JSON object per line.
+    #[default]
+    Json,
+    /// Nothing (use with `--stats` to measure or to check a log).
+    None,
+}
+
+/// Options of `tlsledger parse`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ParseArgs {
+    /// Log files to read, in order; `-` or none reads stdin.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Print counts of lines and observations (per outcome and direction) to stderr at the end.
+    #[arg(long)]
+    pub stats: bool,
+
+    /// What to write on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+    pub output: OutputFormat,
+
+    /// Whether the MTA logs a TLS line for every TLS connection (Postfix smtp[d]_tls_loglevel >= 1).
+    /// `on`: a connection without a TLS line is plaintext. `off`: it is unknown. `auto`: plaintext
+    /// only for MTA instances that have logged TLS lines.
+    #[arg(long, value_enum, default_value_t = TlsLogging::Auto)]
+    pub tls_logging: TlsLogging,
+
+    /// Zone of timestamps that carry none (RFC 3164, Postfix maillog_file): `local`, `utc` or `+HH:MM`.
+    #[arg(long, default_value = "local", value_parser = clap::value_parser!(Zone))]
+    pub log_zone: Zone,
+
+    /// Reference time for logs without a year (RFC 3339, e.g. 2026-11-30T00:00:00Z).
+    /// Default: each file's modification time; now for stdin.
+    #[arg(long, value_name = "TIME")]
+    pub reference_time: Option<DateTime<Utc>>,
+
+    /// Lines longer than this are skipped and counted as oversized.
+    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    pub max_line_bytes: usize,
+
+    /// Most connections kept open at once while joining lines.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub max_open: usize,
+
+    /// Emit a connection after this many seconds of log time without a new line.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub idle_timeout_secs: i64,
+}
+
+/// Line-level counts that the correlator does not see.
+#[derive(Debug, Default, Clone)]
+pub struct LineCounters {
+    /// Lines read.
+    pub lines: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Lines that were not valid UTF-8 (parsed after lossy conversion).
+    pub non_utf8: u64,
+    /// Lines longer than `--max-line-bytes`, skipped.
+    pub oversized: u64,
+    /// Lines without a known framing or with a bad header, by [`parsers::Error`].
+    pub unparsed: Vec<(parsers::Error, u64)>,
+    /// Lines whose header parsed but whose MTA message did not.
+    pub malformed: u64,
+}
+
+impl LineCounters {
+    fn unparsed(&mut self, error: parsers::Error) {
+        match self.unparsed.iter_mut().find(|(e, _)| *e == error) {
+            Some((_, n)) => *n += 1,
+            None => self.unparsed.push((error, 1)),
+        }
+    }
+}
+
+/// Runs `parse`; returns the counters for the caller to print or check.
+pub fn run(args: &ParseArgs) -> Result<(LineCounters, Counters)> {
+    let inputs = open_inputs(&args.files)?;
+    let mut correlator = Correlator::new(Config {
+        tls_logging: args.tls_logging,
+        max_open: args.max_open.max(1),
+        idle_timeout_secs: args.idle_timeout_secs.max(1),
+    });
+    let stdout = io::stdout();
+    let mut writer = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut lines = LineCounters::default();
+    let mut progress = Progress::new(inputs.iter().map(|i| i.len).sum());
+    let mut out: Vec<Observation> = Vec::new();
+    for input in inputs {
+        let source = correlator.add_source(input.source.clone());
+        let reference = args.reference_time.map(|t| t.timestamp_micros()).unwrap_or(input.mtime_micros);
+        let (year, month) = year_month(args.log_zone, reference);
+        let mut stream = Stream {
+            source,
+            years: parsers::YearInference::new(year, month),
+            clock: LogClock::new(args.log_zone),
+            last_micros: reference,
+        };
+        let name = input.source.name.clone();
+        for_each_line::<_, _, anyhow::Error>(input.reader, args.max_line_bytes, |line| {
+            stream.line(&mut correlator, &mut lines, line, &mut out);
+            write_all(&mut writer, args.output, &mut out)?;
+            progress.tick(&lines);
+            Ok(())
+        })
+        .with_context(|| format!("reading {name}"))?;
+    }
+    correlator.finish(&mut out);
+    write_all(&mut writer, args.output, &mut out)?;
+    writer.flush()?;
+    progress.done();
+    Ok((lines, correlator.counters().clone()))
+}
+
+/// Per-input state.
+struct Stream {
+    source: SourceId,
+    years: parsers::YearInference,
+    clock: LogClock,
+    /// Log time of the previous line, used for lines without a timestamp.
+    last_micros: i64,
+}
+
+impl Stream {
+    fn line(
+        &mut self,
+        correlator: &mut Correlator,
+        lines: &mut LineCounters,
+        line: Line<'_>,
+        out: &mut Vec<Observation>,
+    ) {
+        lines.lines += 1;
+        let (offset, bytes) = match line {
+            Line::Text { offset, bytes } => (offset, bytes),
+            Line::Oversized { len, .. } => {
+                lines.oversized += 1;
+                lines.bytes += len + 1;
+                return;
+            }
+        };
+        lines.bytes += bytes.len() as u64 + 1;
+        let lossy;
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(_) => {
+                lines.non_utf8 += 1;
+                lossy = String::from_utf8_lossy(bytes);
+                &lossy
+            }
+        };
+        let record = match parsers::parse_line(text, &mut self.years) {
+            Ok(record) => record,
+            Err(error) => {
+                lines.unparsed(error);
+                return;
+            }
+        };
+        if let parsers::Body::Unparsed(_) = record.body {
+            lines.malformed += 1;
+        }
+        if let Some(timestamp) = &record.header.timestamp {
+            self.last_micros = self.clock.micros(timestamp);
+        }
+        let meta = LineMeta { source: self.source, offset, ts_micros: self.last_micros };
+        correlator.push(&record, meta, out);
+    }
+}
+
+fn write_all(writer: &mut impl Write, format: OutputFormat, out: &mut Vec<Observation>) -> Result<()> {
+    if format == OutputFormat::Json {
+        for observation in out.iter() {
+            serde_json::to_writer(&mut *writer, observation)?;
+            writer.write_all(b"\n")?;
+        }
+    }
+    out.clear();
+    Ok(())
+}
+
+/// An opened input.
+struct Input {
+    source: Source,
+    reader: Box<dyn Read>,
+    len: u64,
+    mtime_micros: i64,
+}
+
+/// Opens every input first, so an unreadable file fails before any output.
+fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>> {
+    let now = Utc::now().timestamp_micros();
+    if files.is_empty() {
+        return Ok(vec![stdin_input(now)]);
+    }
+    let mut inputs = Vec::with_capacity(files.len());
+    for path in files {
+        if path.as_os_str() == "-" {
+            inputs.push(stdin_input(now));
+            continue;
+        }
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let metadata = file.metadata().with_context(|| format!("cannot stat {}", path.display()))?;
+        if metadata.is_dir() {
+            anyhow::bail!("{} is a directory", path.display());
+        }
+        let mtime_micros = metadata
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(now, |d| i64::try_from(d.as_micros()).unwrap_or(now));
+        inputs.push(Input {
+            source: Source { kind: "file".to_owned(), name: path.display().to_string(), trust: "local".to_owned() },
+            reader: Box::new(file),
+            len: metadata.len(),
+            mtime_micros,
+        });
+    }
+    Ok(inputs)
+}
+
+fn stdin_input(now: i64) -> Input {
+    Input {
+        source: Source { kind: "stdin".to_owned(), name: "-".to_owned(), trust: "local".to_owned() },
+        reader: Box::new(io::stdin()),
+        len: 0,
+        mtime_micros: now,
+    }
+}
+
+/// A progress line on stderr while reading, only when stderr is a terminal.
+struct Progress {
+    enabled: bool,
+    total_bytes: u64,
+    started: Instant,
+    last: Instant,
+    calls: u32,
+}
+
+impl Progress {
+    fn new(total_bytes: u64) -> Self {
+        let now = Instant::now();
+        Progress { enabled: io::stderr().is_terminal(), total_bytes, started: now, last: now, calls: 0 }
+    }
+
+    fn tick(&mut self, lines: &LineCounters) {
+        self.calls = self.calls.wrapping_add(1);
+        if !self.enabled || self.calls % 65_536 != 0 || self.last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last = Instant::now();
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let percent = if self.total_bytes > 0 {
+            format!(" ({:.0}%)", 100.0 * lines.bytes as f64 / self.total_bytes as f64)
+        } else {
+            String::new()
+        };
+        eprint!(
+            "\r{} lines, {:.0} MB{percent}, {:.0} lines/s   ",
+            lines.lines,
+            lines.bytes as f64 / 1e6,
+            lines.lines as f64 / secs
+        );
+    }
+
+    fn done(&self) {
+        if self.enabled && self.last != self.started {
+            eprintln!();
+        }
+    }
+}
+
+/// The `--stats` report.
+pub fn format_stats(lines: &LineCounters, counters: &Counters) -> String {
+    let mut text = String::new();
+    let mut row = |label: &str, value: u64| text.push_str(&format!("{label:<28}{value:>12}\n"));
+    row("lines", lines.lines);
+    row("  bytes", lines.bytes);
+    row("  non-utf8 (read lossily)", lines.non_utf8);
+    row("  oversized (skipped)", lines.oversized);
+    let n_unparsed: u64 = lines.unparsed.iter().map(|(_, n)| n).sum();
+    row("  unparsed header", n_unparsed);
+    for (error, n) in &lines.unparsed {
+        row(&format!("    {error}"), *n);
+    }
+    row("  malformed message", lines.malformed);
+    row("  other programs", counters.other_program);
+    row("  ignored (not TLS-relevant)", counters.ignored);
+    row("  local deliveries", counters.local_deliveries);
+    row("  tlsproxy duplicates", counters.tlsproxy_duplicates);
+    row("  orphans", counters.orphans);
+    row("observations", counters.observations());
+    row("  outbound", counters.by_direction[0]);
+    row("  inbound", counters.by_direction[1]);
+    for (outcome, n) in Outcome::ALL.iter().zip(counters.by_outcome) {
+        row(&format!("  {}", outcome.as_str()), n);
+    }
+    row("  emitted on idle timeout", counters.expired);
+    row("  emitted early (max open)", counters.evicted);
+    text
+}

@@ -1,0 +1,253 @@
+//! Correlate: joins the lines of one SMTP connection into one [`Observation`].
+//!
+//! This is the first stage that outlives an input buffer: it takes borrowed
+//! [`parsers::Record`]s and keeps owned, bounded state per MTA process until a connection is
+//! complete, then emits an owned [`Observation`]. Each MTA has its own join rules in a submodule
+//! (`postfix`: by `smtp[pid]` for outbound, by the `smtpd[pid]` connect…disconnect window for
+//! inbound; research/FORMATS.md §2.1, §2.4).
+//!
+//! **Invariants:** state is bounded by [`Config::max_open`] entries and by
+//! [`Config::idle_timeout_secs`] of log time; every expiry and eviction is counted and still
+//! emits what was known. Plaintext is only claimed when the log proves it (see [`TlsLogging`]).
+//! Nothing here does IO.
+
+pub mod postfix;
+
+use rustc_hash::FxHashMap;
+
+use crate::observation::{Direction, Observation, Outcome, Source};
+
+/// Whether the MTA logs a TLS summary for every TLS connection
+/// (Postfix `smtp_tls_loglevel`/`smtpd_tls_loglevel` ≥ 1).
+///
+/// Without it a connection with no TLS line may well have used TLS, so it cannot be called
+/// plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TlsLogging {
+    /// Known to be on for the whole log: a connection without a TLS line is plaintext.
+    On,
+    /// Known to be off (or unknown): a connection without a TLS line is `unknown`.
+    Off,
+    /// On for an MTA instance once that instance has logged a TLS summary line on the same
+    /// side (client or server); `unknown` before that. The default: it never claims plaintext
+    /// for an MTA that never logs TLS.
+    #[default]
+    Auto,
+}
+
+/// Limits and options of the correlator.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// See [`TlsLogging`].
+    pub tls_logging: TlsLogging,
+    /// Most connections kept open at once; beyond it the least recently active is emitted early.
+    pub max_open: usize,
+    /// A connection with no new line for this long (log time) is emitted.
+    pub idle_timeout_secs: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { tls_logging: TlsLogging::Auto, max_open: 100_000, idle_timeout_secs: 300 }
+    }
+}
+
+/// Where and when one line was read.
+#[derive(Debug, Clone, Copy)]
+pub struct LineMeta {
+    /// Index returned by [`Correlator::add_source`].
+    pub source: SourceId,
+    /// Byte offset of the line in its source.
+    pub offset: u64,
+    /// Log time of the line, microseconds since the Unix epoch, UTC.
+    pub ts_micros: i64,
+}
+
+/// A registered source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SourceId(u32);
+
+/// What the correlator saw, for `--stats` and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Records pushed.
+    pub records: u64,
+    /// Lines of programs with no grammar (not an MTA we know).
+    pub other_program: u64,
+    /// MTA lines that carry nothing about TLS or delivery (`qmgr`, `cleanup`, …).
+    pub ignored: u64,
+    /// TLS lines of `tlsproxy`, which repeat a handshake that `smtp`/`smtpd` also logs.
+    pub tlsproxy_duplicates: u64,
+    /// Delivery lines without an SMTP peer (`relay=local`, LMTP over a unix socket, `relay=none`).
+    pub local_deliveries: u64,
+    /// Lines that refer to a connection we never saw the start of and cannot stand alone.
+    pub orphans: u64,
+    /// Connections emitted because they were idle for [`Config::idle_timeout_secs`].
+    pub expired: u64,
+    /// Connections emitted early because [`Config::max_open`] was reached.
+    pub evicted: u64,
+    /// Observations emitted, by [`Outcome`] in the order of [`Outcome::ALL`].
+    pub by_outcome: [u64; 7],
+    /// Observations emitted: outbound, inbound.
+    pub by_direction: [u64; 2],
+}
+
+impl Counters {
+    /// Observations emitted in total.
+    pub fn observations(&self) -> u64 {
+        self.by_direction.iter().sum()
+    }
+
+    fn count(&mut self, observation: &Observation) {
+        let outcome_idx = Outcome::ALL.iter().position(|o| *o == observation.outcome).unwrap_or(6);
+        self.by_outcome[outcome_idx] += 1;
+        self.by_direction[usize::from(observation.direction == Direction::Inbound)] += 1;
+    }
+}
+
+/// Joins records into observations.
+#[derive(Debug)]
+pub struct Correlator {
+    config: Config,
+    sources: Vec<Source>,
+    names: Names,
+    postfix: postfix::State,
+    counters: Counters,
+    /// Log time of the last expiry sweep.
+    last_sweep_micros: i64,
+}
+
+impl Correlator {
+    /// A correlator with no sources.
+    pub fn new(config: Config) -> Self {
+        Correlator {
+            config,
+            sources: Vec::new(),
+            names: Names::default(),
+            postfix: postfix::State::default(),
+            counters: Counters::default(),
+            last_sweep_micros: i64::MIN,
+        }
+    }
+
+    /// Registers a source; lines from it carry the returned id in [`LineMeta::source`].
+    pub fn add_source(&mut self, source: Source) -> SourceId {
+        self.sources.push(source);
+        SourceId(u32::try_from(self.sources.len() - 1).unwrap_or(u32::MAX))
+    }
+
+    /// Feeds one parsed line; completed observations are appended to `out`.
+    pub fn push(&mut self, record: &parsers::Record<'_>, meta: LineMeta, out: &mut Vec<Observation>) {
+        self.counters.records += 1;
+        let start = out.len();
+        match &record.body {
+            parsers::Body::Postfix(event) => {
+                let process =
+                    self.names.process(record.header.hostname, record.header.instance(), record.header.procid);
+                let mut ctx = postfix::Ctx {
+                    config: &self.config,
+                    sources: &self.sources,
+                    names: &self.names,
+                    counters: &mut self.counters,
+                    meta,
+                    out,
+                };
+                self.postfix.push(&mut ctx, process, record.header.service(), event);
+            }
+            parsers::Body::Other => self.counters.other_program += 1,
+            parsers::Body::Unparsed(_) => {}
+        }
+        if meta.ts_micros.saturating_sub(self.last_sweep_micros) >= 10_000_000
+            || self.postfix.open() > self.config.max_open
+        {
+            self.sweep(meta.ts_micros, out);
+        }
+        self.count_new(out, start);
+    }
+
+    /// Emits every open connection (end of input, shutdown).
+    pub fn finish(&mut self, out: &mut Vec<Observation>) {
+        let start = out.len();
+        let mut ctx = postfix::Ctx {
+            config: &self.config,
+            sources: &self.sources,
+            names: &self.names,
+            counters: &mut self.counters,
+            meta: LineMeta { source: SourceId(0), offset: 0, ts_micros: i64::MAX },
+            out,
+        };
+        self.postfix.flush_all(&mut ctx);
+        self.count_new(out, start);
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Connections currently open.
+    pub fn open(&self) -> usize {
+        self.postfix.open()
+    }
+
+    fn sweep(&mut self, now_micros: i64, out: &mut Vec<Observation>) {
+        self.last_sweep_micros = now_micros;
+        let mut ctx = postfix::Ctx {
+            config: &self.config,
+            sources: &self.sources,
+            names: &self.names,
+            counters: &mut self.counters,
+            meta: LineMeta { source: SourceId(0), offset: 0, ts_micros: now_micros },
+            out,
+        };
+        self.postfix
+            .sweep(&mut ctx, now_micros.saturating_sub(self.config.idle_timeout_secs.saturating_mul(1_000_000)));
+    }
+
+    fn count_new(&mut self, out: &[Observation], start: usize) {
+        for observation in &out[start..] {
+            self.counters.count(observation);
+        }
+    }
+}
+
+/// A process of one MTA instance on one reporting host: the key of per-process state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProcessKey {
+    /// Index of (reporter, instance) in [`Names`].
+    pub name: u32,
+    /// The pid, or 0 when the line had none.
+    pub pid: u32,
+}
+
+/// Interns (reporter, instance) pairs so per-line keys are two integers.
+#[derive(Debug, Default)]
+pub struct Names {
+    ids: FxHashMap<(String, String), u32>,
+    pairs: Vec<(String, String)>,
+    last: Option<u32>,
+}
+
+impl Names {
+    fn process(&mut self, reporter: &str, instance: &str, pid: Option<u32>) -> ProcessKey {
+        let name = match self.last {
+            Some(id) if self.pairs[id as usize].0 == reporter && self.pairs[id as usize].1 == instance => id,
+            _ => {
+                let key = (reporter.to_owned(), instance.to_owned());
+                let next = u32::try_from(self.pairs.len()).unwrap_or(u32::MAX);
+                let id = *self.ids.entry(key).or_insert_with(|| {
+                    self.pairs.push((reporter.to_owned(), instance.to_owned()));
+                    next
+                });
+                self.last = Some(id);
+                id
+            }
+        };
+        ProcessKey { name, pid: pid.unwrap_or(0) }
+    }
+
+    /// The (reporter, instance) of an interned name.
+    pub fn get(&self, name: u32) -> (&str, &str) {
+        self.pairs.get(name as usize).map_or(("", ""), |(reporter, instance)| (reporter.as_str(), instance.as_str()))
+    }
+}

@@ -1,0 +1,822 @@
+//! Postfix join rules: `smtp[pid]` connections (outbound) and `smtpd[pid]` sessions (inbound).
+//!
+//! Outbound (research/FORMATS.md §2.4): the TLS summary line has no queue id and belongs to the
+//! delivery lines that follow from the same `smtp[pid]` for the same `host[addr]:port`. A
+//! connection ends when the pid names another peer, starts a new TLS or handshake, logs a
+//! delivery of a new message without `conn_use` ≥ 2 (a fresh connection), a TLS policy failure,
+//! or goes idle. Certificate-verification lines can come before or after the summary, so they
+//! join by peer, not by adjacency. After a failed handshake at level `may` Postfix retries in
+//! plaintext: the failed attempt and the plaintext delivery become two observations.
+//!
+//! Inbound: one observation per `connect from` … `disconnect from` window of an `smtpd[pid]`.
+//! The disconnect counters (`starttls=1`, Postfix ≥ 3.0) prove TLS or plaintext even without
+//! TLS logging.
+//!
+//! `tlsproxy` repeats handshakes that `smtp`/`smtpd` also log: its lines are counted, never
+//! turned into observations. postscreen never delivers mail and is ignored.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use parsers::postfix::{Counters as CommandCounters, Delivery, Event, Relay, Status, TlsConnection, TrustClass};
+use parsers::Peer;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::{Config, Counters, LineMeta, Names, ProcessKey, SourceId, TlsLogging};
+use crate::observation::{event_id, Direction, Failure, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust};
+
+/// Most `TLS library problem` reasons kept for one handshake.
+const MAX_REASONS: usize = 8;
+/// Most queue ids and domains kept for one connection.
+const MAX_ITEMS: usize = 64;
+
+/// Everything a handler needs besides the per-process state.
+pub struct Ctx<'c> {
+    pub(super) config: &'c Config,
+    pub(super) sources: &'c [Source],
+    pub(super) names: &'c Names,
+    pub(super) counters: &'c mut Counters,
+    pub(super) meta: LineMeta,
+    pub(super) out: &'c mut Vec<Observation>,
+}
+
+/// Open connections and sessions of every Postfix process.
+#[derive(Debug, Default)]
+pub struct State {
+    clients: FxHashMap<ProcessKey, Client>,
+    servers: FxHashMap<ProcessKey, Session>,
+    /// Instances (interned reporter+instance) that logged a TLS summary, per side.
+    tls_logging_seen: FxHashSet<(u32, bool)>,
+}
+
+/// Per `smtp[pid]` state.
+#[derive(Debug, Default)]
+struct Client {
+    conn: Option<Connection>,
+    /// `discarding EHLO keywords: STARTTLS` was logged and no delivery followed yet.
+    pending_policy: Option<&'static str>,
+    /// `TLS library problem` lines logged before their connection was known.
+    pending_reasons: Vec<String>,
+    last_micros: i64,
+}
+
+/// What is known so far about one connection (either direction).
+#[derive(Debug, Default)]
+struct Connection {
+    peer: PeerInfo,
+    /// The address as logged, for joining (may not be an IP).
+    addr: String,
+    first_micros: i64,
+    last_micros: i64,
+    source: Option<SourceId>,
+    offset: u64,
+    lines: u32,
+    tls: Option<TlsInfo>,
+    /// Handshake failure detail (`SSL_connect error … : -1`, `lost connection after STARTTLS`).
+    handshake: Option<String>,
+    reasons: Vec<String>,
+    /// `certificate verification failed` reasons.
+    verify_errors: Vec<String>,
+    /// `Server certificate not verified/trusted`: the policy rejected the certificate.
+    rejected: Option<String>,
+    /// `TLS is required, but …`: (kind, reason).
+    required_missing: Option<(&'static str, String)>,
+    /// Inbound `Must issue a STARTTLS command first`.
+    starttls_demanded: Option<String>,
+    /// Inbound `abort: TLS from …` (client certificate required and missing/untrusted).
+    tls_abort: Option<String>,
+    /// Inbound `Refusing STARTTLS request`.
+    refused: Option<String>,
+    queue_ids: Vec<String>,
+    domains: Vec<String>,
+    deliveries: u32,
+    delivered: Option<bool>,
+    /// The last non-success reason of a delivery (for failures without a TLS line).
+    no_tls_reason: Option<String>,
+    tls_feature: Option<String>,
+    conn_use: Option<u32>,
+    local_policy: Option<&'static str>,
+    after_tls_failure: bool,
+    replayed: bool,
+    counters: Option<CommandCounters>,
+}
+
+/// Per `smtpd[pid]` state.
+#[derive(Debug, Default)]
+struct Session {
+    conn: Connection,
+    pending_reasons: Vec<String>,
+}
+
+impl State {
+    /// Connections and sessions currently open.
+    pub fn open(&self) -> usize {
+        self.clients.len() + self.servers.len()
+    }
+
+    /// Handles one event of daemon `service` from `process`.
+    pub fn push(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, service: &str, event: &Event<'_>) {
+        match service {
+            "smtp" | "lmtp" => self.client_event(ctx, process, event),
+            "smtpd" => self.server_event(ctx, process, event),
+            "error" | "retry" | "discard" => self.error_event(ctx, process, event),
+            "tlsproxy" => match event {
+                Event::Ignored => ctx.counters.ignored += 1,
+                _ => ctx.counters.tlsproxy_duplicates += 1,
+            },
+            _ => ctx.counters.ignored += 1,
+        }
+    }
+
+    /// Emits every open connection.
+    pub fn flush_all(&mut self, ctx: &mut Ctx<'_>) {
+        let mut clients: Vec<_> = self.clients.drain().collect();
+        clients.sort_by_key(|(_, client)| client.conn.as_ref().map_or(i64::MAX, |c| c.first_micros));
+        for (process, mut client) in clients {
+            if let Some(conn) = client.conn.take() {
+                self.emit(ctx, process, Direction::Outbound, conn);
+            }
+        }
+        let mut sessions: Vec<_> = self.servers.drain().collect();
+        sessions.sort_by_key(|(_, session)| session.conn.first_micros);
+        for (process, session) in sessions {
+            self.emit(ctx, process, Direction::Inbound, session.conn);
+        }
+    }
+
+    /// Emits connections idle since before `cutoff_micros`, and the oldest ones while more than
+    /// `max_open` are open.
+    pub fn sweep(&mut self, ctx: &mut Ctx<'_>, cutoff_micros: i64) {
+        let idle_clients: Vec<ProcessKey> =
+            self.clients.iter().filter(|(_, c)| c.last_micros < cutoff_micros).map(|(k, _)| *k).collect();
+        for process in idle_clients {
+            if let Some(mut client) = self.clients.remove(&process) {
+                if let Some(conn) = client.conn.take() {
+                    ctx.counters.expired += 1;
+                    self.emit(ctx, process, Direction::Outbound, conn);
+                }
+            }
+        }
+        let idle_sessions: Vec<ProcessKey> =
+            self.servers.iter().filter(|(_, s)| s.conn.last_micros < cutoff_micros).map(|(k, _)| *k).collect();
+        for process in idle_sessions {
+            if let Some(session) = self.servers.remove(&process) {
+                ctx.counters.expired += 1;
+                self.emit(ctx, process, Direction::Inbound, session.conn);
+            }
+        }
+        let max_open = ctx.config.max_open;
+        if self.open() > max_open {
+            // Evict a tenth at a time so a full table does not cost a scan per line.
+            let target = max_open - max_open / 10;
+            let mut by_age: Vec<(i64, bool, ProcessKey)> = self
+                .clients
+                .iter()
+                .map(|(k, c)| (c.last_micros, false, *k))
+                .chain(self.servers.iter().map(|(k, s)| (s.conn.last_micros, true, *k)))
+                .collect();
+            by_age.sort_unstable_by_key(|(last, _, _)| *last);
+            let n_evict = by_age.len().saturating_sub(target);
+            for (_, inbound, process) in by_age.into_iter().take(n_evict) {
+                ctx.counters.evicted += 1;
+                if inbound {
+                    if let Some(session) = self.servers.remove(&process) {
+                        self.emit(ctx, process, Direction::Inbound, session.conn);
+                    }
+                } else if let Some(conn) = self.clients.remove(&process).and_then(|mut c| c.conn.take()) {
+                    self.emit(ctx, process, Direction::Outbound, conn);
+                }
+            }
+        }
+    }
+
+    fn client_event(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, event: &Event<'_>) {
+        let now = ctx.meta.ts_micros;
+        match event {
+            Event::TlsConnection(tls) => {
+                self.tls_logging_seen.insert((process.name, false));
+                let conn = self.client_conn_for(ctx, process, &tls.peer, |c| c.tls.is_none() && c.deliveries == 0);
+                conn.tls = Some(tls_info(tls, std::mem::take(&mut conn.verify_errors)));
+            }
+            Event::HandshakeError { peer, detail, .. } => {
+                let client = self.clients.entry(process).or_default();
+                let reasons = std::mem::take(&mut client.pending_reasons);
+                let conn = self.client_conn_for(ctx, process, peer, |c| {
+                    c.tls.is_none() && c.handshake.is_none() && c.deliveries == 0
+                });
+                conn.handshake = Some(format!("SSL_connect error: {detail}"));
+                conn.reasons.extend(reasons);
+            }
+            Event::TlsLibraryProblem { reason, .. } => {
+                let client = self.clients.entry(process).or_default();
+                client.last_micros = now;
+                match client.conn.as_mut() {
+                    Some(conn) if conn.handshake.is_some() && conn.deliveries == 0 => {
+                        touch(conn, now);
+                        push_bounded(&mut conn.reasons, reason, MAX_REASONS);
+                    }
+                    _ => push_bounded(&mut client.pending_reasons, reason, MAX_REASONS),
+                }
+            }
+            Event::CertVerifyFailed { peer, reason } => {
+                let conn = self.client_conn_for(ctx, process, peer, |c| c.deliveries == 0);
+                match conn.tls.as_mut() {
+                    Some(tls) => push_bounded(&mut tls.verify_errors, reason, MAX_REASONS),
+                    None => push_bounded(&mut conn.verify_errors, reason, MAX_REASONS),
+                }
+            }
+            Event::UntrustedSessionReuse { peer } => {
+                let conn = self.client_conn_for(ctx, process, peer, |c| c.deliveries == 0);
+                push_bounded(&mut conn.verify_errors, "re-using session with untrusted peer credential", MAX_REASONS);
+            }
+            Event::CertificateRejected { queue_id, reason } => {
+                let client = self.clients.entry(process).or_default();
+                client.last_micros = now;
+                match client.conn.take() {
+                    Some(mut conn) => {
+                        touch(&mut conn, now);
+                        push_bounded(&mut conn.queue_ids, queue_id, MAX_ITEMS);
+                        conn.rejected = Some((*reason).to_owned());
+                        conn.delivered.get_or_insert(false);
+                        self.emit(ctx, process, Direction::Outbound, conn);
+                    }
+                    None => ctx.counters.orphans += 1,
+                }
+            }
+            Event::DiscardedEhloKeywords { starttls: true, .. } | Event::HostOfferedStarttls { .. } => {
+                let policy = if matches!(event, Event::HostOfferedStarttls { .. }) {
+                    "tls-level-none"
+                } else {
+                    "starttls-discarded"
+                };
+                let client = self.clients.entry(process).or_default();
+                client.last_micros = now;
+                if let Some(conn) = client.conn.take() {
+                    self.emit(ctx, process, Direction::Outbound, conn);
+                }
+                self.clients.entry(process).or_default().pending_policy = Some(policy);
+            }
+            Event::Delivery(delivery) => self.client_delivery(ctx, process, delivery),
+            _ => ctx.counters.ignored += 1,
+        }
+    }
+
+    /// The open connection of `process` to `peer` if `joinable` says the new line belongs to
+    /// it; otherwise the open one is emitted and a new one started.
+    fn client_conn_for(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        process: ProcessKey,
+        peer: &Peer<'_>,
+        joinable: impl Fn(&Connection) -> bool,
+    ) -> &mut Connection {
+        let now = ctx.meta.ts_micros;
+        let client = self.clients.entry(process).or_default();
+        client.last_micros = now;
+        let keep = client.conn.as_ref().is_some_and(|c| same_peer(c, peer) && joinable(c));
+        if !keep {
+            if let Some(old) = client.conn.take() {
+                self.emit(ctx, process, Direction::Outbound, old);
+            }
+            let client = self.clients.entry(process).or_default();
+            client.conn = Some(Connection::new(peer, &ctx.meta));
+        }
+        let client = self.clients.entry(process).or_default();
+        let conn = client.conn.get_or_insert_with(|| Connection::new(peer, &ctx.meta));
+        if keep {
+            touch(conn, now);
+        }
+        conn
+    }
+
+    fn client_delivery(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, delivery: &Delivery<'_>) {
+        let now = ctx.meta.ts_micros;
+        let peer = match delivery.relay {
+            Relay::Peer(peer) if !peer.is_unix_socket() => peer,
+            Relay::None => return self.error_event(ctx, process, &Event::Delivery(*delivery)),
+            _ => {
+                ctx.counters.local_deliveries += 1;
+                return;
+            }
+        };
+        let client = self.clients.entry(process).or_default();
+        client.last_micros = now;
+        let pending_policy = client.pending_policy.take();
+        let tls_failure_reason = tls_failure_in_reason(delivery.reason);
+        let mut fallback = false;
+        let join = match client.conn.as_ref() {
+            Some(conn) if same_peer(conn, &peer) => {
+                let new_message = !conn.queue_ids.iter().any(|q| q == delivery.queue_id);
+                let fresh_connection = conn.deliveries > 0 && new_message && delivery.conn_use.unwrap_or(1) <= 1;
+                if conn.handshake.is_some() && conn.tls.is_none() && delivery.status == Status::Sent {
+                    // Level `may` retried in plaintext after the failed handshake.
+                    fallback = true;
+                    false
+                } else {
+                    !fresh_connection && pending_policy.is_none()
+                }
+            }
+            _ => false,
+        };
+        if !join {
+            if let Some(mut old) = self.clients.entry(process).or_default().conn.take() {
+                if fallback {
+                    old.delivered.get_or_insert(false);
+                }
+                self.emit(ctx, process, Direction::Outbound, old);
+            }
+            let mut conn = Connection::new(&peer, &ctx.meta);
+            conn.after_tls_failure = fallback;
+            conn.local_policy = pending_policy;
+            self.clients.entry(process).or_default().conn = Some(conn);
+        }
+        let Some(conn) = self.clients.entry(process).or_default().conn.as_mut() else { return };
+        if join {
+            touch(conn, now);
+        }
+        add_delivery(conn, delivery);
+        if let Some((kind, reason)) = tls_failure_reason {
+            match kind {
+                TlsFailureInReason::Handshake => {
+                    conn.handshake.get_or_insert_with(|| reason.to_owned());
+                }
+                TlsFailureInReason::Rejected => conn.rejected = Some(reason.to_owned()),
+                TlsFailureInReason::Required(kind) => conn.required_missing = Some((kind, reason.to_owned())),
+            }
+            // A TLS policy failure ends the connection.
+            if let Some(conn) = self.clients.entry(process).or_default().conn.take() {
+                self.emit(ctx, process, Direction::Outbound, conn);
+            }
+        }
+    }
+
+    /// `postfix/error` (and `relay=none` lines): no connection was made; only a repeated TLS
+    /// verdict (`delivery temporarily suspended: TLS is required, but was not offered by host …`)
+    /// is worth an observation.
+    fn error_event(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, event: &Event<'_>) {
+        let Event::Delivery(delivery) = event else {
+            ctx.counters.ignored += 1;
+            return;
+        };
+        let Some((TlsFailureInReason::Required(kind), reason)) = tls_failure_in_reason(delivery.reason) else {
+            ctx.counters.local_deliveries += 1;
+            return;
+        };
+        let Some(peer) = reason
+            .find(" host ")
+            .and_then(|idx| parsers::peer::peer(&reason[idx + " host ".len()..]).ok())
+            .map(|(_, peer)| peer)
+        else {
+            ctx.counters.orphans += 1;
+            return;
+        };
+        let mut conn = Connection::new(&peer, &ctx.meta);
+        conn.replayed = true;
+        add_delivery(&mut conn, delivery);
+        conn.required_missing = Some((kind, reason.to_owned()));
+        self.emit(ctx, process, Direction::Outbound, conn);
+    }
+
+    fn server_event(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, event: &Event<'_>) {
+        let now = ctx.meta.ts_micros;
+        match event {
+            Event::Connect { peer } => {
+                if let Some(old) = self.servers.remove(&process) {
+                    self.emit(ctx, process, Direction::Inbound, old.conn);
+                }
+                self.servers.insert(process, Session { conn: Connection::new(peer, &ctx.meta), ..Session::default() });
+            }
+            Event::Disconnect { peer, counters } => {
+                let mut session = self.take_session(ctx, process, peer);
+                touch(&mut session.conn, now);
+                session.conn.counters = Some(*counters);
+                self.emit(ctx, process, Direction::Inbound, session.conn);
+            }
+            Event::TlsConnection(tls) => {
+                self.tls_logging_seen.insert((process.name, true));
+                let session = self.session_for(ctx, process, &tls.peer);
+                session.conn.tls = Some(tls_info(tls, Vec::new()));
+            }
+            Event::HandshakeError { peer, detail, .. } => {
+                let session = self.session_for(ctx, process, peer);
+                session.conn.handshake = Some(format!("SSL_accept error: {detail}"));
+                let reasons = std::mem::take(&mut session.pending_reasons);
+                session.conn.reasons.extend(reasons);
+            }
+            Event::TlsLibraryProblem { reason, .. } => match self.servers.get_mut(&process) {
+                Some(session) => {
+                    touch(&mut session.conn, now);
+                    if session.conn.handshake.is_some() {
+                        push_bounded(&mut session.conn.reasons, reason, MAX_REASONS);
+                    } else {
+                        push_bounded(&mut session.pending_reasons, reason, MAX_REASONS);
+                    }
+                }
+                None => ctx.counters.orphans += 1,
+            },
+            Event::LostConnection { what, after, peer } => {
+                let session = self.session_for(ctx, process, peer);
+                let on_tls_start = *after == "STARTTLS" || (*after == "CONNECT" && session.conn.handshake.is_some());
+                if on_tls_start && session.conn.tls.is_none() && session.conn.handshake.is_none() {
+                    session.conn.handshake = Some(format!("{what} after {after}"));
+                    let reasons = std::mem::take(&mut session.pending_reasons);
+                    session.conn.reasons.extend(reasons);
+                }
+            }
+            Event::Client { queue_id, peer } => {
+                let session = self.session_for(ctx, process, peer);
+                push_bounded(&mut session.conn.queue_ids, queue_id, MAX_ITEMS);
+            }
+            Event::Reject { peer, reason, starttls_required: true } => {
+                let session = self.session_for(ctx, process, peer);
+                session.conn.starttls_demanded.get_or_insert_with(|| (*reason).to_owned());
+            }
+            Event::TlsAbort { peer, reason } => {
+                let session = self.session_for(ctx, process, peer);
+                session.conn.tls_abort = Some((*reason).to_owned());
+            }
+            Event::StarttlsRefused { peer, reason } => {
+                let session = self.session_for(ctx, process, peer);
+                session.conn.refused = Some((*reason).to_owned());
+            }
+            Event::CertVerifyFailed { peer, reason } => {
+                let session = self.session_for(ctx, process, peer);
+                push_bounded(&mut session.conn.verify_errors, reason, MAX_REASONS);
+            }
+            _ => ctx.counters.ignored += 1,
+        }
+    }
+
+    /// The open session of `process`, or a new one when the log started mid-session or the
+    /// line names another client (the `disconnect` was lost).
+    fn session_for(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, peer: &Peer<'_>) -> &mut Session {
+        let now = ctx.meta.ts_micros;
+        let matches = self.servers.get(&process).is_some_and(|s| same_peer(&s.conn, peer));
+        if !matches {
+            if let Some(old) = self.servers.remove(&process) {
+                self.emit(ctx, process, Direction::Inbound, old.conn);
+            }
+            self.servers.insert(process, Session { conn: Connection::new(peer, &ctx.meta), ..Session::default() });
+        }
+        let session = self.servers.entry(process).or_default();
+        if matches {
+            touch(&mut session.conn, now);
+        }
+        session
+    }
+
+    fn take_session(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, peer: &Peer<'_>) -> Session {
+        match self.servers.remove(&process) {
+            Some(session) if same_peer(&session.conn, peer) => session,
+            other => {
+                if let Some(old) = other {
+                    self.emit(ctx, process, Direction::Inbound, old.conn);
+                }
+                Session { conn: Connection::new(peer, &ctx.meta), ..Session::default() }
+            }
+        }
+    }
+
+    fn emit(&self, ctx: &mut Ctx<'_>, process: ProcessKey, direction: Direction, conn: Connection) {
+        let tls_logged = match ctx.config.tls_logging {
+            TlsLogging::On => true,
+            TlsLogging::Off => false,
+            TlsLogging::Auto => self.tls_logging_seen.contains(&(process.name, direction == Direction::Inbound)),
+        };
+        let (reporter, instance) = ctx.names.get(process.name);
+        let source = conn.source.and_then(|id| ctx.sources.get(id.0 as usize)).cloned().unwrap_or_else(|| Source {
+            kind: "unknown".to_owned(),
+            name: String::new(),
+            trust: "none".to_owned(),
+        });
+        let event_id = event_id(&source.name, conn.offset);
+        let (outcome, failure, tls) = match direction {
+            Direction::Outbound => outbound_verdict(&conn, tls_logged),
+            Direction::Inbound => inbound_verdict(&conn, tls_logged),
+        };
+        let delivered = match direction {
+            Direction::Outbound => conn.delivered,
+            Direction::Inbound => inbound_delivered(&conn),
+        };
+        ctx.out.push(Observation {
+            ts: micros_to_datetime(conn.first_micros),
+            end_ts: micros_to_datetime(conn.last_micros),
+            mta: Mta::Postfix,
+            reporter: reporter.to_owned(),
+            instance: instance.to_owned(),
+            direction,
+            peer: conn.peer,
+            domains: conn.domains,
+            queue_ids: conn.queue_ids,
+            outcome,
+            tls,
+            failure,
+            delivered,
+            tls_feature: conn.tls_feature,
+            conn_use: conn.conn_use,
+            local_policy: conn.local_policy.map(str::to_owned),
+            after_tls_failure: conn.after_tls_failure,
+            replayed: conn.replayed,
+            source,
+            lines: conn.lines,
+            event_id,
+        });
+    }
+}
+
+impl Connection {
+    fn new(peer: &Peer<'_>, meta: &LineMeta) -> Connection {
+        Connection {
+            peer: peer_info(peer),
+            addr: peer.addr.to_owned(),
+            first_micros: meta.ts_micros,
+            last_micros: meta.ts_micros,
+            source: Some(meta.source),
+            offset: meta.offset,
+            lines: 1,
+            ..Connection::default()
+        }
+    }
+}
+
+/// Records one more line of a connection.
+fn touch(conn: &mut Connection, now: i64) {
+    conn.lines += 1;
+    conn.last_micros = conn.last_micros.max(now);
+}
+
+/// Same address, and the same port when both lines logged one.
+fn same_peer(conn: &Connection, peer: &Peer<'_>) -> bool {
+    conn.addr == peer.addr
+        && match (conn.peer.port, peer.port) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+}
+
+fn peer_info(peer: &Peer<'_>) -> PeerInfo {
+    let hostname = match peer.hostname {
+        "" | "unknown" => None,
+        name => Some(name.to_owned()),
+    };
+    let ip = peer.addr.strip_prefix("IPv6:").unwrap_or(peer.addr).parse::<IpAddr>().ok().map(|ip| ip.to_string());
+    PeerInfo { hostname, ip, port: peer.port }
+}
+
+fn tls_info(tls: &TlsConnection<'_>, verify_errors: Vec<String>) -> TlsInfo {
+    TlsInfo {
+        trust: Some(match tls.class {
+            TrustClass::Anonymous => Trust::Anonymous,
+            TrustClass::Untrusted => Trust::Untrusted,
+            TrustClass::Trusted => Trust::Trusted,
+            TrustClass::Verified => Trust::Verified,
+        }),
+        protocol: Some(tls.protocol.to_owned()),
+        cipher: Some(tls.cipher.to_owned()),
+        bits: Some(tls.bits),
+        alg_bits: Some(tls.alg_bits),
+        reused: tls.reused,
+        sni: tls.sni.map(str::to_owned),
+        key_exchange: tls.key_exchange.map(str::to_owned),
+        verify_errors,
+    }
+}
+
+fn push_bounded(items: &mut Vec<String>, item: &str, max: usize) {
+    if items.len() < max && !items.iter().any(|have| have == item) {
+        items.push(item.to_owned());
+    }
+}
+
+fn add_delivery(conn: &mut Connection, delivery: &Delivery<'_>) {
+    conn.deliveries += 1;
+    push_bounded(&mut conn.queue_ids, delivery.queue_id, MAX_ITEMS);
+    if let Some((_, domain)) = delivery.to.rsplit_once('@') {
+        if !domain.is_empty()
+            && conn.domains.len() < MAX_ITEMS
+            && !conn.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+        {
+            conn.domains.push(domain.to_ascii_lowercase());
+        }
+    }
+    let sent = delivery.status == Status::Sent;
+    conn.delivered = Some(conn.delivered.unwrap_or(false) || sent);
+    if !sent {
+        conn.no_tls_reason = Some(delivery.reason.to_owned());
+    }
+    if let Some(feature) = delivery.tls {
+        conn.tls_feature = Some(feature.to_owned());
+    }
+    if let Some(conn_use) = delivery.conn_use {
+        conn.conn_use = Some(conn.conn_use.map_or(conn_use, |have| have.max(conn_use)));
+    }
+}
+
+/// A TLS verdict written into a delivery's status reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsFailureInReason {
+    /// `Cannot start TLS: handshake failure`.
+    Handshake,
+    /// `Server certificate not verified` / `not trusted`, REQUIRETLS `no matching server certificate`.
+    Rejected,
+    /// `TLS is required, but …`, with the failure kind.
+    Required(&'static str),
+}
+
+fn tls_failure_in_reason(reason: &str) -> Option<(TlsFailureInReason, &str)> {
+    // Only reasons that mention TLS are worth the searches below.
+    if !reason.contains("TLS") && !reason.contains("certificate") {
+        return None;
+    }
+    let kind = if reason.contains("Cannot start TLS: handshake failure") {
+        TlsFailureInReason::Handshake
+    } else if reason.contains("Server certificate not verified")
+        || reason.contains("Server certificate not trusted")
+        || reason.contains("server certificate was found")
+    {
+        TlsFailureInReason::Rejected
+    } else if reason.contains("TLS is required, but was not offered")
+        || reason.contains("TLS service was not offered")
+        || reason.contains("refused to start TLS")
+    {
+        TlsFailureInReason::Required("starttls-not-supported")
+    } else if reason.contains("TLS is required, but our TLS engine is unavailable")
+        || reason.contains("TLS is required, but unavailable")
+    {
+        TlsFailureInReason::Required("local-tls-unavailable")
+    } else {
+        return None;
+    };
+    Some((kind, reason))
+}
+
+/// RFC 8460 result type for a certificate verification error text.
+fn cert_failure_kind(reason: &str) -> &'static str {
+    let reason = reason.to_ascii_lowercase();
+    if reason.contains("expired") {
+        "certificate-expired"
+    } else if reason.contains("hostname") || reason.contains("name mismatch") || reason.contains("no match") {
+        "certificate-host-mismatch"
+    } else if reason.contains("untrusted")
+        || reason.contains("self-signed")
+        || reason.contains("self signed")
+        || reason.contains("not trusted")
+        || reason.contains("unknown ca")
+        || reason.contains("local issuer")
+        || reason.contains("certificate verify failed")
+    {
+        "certificate-not-trusted"
+    } else {
+        "validation-failure"
+    }
+}
+
+/// Outcome of a connection we made.
+fn outbound_verdict(conn: &Connection, tls_logged: bool) -> (Outcome, Option<Failure>, Option<TlsInfo>) {
+    if let Some(reason) = &conn.rejected {
+        let detail = conn.verify_errors.first().or_else(|| conn.tls.as_ref().and_then(|t| t.verify_errors.first()));
+        let kind = match (detail, conn.tls.as_ref().and_then(|t| t.trust)) {
+            (Some(detail), _) => cert_failure_kind(detail),
+            // Chain trusted but not "Verified": the name did not match.
+            (None, Some(Trust::Trusted)) => "certificate-host-mismatch",
+            (None, Some(Trust::Untrusted)) => "certificate-not-trusted",
+            _ => "validation-failure",
+        };
+        let reason = match detail {
+            Some(detail) => format!("{reason}: {detail}"),
+            None => reason.clone(),
+        };
+        return (Outcome::CertVerifyFailed, Some(Failure { kind: kind.to_owned(), reason }), conn.tls.clone());
+    }
+    if let Some((kind, reason)) = &conn.required_missing {
+        let failure = Failure { kind: (*kind).to_owned(), reason: reason.clone() };
+        return (Outcome::TlsRequiredMissing, Some(failure), None);
+    }
+    if let Some(detail) = &conn.handshake {
+        return (Outcome::HandshakeFailed, Some(handshake_failure(detail, &conn.reasons, &conn.verify_errors)), None);
+    }
+    if let Some(tls) = &conn.tls {
+        return (Outcome::Tls, None, Some(tls.clone()));
+    }
+    if let Some(policy) = conn.local_policy {
+        let reason = match policy {
+            "starttls-discarded" => "STARTTLS discarded by smtp_discard_ehlo_keyword_address_maps",
+            _ => "peer offered STARTTLS, TLS disabled by local policy",
+        };
+        let failure = Failure { kind: "local-policy".to_owned(), reason: reason.to_owned() };
+        return (Outcome::Plaintext, Some(failure), None);
+    }
+    if let Some(feature) = conn.tls_feature.as_deref() {
+        if let Some(verdict) = tls_feature_verdict(feature) {
+            return verdict;
+        }
+    }
+    if let Some(reason) = &conn.no_tls_reason {
+        // The session ended before TLS could have been negotiated.
+        if conn.delivered != Some(true)
+            && (reason.contains("initial server greeting")
+                || reason.contains("EHLO")
+                || reason.contains("HELO")
+                || reason.starts_with("connect to"))
+        {
+            return (Outcome::Unknown, None, None);
+        }
+    }
+    if tls_logged {
+        (Outcome::Plaintext, None, None)
+    } else {
+        (Outcome::Unknown, None, None)
+    }
+}
+
+/// Postfix ≥ 3.11 `tls=level[:downgrade][?](/…)*`; `None` when it does not decide.
+fn tls_feature_verdict(feature: &str) -> Option<(Outcome, Option<Failure>, Option<TlsInfo>)> {
+    let main = feature.split('/').next().unwrap_or(feature);
+    if main.ends_with('?') {
+        return None;
+    }
+    let (level, downgrade) = main.split_once(':').map_or((main, None), |(l, d)| (l, Some(d)));
+    match (level, downgrade) {
+        (_, Some("none")) => {
+            let failure = Failure {
+                kind: "starttls-not-supported".to_owned(),
+                reason: format!("tls={feature}: STARTTLS not offered, sent in plaintext"),
+            };
+            Some((Outcome::StarttlsNotOffered, Some(failure), None))
+        }
+        ("none", None) => {
+            let failure = Failure { kind: "local-policy".to_owned(), reason: format!("tls={feature}") };
+            Some((Outcome::Plaintext, Some(failure), None))
+        }
+        _ => Some((Outcome::Tls, None, Some(TlsInfo { trust: None, ..TlsInfo::default() }))),
+    }
+}
+
+fn handshake_failure(detail: &str, reasons: &[String], verify_errors: &[String]) -> Failure {
+    let kind = reasons
+        .iter()
+        .chain(verify_errors)
+        .map(|reason| cert_failure_kind(reason))
+        .find(|kind| *kind != "validation-failure")
+        .unwrap_or("validation-failure");
+    let mut reason = detail.to_owned();
+    for extra in reasons.iter().chain(verify_errors) {
+        reason.push_str("; ");
+        reason.push_str(extra);
+    }
+    Failure { kind: kind.to_owned(), reason }
+}
+
+/// Outcome of a session a client made to us.
+fn inbound_verdict(conn: &Connection, tls_logged: bool) -> (Outcome, Option<Failure>, Option<TlsInfo>) {
+    let counters = conn.counters.unwrap_or_default();
+    if let Some(reason) = &conn.tls_abort {
+        let kind = cert_failure_kind(reason);
+        let failure = Failure { kind: kind.to_owned(), reason: reason.clone() };
+        return (Outcome::CertVerifyFailed, Some(failure), conn.tls.clone());
+    }
+    if let Some(tls) = &conn.tls {
+        return (Outcome::Tls, None, Some(tls.clone()));
+    }
+    if let Some(reason) = &conn.refused {
+        let failure = Failure { kind: "local-policy".to_owned(), reason: reason.clone() };
+        return (Outcome::HandshakeFailed, Some(failure), None);
+    }
+    if let Some(detail) = &conn.handshake {
+        return (Outcome::HandshakeFailed, Some(handshake_failure(detail, &conn.reasons, &conn.verify_errors)), None);
+    }
+    if let Some((ok, total)) = counters.starttls {
+        if ok > 0 {
+            return (Outcome::Tls, None, Some(TlsInfo::default()));
+        }
+        if total > 0 {
+            let failure = Failure {
+                kind: "validation-failure".to_owned(),
+                reason: format!("STARTTLS failed (starttls={ok}/{total})"),
+            };
+            return (Outcome::HandshakeFailed, Some(failure), None);
+        }
+    }
+    if let Some(reason) = &conn.starttls_demanded {
+        let failure = Failure { kind: "starttls-not-supported".to_owned(), reason: reason.clone() };
+        return (Outcome::TlsRequiredMissing, Some(failure), None);
+    }
+    if counters.present || tls_logged {
+        // The counters list every command; no `starttls=` means the client never tried.
+        return (Outcome::Plaintext, None, None);
+    }
+    (Outcome::Unknown, None, None)
+}
+
+fn inbound_delivered(conn: &Connection) -> Option<bool> {
+    let counters = conn.counters?;
+    match counters.data {
+        Some((ok, _)) if ok > 0 => Some(true),
+        Some((_, total)) if total > 0 => Some(false),
+        _ => None,
+    }
+}
+
+fn micros_to_datetime(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}

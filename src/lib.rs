@@ -1,0 +1,25 @@
+//! tlsledger: what every SMTP connection of a mail system negotiated for TLS, per remote host.
+//!
+//! # Brief overview
+//!
+//! Data flows top to bottom (see ARCHITECTURE.md):
+//!
+//! ```text
+//! sources/     bytes: files, stdin (lines.rs frames them)
+//!    │ &[u8] lines
+//! parsers      (crate) syslog envelope → MTA grammar → parsers::Record<'_> (borrowed)
+//!    │ Record
+//! correlate/   joins the lines of one SMTP connection → Observation (owned)
+//!    │ Observation
+//! commands/    parse: JSON lines on stdout, counters on stderr
+//! ```
+//!
+//! [`observation::Observation`] is the product's stable data model; [`correlate::Correlator`]
+//! is the only stateful stage; [`clock`] turns logged timestamps into UTC.
+
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod correlate;
+pub mod observation;
+pub mod sources;

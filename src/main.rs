@@ -1,0 +1,40 @@
+//! The `tlsledger` binary: parses the command line, runs the subcommand, maps errors to exit codes.
+//!
+//! Exit codes: 0 success (also when stdout is closed early, e.g. `| head`), 2 on any error,
+//! printed as one line with its causes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tlsledger::cli::{Cli, Command};
+use tlsledger::commands;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            for cause in err.chain() {
+                if let Some(io_error) = cause.downcast_ref::<std::io::Error>() {
+                    if io_error.kind() == std::io::ErrorKind::BrokenPipe {
+                        return ExitCode::SUCCESS;
+                    }
+                }
+            }
+            eprintln!("tlsledger: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Parse(args) => {
+            let (lines, counters) = commands::parse::run(&args)?;
+            if args.stats {
+                eprint!("{}", commands::parse::format_stats(&lines, &counters));
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The single integration-test binary: real binaries, real MTAs, real corpora.

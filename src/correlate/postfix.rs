@@ -706,6 +706,10 @@ fn outbound_verdict(conn: &Connection, tls_logged: bool) -> (Outcome, Option<Fai
         let failure = Failure { kind: "local-policy".to_owned(), reason: reason.to_owned() };
         return (Outcome::Plaintext, Some(failure), None);
     }
+    if conn.after_tls_failure {
+        // Postfix retries only in plaintext after a failed handshake (`RETRY_AS_PLAINTEXT`).
+        return (Outcome::Plaintext, None, None);
+    }
     if let Some(feature) = conn.tls_feature.as_deref() {
         if let Some(verdict) = tls_feature_verdict(feature) {
             return verdict;
@@ -819,4 +823,377 @@ fn inbound_delivered(conn: &Connection) -> Option<bool> {
 
 fn micros_to_datetime(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::Correlator;
+
+    /// Runs `lines` (RFC 3164, year 2026, UTC) through a correlator.
+    fn run_with(lines: &[&str], config: Config) -> (Vec<Observation>, Counters) {
+        let mut correlator = Correlator::new(config);
+        let source = correlator.add_source(Source {
+            kind: "file".to_owned(),
+            name: "test.log".to_owned(),
+            trust: "local".to_owned(),
+        });
+        let mut years = parsers::YearInference::new(2026, 12);
+        let mut clock = crate::clock::LogClock::new(crate::clock::Zone::Utc);
+        let mut out = Vec::new();
+        let mut offset = 0;
+        for line in lines {
+            let record = parsers::parse_line(line, &mut years).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert!(!matches!(record.body, parsers::Body::Unparsed(_)), "unparsed: {line}");
+            let ts_micros = clock.micros(record.header.timestamp.as_ref().unwrap());
+            correlator.push(&record, LineMeta { source, offset, ts_micros }, &mut out);
+            offset += line.len() as u64 + 1;
+        }
+        correlator.finish(&mut out);
+        (out, correlator.counters().clone())
+    }
+
+    fn run(lines: &[&str], tls_logging: TlsLogging) -> Vec<Observation> {
+        run_with(lines, Config { tls_logging, ..Config::default() }).0
+    }
+
+    fn summary(observation: &Observation) -> (Direction, Option<&str>, Outcome, Option<Trust>, Option<&str>) {
+        (
+            observation.direction,
+            observation.peer.ip.as_deref(),
+            observation.outcome,
+            observation.tls.as_ref().and_then(|t| t.trust),
+            observation.failure.as_ref().map(|f| f.kind.as_str()),
+        )
+    }
+
+    const TLS_A: &str = "Nov 30 10:00:00 mx postfix/smtp[100]: Trusted TLS connection established to a.example[192.0.2.1]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256";
+
+    #[test]
+    fn tls_line_joins_following_deliveries_of_the_pid() {
+        let got = run(
+            &[
+                TLS_A,
+                "Nov 30 10:00:01 mx postfix/smtp[100]: AAAAA11111: to=<u1@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)",
+                "Nov 30 10:00:01 mx postfix/smtp[100]: AAAAA11111: to=<u2@b.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)",
+                "Nov 30 10:00:02 mx postfix/smtp[100]: BBBBB22222: to=<u3@a.example>, relay=a.example[192.0.2.1]:25, conn_use=2, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)",
+            ],
+            TlsLogging::On,
+        );
+        assert_eq!(got.len(), 1, "{got:#?}");
+        let obs = &got[0];
+        assert_eq!(summary(obs), (Direction::Outbound, Some("192.0.2.1"), Outcome::Tls, Some(Trust::Trusted), None));
+        assert_eq!(obs.queue_ids, ["AAAAA11111", "BBBBB22222"]);
+        assert_eq!(obs.domains, ["a.example", "b.example"]);
+        assert_eq!((obs.delivered, obs.conn_use, obs.lines), (Some(true), Some(2), 4));
+        let tls = obs.tls.as_ref().unwrap();
+        assert_eq!(
+            (tls.protocol.as_deref(), tls.bits, tls.key_exchange.as_deref()),
+            (Some("TLSv1.3"), Some(256), Some("X25519"))
+        );
+        assert_eq!(obs.event_id, crate::observation::event_id("test.log", 0));
+    }
+
+    #[test]
+    fn interleaved_processes_do_not_mix() {
+        let got = run(
+            &[
+                TLS_A,
+                "Nov 30 10:00:00 mx postfix/smtp[200]: Verified TLS connection established to b.example[2001:db8::2]:25: TLSv1.2 with cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits)",
+                "Nov 30 10:00:01 mx postfix/smtp[200]: CCCCC33333: to=<x@b.example>, relay=b.example[2001:db8::2]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)",
+                "Nov 30 10:00:01 mx postfix/smtp[100]: AAAAA11111: to=<x@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=4.0.0, status=deferred (host a.example[192.0.2.1] said: 451 later)",
+            ],
+            TlsLogging::On,
+        );
+        assert_eq!(got.len(), 2);
+        let by_ip = |ip: &str| got.iter().find(|o| o.peer.ip.as_deref() == Some(ip)).unwrap();
+        assert_eq!(by_ip("192.0.2.1").tls.as_ref().unwrap().trust, Some(Trust::Trusted));
+        assert_eq!(by_ip("192.0.2.1").delivered, Some(false));
+        assert_eq!(by_ip("2001:db8::2").tls.as_ref().unwrap().trust, Some(Trust::Verified));
+        assert_eq!(by_ip("2001:db8::2").queue_ids, ["CCCCC33333"]);
+    }
+
+    const PLAIN_DELIVERY: &str = "Nov 30 10:05:00 mx postfix/smtp[100]: DDDDD44444: to=<x@c.example>, relay=c.example[192.0.2.3]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)";
+
+    #[test]
+    fn plaintext_only_when_tls_logging_is_known() {
+        assert_eq!(run(&[PLAIN_DELIVERY], TlsLogging::On)[0].outcome, Outcome::Plaintext);
+        assert_eq!(run(&[PLAIN_DELIVERY], TlsLogging::Off)[0].outcome, Outcome::Unknown);
+        assert_eq!(run(&[PLAIN_DELIVERY], TlsLogging::Auto)[0].outcome, Outcome::Unknown, "no TLS line seen yet");
+        let got = run(&[TLS_A, PLAIN_DELIVERY], TlsLogging::Auto);
+        assert_eq!(got.iter().map(|o| o.outcome).collect::<Vec<_>>(), [Outcome::Tls, Outcome::Plaintext]);
+        // A TLS line of another instance does not prove logging for this one.
+        let other = PLAIN_DELIVERY.replace("postfix/smtp", "postfix-out/smtp");
+        let got = run(&[TLS_A, &other], TlsLogging::Auto);
+        assert_eq!(got[1].outcome, Outcome::Unknown);
+    }
+
+    #[test]
+    fn new_message_without_conn_use_is_a_new_connection() {
+        let got = run(
+            &[
+                TLS_A,
+                "Nov 30 10:00:01 mx postfix/smtp[100]: AAAAA11111: to=<u1@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)",
+                "Nov 30 10:01:00 mx postfix/smtp[100]: BBBBB22222: to=<u1@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)",
+            ],
+            TlsLogging::On,
+        );
+        assert_eq!(got.iter().map(|o| o.outcome).collect::<Vec<_>>(), [Outcome::Tls, Outcome::Plaintext]);
+    }
+
+    #[test]
+    fn handshake_failure_then_plaintext_retry() {
+        let got = run(
+            &[
+                "Nov 30 10:00:00 mx postfix/smtp[100]: SSL_connect error to a.example[192.0.2.1]:25: -1",
+                "Nov 30 10:00:00 mx postfix/smtp[100]: warning: TLS library problem: error:0A000086:SSL routines::certificate verify failed:../ssl/statem/statem_clnt.c:1889:",
+                "Nov 30 10:00:01 mx postfix/smtp[100]: AAAAA11111: to=<u1@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)",
+            ],
+            TlsLogging::Off,
+        );
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert_eq!(
+            summary(&got[0]),
+            (Direction::Outbound, Some("192.0.2.1"), Outcome::HandshakeFailed, None, Some("certificate-not-trusted"))
+        );
+        assert_eq!(got[0].delivered, Some(false));
+        assert!(got[0].failure.as_ref().unwrap().reason.contains("certificate verify failed"));
+        assert_eq!(
+            (got[1].outcome, got[1].after_tls_failure, got[1].delivered),
+            (Outcome::Plaintext, true, Some(true))
+        );
+    }
+
+    #[test]
+    fn handshake_failure_deferred() {
+        let got = run(
+            &[
+                "Nov 30 10:00:00 mx postfix/smtp[100]: SSL_connect error to a.example[192.0.2.1]:25: lost connection",
+                "Nov 30 10:00:01 mx postfix/smtp[100]: AAAAA11111: to=<u1@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=4.7.5, status=deferred (Cannot start TLS: handshake failure)",
+            ],
+            TlsLogging::On,
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            summary(&got[0]),
+            (Direction::Outbound, Some("192.0.2.1"), Outcome::HandshakeFailed, None, Some("validation-failure"))
+        );
+        assert_eq!((got[0].delivered, got[0].queue_ids.len()), (Some(false), 1));
+    }
+
+    #[test]
+    fn certificate_rejections() {
+        let untrusted = run(
+            &[
+                "Nov 30 10:00:00 mx postfix/smtp[100]: Untrusted TLS connection established to a.example[192.0.2.1]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+                "Nov 30 10:00:00 mx postfix/smtp[100]: AAAAA11111: Server certificate not verified",
+                TLS_A.replace("[100]", "[100]").replace("a.example[192.0.2.1]", "b.example[192.0.2.2]").as_str(),
+            ],
+            TlsLogging::On,
+        );
+        assert_eq!(untrusted.len(), 2);
+        assert_eq!(
+            summary(&untrusted[0]),
+            (
+                Direction::Outbound,
+                Some("192.0.2.1"),
+                Outcome::CertVerifyFailed,
+                Some(Trust::Untrusted),
+                Some("certificate-not-trusted")
+            )
+        );
+        assert_eq!(untrusted[1].outcome, Outcome::Tls);
+
+        let mismatch = run(
+            &[
+                TLS_A,
+                "Nov 30 10:00:01 mx postfix/smtp[100]: AAAAA11111: to=<u1@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=4.7.5, status=deferred (Server certificate not verified)",
+            ],
+            TlsLogging::On,
+        );
+        assert_eq!(summary(&mismatch[0]).4, Some("certificate-host-mismatch"));
+
+        let expired = run(
+            &[
+                "Nov 30 10:00:00 mx postfix/smtp[100]: server certificate verification failed for a.example[192.0.2.1]:25: certificate has expired",
+                "Nov 30 10:00:00 mx postfix/smtp[100]: Untrusted TLS connection established to a.example[192.0.2.1]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+                "Nov 30 10:00:01 mx postfix/smtp[100]: AAAAA11111: to=<u1@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=4.7.5, status=deferred (Server certificate not verified)",
+            ],
+            TlsLogging::On,
+        );
+        assert_eq!(expired.len(), 1);
+        assert_eq!(summary(&expired[0]).4, Some("certificate-expired"));
+
+        // At level `may` a verification error is information: TLS went on and mail was delivered.
+        let informational = run(
+            &[
+                "Nov 30 10:00:00 mx postfix/smtp[100]: certificate verification failed for a.example[192.0.2.1]:25: self-signed certificate",
+                "Nov 30 10:00:00 mx postfix/smtp[100]: Untrusted TLS connection established to a.example[192.0.2.1]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+                "Nov 30 10:00:01 mx postfix/smtp[100]: AAAAA11111: to=<u1@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)",
+            ],
+            TlsLogging::On,
+        );
+        assert_eq!(informational.len(), 1);
+        assert_eq!(informational[0].outcome, Outcome::Tls);
+        assert_eq!(informational[0].tls.as_ref().unwrap().verify_errors, ["self-signed certificate"]);
+    }
+
+    #[test]
+    fn tls_required_missing_and_replayed_verdict() {
+        let got = run(
+            &[
+                "Nov 30 10:00:01 mx postfix/smtp[100]: AAAAA11111: to=<u1@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=4.7.4, status=deferred (TLS is required, but was not offered by host a.example[192.0.2.1])",
+                "Nov 30 10:00:02 mx postfix/error[300]: BBBBB22222: to=<u2@a.example>, relay=none, delay=1, delays=0/0/0/0, dsn=4.7.4, status=deferred (delivery temporarily suspended: TLS is required, but was not offered by host a.example[192.0.2.1])",
+            ],
+            TlsLogging::Off,
+        );
+        assert_eq!(got.len(), 2);
+        for obs in &got {
+            assert_eq!(
+                summary(obs),
+                (
+                    Direction::Outbound,
+                    Some("192.0.2.1"),
+                    Outcome::TlsRequiredMissing,
+                    None,
+                    Some("starttls-not-supported")
+                )
+            );
+        }
+        assert_eq!((got[0].replayed, got[1].replayed), (false, true));
+        assert_eq!(got[1].peer.port, None);
+    }
+
+    #[test]
+    fn tls_feature_field_decides_without_tls_logging() {
+        let line = |feature: &str| {
+            format!("Nov 30 10:00:01 mx postfix/smtp[100]: AAAAA11111: to=<u1@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, tls={feature}, dsn=2.0.0, status=sent (250 ok)")
+        };
+        let outcome = |feature: &str| run(&[&line(feature)], TlsLogging::Off)[0].outcome;
+        assert_eq!(outcome("may:none"), Outcome::StarttlsNotOffered);
+        assert_eq!(outcome("none"), Outcome::Plaintext);
+        assert_eq!(outcome("may"), Outcome::Tls);
+        assert_eq!(outcome("dane:halfdane"), Outcome::Tls);
+        assert_eq!(outcome("may?"), Outcome::Unknown);
+    }
+
+    #[test]
+    fn discarded_starttls_is_local_policy() {
+        let got = run(
+            &[
+                "Nov 30 10:00:00 mx postfix/smtp[100]: discarding EHLO keywords: STARTTLS",
+                "Nov 30 10:00:01 mx postfix/smtp[100]: AAAAA11111: to=<u1@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)",
+            ],
+            TlsLogging::Off,
+        );
+        assert_eq!(
+            summary(&got[0]),
+            (Direction::Outbound, Some("192.0.2.1"), Outcome::Plaintext, None, Some("local-policy"))
+        );
+        assert_eq!(got[0].local_policy.as_deref(), Some("starttls-discarded"));
+    }
+
+    #[test]
+    fn inbound_sessions() {
+        let got = run(
+            &[
+                "Nov 30 10:00:00 mx postfix/smtpd[500]: connect from client.example[198.51.100.7]",
+                "Nov 30 10:00:00 mx postfix/smtpd[500]: Anonymous TLS connection established from client.example[198.51.100.7]: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+                "Nov 30 10:00:01 mx postfix/smtpd[501]: connect from unknown[198.51.100.8]",
+                "Nov 30 10:00:01 mx postfix/smtpd[500]: EEEEE55555: client=client.example[198.51.100.7]",
+                "Nov 30 10:00:01 mx postfix/smtpd[501]: disconnect from unknown[198.51.100.8] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5",
+                "Nov 30 10:00:02 mx postfix/smtpd[500]: disconnect from client.example[198.51.100.7] ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1 commands=7",
+                "Nov 30 10:00:03 mx postfix/smtpd[502]: connect from unknown[198.51.100.9]",
+                "Nov 30 10:00:03 mx postfix/smtpd[502]: SSL_accept error from unknown[198.51.100.9]: -1",
+                "Nov 30 10:00:03 mx postfix/smtpd[502]: warning: TLS library problem: error:0A000076:SSL routines::no suitable signature algorithm:../ssl/t1_lib.c:3330:",
+                "Nov 30 10:00:03 mx postfix/smtpd[502]: lost connection after STARTTLS from unknown[198.51.100.9]",
+                "Nov 30 10:00:03 mx postfix/smtpd[502]: disconnect from unknown[198.51.100.9] ehlo=1 starttls=0/1 commands=1/2",
+                "Nov 30 10:00:04 mx postfix/smtpd[503]: connect from unknown[198.51.100.10]",
+                "Nov 30 10:00:04 mx postfix/smtpd[503]: NOQUEUE: reject: RCPT from unknown[198.51.100.10]: 530 5.7.0 Must issue a STARTTLS command first; from=<a@b> to=<c@d> proto=ESMTP helo=<x>",
+                "Nov 30 10:00:04 mx postfix/smtpd[503]: disconnect from unknown[198.51.100.10] ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4",
+                "Nov 30 10:00:05 mx postfix/smtpd[504]: connect from unknown[198.51.100.11]",
+                "Nov 30 10:00:05 mx postfix/smtpd[504]: disconnect from unknown[198.51.100.11] ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1 commands=7",
+            ],
+            TlsLogging::Off,
+        );
+        let by_ip = |ip: &str| {
+            got.iter().find(|o| o.peer.ip.as_deref() == Some(ip)).unwrap_or_else(|| panic!("{ip}: {got:#?}"))
+        };
+        let tls = by_ip("198.51.100.7");
+        assert_eq!(
+            summary(tls),
+            (Direction::Inbound, Some("198.51.100.7"), Outcome::Tls, Some(Trust::Anonymous), None)
+        );
+        assert_eq!(
+            (tls.queue_ids.as_slice(), tls.delivered, tls.lines),
+            (["EEEEE55555".to_owned()].as_slice(), Some(true), 4)
+        );
+        assert_eq!(by_ip("198.51.100.8").outcome, Outcome::Plaintext, "counters without starttls prove plaintext");
+        let failed = by_ip("198.51.100.9");
+        assert_eq!(failed.outcome, Outcome::HandshakeFailed);
+        assert!(failed.failure.as_ref().unwrap().reason.contains("no suitable signature algorithm"));
+        assert_eq!(by_ip("198.51.100.10").outcome, Outcome::TlsRequiredMissing);
+        let unlogged = by_ip("198.51.100.11");
+        assert_eq!((unlogged.outcome, unlogged.tls.as_ref().unwrap().trust), (Outcome::Tls, None));
+        assert_eq!(got.len(), 5);
+    }
+
+    #[test]
+    fn tlsproxy_lines_are_not_observations() {
+        let (got, counters) = run_with(
+            &[
+                "Nov 30 10:00:00 mx postfix/tlsproxy[700]: CONNECT to [192.0.2.1]:25",
+                "Nov 30 10:00:00 mx postfix/tlsproxy[700]: Trusted TLS connection established to a.example[192.0.2.1]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+                TLS_A,
+            ],
+            Config::default(),
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(counters.tlsproxy_duplicates, 1);
+    }
+
+    #[test]
+    fn reused_tls_connection() {
+        let got = run(
+            &["Nov 30 10:00:00 mx postfix/smtp[100]: Verified TLS connection reused to a.example[192.0.2.1]:25: TLSv1.2 with cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits)"],
+            TlsLogging::On,
+        );
+        assert!(got[0].tls.as_ref().unwrap().reused);
+    }
+
+    #[test]
+    fn idle_connections_are_emitted_and_counted() {
+        let (got, counters) = run_with(
+            &[
+                TLS_A,
+                "Nov 30 10:00:01 mx postfix/smtp[100]: AAAAA11111: to=<u1@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)",
+                "Nov 30 10:20:00 mx postfix/qmgr[9]: AAAAA11111: removed",
+            ],
+            Config::default(),
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(counters.expired, 1);
+    }
+
+    #[test]
+    fn open_connections_are_bounded() {
+        let lines: Vec<String> = (0..50)
+            .map(|pid| {
+                format!("Nov 30 10:00:{:02} mx postfix/smtpd[{pid}]: connect from unknown[198.51.100.{pid}]", pid % 60)
+            })
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut correlator = Correlator::new(Config { max_open: 10, ..Config::default() });
+        let source = correlator.add_source(Source { kind: "file".into(), name: "t".into(), trust: "local".into() });
+        let mut years = parsers::YearInference::new(2026, 12);
+        let mut out = Vec::new();
+        for line in &refs {
+            let record = parsers::parse_line(line, &mut years).unwrap();
+            correlator.push(&record, LineMeta { source, offset: 0, ts_micros: 0 }, &mut out);
+            assert!(correlator.open() <= 11, "open: {}", correlator.open());
+        }
+        correlator.finish(&mut out);
+        assert_eq!(out.len(), 50, "nothing is lost by eviction");
+        assert!(correlator.counters().evicted > 0);
+    }
 }

@@ -15,10 +15,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             for cause in err.chain() {
-                if let Some(io_error) = cause.downcast_ref::<std::io::Error>() {
-                    if io_error.kind() == std::io::ErrorKind::BrokenPipe {
-                        return ExitCode::SUCCESS;
-                    }
+                let kind = cause
+                    .downcast_ref::<std::io::Error>()
+                    .map(std::io::Error::kind)
+                    .or_else(|| cause.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind));
+                if kind == Some(std::io::ErrorKind::BrokenPipe) {
+                    return ExitCode::SUCCESS;
                 }
             }
             eprintln!("tlsledger: {err:#}");

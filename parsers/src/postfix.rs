@@ -324,7 +324,7 @@ pub fn parse_message<'a>(service: &str, message: &'a str) -> Result<Event<'a>, E
         "smtp" | "lmtp" => client(message),
         "smtpd" => server(message),
         "tlsproxy" => tlsproxy(message),
-        "error" | "retry" | "discard" => queue_message(message, client_queue_message),
+        "error" | "retry" | "discard" | "local" | "virtual" | "pipe" => queue_message(message, client_queue_message),
         _ => Ok(Event::Ignored),
     }
 }

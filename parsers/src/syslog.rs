@@ -420,9 +420,12 @@ mod tests {
         Some(Timestamp { month, day, hour: 1, ..Timestamp::default() })
     }
 
+    /// Line, framing, pri, hostname, appname, procid.
+    type FramingCase = (String, Framing, Option<u8>, &'static str, &'static str, Option<u32>);
+
     #[test]
     fn framings() {
-        let cases: &[(String, Framing, Option<u8>, &str, &str, Option<u32>)] = &[
+        let cases: &[FramingCase] = &[
             (
                 format!("Nov  3 13:35:12 mx1 postfix/smtp[12345]: {TLS}"),
                 Framing::Rfc3164,

@@ -99,6 +99,8 @@ struct Connection {
     after_tls_failure: bool,
     replayed: bool,
     counters: Option<CommandCounters>,
+    /// Inbound: the `connect from` line was seen, so the whole session is in the log.
+    saw_start: bool,
 }
 
 /// Per `smtpd[pid]` state.
@@ -120,6 +122,10 @@ impl State {
             "smtp" | "lmtp" => self.client_event(ctx, process, event),
             "smtpd" => self.server_event(ctx, process, event),
             "error" | "retry" | "discard" => self.error_event(ctx, process, event),
+            "local" | "virtual" | "pipe" => match event {
+                Event::Delivery(_) => ctx.counters.local_deliveries += 1,
+                _ => ctx.counters.ignored += 1,
+            },
             "tlsproxy" => match event {
                 Event::Ignored => ctx.counters.ignored += 1,
                 _ => ctx.counters.tlsproxy_duplicates += 1,
@@ -384,7 +390,9 @@ impl State {
                 if let Some(old) = self.servers.remove(&process) {
                     self.emit(ctx, process, Direction::Inbound, old.conn);
                 }
-                self.servers.insert(process, Session { conn: Connection::new(peer, &ctx.meta), ..Session::default() });
+                let mut conn = Connection::new(peer, &ctx.meta);
+                conn.saw_start = true;
+                self.servers.insert(process, Session { conn, ..Session::default() });
             }
             Event::Disconnect { peer, counters } => {
                 let mut session = self.take_session(ctx, process, peer);
@@ -726,6 +734,14 @@ fn outbound_verdict(conn: &Connection, tls_logged: bool) -> (Outcome, Option<Fai
             return (Outcome::Unknown, None, None);
         }
     }
+    if conn.deliveries == 0 {
+        // Only certificate lines, no summary and no delivery: TLS was attempted, nothing more is known.
+        let failure = conn
+            .verify_errors
+            .first()
+            .map(|reason| Failure { kind: cert_failure_kind(reason).to_owned(), reason: reason.clone() });
+        return (Outcome::Unknown, failure, None);
+    }
     if tls_logged {
         (Outcome::Plaintext, None, None)
     } else {
@@ -737,7 +753,8 @@ fn outbound_verdict(conn: &Connection, tls_logged: bool) -> (Outcome, Option<Fai
 fn tls_feature_verdict(feature: &str) -> Option<(Outcome, Option<Failure>, Option<TlsInfo>)> {
     let main = feature.split('/').next().unwrap_or(feature);
     if main.ends_with('?') {
-        return None;
+        // Undecided: the connection failed before TLS was settled.
+        return Some((Outcome::Unknown, None, None));
     }
     let (level, downgrade) = main.split_once(':').map_or((main, None), |(l, d)| (l, Some(d)));
     match (level, downgrade) {
@@ -805,8 +822,9 @@ fn inbound_verdict(conn: &Connection, tls_logged: bool) -> (Outcome, Option<Fail
         let failure = Failure { kind: "starttls-not-supported".to_owned(), reason: reason.clone() };
         return (Outcome::TlsRequiredMissing, Some(failure), None);
     }
-    if counters.present || tls_logged {
-        // The counters list every command; no `starttls=` means the client never tried.
+    // The counters list every command: no `starttls=` means the client never tried. Without
+    // them, a session is plaintext only if TLS lines are logged and we saw all of it.
+    if counters.present || (tls_logged && conn.saw_start) {
         return (Outcome::Plaintext, None, None);
     }
     (Outcome::Unknown, None, None)
@@ -987,7 +1005,7 @@ mod tests {
             &[
                 "Nov 30 10:00:00 mx postfix/smtp[100]: Untrusted TLS connection established to a.example[192.0.2.1]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
                 "Nov 30 10:00:00 mx postfix/smtp[100]: AAAAA11111: Server certificate not verified",
-                TLS_A.replace("[100]", "[100]").replace("a.example[192.0.2.1]", "b.example[192.0.2.2]").as_str(),
+                TLS_A.replace("a.example[192.0.2.1]", "b.example[192.0.2.2]").as_str(),
             ],
             TlsLogging::On,
         );

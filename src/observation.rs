@@ -210,7 +210,9 @@ pub fn event_id(name: &str, offset: u64) -> String {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(FNV_PRIME);
     }
-    format!("{hash:016x}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits: String = (0..16).rev().map(|nibble| char::from(HEX[((hash >> (nibble * 4)) & 0xf) as usize])).collect();
+    digits
 }
 
 #[cfg(test)]

@@ -90,7 +90,12 @@ pub struct Record<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body<'a> {
     /// A Postfix message.
-    Postfix(postfix::Event<'a>),
+    Postfix {
+        /// Which daemon logged it.
+        daemon: postfix::Daemon,
+        /// What it says.
+        event: postfix::Event<'a>,
+    },
     /// A line from a program this crate has no grammar for.
     Other,
     /// The message was recognised as relevant but could not be parsed.
@@ -102,10 +107,16 @@ pub enum Body<'a> {
 /// The tag's last path component is the daemon; Postfix daemons are recognised only when the
 /// tag has a path (`postfix/smtpd`), because a bare `smtpd` is OpenSMTPD.
 pub fn detect_mta(tag: &str) -> Mta {
-    match tag.rsplit_once('/') {
-        Some((_, service)) if postfix::is_daemon(service) => Mta::Postfix,
-        _ => Mta::Other,
+    match postfix_daemon(tag) {
+        Some(_) => Mta::Postfix,
+        None => Mta::Other,
     }
+}
+
+/// The Postfix daemon of a tag with a path, if it is one.
+fn postfix_daemon(tag: &str) -> Option<postfix::Daemon> {
+    let (_, service) = tag.rsplit_once('/')?;
+    postfix::Daemon::from_service(service)
 }
 
 /// Parses one line (without its line terminator) into a [`Record`].
@@ -120,17 +131,17 @@ pub fn detect_mta(tag: &str) -> Mta {
 ///             dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 9F3A2)";
 /// let record = parsers::parse_line(line, &mut years).unwrap();
 /// assert_eq!(record.header.hostname, "mx1");
-/// assert!(matches!(record.body, parsers::Body::Postfix(parsers::postfix::Event::Delivery(_))));
+/// assert!(matches!(record.body, parsers::Body::Postfix { event: parsers::postfix::Event::Delivery(_), .. }));
 /// ```
 pub fn parse_line<'a>(line: &'a str, years: &mut YearInference) -> Result<Record<'a>, Error> {
     let mut syslog_line = syslog::parse_syslog(line)?;
     years.resolve(&mut syslog_line.header.timestamp);
-    let body = match detect_mta(syslog_line.header.appname) {
-        Mta::Postfix => match postfix::parse_message(syslog_line.header.service(), syslog_line.message) {
-            Ok(event) => Body::Postfix(event),
+    let body = match postfix_daemon(syslog_line.header.appname) {
+        Some(daemon) => match postfix::parse_event(daemon, syslog_line.message) {
+            Ok(event) => Body::Postfix { daemon, event },
             Err(error) => Body::Unparsed(error),
         },
-        Mta::Other => Body::Other,
+        None => Body::Other,
     };
     Ok(Record { header: syslog_line.header, body })
 }

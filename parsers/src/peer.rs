@@ -7,11 +7,7 @@
 //! "address" is a socket path (`host[private/dovecot-lmtp]`). This module only slices the text;
 //! deciding whether the address is an IP is the caller's business.
 
-use nom::bytes::complete::{tag, take_till, take_till1, take_while1};
-use nom::character::complete::char;
-use nom::combinator::{map_res, opt};
-use nom::sequence::{delimited, preceded};
-use nom::{IResult, Parser};
+use nom::IResult;
 
 /// A remote endpoint as logged: `hostname[addr]:port`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -28,16 +24,31 @@ pub struct Peer<'a> {
 ///
 /// The port is taken only when `:` is followed by digits, so the `:` that ends a namaddr inside
 /// a sentence (`…[192.0.2.7]:25: TLSv1.3 …`, `…[192.0.2.7]: -1`) is left in the input.
+/// Written with byte scans rather than combinators: it runs on most lines.
 pub fn peer(input: &str) -> IResult<&str, Peer<'_>> {
-    let (input, hostname) = take_till(|c: char| c == '[' || c == ' ' || c == ',').parse(input)?;
-    let (input, addr) = delimited(char('['), take_till1(|c: char| c == ']'), char(']')).parse(input)?;
-    let (input, port) = opt(preceded(tag(":"), port_number)).parse(input)?;
-    Ok((input, Peer { hostname, addr, port }))
-}
-
-/// A decimal port, 0 to 65535.
-fn port_number(input: &str) -> IResult<&str, u16> {
-    map_res(take_while1(|c: char| c.is_ascii_digit()), str::parse::<u16>).parse(input)
+    let fail = || nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Char));
+    let bytes = input.as_bytes();
+    let open = bytes.iter().position(|b| matches!(b, b'[' | b' ' | b',')).ok_or_else(fail)?;
+    if bytes[open] != b'[' {
+        return Err(fail());
+    }
+    let close = open + 1 + bytes[open + 1..].iter().position(|b| *b == b']').ok_or_else(fail)?;
+    if close == open + 1 {
+        return Err(fail());
+    }
+    let (hostname, addr) = (&input[..open], &input[open + 1..close]);
+    let mut rest = &input[close + 1..];
+    let mut port = None;
+    if let Some(after) = rest.strip_prefix(':') {
+        let n_digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if n_digits > 0 {
+            if let Ok(value) = after[..n_digits].parse::<u16>() {
+                port = Some(value);
+                rest = &after[n_digits..];
+            }
+        }
+    }
+    Ok((rest, Peer { hostname, addr, port }))
 }
 
 impl Peer<'_> {

@@ -18,8 +18,8 @@
 //! (every MTA log we read has one), and the RFC 5424 structured data is skipped, not parsed.
 
 use nom::branch::alt;
-use nom::bytes::complete::{tag, take_while1, take_while_m_n};
-use nom::character::complete::{char, one_of};
+use nom::bytes::complete::{tag, take_while_m_n};
+use nom::character::complete::char;
 use nom::combinator::{map_res, opt};
 use nom::sequence::{delimited, preceded};
 use nom::{IResult, Parser};
@@ -147,30 +147,61 @@ fn pri(input: &str) -> IResult<&str, u8> {
 
 /// A run of non-space characters.
 fn word(input: &str) -> IResult<&str, &str> {
-    take_while1(|c: char| c != ' ').parse(input)
+    let end = input.find(' ').unwrap_or(input.len());
+    if end == 0 {
+        return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::TakeWhile1)));
+    }
+    Ok((&input[end..], &input[..end]))
 }
 
-/// Exactly `n` ASCII digits as a number.
+/// Exactly `n` ASCII digits as a number (at most 9, so it fits in a `u32`).
 fn digits(n: usize) -> impl Fn(&str) -> IResult<&str, u32> {
-    move |input: &str| map_res(take_while_m_n(n, n, |c: char| c.is_ascii_digit()), str::parse::<u32>).parse(input)
+    move |input: &str| {
+        let bytes = input.as_bytes();
+        if n > 9 || bytes.len() < n {
+            return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Digit)));
+        }
+        let mut value: u32 = 0;
+        for byte in &bytes[..n] {
+            if !byte.is_ascii_digit() {
+                return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Digit)));
+            }
+            value = value * 10 + u32::from(byte - b'0');
+        }
+        Ok((&input[n..], value))
+    }
 }
 
 /// `HH:MM:SS`.
 fn clock(input: &str) -> IResult<&str, (u8, u8, u8)> {
-    let (input, hour) = digits(2)(input)?;
-    let (input, minute) = preceded(char(':'), digits(2)).parse(input)?;
-    let (input, second) = preceded(char(':'), digits(2)).parse(input)?;
-    Ok((input, (hour as u8, minute as u8, second as u8)))
+    let bytes = input.as_bytes();
+    if bytes.len() < 8 || bytes[2] != b':' || bytes[5] != b':' {
+        return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Char)));
+    }
+    let pair = |idx: usize| -> Option<u8> {
+        let (tens, ones) = (bytes[idx], bytes[idx + 1]);
+        (tens.is_ascii_digit() && ones.is_ascii_digit()).then(|| (tens - b'0') * 10 + (ones - b'0'))
+    };
+    match (pair(0), pair(3), pair(6)) {
+        (Some(hour), Some(minute), Some(second)) => Ok((&input[8..], (hour, minute, second))),
+        _ => Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Digit))),
+    }
 }
 
 /// `.123456`: up to nine digits are kept, more are accepted and dropped.
 fn fraction(input: &str) -> IResult<&str, u32> {
-    let (input, all) = preceded(char('.'), take_while1(|c: char| c.is_ascii_digit())).parse(input)?;
+    let Some(after) = input.strip_prefix('.') else {
+        return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Char)));
+    };
+    let n_digits = after.bytes().take_while(u8::is_ascii_digit).count();
+    if n_digits == 0 {
+        return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Digit)));
+    }
     let mut nanos: u32 = 0;
-    for (idx, digit) in all.bytes().take(9).enumerate() {
+    for (idx, digit) in after.bytes().take(9).take(n_digits).enumerate() {
         nanos += u32::from(digit - b'0') * 10u32.pow(8 - idx as u32);
     }
-    Ok((input, nanos))
+    Ok((&after[n_digits..], nanos))
 }
 
 /// `Nov  3 13:35:12`, `Nov 03 13:35:12`.
@@ -223,12 +254,19 @@ fn month_name(input: &str) -> IResult<&str, u8> {
 
 /// `2024-11-30T13:35:12.123456+00:00`, `…Z`, `…+0100`.
 fn rfc3339_timestamp(input: &str) -> IResult<&str, Timestamp> {
-    let (input, year) = digits(4)(input)?;
-    let (input, month) = preceded(char('-'), digits(2)).parse(input)?;
-    let (input, day) = preceded(char('-'), digits(2)).parse(input)?;
-    let (input, _) = one_of("Tt").parse(input)?;
-    let (input, (hour, minute, second)) = clock(input)?;
-    let (input, nanos) = opt(fraction).parse(input)?;
+    let fail = || nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Char));
+    let bytes = input.as_bytes();
+    if bytes.len() < 19 || bytes[4] != b'-' || bytes[7] != b'-' || !matches!(bytes[10], b'T' | b't') {
+        return Err(fail());
+    }
+    let (_, year) = digits(4)(input)?;
+    let (_, month) = digits(2)(&input[5..])?;
+    let (_, day) = digits(2)(&input[8..])?;
+    let (input, (hour, minute, second)) = clock(&input[11..])?;
+    let (input, nanos) = match fraction(input) {
+        Ok((rest, nanos)) => (rest, nanos),
+        Err(_) => (input, 0),
+    };
     let (input, offset_secs) = utc_offset(input)?;
     let timestamp = Timestamp {
         year: year as i32,
@@ -238,7 +276,7 @@ fn rfc3339_timestamp(input: &str) -> IResult<&str, Timestamp> {
         hour,
         minute,
         second,
-        nanos: nanos.unwrap_or(0),
+        nanos,
         offset_secs: Some(offset_secs),
     };
     Ok((input, timestamp))
@@ -249,25 +287,43 @@ fn utc_offset(input: &str) -> IResult<&str, i32> {
     if let Some(rest) = input.strip_prefix(['Z', 'z']) {
         return Ok((rest, 0));
     }
-    let (input, sign) = one_of("+-").parse(input)?;
-    let (input, hours) = digits(2)(input)?;
-    let (input, minutes) = preceded(opt(char(':')), digits(2)).parse(input)?;
+    let fail = || nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Verify));
+    let sign = match input.as_bytes().first() {
+        Some(b'+') => 1,
+        Some(b'-') => -1,
+        _ => return Err(fail()),
+    };
+    let (rest, hours) = digits(2)(&input[1..])?;
+    let rest = rest.strip_prefix(':').unwrap_or(rest);
+    let (rest, minutes) = digits(2)(rest)?;
     if hours > 23 || minutes > 59 {
-        return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Verify)));
+        return Err(fail());
     }
-    let secs = (hours * 3600 + minutes * 60) as i32;
-    Ok((input, if sign == '-' { -secs } else { secs }))
+    Ok((rest, sign * (hours * 3600 + minutes * 60) as i32))
 }
 
 /// `postfix/smtp[12345]: ` or `postfix/smtp: `; the space after the colon is optional.
 fn syslog_tag(input: &str) -> IResult<&str, (&str, Option<u32>)> {
-    let (input, appname) = take_while1(|c: char| c != '[' && c != ':' && c != ' ').parse(input)?;
-    let (input, procid) =
-        opt(delimited(char('['), map_res(take_while1(|c: char| c.is_ascii_digit()), str::parse::<u32>), char(']')))
-            .parse(input)?;
-    let (input, _) = char(':').parse(input)?;
-    let input = input.strip_prefix(' ').unwrap_or(input);
-    Ok((input, (appname, procid)))
+    let fail = || nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Tag));
+    let bytes = input.as_bytes();
+    let end = bytes.iter().position(|b| matches!(b, b'[' | b':' | b' ')).ok_or_else(fail)?;
+    if end == 0 {
+        return Err(fail());
+    }
+    let appname = &input[..end];
+    let mut rest = &input[end..];
+    let mut procid = None;
+    if let Some(after) = rest.strip_prefix('[') {
+        let close = after.as_bytes().iter().position(|b| !b.is_ascii_digit()).ok_or_else(fail)?;
+        if close == 0 || after.as_bytes()[close] != b']' {
+            return Err(fail());
+        }
+        procid = Some(after[..close].parse::<u32>().map_err(|_| fail())?);
+        rest = &after[close + 1..];
+    }
+    let rest = rest.strip_prefix(':').ok_or_else(fail)?;
+    let rest = rest.strip_prefix(' ').unwrap_or(rest);
+    Ok((rest, (appname, procid)))
 }
 
 /// The RFC 5424 part after `<PRI>1 `.

@@ -141,7 +141,7 @@ impl Correlator {
         self.counters.records += 1;
         let start = out.len();
         match &record.body {
-            parsers::Body::Postfix(event) => {
+            parsers::Body::Postfix { daemon, event } => {
                 let process =
                     self.names.process(record.header.hostname, record.header.instance(), record.header.procid);
                 let mut ctx = postfix::Ctx {
@@ -152,7 +152,7 @@ impl Correlator {
                     meta,
                     out,
                 };
-                self.postfix.push(&mut ctx, process, record.header.service(), event);
+                self.postfix.push(&mut ctx, process, *daemon, event);
             }
             parsers::Body::Other => self.counters.other_program += 1,
             parsers::Body::Unparsed(_) => {}

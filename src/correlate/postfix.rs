@@ -18,7 +18,9 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
-use parsers::postfix::{Counters as CommandCounters, Delivery, Event, Relay, Status, TlsConnection, TrustClass};
+use parsers::postfix::{
+    Counters as CommandCounters, Daemon, Delivery, Event, Relay, Status, TlsConnection, TrustClass,
+};
 use parsers::Peer;
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -52,7 +54,7 @@ pub struct State {
 /// Per `smtp[pid]` state.
 #[derive(Debug, Default)]
 struct Client {
-    conn: Option<Connection>,
+    conn: Option<Box<Connection>>,
     /// `discarding EHLO keywords: STARTTLS` was logged and no delivery followed yet.
     pending_policy: Option<&'static str>,
     /// `TLS library problem` lines logged before their connection was known.
@@ -106,7 +108,7 @@ struct Connection {
 /// Per `smtpd[pid]` state.
 #[derive(Debug, Default)]
 struct Session {
-    conn: Connection,
+    conn: Box<Connection>,
     pending_reasons: Vec<String>,
 }
 
@@ -117,20 +119,20 @@ impl State {
     }
 
     /// Handles one event of daemon `service` from `process`.
-    pub fn push(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, service: &str, event: &Event<'_>) {
-        match service {
-            "smtp" | "lmtp" => self.client_event(ctx, process, event),
-            "smtpd" => self.server_event(ctx, process, event),
-            "error" | "retry" | "discard" => self.error_event(ctx, process, event),
-            "local" | "virtual" | "pipe" => match event {
+    pub fn push(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, daemon: Daemon, event: &Event<'_>) {
+        match daemon {
+            Daemon::Smtp | Daemon::Lmtp => self.client_event(ctx, process, event),
+            Daemon::Smtpd => self.server_event(ctx, process, event),
+            Daemon::Error | Daemon::Discard => self.error_event(ctx, process, event),
+            Daemon::Local => match event {
                 Event::Delivery(_) => ctx.counters.local_deliveries += 1,
                 _ => ctx.counters.ignored += 1,
             },
-            "tlsproxy" => match event {
+            Daemon::Tlsproxy => match event {
                 Event::Ignored => ctx.counters.ignored += 1,
                 _ => ctx.counters.tlsproxy_duplicates += 1,
             },
-            _ => ctx.counters.ignored += 1,
+            Daemon::Postscreen | Daemon::Other => ctx.counters.ignored += 1,
         }
     }
 
@@ -485,7 +487,8 @@ impl State {
         }
     }
 
-    fn emit(&self, ctx: &mut Ctx<'_>, process: ProcessKey, direction: Direction, conn: Connection) {
+    fn emit(&self, ctx: &mut Ctx<'_>, process: ProcessKey, direction: Direction, conn: Box<Connection>) {
+        let conn = *conn;
         let tls_logged = match ctx.config.tls_logging {
             TlsLogging::On => true,
             TlsLogging::Off => false,
@@ -533,8 +536,9 @@ impl State {
 }
 
 impl Connection {
-    fn new(peer: &Peer<'_>, meta: &LineMeta) -> Connection {
-        Connection {
+    /// Boxed: the struct is large and moves through maps and options.
+    fn new(peer: &Peer<'_>, meta: &LineMeta) -> Box<Connection> {
+        Box::new(Connection {
             peer: peer_info(peer),
             addr: peer.addr.to_owned(),
             first_micros: meta.ts_micros,
@@ -543,7 +547,7 @@ impl Connection {
             offset: meta.offset,
             lines: 1,
             ..Connection::default()
-        }
+        })
     }
 }
 
@@ -567,7 +571,13 @@ fn peer_info(peer: &Peer<'_>) -> PeerInfo {
         "" | "unknown" => None,
         name => Some(name.to_owned()),
     };
-    let ip = peer.addr.strip_prefix("IPv6:").unwrap_or(peer.addr).parse::<IpAddr>().ok().map(|ip| ip.to_string());
+    let addr = peer.addr.strip_prefix("IPv6:").unwrap_or(peer.addr);
+    let ip = match addr.parse::<IpAddr>() {
+        // std rejects leading zeros, so a parsed IPv4 address is already in canonical form.
+        Ok(IpAddr::V4(_)) => Some(addr.to_owned()),
+        Ok(ip @ IpAddr::V6(_)) => Some(ip.to_string()),
+        Err(_) => None,
+    };
     PeerInfo { hostname, ip, port: peer.port }
 }
 
@@ -632,8 +642,10 @@ enum TlsFailureInReason {
 }
 
 fn tls_failure_in_reason(reason: &str) -> Option<(TlsFailureInReason, &str)> {
-    // Only reasons that mention TLS are worth the searches below.
-    if !reason.contains("TLS") && !reason.contains("certificate") {
+    // Only reasons that mention TLS are worth the searches below (most say `250 2.0.0 Ok`).
+    if memchr::memmem::find(reason.as_bytes(), b"TLS").is_none()
+        && memchr::memmem::find(reason.as_bytes(), b"certificate").is_none()
+    {
         return None;
     }
     let kind = if reason.contains("Cannot start TLS: handshake failure") {

@@ -9,6 +9,8 @@
 //! result types (`starttls-not-supported`, `certificate-host-mismatch`, `certificate-expired`,
 //! `certificate-not-trusted`, `validation-failure`) where one fits.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -22,9 +24,9 @@ pub struct Observation {
     /// Which MTA wrote the log.
     pub mta: Mta,
     /// The host that wrote the log (syslog HOSTNAME).
-    pub reporter: String,
+    pub reporter: Arc<str>,
     /// The program tag without the daemon (`postfix`, `postfix-out`, `postfix/submission`).
-    pub instance: String,
+    pub instance: Arc<str>,
     /// Outbound: we were the SMTP client. Inbound: we were the server.
     pub direction: Direction,
     /// The remote endpoint.
@@ -57,7 +59,7 @@ pub struct Observation {
     /// (`postfix/error` `delivery temporarily suspended: …`).
     pub replayed: bool,
     /// Where the lines came from.
-    pub source: Source,
+    pub source: Arc<Source>,
     /// Number of log lines joined into this observation.
     pub lines: u32,
     /// Stable id: a hash of the source name and the byte offset of the first line.

@@ -190,18 +190,26 @@ fn clock(input: &str) -> IResult<&str, (u8, u8, u8)> {
 
 /// `.123456`: up to nine digits are kept, more are accepted and dropped.
 fn fraction(input: &str) -> IResult<&str, u32> {
-    let Some(after) = input.strip_prefix('.') else {
+    const SCALE: [u32; 10] = [1_000_000_000, 100_000_000, 10_000_000, 1_000_000, 100_000, 10_000, 1_000, 100, 10, 1];
+    let bytes = input.as_bytes();
+    if bytes.first() != Some(&b'.') {
         return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Char)));
-    };
-    let n_digits = after.bytes().take_while(u8::is_ascii_digit).count();
+    }
+    let mut value: u32 = 0;
+    let mut n_digits = 0;
+    for byte in &bytes[1..] {
+        if !byte.is_ascii_digit() {
+            break;
+        }
+        if n_digits < 9 {
+            value = value * 10 + u32::from(byte - b'0');
+        }
+        n_digits += 1;
+    }
     if n_digits == 0 {
         return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Digit)));
     }
-    let mut nanos: u32 = 0;
-    for (idx, digit) in after.bytes().take(9).take(n_digits).enumerate() {
-        nanos += u32::from(digit - b'0') * 10u32.pow(8 - idx as u32);
-    }
-    Ok((&after[n_digits..], nanos))
+    Ok((&input[1 + n_digits..], value * SCALE[n_digits.min(9)]))
 }
 
 /// `Nov  3 13:35:12`, `Nov 03 13:35:12`.

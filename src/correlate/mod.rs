@@ -13,6 +13,8 @@
 
 pub mod postfix;
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use crate::observation::{Direction, Observation, Outcome, Source};
@@ -109,7 +111,7 @@ impl Counters {
 #[derive(Debug)]
 pub struct Correlator {
     config: Config,
-    sources: Vec<Source>,
+    sources: Vec<Arc<Source>>,
     names: Names,
     postfix: postfix::State,
     counters: Counters,
@@ -132,7 +134,7 @@ impl Correlator {
 
     /// Registers a source; lines from it carry the returned id in [`LineMeta::source`].
     pub fn add_source(&mut self, source: Source) -> SourceId {
-        self.sources.push(source);
+        self.sources.push(Arc::new(source));
         SourceId(u32::try_from(self.sources.len() - 1).unwrap_or(u32::MAX))
     }
 
@@ -223,20 +225,20 @@ pub struct ProcessKey {
 /// Interns (reporter, instance) pairs so per-line keys are two integers.
 #[derive(Debug, Default)]
 pub struct Names {
-    ids: FxHashMap<(String, String), u32>,
-    pairs: Vec<(String, String)>,
+    ids: FxHashMap<(Arc<str>, Arc<str>), u32>,
+    pairs: Vec<(Arc<str>, Arc<str>)>,
     last: Option<u32>,
 }
 
 impl Names {
     fn process(&mut self, reporter: &str, instance: &str, pid: Option<u32>) -> ProcessKey {
         let name = match self.last {
-            Some(id) if self.pairs[id as usize].0 == reporter && self.pairs[id as usize].1 == instance => id,
+            Some(id) if &*self.pairs[id as usize].0 == reporter && &*self.pairs[id as usize].1 == instance => id,
             _ => {
-                let key = (reporter.to_owned(), instance.to_owned());
+                let key: (Arc<str>, Arc<str>) = (Arc::from(reporter), Arc::from(instance));
                 let next = u32::try_from(self.pairs.len()).unwrap_or(u32::MAX);
-                let id = *self.ids.entry(key).or_insert_with(|| {
-                    self.pairs.push((reporter.to_owned(), instance.to_owned()));
+                let id = *self.ids.entry(key.clone()).or_insert_with(|| {
+                    self.pairs.push(key);
                     next
                 });
                 self.last = Some(id);
@@ -247,7 +249,7 @@ impl Names {
     }
 
     /// The (reporter, instance) of an interned name.
-    pub fn get(&self, name: u32) -> (&str, &str) {
-        self.pairs.get(name as usize).map_or(("", ""), |(reporter, instance)| (reporter.as_str(), instance.as_str()))
+    pub fn get(&self, name: u32) -> (Arc<str>, Arc<str>) {
+        self.pairs.get(name as usize).cloned().unwrap_or_else(|| (Arc::from(""), Arc::from("")))
     }
 }

@@ -16,6 +16,7 @@
 //! turned into observations. postscreen never delivers mail and is ignored.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use parsers::postfix::{
@@ -35,7 +36,7 @@ const MAX_ITEMS: usize = 64;
 /// Everything a handler needs besides the per-process state.
 pub struct Ctx<'c> {
     pub(super) config: &'c Config,
-    pub(super) sources: &'c [Source],
+    pub(super) sources: &'c [Arc<Source>],
     pub(super) names: &'c Names,
     pub(super) counters: &'c mut Counters,
     pub(super) meta: LineMeta,
@@ -495,10 +496,8 @@ impl State {
             TlsLogging::Auto => self.tls_logging_seen.contains(&(process.name, direction == Direction::Inbound)),
         };
         let (reporter, instance) = ctx.names.get(process.name);
-        let source = conn.source.and_then(|id| ctx.sources.get(id.0 as usize)).cloned().unwrap_or_else(|| Source {
-            kind: "unknown".to_owned(),
-            name: String::new(),
-            trust: "none".to_owned(),
+        let source = conn.source.and_then(|id| ctx.sources.get(id.0 as usize)).cloned().unwrap_or_else(|| {
+            Arc::new(Source { kind: "unknown".to_owned(), name: String::new(), trust: "none".to_owned() })
         });
         let event_id = event_id(&source.name, conn.offset);
         let (outcome, failure, tls) = match direction {
@@ -513,8 +512,8 @@ impl State {
             ts: micros_to_datetime(conn.first_micros),
             end_ts: micros_to_datetime(conn.last_micros),
             mta: Mta::Postfix,
-            reporter: reporter.to_owned(),
-            instance: instance.to_owned(),
+            reporter,
+            instance,
             direction,
             peer: conn.peer,
             domains: conn.domains,

@@ -283,19 +283,15 @@ impl State {
         let client = self.clients.entry(process).or_default();
         client.last_micros = now;
         let keep = client.conn.as_ref().is_some_and(|c| same_peer(c, peer) && joinable(c));
-        if !keep {
-            if let Some(old) = client.conn.take() {
-                self.emit(ctx, process, Direction::Outbound, old);
-            }
-            let client = self.clients.entry(process).or_default();
-            client.conn = Some(Connection::new(peer, &ctx.meta));
-        }
-        let client = self.clients.entry(process).or_default();
-        let conn = client.conn.get_or_insert_with(|| Connection::new(peer, &ctx.meta));
         if keep {
+            let conn = client.conn.get_or_insert_with(|| Connection::new(peer, &ctx.meta));
             touch(conn, now);
+            return conn;
         }
-        conn
+        if let Some(old) = client.conn.take() {
+            emit(&self.tls_logging_seen, ctx, process, Direction::Outbound, old);
+        }
+        client.conn.insert(Connection::new(peer, &ctx.meta))
     }
 
     fn client_delivery(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, delivery: &Delivery<'_>) {
@@ -308,10 +304,10 @@ impl State {
                 return;
             }
         };
+        let seen = &self.tls_logging_seen;
         let client = self.clients.entry(process).or_default();
         client.last_micros = now;
         let pending_policy = client.pending_policy.take();
-        let tls_failure_reason = tls_failure_in_reason(delivery.reason);
         let mut fallback = false;
         let join = match client.conn.as_ref() {
             Some(conn) if same_peer(conn, &peer) => {
@@ -327,24 +323,24 @@ impl State {
             }
             _ => false,
         };
-        if !join {
-            if let Some(mut old) = self.clients.entry(process).or_default().conn.take() {
+        let conn = if join {
+            let conn = client.conn.get_or_insert_with(|| Connection::new(&peer, &ctx.meta));
+            touch(conn, now);
+            conn
+        } else {
+            if let Some(mut old) = client.conn.take() {
                 if fallback {
                     old.delivered.get_or_insert(false);
                 }
-                self.emit(ctx, process, Direction::Outbound, old);
+                emit(seen, ctx, process, Direction::Outbound, old);
             }
             let mut conn = Connection::new(&peer, &ctx.meta);
             conn.after_tls_failure = fallback;
             conn.local_policy = pending_policy;
-            self.clients.entry(process).or_default().conn = Some(conn);
-        }
-        let Some(conn) = self.clients.entry(process).or_default().conn.as_mut() else { return };
-        if join {
-            touch(conn, now);
-        }
+            client.conn.insert(conn)
+        };
         add_delivery(conn, delivery);
-        if let Some((kind, reason)) = tls_failure_reason {
+        if let Some((kind, reason)) = tls_failure_in_reason(delivery.reason) {
             match kind {
                 TlsFailureInReason::Handshake => {
                     conn.handshake.get_or_insert_with(|| reason.to_owned());
@@ -353,8 +349,8 @@ impl State {
                 TlsFailureInReason::Required(kind) => conn.required_missing = Some((kind, reason.to_owned())),
             }
             // A TLS policy failure ends the connection.
-            if let Some(conn) = self.clients.entry(process).or_default().conn.take() {
-                self.emit(ctx, process, Direction::Outbound, conn);
+            if let Some(conn) = client.conn.take() {
+                emit(seen, ctx, process, Direction::Outbound, conn);
             }
         }
     }
@@ -489,49 +485,60 @@ impl State {
     }
 
     fn emit(&self, ctx: &mut Ctx<'_>, process: ProcessKey, direction: Direction, conn: Box<Connection>) {
-        let conn = *conn;
-        let tls_logged = match ctx.config.tls_logging {
-            TlsLogging::On => true,
-            TlsLogging::Off => false,
-            TlsLogging::Auto => self.tls_logging_seen.contains(&(process.name, direction == Direction::Inbound)),
-        };
-        let (reporter, instance) = ctx.names.get(process.name);
-        let source = conn.source.and_then(|id| ctx.sources.get(id.0 as usize)).cloned().unwrap_or_else(|| {
-            Arc::new(Source { kind: "unknown".to_owned(), name: String::new(), trust: "none".to_owned() })
-        });
-        let event_id = event_id(&source.name, conn.offset);
-        let (outcome, failure, tls) = match direction {
-            Direction::Outbound => outbound_verdict(&conn, tls_logged),
-            Direction::Inbound => inbound_verdict(&conn, tls_logged),
-        };
-        let delivered = match direction {
-            Direction::Outbound => conn.delivered,
-            Direction::Inbound => inbound_delivered(&conn),
-        };
-        ctx.out.push(Observation {
-            ts: micros_to_datetime(conn.first_micros),
-            end_ts: micros_to_datetime(conn.last_micros),
-            mta: Mta::Postfix,
-            reporter,
-            instance,
-            direction,
-            peer: conn.peer,
-            domains: conn.domains,
-            queue_ids: conn.queue_ids,
-            outcome,
-            tls,
-            failure,
-            delivered,
-            tls_feature: conn.tls_feature,
-            conn_use: conn.conn_use,
-            local_policy: conn.local_policy.map(str::to_owned),
-            after_tls_failure: conn.after_tls_failure,
-            replayed: conn.replayed,
-            source,
-            lines: conn.lines,
-            event_id,
-        });
+        emit(&self.tls_logging_seen, ctx, process, direction, conn);
     }
+}
+
+/// Turns a finished connection into an [`Observation`] in `ctx.out`.
+fn emit(
+    tls_logging_seen: &FxHashSet<(u32, bool)>,
+    ctx: &mut Ctx<'_>,
+    process: ProcessKey,
+    direction: Direction,
+    conn: Box<Connection>,
+) {
+    let mut conn = *conn;
+    let tls_logged = match ctx.config.tls_logging {
+        TlsLogging::On => true,
+        TlsLogging::Off => false,
+        TlsLogging::Auto => tls_logging_seen.contains(&(process.name, direction == Direction::Inbound)),
+    };
+    let (reporter, instance) = ctx.names.get(process.name);
+    let source = conn.source.and_then(|id| ctx.sources.get(id.0 as usize)).cloned().unwrap_or_else(|| {
+        Arc::new(Source { kind: "unknown".to_owned(), name: String::new(), trust: "none".to_owned() })
+    });
+    let event_id = event_id(&source.name, conn.offset);
+    let (outcome, failure, tls) = match direction {
+        Direction::Outbound => outbound_verdict(&mut conn, tls_logged),
+        Direction::Inbound => inbound_verdict(&mut conn, tls_logged),
+    };
+    let delivered = match direction {
+        Direction::Outbound => conn.delivered,
+        Direction::Inbound => inbound_delivered(&conn),
+    };
+    ctx.out.push(Observation {
+        ts: micros_to_datetime(conn.first_micros),
+        end_ts: micros_to_datetime(conn.last_micros),
+        mta: Mta::Postfix,
+        reporter,
+        instance,
+        direction,
+        peer: conn.peer,
+        domains: conn.domains,
+        queue_ids: conn.queue_ids,
+        outcome,
+        tls,
+        failure,
+        delivered,
+        tls_feature: conn.tls_feature,
+        conn_use: conn.conn_use,
+        local_policy: conn.local_policy.map(str::to_owned),
+        after_tls_failure: conn.after_tls_failure,
+        replayed: conn.replayed,
+        source,
+        lines: conn.lines,
+        event_id,
+    });
 }
 
 impl Connection {
@@ -691,7 +698,7 @@ fn cert_failure_kind(reason: &str) -> &'static str {
 }
 
 /// Outcome of a connection we made.
-fn outbound_verdict(conn: &Connection, tls_logged: bool) -> (Outcome, Option<Failure>, Option<TlsInfo>) {
+fn outbound_verdict(conn: &mut Connection, tls_logged: bool) -> (Outcome, Option<Failure>, Option<TlsInfo>) {
     if let Some(reason) = &conn.rejected {
         let detail = conn.verify_errors.first().or_else(|| conn.tls.as_ref().and_then(|t| t.verify_errors.first()));
         let kind = match (detail, conn.tls.as_ref().and_then(|t| t.trust)) {
@@ -705,7 +712,7 @@ fn outbound_verdict(conn: &Connection, tls_logged: bool) -> (Outcome, Option<Fai
             Some(detail) => format!("{reason}: {detail}"),
             None => reason.clone(),
         };
-        return (Outcome::CertVerifyFailed, Some(Failure { kind: kind.to_owned(), reason }), conn.tls.clone());
+        return (Outcome::CertVerifyFailed, Some(Failure { kind: kind.to_owned(), reason }), conn.tls.take());
     }
     if let Some((kind, reason)) = &conn.required_missing {
         let failure = Failure { kind: (*kind).to_owned(), reason: reason.clone() };
@@ -714,8 +721,8 @@ fn outbound_verdict(conn: &Connection, tls_logged: bool) -> (Outcome, Option<Fai
     if let Some(detail) = &conn.handshake {
         return (Outcome::HandshakeFailed, Some(handshake_failure(detail, &conn.reasons, &conn.verify_errors)), None);
     }
-    if let Some(tls) = &conn.tls {
-        return (Outcome::Tls, None, Some(tls.clone()));
+    if let Some(tls) = conn.tls.take() {
+        return (Outcome::Tls, None, Some(tls));
     }
     if let Some(policy) = conn.local_policy {
         let reason = match policy {
@@ -800,15 +807,15 @@ fn handshake_failure(detail: &str, reasons: &[String], verify_errors: &[String])
 }
 
 /// Outcome of a session a client made to us.
-fn inbound_verdict(conn: &Connection, tls_logged: bool) -> (Outcome, Option<Failure>, Option<TlsInfo>) {
+fn inbound_verdict(conn: &mut Connection, tls_logged: bool) -> (Outcome, Option<Failure>, Option<TlsInfo>) {
     let counters = conn.counters.unwrap_or_default();
     if let Some(reason) = &conn.tls_abort {
         let kind = cert_failure_kind(reason);
         let failure = Failure { kind: kind.to_owned(), reason: reason.clone() };
-        return (Outcome::CertVerifyFailed, Some(failure), conn.tls.clone());
+        return (Outcome::CertVerifyFailed, Some(failure), conn.tls.take());
     }
-    if let Some(tls) = &conn.tls {
-        return (Outcome::Tls, None, Some(tls.clone()));
+    if let Some(tls) = conn.tls.take() {
+        return (Outcome::Tls, None, Some(tls));
     }
     if let Some(reason) = &conn.refused {
         let failure = Failure { kind: "local-policy".to_owned(), reason: reason.clone() };

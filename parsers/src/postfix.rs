@@ -504,6 +504,7 @@ fn tls_summary(class: TrustClass, input: &str) -> IResult<&str, TlsConnection<'_
     let (input, bits) = preceded(tag(" ("), decimal).parse(input)?;
     let (input, alg_bits) = preceded(char('/'), decimal).parse(input)?;
     let (extra, _) = tag(" bits)").parse(input)?;
+    let (key_exchange, server_signature) = tls_extras(extra);
     let tls = TlsConnection {
         class,
         reused,
@@ -514,21 +515,26 @@ fn tls_summary(class: TrustClass, input: &str) -> IResult<&str, TlsConnection<'_
         cipher,
         bits,
         alg_bits,
-        key_exchange: word_after(extra, "key-exchange"),
-        server_signature: word_after(extra, "server-signature"),
+        key_exchange,
+        server_signature,
     };
     Ok(("", tls))
 }
 
-/// The word after the word `label` in `text` (a word scan: cheaper than a substring search).
-fn word_after<'a>(text: &'a str, label: &str) -> Option<&'a str> {
-    let mut words = text.split(' ');
-    while let Some(word) = words.next() {
-        if word == label {
-            return words.next().filter(|next| !next.is_empty());
+/// The words after `key-exchange` and `server-signature` in the TLS 1.3 suffix
+/// (` key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256`), in one pass.
+fn tls_extras(text: &str) -> (Option<&str>, Option<&str>) {
+    let (mut key_exchange, mut server_signature) = (None, None);
+    let mut previous = "";
+    for word in text.split(' ') {
+        match previous {
+            "key-exchange" if !word.is_empty() => key_exchange = Some(word),
+            "server-signature" if !word.is_empty() => server_signature = Some(word),
+            _ => {}
         }
+        previous = word;
     }
-    None
+    (key_exchange, server_signature)
 }
 
 /// `error:0A000086:SSL routines::certificate verify failed:../ssl/statem/statem_clnt.c:1889:`
@@ -712,10 +718,18 @@ fn comma_space(text: &str) -> Option<usize> {
 /// `<user@example.com>` or, in old logs, a bare `user@example.com`; ends before `, `.
 fn address(input: &str) -> IResult<&str, &str> {
     if let Some(inner) = input.strip_prefix('<') {
-        let end = inner
-            .find(">, ")
-            .or_else(|| inner.strip_suffix('>').map(str::len))
-            .ok_or_else(|| nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Char)))?;
+        let bytes = inner.as_bytes();
+        let mut from = 0;
+        let end = loop {
+            let Some(idx) = bytes[from..].iter().position(|b| *b == b'>') else {
+                return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Char)));
+            };
+            let at = from + idx;
+            if at + 1 == bytes.len() || bytes[at + 1..].starts_with(b", ") {
+                break at;
+            }
+            from = at + 1;
+        };
         return Ok((&inner[end + 1..], &inner[..end]));
     }
     take_till(|c: char| c == ',').parse(input)

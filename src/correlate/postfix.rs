@@ -16,9 +16,10 @@
 //! turned into observations. postscreen never delivers mail and is ignored.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
+use memchr::memmem;
 use parsers::postfix::{
     Counters as CommandCounters, Daemon, Delivery, Event, Relay, Status, TlsConnection, TrustClass,
 };
@@ -649,9 +650,9 @@ enum TlsFailureInReason {
 
 fn tls_failure_in_reason(reason: &str) -> Option<(TlsFailureInReason, &str)> {
     // Only reasons that mention TLS are worth the searches below (most say `250 2.0.0 Ok`).
-    if memchr::memmem::find(reason.as_bytes(), b"TLS").is_none()
-        && memchr::memmem::find(reason.as_bytes(), b"certificate").is_none()
-    {
+    static TLS: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("TLS"));
+    static CERTIFICATE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("certificate"));
+    if TLS.find(reason.as_bytes()).is_none() && CERTIFICATE.find(reason.as_bytes()).is_none() {
         return None;
     }
     let kind = if reason.contains("Cannot start TLS: handshake failure") {

@@ -5,6 +5,6 @@ mod bad_input;
 mod cli;
 mod common;
 mod corpus;
-// mod postfix_lab;
+mod postfix_lab;
 mod tidy;
 mod whyscream;

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# install-deps.sh: installs the Debian packages that the real-MTA test labs need.
+#
+# Usage: tests/harness/install-deps.sh [MTA...]
+#
+# MTA defaults to "postfix", the only lab that exists so far.
+# The script is idempotent and non-interactive: when every package is already
+# installed it does not touch apt at all, and it runs `apt-get update` only when
+# a package has no install candidate or the first install attempt fails.
+# Postfix is installed as the system MTA with "No configuration", and a
+# temporary /usr/sbin/policy-rc.d keeps its system service from starting; the
+# labs run private instances with `postfix -c CONFDIR` instead.
+#
+# Exim, Sendmail and OpenSMTPD conflict with Postfix as Debian packages.
+# When their labs are added, they will not be installed system-wide: their
+# .deb files will be fetched with `apt-get download` and unpacked privately with
+# `dpkg -x` under a per-MTA folder, and each lab keeps its files under its own
+# subfolder of the lab directory (DIR/ca, DIR/postfix-out, DIR/postfix-in, and
+# later DIR/exim-..., DIR/sendmail-..., DIR/opensmtpd-...).
+set -euo pipefail
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps.sh: must run as root (it installs Debian packages)" >&2
+    exit 1
+fi
+
+# The packages every lab needs: openssl makes the private CA, swaks injects
+# mail (libnet-ssleay-perl gives it STARTTLS; it is only a Recommends of swaks),
+# procps gives pgrep for checking that daemons are gone.
+common_packages=(openssl ca-certificates swaks libnet-ssleay-perl procps)
+
+mtas=("$@")
+if [[ ${#mtas[@]} -eq 0 ]]; then
+    mtas=(postfix)
+fi
+
+packages=("${common_packages[@]}")
+for mta in "${mtas[@]}"; do
+    case "$mta" in
+        postfix)
+            packages+=(postfix)
+            ;;
+        exim | sendmail | opensmtpd)
+            echo "install-deps.sh: the $mta lab is not written yet (it will be unpacked privately with apt-get download + dpkg -x)" >&2
+            exit 2
+            ;;
+        *)
+            echo "install-deps.sh: unknown MTA '$mta' (known: postfix)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+# A package counts as installed only when dpkg says "install ok installed";
+# a package that was removed but not purged reports another status.
+missing=()
+for package in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)
+    if [[ "$status" != "install ok installed" ]]; then
+        missing+=("$package")
+    fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-deps.sh: all packages already installed: ${packages[*]}"
+    exit 0
+fi
+echo "install-deps.sh: installing: ${missing[*]}"
+
+export DEBIAN_FRONTEND=noninteractive
+
+# The debconf answer keeps the Postfix package from writing a system main.cf
+# and from asking anything.
+if [[ " ${missing[*]} " == *" postfix "* ]]; then
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+fi
+
+# A policy-rc.d that answers 101 ("action forbidden") stops invoke-rc.d from
+# starting any service that the packages bring. An existing policy-rc.d is
+# kept aside and put back afterwards, whatever happens.
+policy_rc=/usr/sbin/policy-rc.d
+policy_backup=""
+if [[ -e "$policy_rc" ]]; then
+    policy_backup=$(mktemp /usr/sbin/policy-rc.d.lab-backup.XXXXXX)
+    cp -p "$policy_rc" "$policy_backup"
+fi
+restore_policy_rc() {
+    if [[ -n "$policy_backup" ]]; then
+        mv -f "$policy_backup" "$policy_rc"
+    else
+        rm -f "$policy_rc"
+    fi
+}
+trap restore_policy_rc EXIT
+printf '#!/bin/sh\n# Written by tests/harness/install-deps.sh; removed when it ends.\nexit 101\n' >"$policy_rc"
+chmod 0755 "$policy_rc"
+
+# The package lists are refreshed only when a missing package has no
+# install candidate (for example on a fresh image with empty lists).
+needs_update=0
+for package in "${missing[@]}"; do
+    candidate=$(apt-cache policy "$package" 2>/dev/null | awk '/Candidate:/ { print $2 }')
+    if [[ -z "$candidate" || "$candidate" == "(none)" ]]; then
+        needs_update=1
+    fi
+done
+if [[ $needs_update -eq 1 ]]; then
+    apt-get update -qq
+fi
+
+apt_install() {
+    apt-get install -y -qq --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        "${missing[@]}"
+}
+
+# Stale package lists make downloads fail with 404; one update and a retry
+# covers that case.
+if ! apt_install; then
+    if [[ $needs_update -eq 1 ]]; then
+        exit 1
+    fi
+    echo "install-deps.sh: install failed, refreshing package lists and retrying" >&2
+    apt-get update -qq
+    apt_install
+fi
+
+# Postfix needs its mail_owner user and setgid group from the package.
+if [[ " ${packages[*]} " == *" postfix "* ]]; then
+    id postfix >/dev/null
+    getent group postdrop >/dev/null
+fi
+echo "install-deps.sh: done"

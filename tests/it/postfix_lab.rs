@@ -1,0 +1,331 @@
+//! End to end against real Postfix: `tests/harness/postfix-lab.sh` starts two private Postfix
+//! instances on loopback (sender `postfix-out`, receiver `postfix-in`), swaks injects one
+//! message per test domain, and `tlsledger parse` must report every connection the way the
+//! lab set it up: verified, trusted and untrusted TLS, plaintext, TLS required but missing,
+//! an expired certificate, and the inbound sessions on both sides.
+//!
+//! The test command installs Postfix and swaks with `tests/harness/install-deps.sh` before
+//! `cargo test`; this test fails, never skips, when they are missing. It needs root, because
+//! Postfix instances start as root. A guard stops the lab however the test ends; the lab folder
+//! under `CARGO_TARGET_TMPDIR` is removed after a pass and kept after a failure.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::common::{observations, repo, tlsledger};
+
+/// The lab script.
+fn lab_script() -> PathBuf {
+    repo().join("tests/harness/postfix-lab.sh")
+}
+
+/// Finds `name` on PATH or in the sbin folders, where Postfix installs its commands.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Runs `postfix-lab.sh COMMAND DIR` with `LAB_PORT_BASE=port_base`.
+fn run_lab(command: &str, dir: &Path, port_base: u16) -> Output {
+    Command::new("bash")
+        .arg(lab_script())
+        .arg(command)
+        .arg(dir)
+        .env("LAB_PORT_BASE", port_base.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", lab_script().display()))
+}
+
+/// Panics with the script's output unless it succeeded.
+fn check_lab(command: &str, output: &Output) {
+    assert!(
+        output.status.success(),
+        "postfix-lab.sh {command} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+}
+
+/// A running lab. Dropping it stops both Postfix instances; the folder is removed only when the
+/// test did not panic, so that a failure leaves the logs for inspection.
+struct Lab {
+    dir: PathBuf,
+    port_base: u16,
+    env: HashMap<String, String>,
+}
+
+impl Lab {
+    /// Starts a lab in a fresh folder. The port base comes from `LAB_PORT_BASE` or from the process
+    /// id; when its ports are taken, the next bases are tried.
+    fn up() -> Lab {
+        for tool in ["postfix", "postconf", "postqueue", "swaks", "openssl"] {
+            assert!(
+                find_program(tool).is_some(),
+                "`{tool}` is not installed: run tests/harness/install-deps.sh (as root) before cargo test"
+            );
+        }
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("postfix-lab-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("cannot clear {}: {e}", dir.display()));
+        }
+        // Bases from 20000 to 29990 stay below Linux's ephemeral port range.
+        let first_base = match std::env::var("LAB_PORT_BASE") {
+            Ok(value) => value.parse().unwrap_or_else(|_| panic!("LAB_PORT_BASE is not a port: {value:?}")),
+            Err(_) => 20_000 + (std::process::id() % 1000) as u16 * 10,
+        };
+        let mut last_output = None;
+        for attempt in 0..5u16 {
+            let port_base = first_base + attempt * 10;
+            let output = run_lab("up", &dir, port_base);
+            if output.status.success() {
+                let env = read_lab_env(&dir.join("lab.env"));
+                return Lab { dir, port_base, env };
+            }
+            let port_taken = String::from_utf8_lossy(&output.stderr).contains("is in use");
+            last_output = Some(output);
+            if !port_taken {
+                break;
+            }
+        }
+        // Nothing to stop when `up` failed, but a half-started instance must not outlive the test.
+        let _ = run_lab("down", &dir, first_base);
+        check_lab("up", &last_output.expect("at least one attempt"));
+        unreachable!("check_lab panics on failure");
+    }
+
+    /// A variable of `DIR/lab.env`.
+    fn var(&self, name: &str) -> &str {
+        self.env.get(name).unwrap_or_else(|| panic!("{name} missing from {}/lab.env", self.dir.display()))
+    }
+
+    /// A port variable of `DIR/lab.env`.
+    fn port(&self, name: &str) -> u64 {
+        self.var(name).parse().unwrap_or_else(|_| panic!("{name} is not a port: {:?}", self.var(name)))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let output = run_lab("down", &self.dir, self.port_base);
+        if !output.status.success() {
+            // Dropping during a panic must not panic again; the message goes to the test output.
+            eprintln!("postfix-lab.sh down failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        if !std::thread::panicking() && output.status.success() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The `KEY=VALUE` lines of a lab.env file.
+fn read_lab_env(path: &Path) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// The observations `tlsledger parse --tls-logging on LOG` prints.
+fn parse_log(log: &str) -> Vec<Value> {
+    let output = tlsledger(&["parse", "--tls-logging", "on", log], b"");
+    assert!(
+        output.status.success(),
+        "tlsledger parse {log} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    observations(&output.stdout)
+}
+
+/// The sender's queue id and recipient of every injected message (`DIR/send/queue_ids`).
+fn injected(dir: &Path) -> Vec<(String, String)> {
+    let path = dir.join("send/queue_ids");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(queue_id, rcpt)| (queue_id.to_owned(), rcpt.to_owned()))
+        .collect()
+}
+
+/// The lines of `log` that contain `needle`, for failure messages.
+fn lines_with(log: &str, needle: &str) -> String {
+    log.lines().filter(|line| line.contains(needle)).collect::<Vec<_>>().join("\n")
+}
+
+/// The lines of `log` about message `queue_id`, plus every line of the processes that logged
+/// its `status=` lines: Postfix's TLS lines carry no queue id, only the process's `[pid]`.
+fn delivery_lines(log: &str, queue_id: &str) -> String {
+    let with_id = format!(" {queue_id}: ");
+    let processes: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(&with_id) && line.contains(" status="))
+        .filter_map(|line| line.split(&with_id).next()?.rsplit(' ').next())
+        .collect();
+    log.lines()
+        .filter(|line| {
+            line.contains(&with_id) || processes.iter().any(|process| line.contains(&format!(" {process} ")))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The receiver's queue id from the sender's `status=sent (250 2.0.0 Ok: queued as X)` line for
+/// `queue_id`.
+fn remote_queue_id(sender_log: &str, queue_id: &str) -> Option<String> {
+    let prefix = format!(": {queue_id}: to=<");
+    sender_log
+        .lines()
+        .filter(|line| line.contains(&prefix))
+        .find_map(|line| line.split("queued as ").nth(1))
+        .map(|rest| rest.trim_end_matches(')').trim().to_owned())
+}
+
+fn has_queue_id(observation: &Value, queue_id: &str) -> bool {
+    observation["queue_ids"].as_array().is_some_and(|ids| ids.iter().any(|id| id == queue_id))
+}
+
+fn is_loopback_peer(observation: &Value) -> bool {
+    observation["peer"]["ip"] == "127.0.0.1"
+}
+
+#[test]
+fn postfix_lab_outcomes() {
+    let lab = Lab::up();
+    check_lab("send", &run_lab("send", &lab.dir, lab.port_base));
+
+    let sender_log_path = lab.var("SENDER_LOG").to_owned();
+    let receiver_log_path = lab.var("RECEIVER_LOG").to_owned();
+    let sender_log = std::fs::read_to_string(&sender_log_path).unwrap();
+    let receiver_log = std::fs::read_to_string(&receiver_log_path).unwrap();
+
+    // First the lab itself: if Postfix did not log these lines, the parser is not to blame.
+    for needle in [
+        "postfix-out/policy/smtp[",
+        "Verified TLS connection established to 127.0.0.1[127.0.0.1]:",
+        "Trusted TLS connection established to 127.0.0.1[127.0.0.1]:",
+        "Untrusted TLS connection established to 127.0.0.1[127.0.0.1]:",
+        "Anonymous TLS connection established from unknown[127.0.0.1]:",
+        "status=deferred (TLS is required, but was not offered by host 127.0.0.1[127.0.0.1])",
+        "certificate has expired",
+        "ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1 commands=7",
+        "ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5",
+    ] {
+        assert!(sender_log.contains(needle), "the lab's sender log {sender_log_path} lacks {needle:?}");
+    }
+    for needle in ["Anonymous TLS connection established from unknown[127.0.0.1]:", "starttls=1"] {
+        assert!(receiver_log.contains(needle), "the lab's receiver log {receiver_log_path} lacks {needle:?}");
+    }
+
+    let sender = parse_log(&sender_log_path);
+    let receiver = parse_log(&receiver_log_path);
+    for observation in sender.iter().chain(&receiver) {
+        assert_eq!(observation["mta"], "postfix", "{observation}");
+        assert!(is_loopback_peer(observation), "a peer that is not 127.0.0.1: {observation}");
+    }
+    assert!(sender.iter().all(|o| o["reporter"] == "out"), "sender reporter is not \"out\": {sender:#?}");
+    assert!(receiver.iter().all(|o| o["reporter"] == "in"), "receiver reporter is not \"in\": {receiver:#?}");
+
+    let ca_port = lab.port("RECEIVER_CA_PORT");
+    let selfsigned_port = lab.port("RECEIVER_SELFSIGNED_PORT");
+    let plain_port = lab.port("RECEIVER_PLAIN_PORT");
+    let expired_port = lab.port("RECEIVER_EXPIRED_PORT");
+
+    // Outbound, per injected message: the observation that carries its sender queue id.
+    let messages = injected(&lab.dir);
+    assert_eq!(messages.len(), 7, "expected 7 injected messages: {messages:?}");
+    for (queue_id, rcpt) in &messages {
+        let domain = rcpt.split_once('@').map(|(_, domain)| domain).unwrap_or_default();
+        let context =
+            format!("message {queue_id} to {rcpt}; its log lines:\n{}", delivery_lines(&sender_log, queue_id));
+        let found: Vec<&Value> =
+            sender.iter().filter(|o| o["direction"] == "outbound" && has_queue_id(o, queue_id)).collect();
+        assert_eq!(found.len(), 1, "want one outbound observation for {context}\ngot: {found:#?}");
+        let observation = found[0];
+        let context = format!("{context}\nobservation: {observation:#}");
+        assert!(
+            observation["domains"].as_array().is_some_and(|d| d.iter().any(|x| x == domain)),
+            "domains lack {domain}: {context}"
+        );
+        let (want_port, want_outcome, want_trust, want_delivered) = match domain {
+            "verified.test" => (ca_port, "tls", Some("verified"), true),
+            "trusted.test" => (ca_port, "tls", Some("trusted"), true),
+            "selfsigned.test" => (selfsigned_port, "tls", Some("untrusted"), true),
+            "plain.test" => (plain_port, "plaintext", None, true),
+            "required.test" => (plain_port, "tls-required-missing", None, false),
+            "expired.test" => (expired_port, "cert-verify-failed", Some("untrusted"), false),
+            other => panic!("unexpected domain {other}: {context}"),
+        };
+        assert_eq!(observation["peer"]["port"], want_port, "port: {context}");
+        assert_eq!(observation["outcome"], want_outcome, "outcome: {context}");
+        assert_eq!(observation["delivered"], want_delivered, "delivered: {context}");
+        match want_trust {
+            Some(trust) => {
+                assert_eq!(observation["tls"]["trust"], trust, "tls.trust: {context}");
+                assert_eq!(observation["tls"]["protocol"], "TLSv1.3", "tls.protocol: {context}");
+                assert!(observation["tls"]["cipher"].is_string(), "tls.cipher: {context}");
+                assert_eq!(observation["tls"]["bits"], 256, "tls.bits: {context}");
+                assert_eq!(observation["tls"]["reused"], false, "tls.reused: {context}");
+            }
+            None => assert!(observation["tls"].is_null(), "tls should be null: {context}"),
+        }
+        match domain {
+            "required.test" => {
+                assert!(observation["failure"].is_object(), "failure: {context}");
+                let reason = observation["failure"]["reason"].as_str().unwrap_or_default();
+                assert!(reason.contains("TLS is required, but was not offered"), "failure.reason: {context}");
+            }
+            "expired.test" => {
+                assert_eq!(observation["failure"]["kind"], "certificate-expired", "failure.kind: {context}");
+            }
+            _ => assert!(observation["failure"].is_null(), "failure should be null: {context}"),
+        }
+    }
+    let n_outbound = sender.iter().filter(|o| o["direction"] == "outbound").count();
+    assert_eq!(n_outbound, messages.len(), "one outbound observation per message: {sender:#?}");
+
+    // Inbound on the sender: swaks' sessions, six over STARTTLS and one in plaintext.
+    let inbound: Vec<&Value> = sender.iter().filter(|o| o["direction"] == "inbound").collect();
+    assert_eq!(inbound.len(), messages.len(), "one inbound observation per swaks session: {inbound:#?}");
+    let plain_inject = &messages.iter().find(|(_, rcpt)| rcpt.starts_with("plain-inject@")).expect("plain inject").0;
+    for observation in &inbound {
+        if has_queue_id(observation, plain_inject) {
+            assert_eq!(observation["outcome"], "plaintext", "the plaintext injection: {observation:#}");
+            assert!(observation["tls"].is_null(), "the plaintext injection: {observation:#}");
+        } else {
+            assert_eq!(observation["outcome"], "tls", "a STARTTLS injection: {observation:#}");
+            assert_eq!(observation["tls"]["trust"], "anonymous", "a STARTTLS injection: {observation:#}");
+        }
+        assert_eq!(observation["delivered"], true, "swaks' DATA succeeded: {observation:#}");
+    }
+
+    // The receiver: every connection of the sender arrives inbound. Five used STARTTLS (verified,
+    // trusted twice, selfsigned, expired); plain.test and required.test came to the listener
+    // without STARTTLS.
+    assert!(receiver.iter().all(|o| o["direction"] == "inbound"), "the receiver only receives: {receiver:#?}");
+    let n_tls = receiver.iter().filter(|o| o["outcome"] == "tls" && o["tls"]["trust"] == "anonymous").count();
+    let n_plain = receiver.iter().filter(|o| o["outcome"] == "plaintext").count();
+    assert_eq!((n_tls, n_plain), (5, 2), "receiver inbound (anonymous TLS, plaintext): {receiver:#?}");
+
+    // Each accepted message is on the receiver under the queue id the sender logged for it.
+    for (queue_id, rcpt) in &messages {
+        let Some(remote) = remote_queue_id(&sender_log, queue_id) else { continue };
+        let found: Vec<&Value> = receiver.iter().filter(|o| has_queue_id(o, &remote)).collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "want one receiver observation for {remote} ({rcpt}); receiver lines:\n{}\ngot: {found:#?}",
+            lines_with(&receiver_log, &remote)
+        );
+        let want = if rcpt.ends_with("@plain.test") { "plaintext" } else { "tls" };
+        assert_eq!(found[0]["outcome"], want, "receiver side of {rcpt}: {:#}", found[0]);
+    }
+}

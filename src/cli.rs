@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::parse::ParseArgs;
+use crate::commands::schema::SchemaCommand;
 
 /// tlsledger: per-host SMTP STARTTLS outcomes from MTA logs.
 ///
@@ -23,4 +24,9 @@ pub enum Command {
     ///
     /// Example: tlsledger parse --stats /var/log/mail.log /var/log/mail.log.1 > observations.jsonl
     Parse(ParseArgs),
+    /// Create, upgrade or inspect the ClickHouse tables.
+    ///
+    /// Example: tlsledger schema apply --clickhouse http://127.0.0.1:8123
+    #[command(subcommand)]
+    Schema(SchemaCommand),
 }

@@ -12,6 +12,7 @@
 //! correlate/   joins the lines of one SMTP connection → Observation (owned)
 //!    │ Observation
 //! commands/    parse: JSON lines on stdout, counters on stderr
+//!    └──► sinks/clickhouse   batched RowBinary inserts, retries, spool (schema/ DDL)
 //! ```
 //!
 //! [`observation::Observation`] is the product's stable data model; [`correlate::Correlator`]
@@ -22,4 +23,5 @@ pub mod clock;
 pub mod commands;
 pub mod correlate;
 pub mod observation;
+pub mod sinks;
 pub mod sources;

@@ -32,11 +32,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Parse(args) => {
-            let (lines, counters) = commands::parse::run(&args)?;
+            let summary = commands::parse::run(&args)?;
             if args.stats {
-                eprint!("{}", commands::parse::format_stats(&lines, &counters));
+                eprint!("{}", commands::parse::format_stats(&summary));
             }
             Ok(())
         }
+        Command::Schema(command) => commands::schema::run(&command),
     }
 }

@@ -1,3 +1,5 @@
 //! One module per subcommand: each takes its clap `Args` and runs the pipeline pieces it needs.
 
+pub mod clickhouse_args;
 pub mod parse;
+pub mod schema;

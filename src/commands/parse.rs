@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
+use super::clickhouse_args::{ClickhouseArgs, SinkArgs};
 use crate::clock::{year_month, LogClock, Zone};
 use crate::correlate::{Config, Correlator, Counters, LineMeta, SourceId, TlsLogging};
 use crate::observation::{Observation, Outcome, Source};
+use crate::sinks::clickhouse::{schema, ClickhouseConfig, ClickhouseSink, SinkConfig, SinkCounters};
 use crate::sources::lines::{for_each_line, Line};
 
 /// What to write on stdout.
@@ -71,6 +73,14 @@ pub struct ParseArgs {
     /// Emit a connection after this many seconds of log time without a new line.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub idle_timeout_secs: i64,
+
+    /// Also load the observations into ClickHouse (tables from `tlsledger schema apply`).
+    #[command(flatten)]
+    pub clickhouse: ClickhouseArgs,
+
+    /// Batching, retries and spool of the ClickHouse load.
+    #[command(flatten, next_help_heading = "ClickHouse load")]
+    pub sink: SinkArgs,
 }
 
 /// Line-level counts that the correlator does not see.
@@ -99,9 +109,24 @@ impl LineCounters {
     }
 }
 
+/// Everything `parse` counted.
+#[derive(Debug, Clone, Default)]
+pub struct ParseSummary {
+    /// Line-level counts.
+    pub lines: LineCounters,
+    /// Correlator counts.
+    pub correlate: Counters,
+    /// ClickHouse sink counts, when loading.
+    pub sink: Option<SinkCounters>,
+}
+
 /// Runs `parse`; returns the counters for the caller to print or check.
-pub fn run(args: &ParseArgs) -> Result<(LineCounters, Counters)> {
+pub fn run(args: &ParseArgs) -> Result<ParseSummary> {
     let inputs = open_inputs(&args.files)?;
+    let mut sink = match args.clickhouse.config()? {
+        Some(config) => Some(SinkThread::start(config, args.sink.config())?),
+        None => None,
+    };
     let mut correlator = Correlator::new(Config {
         tls_logging: args.tls_logging,
         max_open: args.max_open.max(1),
@@ -125,17 +150,94 @@ pub fn run(args: &ParseArgs) -> Result<(LineCounters, Counters)> {
         let name = input.source.name.clone();
         for_each_line::<_, _, anyhow::Error>(input.reader, args.max_line_bytes, |line| {
             stream.line(&mut correlator, &mut lines, line, &mut out);
-            write_all(&mut writer, args.output, &mut out)?;
+            write_all(&mut writer, args.output, &mut out, sink.as_mut())?;
             progress.tick(&lines);
             Ok(())
         })
         .with_context(|| format!("reading {name}"))?;
     }
     correlator.finish(&mut out);
-    write_all(&mut writer, args.output, &mut out)?;
+    write_all(&mut writer, args.output, &mut out, sink.as_mut())?;
     writer.flush()?;
     progress.done();
-    Ok((lines, correlator.counters().clone()))
+    let sink = match sink {
+        Some(sink) => Some(sink.finish()?),
+        None => None,
+    };
+    Ok(ParseSummary { lines, correlate: correlator.counters().clone(), sink })
+}
+
+/// The ClickHouse sink on its own thread with a single-threaded tokio runtime, fed through a
+/// bounded channel: when the sink is slow (or the spool full), `send` blocks and reading pauses.
+struct SinkThread {
+    sender: tokio::sync::mpsc::Sender<Observation>,
+    handle: std::thread::JoinHandle<Result<SinkCounters>>,
+    spool_dir: std::path::PathBuf,
+}
+
+impl SinkThread {
+    fn start(config: ClickhouseConfig, sink_config: SinkConfig) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let spool_dir = sink_config.spool_dir.clone();
+        // Check what can be checked before reading: the table exists (when the server answers).
+        let modern = runtime.block_on(async {
+            let server = config.server_client(false);
+            match schema::server_info(&server).await {
+                Ok(info) => {
+                    let exists: u8 = config
+                        .client(false)
+                        .query_raw("EXISTS TABLE observations")
+                        .fetch_one()
+                        .await
+                        .context("cannot check the observations table")?;
+                    if exists != 1 {
+                        anyhow::bail!(
+                            "table {}.observations does not exist at {}: run `tlsledger schema apply --clickhouse {}` first",
+                            config.database,
+                            config.display_url(),
+                            config.display_url()
+                        );
+                    }
+                    Ok(info.modern())
+                }
+                Err(error) => {
+                    eprintln!(
+                        "tlsledger: ClickHouse at {} does not answer ({error:#}); observations will be spooled to {}",
+                        config.display_url(),
+                        sink_config.spool_dir.display()
+                    );
+                    Ok(false)
+                }
+            }
+        })?;
+        let sink = ClickhouseSink::new(&config, modern, sink_config)?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(8192);
+        let handle = std::thread::Builder::new()
+            .name("clickhouse-sink".to_owned())
+            .spawn(move || Ok(runtime.block_on(sink.run(receiver))))?;
+        Ok(SinkThread { sender, handle, spool_dir })
+    }
+
+    fn send(&mut self, observation: Observation) -> Result<()> {
+        self.sender.blocking_send(observation).map_err(|_| anyhow::anyhow!("the ClickHouse sink stopped unexpectedly"))
+    }
+
+    /// Closes the channel, waits for the last batches, and fails if rows remain spooled.
+    fn finish(self) -> Result<SinkCounters> {
+        drop(self.sender);
+        let counters = match self.handle.join() {
+            Ok(result) => result?,
+            Err(_) => anyhow::bail!("the ClickHouse sink thread panicked"),
+        };
+        if counters.batches_left_in_spool > 0 {
+            anyhow::bail!(
+                "{} batch(es) could not be sent to ClickHouse and are kept in {}; run again with the same --spool-dir when the server is back",
+                counters.batches_left_in_spool,
+                self.spool_dir.display()
+            );
+        }
+        Ok(counters)
+    }
 }
 
 /// Per-input state.
@@ -192,14 +294,21 @@ impl Stream {
     }
 }
 
-fn write_all(writer: &mut impl Write, format: OutputFormat, out: &mut Vec<Observation>) -> Result<()> {
-    if format == OutputFormat::Json {
-        for observation in out.iter() {
-            serde_json::to_writer(&mut *writer, observation)?;
+fn write_all(
+    writer: &mut impl Write,
+    format: OutputFormat,
+    out: &mut Vec<Observation>,
+    mut sink: Option<&mut SinkThread>,
+) -> Result<()> {
+    for observation in out.drain(..) {
+        if format == OutputFormat::Json {
+            serde_json::to_writer(&mut *writer, &observation)?;
             writer.write_all(b"\n")?;
         }
+        if let Some(sink) = sink.as_deref_mut() {
+            sink.send(observation)?;
+        }
     }
-    out.clear();
     Ok(())
 }
 
@@ -269,7 +378,7 @@ impl Progress {
 
     fn tick(&mut self, lines: &LineCounters) {
         self.calls = self.calls.wrapping_add(1);
-        if !self.enabled || self.calls % 65_536 != 0 || self.last.elapsed() < Duration::from_secs(1) {
+        if !self.enabled || !self.calls.is_multiple_of(65_536) || self.last.elapsed() < Duration::from_secs(1) {
             return;
         }
         self.last = Instant::now();
@@ -295,7 +404,8 @@ impl Progress {
 }
 
 /// The `--stats` report.
-pub fn format_stats(lines: &LineCounters, counters: &Counters) -> String {
+pub fn format_stats(summary: &ParseSummary) -> String {
+    let (lines, counters) = (&summary.lines, &summary.correlate);
     let mut text = String::new();
     let mut row = |label: &str, value: u64| text.push_str(&format!("{label:<28}{value:>12}\n"));
     row("lines", lines.lines);
@@ -321,5 +431,13 @@ pub fn format_stats(lines: &LineCounters, counters: &Counters) -> String {
     }
     row("  emitted on idle timeout", counters.expired);
     row("  emitted early (max open)", counters.evicted);
+    if let Some(sink) = &summary.sink {
+        row("clickhouse rows inserted", sink.rows_inserted);
+        row("  insert requests", sink.batches_inserted);
+        row("  failed attempts", sink.insert_failures);
+        row("  batches spooled", sink.batches_spooled);
+        row("  batches replayed", sink.batches_replayed);
+        row("  rows dead-lettered", sink.rows_dead_lettered);
+    }
     text
 }

@@ -163,9 +163,9 @@ mod tests {
     #[test]
     fn oversized_lines_are_skipped_and_reported() {
         let mut data = b"ok\n".to_vec();
-        data.extend(std::iter::repeat(b'x').take(50));
+        data.extend(std::iter::repeat_n(b'x', 50));
         data.extend(b"\nafter\n");
-        data.extend(std::iter::repeat(b'y').take(30));
+        data.extend(std::iter::repeat_n(b'y', 30));
         for chunk in [1, 4, 1000] {
             let got = collect(&data, chunk, 10);
             let want: Vec<(u64, Result<Vec<u8>, u64>)> =

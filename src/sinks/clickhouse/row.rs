@@ -1,0 +1,283 @@
+//! The ClickHouse row of an [`Observation`]: `schema/portable/0001_observations.sql`, column for
+//! column, in RowBinary through the `clickhouse` crate.
+//!
+//! Types follow the portable subset (research/CLICKHOUSE.md §8.1): enums are sent as their `i8`
+//! codes (validation is off on 18.16, and `u8` is rejected by modern servers' validation), the
+//! peer address as 16 bytes (`FixedString(16)`, IPv4 mapped), times as `DateTime('UTC')` plus the
+//! microseconds. Every Observation field survives the round trip ([`ObservationRow::into_observation`]).
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::observation::{Direction, Failure, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust};
+
+/// The table the rows go to.
+pub const TABLE: &str = "observations";
+
+/// One row of `observations`. Each field is the column of the same name; the DDL documents them.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct ObservationRow {
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub ts: DateTime<Utc>,
+    pub ts_micros: u32,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub end_ts: DateTime<Utc>,
+    pub mta: i8,
+    pub reporter: String,
+    pub instance: String,
+    pub direction: i8,
+    pub peer_hostname: Option<String>,
+    pub peer_ip: [u8; 16],
+    pub peer_port: Option<u16>,
+    pub domains: Vec<String>,
+    pub queue_ids: Vec<String>,
+    pub outcome: i8,
+    pub has_tls: u8,
+    pub tls_trust: i8,
+    pub tls_protocol: Option<String>,
+    pub tls_cipher: Option<String>,
+    pub tls_bits: Option<u32>,
+    pub tls_alg_bits: Option<u32>,
+    pub tls_reused: u8,
+    pub tls_sni: Option<String>,
+    pub tls_key_exchange: Option<String>,
+    pub tls_verify_errors: Vec<String>,
+    pub failure_kind: Option<String>,
+    pub failure_reason: Option<String>,
+    pub delivered: Option<u8>,
+    pub tls_feature: Option<String>,
+    pub conn_use: Option<u32>,
+    pub local_policy: Option<String>,
+    pub after_tls_failure: u8,
+    pub replayed: u8,
+    pub source_kind: String,
+    pub source_name: String,
+    pub source_trust: String,
+    pub lines: u32,
+    pub event_id: String,
+    pub ingest_ver: u64,
+}
+
+/// The column names of [`ObservationRow`] in order, for the drift test against `system.columns`.
+pub const COLUMNS: &[&str] = &[
+    "ts",
+    "ts_micros",
+    "end_ts",
+    "mta",
+    "reporter",
+    "instance",
+    "direction",
+    "peer_hostname",
+    "peer_ip",
+    "peer_port",
+    "domains",
+    "queue_ids",
+    "outcome",
+    "has_tls",
+    "tls_trust",
+    "tls_protocol",
+    "tls_cipher",
+    "tls_bits",
+    "tls_alg_bits",
+    "tls_reused",
+    "tls_sni",
+    "tls_key_exchange",
+    "tls_verify_errors",
+    "failure_kind",
+    "failure_reason",
+    "delivered",
+    "tls_feature",
+    "conn_use",
+    "local_policy",
+    "after_tls_failure",
+    "replayed",
+    "source_kind",
+    "source_name",
+    "source_trust",
+    "lines",
+    "event_id",
+    "ingest_ver",
+];
+
+fn mta_code(mta: Mta) -> i8 {
+    match mta {
+        Mta::Postfix => 1,
+    }
+}
+
+fn outcome_code(outcome: Outcome) -> i8 {
+    Outcome::ALL.iter().position(|o| *o == outcome).map_or(7, |idx| idx as i8 + 1)
+}
+
+fn trust_code(trust: Option<Trust>) -> i8 {
+    match trust {
+        None => 0,
+        Some(Trust::Verified) => 1,
+        Some(Trust::Trusted) => 2,
+        Some(Trust::Untrusted) => 3,
+        Some(Trust::Anonymous) => 4,
+    }
+}
+
+/// The 16-byte form of an address string; all zeros when it is not an IP.
+pub fn ip_bytes(ip: Option<&str>) -> [u8; 16] {
+    match ip.and_then(|ip| ip.parse::<IpAddr>().ok()) {
+        Some(IpAddr::V4(v4)) => v4.to_ipv6_mapped().octets(),
+        Some(IpAddr::V6(v6)) => v6.octets(),
+        None => [0; 16],
+    }
+}
+
+/// The canonical text of a 16-byte address (IPv4 for mapped addresses); `None` for all zeros.
+pub fn ip_text(bytes: [u8; 16]) -> Option<String> {
+    let v6 = Ipv6Addr::from(bytes);
+    if v6.is_unspecified() {
+        return None;
+    }
+    Some(match v6.to_ipv4_mapped() {
+        Some(v4) => v4.to_string(),
+        None => v6.to_string(),
+    })
+}
+
+impl ObservationRow {
+    /// The row for `observation`, stamped with `ingest_ver` (insert time in microseconds).
+    pub fn from_observation(observation: &Observation, ingest_ver: u64) -> Self {
+        let tls = observation.tls.as_ref();
+        ObservationRow {
+            ts: observation.ts,
+            ts_micros: observation.ts.timestamp_subsec_micros(),
+            end_ts: observation.end_ts,
+            mta: mta_code(observation.mta),
+            reporter: observation.reporter.to_string(),
+            instance: observation.instance.to_string(),
+            direction: match observation.direction {
+                Direction::Outbound => 1,
+                Direction::Inbound => 2,
+            },
+            peer_hostname: observation.peer.hostname.clone(),
+            peer_ip: ip_bytes(observation.peer.ip.as_deref()),
+            peer_port: observation.peer.port,
+            domains: observation.domains.clone(),
+            queue_ids: observation.queue_ids.clone(),
+            outcome: outcome_code(observation.outcome),
+            has_tls: u8::from(tls.is_some()),
+            tls_trust: trust_code(tls.and_then(|t| t.trust)),
+            tls_protocol: tls.and_then(|t| t.protocol.clone()),
+            tls_cipher: tls.and_then(|t| t.cipher.clone()),
+            tls_bits: tls.and_then(|t| t.bits),
+            tls_alg_bits: tls.and_then(|t| t.alg_bits),
+            tls_reused: u8::from(tls.is_some_and(|t| t.reused)),
+            tls_sni: tls.and_then(|t| t.sni.clone()),
+            tls_key_exchange: tls.and_then(|t| t.key_exchange.clone()),
+            tls_verify_errors: tls.map(|t| t.verify_errors.clone()).unwrap_or_default(),
+            failure_kind: observation.failure.as_ref().map(|f| f.kind.clone()),
+            failure_reason: observation.failure.as_ref().map(|f| f.reason.clone()),
+            delivered: observation.delivered.map(u8::from),
+            tls_feature: observation.tls_feature.clone(),
+            conn_use: observation.conn_use,
+            local_policy: observation.local_policy.clone(),
+            after_tls_failure: u8::from(observation.after_tls_failure),
+            replayed: u8::from(observation.replayed),
+            source_kind: observation.source.kind.clone(),
+            source_name: observation.source.name.clone(),
+            source_trust: observation.source.trust.clone(),
+            lines: observation.lines,
+            event_id: observation.event_id.clone(),
+            ingest_ver,
+        }
+    }
+
+    /// The Observation this row stores; `None` when a code is out of range.
+    pub fn into_observation(self) -> Option<Observation> {
+        let micros = i64::from(self.ts_micros.min(999_999));
+        let ts = DateTime::from_timestamp_micros(self.ts.timestamp() * 1_000_000 + micros)?;
+        let trust = match self.tls_trust {
+            0 => None,
+            1 => Some(Trust::Verified),
+            2 => Some(Trust::Trusted),
+            3 => Some(Trust::Untrusted),
+            4 => Some(Trust::Anonymous),
+            _ => return None,
+        };
+        let tls = (self.has_tls == 1).then_some(TlsInfo {
+            trust,
+            protocol: self.tls_protocol,
+            cipher: self.tls_cipher,
+            bits: self.tls_bits,
+            alg_bits: self.tls_alg_bits,
+            reused: self.tls_reused == 1,
+            sni: self.tls_sni,
+            key_exchange: self.tls_key_exchange,
+            verify_errors: self.tls_verify_errors,
+        });
+        let failure = match (self.failure_kind, self.failure_reason) {
+            (Some(kind), Some(reason)) => Some(Failure { kind, reason }),
+            _ => None,
+        };
+        Some(Observation {
+            ts,
+            end_ts: self.end_ts,
+            mta: match self.mta {
+                1 => Mta::Postfix,
+                _ => return None,
+            },
+            reporter: Arc::from(self.reporter),
+            instance: Arc::from(self.instance),
+            direction: match self.direction {
+                1 => Direction::Outbound,
+                2 => Direction::Inbound,
+                _ => return None,
+            },
+            peer: PeerInfo { hostname: self.peer_hostname, ip: ip_text(self.peer_ip), port: self.peer_port },
+            domains: self.domains,
+            queue_ids: self.queue_ids,
+            outcome: *Outcome::ALL.get(usize::try_from(self.outcome).ok()?.checked_sub(1)?)?,
+            tls,
+            failure,
+            delivered: self.delivered.map(|d| d == 1),
+            tls_feature: self.tls_feature,
+            conn_use: self.conn_use,
+            local_policy: self.local_policy,
+            after_tls_failure: self.after_tls_failure == 1,
+            replayed: self.replayed == 1,
+            source: Arc::new(Source { kind: self.source_kind, name: self.source_name, trust: self.source_trust }),
+            lines: self.lines,
+            event_id: self.event_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_forms() {
+        assert_eq!(ip_text(ip_bytes(Some("192.0.2.1"))).as_deref(), Some("192.0.2.1"));
+        assert_eq!(ip_text(ip_bytes(Some("2001:db8::1"))).as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip_bytes(Some("192.0.2.1"))[10..12], [0xff, 0xff]);
+        assert_eq!(ip_bytes(Some("x.x.x.x")), [0; 16]);
+        assert_eq!(ip_text([0; 16]), None);
+    }
+
+    #[test]
+    fn enum_codes_match_the_ddl() {
+        let ddl = include_str!("../../../schema/portable/0001_observations.sql");
+        for (idx, outcome) in Outcome::ALL.iter().enumerate() {
+            let entry = format!("'{}' = {}", outcome.as_str(), idx + 1);
+            assert!(ddl.contains(&entry), "DDL lacks {entry}");
+            assert_eq!(outcome_code(*outcome), idx as i8 + 1);
+        }
+        for (trust, code) in [("verified", 1), ("trusted", 2), ("untrusted", 3), ("anonymous", 4)] {
+            assert!(ddl.contains(&format!("'{trust}' = {code}")));
+        }
+        for column in COLUMNS {
+            assert!(ddl.contains(&format!("    {column} ")), "DDL lacks column {column}");
+        }
+    }
+}

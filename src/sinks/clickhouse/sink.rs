@@ -1,0 +1,297 @@
+//! The batching, retrying, spooling ClickHouse writer.
+//!
+//! Wire contract: rows are sent as `INSERT INTO observations (<every column>) FORMAT RowBinary`
+//! through the `clickhouse` crate (see [`super::row`]). Delivery is at-least-once: a batch is
+//! kept until the server acknowledged it and resent unchanged on failure, so a batch can land
+//! twice; `observations` is a ReplacingMergeTree keyed by `event_id`, and queries use `FINAL`
+//! or `uniqExact(event_id)`.
+//!
+//! A batch is flushed at [`SinkConfig::max_rows`] rows, [`SinkConfig::max_bytes`] (estimated)
+//! or every [`SinkConfig::period`]. A failed insert is classified by [`super::retry::classify`]:
+//! transient failures are retried with exponential backoff, then the batch goes to the on-disk
+//! [`Spool`] and is replayed in order once the server answers again (also after a restart);
+//! invalid rows are isolated by splitting the batch and written to the dead-letter file.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use tokio::sync::mpsc;
+
+use super::config::ClickhouseConfig;
+use super::retry::{backoff, classify, RetryAction};
+use super::row::{ObservationRow, TABLE};
+use super::spool::Spool;
+use crate::observation::Observation;
+
+/// Batching, retry and spool limits.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// Flush when a batch has this many rows.
+    pub max_rows: usize,
+    /// Flush when a batch's estimated size reaches this many bytes.
+    pub max_bytes: usize,
+    /// Flush at least this often when rows are waiting.
+    pub period: Duration,
+    /// Where unsendable batches and rejected rows are kept.
+    pub spool_dir: PathBuf,
+    /// Most bytes the spool may hold; beyond it the sink stops accepting rows (back-pressure).
+    pub spool_max_bytes: u64,
+    /// Insert attempts before a batch is spooled.
+    pub retry_attempts: u32,
+    /// First backoff between attempts.
+    pub retry_initial_backoff: Duration,
+    /// Longest backoff between attempts.
+    pub retry_max_backoff: Duration,
+    /// Timeout of one insert request.
+    pub request_timeout: Duration,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            max_rows: 50_000,
+            max_bytes: 32 << 20,
+            period: Duration::from_secs(1),
+            spool_dir: PathBuf::from("tlsledger-spool"),
+            spool_max_bytes: 1 << 30,
+            retry_attempts: 3,
+            retry_initial_backoff: Duration::from_millis(500),
+            retry_max_backoff: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the sink did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkCounters {
+    /// Rows acknowledged by the server.
+    pub rows_inserted: u64,
+    /// Insert requests acknowledged.
+    pub batches_inserted: u64,
+    /// Insert attempts that failed (transient or not).
+    pub insert_failures: u64,
+    /// Batches written to the spool.
+    pub batches_spooled: u64,
+    /// Spooled batches later acknowledged and removed.
+    pub batches_replayed: u64,
+    /// Rows written to the dead-letter file.
+    pub rows_dead_lettered: u64,
+    /// Batches still in the spool when the sink stopped.
+    pub batches_left_in_spool: u64,
+}
+
+/// The writer. Feed it with [`ClickhouseSink::run`].
+pub struct ClickhouseSink {
+    client: clickhouse::Client,
+    spool: Spool,
+    config: SinkConfig,
+    counters: SinkCounters,
+    pending: Vec<Observation>,
+    pending_bytes: usize,
+    /// Consecutive failed rounds, for the backoff while the server is away.
+    failed_rounds: u32,
+}
+
+impl ClickhouseSink {
+    /// A sink for the server of `clickhouse`; opens the spool folder.
+    pub fn new(clickhouse: &ClickhouseConfig, validation: bool, config: SinkConfig) -> Result<Self> {
+        let spool = Spool::open(&config.spool_dir, config.spool_max_bytes)?;
+        Ok(ClickhouseSink {
+            client: clickhouse.client(validation),
+            spool,
+            config,
+            counters: SinkCounters::default(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            failed_rounds: 0,
+        })
+    }
+
+    /// Consumes observations until the channel closes, then flushes, tries once more to empty the
+    /// spool, and returns the counters. Spooled batches from an earlier run are replayed first.
+    pub async fn run(mut self, mut observations: mpsc::Receiver<Observation>) -> SinkCounters {
+        self.drain_spool().await;
+        let mut ticker = tokio::time::interval(self.config.period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = observations.recv() => match received {
+                    Some(observation) => {
+                        self.pending_bytes += approx_bytes(&observation);
+                        self.pending.push(observation);
+                        if self.pending.len() >= self.config.max_rows || self.pending_bytes >= self.config.max_bytes {
+                            self.flush().await;
+                        }
+                    }
+                    None => break,
+                },
+                _ = ticker.tick() => {
+                    if !self.pending.is_empty() {
+                        self.flush().await;
+                    } else if self.failed_rounds > 0 {
+                        self.drain_spool().await;
+                    }
+                }
+            }
+        }
+        self.flush().await;
+        self.drain_spool().await;
+        self.counters.batches_left_in_spool = self.spool.batches().map_or(0, |b| b.len() as u64);
+        self.counters
+    }
+
+    /// Sends the pending batch, behind any spooled ones so order is kept.
+    async fn flush(&mut self) {
+        let batch = std::mem::take(&mut self.pending);
+        let bytes = std::mem::take(&mut self.pending_bytes);
+        if batch.is_empty() {
+            return;
+        }
+        if self.drain_spool().await && self.send(&batch).await {
+            return;
+        }
+        // The server is away: keep the batch on disk. When the spool is full, wait for the
+        // server (back-pressure on the producer) rather than drop anything.
+        while self.spool.is_full(bytes as u64).unwrap_or(false) {
+            let wait = backoff(self.failed_rounds, self.config.retry_initial_backoff, self.config.retry_max_backoff);
+            eprintln!("tlsledger: ClickHouse spool is full; waiting {wait:?} for the server");
+            tokio::time::sleep(wait).await;
+            self.drain_spool().await;
+        }
+        match self.spool.push(&batch) {
+            Ok(_) => self.counters.batches_spooled += 1,
+            Err(error) => {
+                // Last resort: keep the rows in memory and try again at the next flush.
+                eprintln!("tlsledger: cannot spool a batch ({error:#}); keeping it in memory");
+                self.pending_bytes += bytes;
+                self.pending.splice(0..0, batch);
+            }
+        }
+    }
+
+    /// Replays spooled batches oldest first; true when the spool is empty afterwards.
+    async fn drain_spool(&mut self) -> bool {
+        let Ok(batches) = self.spool.batches() else { return false };
+        for (_, path) in batches {
+            let (good, damaged) = match self.spool.read(&path) {
+                Ok(read) => read,
+                Err(error) => {
+                    eprintln!("tlsledger: cannot read spooled batch {}: {error:#}", path.display());
+                    return false;
+                }
+            };
+            if !damaged.is_empty() {
+                let _ = self.spool.dead_letter_lines(&damaged, "damaged line in the spool");
+                self.counters.rows_dead_lettered += damaged.len() as u64;
+            }
+            if !good.is_empty() && !self.send(&good).await {
+                return false;
+            }
+            if self.spool.remove(&path).is_ok() {
+                self.counters.batches_replayed += 1;
+            }
+        }
+        true
+    }
+
+    /// Inserts `batch` with retries; true when every row was acknowledged or dead-lettered.
+    async fn send(&mut self, batch: &[Observation]) -> bool {
+        // The rows are built once and resent unchanged on every attempt.
+        let ingest_ver = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        let rows: Vec<ObservationRow> = batch.iter().map(|o| ObservationRow::from_observation(o, ingest_ver)).collect();
+        for attempt in 0..self.config.retry_attempts.max(1) {
+            match self.insert(&rows).await {
+                Ok(()) => {
+                    self.failed_rounds = 0;
+                    return true;
+                }
+                Err(RetryAction::RejectRows(reason)) => {
+                    return self.isolate(batch, &rows, reason).await;
+                }
+                Err(RetryAction::Retry(reason)) => {
+                    if attempt + 1 < self.config.retry_attempts {
+                        let wait = backoff(attempt, self.config.retry_initial_backoff, self.config.retry_max_backoff);
+                        eprintln!("tlsledger: ClickHouse insert failed ({}); retrying in {wait:?}", short(&reason));
+                        tokio::time::sleep(wait).await;
+                    } else {
+                        eprintln!("tlsledger: ClickHouse insert failed ({}); spooling", short(&reason));
+                    }
+                }
+            }
+        }
+        self.failed_rounds = self.failed_rounds.saturating_add(1);
+        false
+    }
+
+    /// Splits a rejected batch until the invalid rows are alone, inserting the good parts and
+    /// dead-lettering the bad rows. False when the server went away meanwhile (the remaining
+    /// parts are then spooled).
+    async fn isolate(&mut self, batch: &[Observation], rows: &[ObservationRow], first_reason: String) -> bool {
+        let mut work: Vec<(usize, usize, String)> = vec![(0, batch.len(), first_reason)];
+        while let Some((start, end, reason)) = work.pop() {
+            if end - start == 1 {
+                eprintln!(
+                    "tlsledger: ClickHouse rejected a row ({}); writing it to the dead-letter file",
+                    short(&reason)
+                );
+                if self.spool.dead_letter(&batch[start..end], &reason).is_ok() {
+                    self.counters.rows_dead_lettered += 1;
+                }
+                continue;
+            }
+            let middle = start + (end - start) / 2;
+            for (lo, hi) in [(middle, end), (start, middle)] {
+                match self.insert(&rows[lo..hi]).await {
+                    Ok(()) => {}
+                    Err(RetryAction::RejectRows(reason)) => work.push((lo, hi, reason)),
+                    Err(RetryAction::Retry(_)) => {
+                        let _ = self.spool.push(&batch[lo..hi]).map(|_| self.counters.batches_spooled += 1);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// One insert request.
+    async fn insert(&mut self, rows: &[ObservationRow]) -> Result<(), RetryAction> {
+        let result = async {
+            let mut insert = self
+                .client
+                .insert::<ObservationRow>(TABLE)
+                .await?
+                .with_timeouts(Some(self.config.request_timeout), Some(self.config.request_timeout));
+            for row in rows {
+                insert.write(row).await?;
+            }
+            insert.end().await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                self.counters.rows_inserted += rows.len() as u64;
+                self.counters.batches_inserted += 1;
+                Ok(())
+            }
+            Err(error) => {
+                self.counters.insert_failures += 1;
+                Err(classify(&error))
+            }
+        }
+    }
+}
+
+/// A rough size of a row, for the byte limit of a batch.
+fn approx_bytes(observation: &Observation) -> usize {
+    256 + observation.source.name.len()
+        + observation.domains.iter().map(String::len).sum::<usize>()
+        + observation.queue_ids.iter().map(String::len).sum::<usize>()
+        + observation.failure.as_ref().map_or(0, |f| f.reason.len())
+}
+
+/// The first line of an error, at most 160 characters, for log lines.
+fn short(text: &str) -> String {
+    text.lines().next().unwrap_or_default().chars().take(160).collect()
+}

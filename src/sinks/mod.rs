@@ -1,0 +1,3 @@
+//! Sinks: where observations go. Only `clickhouse` talks to ClickHouse.
+
+pub mod clickhouse;

@@ -578,6 +578,8 @@ fn lost_connection(message: &str) -> Result<Option<Event<'_>>, Error> {
     let rest = &message[what.len() + " after ".len()..];
     let parsed: IResult<&str, (&str, Peer<'_>)> = (take_until(" from "), preceded(tag(" from "), peer)).parse(rest);
     let (_, (after, peer)) = parsed.map_err(|_| Error::Malformed)?;
+    // A slice of the message, not the literal: every field borrows from the input.
+    let what = &message[..what.len()];
     Ok(Some(Event::LostConnection { what, after, peer }))
 }
 
@@ -959,6 +961,16 @@ mod tests {
             ),
             Ok(Event::StarttlsRefused { peer: Peer { addr: "192.0.2.1", .. }, .. })
         ));
+    }
+
+    #[test]
+    fn lost_connection_fields_borrow_from_the_message() {
+        // Fuzz finding: `what` used to be the parser's own literal.
+        let message = String::from("timeout after DATA from unknown[192.0.2.1]");
+        let Ok(Event::LostConnection { what, .. }) = parse_message("smtpd", &message) else { panic!() };
+        let range = message.as_bytes().as_ptr_range();
+        assert!(range.contains(&what.as_ptr()), "{what:?} is not a slice of the message");
+        assert_eq!(what, "timeout");
     }
 
     #[test]

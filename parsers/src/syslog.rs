@@ -460,11 +460,11 @@ impl YearInference {
         }
         let month = i32::from(timestamp.month);
         let year = match self.current {
-            None if timestamp.month > self.reference_month => self.reference_year - 1,
+            None if timestamp.month > self.reference_month => self.reference_year.saturating_sub(1),
             None => self.reference_year,
-            Some((year, last_month)) if i32::from(last_month) - month > 6 => year + 1,
+            Some((year, last_month)) if i32::from(last_month) - month > 6 => year.saturating_add(1),
             Some((year, last_month)) if month - i32::from(last_month) > 6 => {
-                timestamp.year = year - 1;
+                timestamp.year = year.saturating_sub(1);
                 return;
             }
             Some((year, _)) => year,
@@ -633,6 +633,20 @@ mod tests {
             })
             .collect();
         assert_eq!(got, [2025, 2025, 2026, 2025, 2026, 2026]);
+    }
+
+    #[test]
+    fn extreme_reference_years_saturate() {
+        // Fuzz finding: `reference_year - 1` and `year + 1` overflowed at the ends of i32.
+        let mut years = YearInference::new(i32::MIN, 1);
+        let mut february = ts(2, 1);
+        years.resolve(&mut february);
+        assert_eq!(february.unwrap().year, i32::MIN);
+        let mut years = YearInference::new(i32::MAX, 12);
+        let (mut december, mut january) = (ts(12, 1), ts(1, 1));
+        years.resolve(&mut december);
+        years.resolve(&mut january);
+        assert_eq!(january.unwrap().year, i32::MAX);
     }
 
     #[test]

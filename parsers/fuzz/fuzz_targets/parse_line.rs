@@ -1,0 +1,74 @@
+//! Fuzzes [`parsers::parse_line`], the whole pipeline from a raw line to a [`parsers::Record`].
+//!
+//! Input layout: bytes 0..4 are the reference year (`i32`, little endian; reduced to
+//! ±999 999 unless the `strict-years` feature is on), byte 4 is the reference month, and the rest
+//! is a stream of lines. As in the application (`sources::lines::for_each_line` and
+//! `commands::parse`), the stream is split at `\n`, each line is taken as UTF-8 or converted
+//! lossily, and all lines share one [`parsers::YearInference`] so that its state is exercised.
+//! When the stream has several lines it is also parsed once as a single line, since
+//! `parse_line` must not panic on embedded newlines either.
+//!
+//! Properties: no panic; the result agrees with [`parsers::syslog::parse_syslog`] (same error,
+//! same header apart from the inferred year) and with [`parsers::postfix::parse_message`] on the
+//! same service and message; header and event fields are slices of the line.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use parsers::postfix::{parse_message, Daemon};
+use parsers::{parse_line, syslog::parse_syslog, Body, Error, YearInference};
+use parsers_fuzz::{check_event, check_header, with_text};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((prefix, stream)) = data.split_first_chunk::<5>() else { return };
+    let raw_year = i32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+    let year = if cfg!(feature = "strict-years") { raw_year } else { raw_year % 1_000_000 };
+    let mut years = YearInference::new(year, prefix[4]);
+    let mut whole = years.clone();
+
+    for line in stream.split(|&byte| byte == b'\n') {
+        check_line(line, &mut years);
+    }
+    if stream.contains(&b'\n') {
+        check_line(stream, &mut whole);
+    }
+});
+
+/// Parses one line and checks the properties listed in the module documentation.
+fn check_line(bytes: &[u8], years: &mut YearInference) {
+    with_text(bytes, |line| {
+        let framed = parse_syslog(line);
+        let record = match parse_line(line, years) {
+            Ok(record) => record,
+            Err(error) => {
+                assert_eq!(framed.err(), Some(error), "parse_line and parse_syslog disagree on {line:?}");
+                return;
+            }
+        };
+        let Ok(framed) = framed else {
+            panic!("parse_line accepted {line:?} but parse_syslog did not: {framed:?}");
+        };
+        let mut expected = framed.header;
+        if let (Some(want), Some(got)) = (&mut expected.timestamp, &record.header.timestamp) {
+            if !want.year_logged {
+                want.year = got.year;
+            }
+        }
+        assert_eq!(record.header, expected, "header differs from parse_syslog for {line:?}");
+        check_header(line, &record.header);
+        let service = record.header.service();
+        let direct = parse_message(service, framed.message);
+        match &record.body {
+            Body::Postfix { daemon, event } => {
+                assert_eq!(Daemon::from_service(service), Some(*daemon), "daemon of {line:?}");
+                assert_eq!(direct.as_ref(), Ok(event), "parse_message disagrees on {line:?}");
+                check_event(line, event);
+            }
+            Body::Unparsed(error) => {
+                assert_eq!(*error, Error::Malformed, "unexpected body error for {line:?}");
+                assert_eq!(direct, Err(*error), "parse_message disagrees on {line:?}");
+            }
+            Body::Other => {}
+        }
+    });
+}

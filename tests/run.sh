@@ -7,8 +7,11 @@
 #   1. cargo fmt --check
 #   2. cargo clippy on every target, warnings denied
 #   3. a compile check of the cargo-fuzz targets (parsers/fuzz)
-#   4. cargo test for the whole workspace; the integration tests start their own private
-#      Postfix instances on high 127.0.0.1 ports and stop them when they finish.
+#   4. the modern-engine SQL check: every schema/ file and the sample queries on ClickHouse 26
+#      in process (chdb, in a virtualenv under .ci-work/ that this script creates)
+#   5. cargo test for the whole workspace; the integration tests start their own private
+#      Postfix instances and ClickHouse 18.16 servers on high 127.0.0.1 ports and stop them
+#      when they finish.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +22,7 @@ fi
 
 echo "== installing test dependencies (Debian packages)"
 bash tests/harness/install-deps.sh postfix
+bash tests/harness/clickhouse.sh install
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -30,6 +34,10 @@ if [[ -f parsers/fuzz/Cargo.toml ]]; then
     echo "== fuzz targets compile"
     cargo check --manifest-path parsers/fuzz/Cargo.toml --bins --locked
 fi
+
+echo "== schema and sample queries on ClickHouse 26 (chdb)"
+python3 tests/harness/chdb_check.py --params retention_days=400 \
+    schema/portable tests/data/clickhouse/sample.sql schema/modern
 
 echo "== cargo test"
 cargo test --workspace --locked

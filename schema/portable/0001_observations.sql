@@ -12,6 +12,7 @@ CREATE TABLE IF NOT EXISTS observations
     ts DateTime('UTC'),
     ts_micros UInt32 COMMENT 'microseconds within the second of ts',
     end_ts DateTime('UTC'),
+    end_ts_micros UInt32 COMMENT 'microseconds within the second of end_ts',
     mta Enum8('postfix' = 1, 'exim' = 2, 'sendmail' = 3, 'opensmtpd' = 4),
     reporter String,
     instance String,

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod clickhouse;
 mod common;
 mod corpus;
 mod postfix_lab;

@@ -10,7 +10,7 @@
 //!
 //! ClickHouse error codes (`Code: N` in the response) for invalid data, as in Vector's
 //! ClickHouse sink: 6 CANNOT_PARSE_TEXT, 26 CANNOT_PARSE_QUOTED_STRING, 27
-//! CANNOT_PARSE_INPUT_ASSERTION_FAILED, 33 CANNOT_READ_ALL_DATA, 38 CANNOT_PARSE_DATE,
+//! CANNOT_PARSE_INPUT_ASSERTION_FAILED, 32 ATTEMPT_TO_READ_AFTER_EOF, 33 CANNOT_READ_ALL_DATA, 38 CANNOT_PARSE_DATE,
 //! 41 CANNOT_PARSE_DATETIME, 53 TYPE_MISMATCH, 69 ARGUMENT_OUT_OF_BOUND, 70 CANNOT_CONVERT_TYPE,
 //! 72 CANNOT_PARSE_NUMBER, 117 INCORRECT_DATA, 131 TOO_LARGE_STRING_SIZE, 252 TOO_MANY_PARTS is
 //! *not* one of them (it is back-pressure: retry).
@@ -27,7 +27,7 @@ pub enum RetryAction {
 }
 
 /// Codes that mean "this data can never be inserted".
-const INVALID_DATA_CODES: &[u32] = &[6, 26, 27, 33, 38, 41, 49, 53, 69, 70, 72, 117, 131];
+const INVALID_DATA_CODES: &[u32] = &[6, 26, 27, 32, 33, 38, 41, 49, 53, 69, 70, 72, 117, 131];
 
 /// The `Code: N` of a ClickHouse error text (`Code: 27, e.displayText() = …` on 18.16,
 /// `Code: 27. DB::Exception: …` on modern servers).

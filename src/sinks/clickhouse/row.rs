@@ -26,6 +26,7 @@ pub struct ObservationRow {
     pub ts_micros: u32,
     #[serde(with = "clickhouse::serde::chrono::datetime")]
     pub end_ts: DateTime<Utc>,
+    pub end_ts_micros: u32,
     pub mta: i8,
     pub reporter: String,
     pub instance: String,
@@ -67,6 +68,7 @@ pub const COLUMNS: &[&str] = &[
     "ts",
     "ts_micros",
     "end_ts",
+    "end_ts_micros",
     "mta",
     "reporter",
     "instance",
@@ -152,6 +154,7 @@ impl ObservationRow {
             ts: observation.ts,
             ts_micros: observation.ts.timestamp_subsec_micros(),
             end_ts: observation.end_ts,
+            end_ts_micros: observation.end_ts.timestamp_subsec_micros(),
             mta: mta_code(observation.mta),
             reporter: observation.reporter.to_string(),
             instance: observation.instance.to_string(),
@@ -194,8 +197,11 @@ impl ObservationRow {
 
     /// The Observation this row stores; `None` when a code is out of range.
     pub fn into_observation(self) -> Option<Observation> {
-        let micros = i64::from(self.ts_micros.min(999_999));
-        let ts = DateTime::from_timestamp_micros(self.ts.timestamp() * 1_000_000 + micros)?;
+        let with_micros = |at: DateTime<Utc>, micros: u32| {
+            DateTime::from_timestamp_micros(at.timestamp() * 1_000_000 + i64::from(micros.min(999_999)))
+        };
+        let ts = with_micros(self.ts, self.ts_micros)?;
+        let end_ts = with_micros(self.end_ts, self.end_ts_micros)?;
         let trust = match self.tls_trust {
             0 => None,
             1 => Some(Trust::Verified),
@@ -221,7 +227,7 @@ impl ObservationRow {
         };
         Some(Observation {
             ts,
-            end_ts: self.end_ts,
+            end_ts,
             mta: match self.mta {
                 1 => Mta::Postfix,
                 _ => return None,

@@ -1,0 +1,377 @@
+//! The ClickHouse store against a real server: Debian's `clickhouse-server` 18.16, one private
+//! instance per test on its own 127.0.0.1 ports (tests/harness/clickhouse.sh), stopped when the
+//! test ends. Covers schema apply/status, the Row struct against `system.columns`, the
+//! round trip of every Observation field, the spool when the server is unreachable, a server
+//! killed in the middle of a load, and rejected rows going to the dead-letter file.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use tlsledger::observation::Observation;
+use tlsledger::sinks::clickhouse::row::{ObservationRow, COLUMNS};
+use tlsledger::sinks::clickhouse::ClickhouseConfig;
+
+use crate::common::{observations, repo, stat, tlsledger};
+
+/// A private server; stopped on drop.
+struct Server {
+    dir: PathBuf,
+    url: String,
+    ports: [u16; 3],
+}
+
+impl Server {
+    /// A stopped server's folder and ports for test number `index` (ports 31000-38999).
+    fn new(index: u16) -> Server {
+        let pid = std::process::id();
+        let base = 31_000 + (pid % 390) as u16 * 20 + index * 3;
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("clickhouse-{pid}-{index}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Server { url: format!("http://127.0.0.1:{base}"), dir, ports: [base, base + 1, base + 2] }
+    }
+
+    /// `new` and `start`.
+    fn started(index: u16) -> Server {
+        let server = Server::new(index);
+        server.start();
+        server
+    }
+
+    fn script(&self, action: &str) -> std::process::Output {
+        Command::new("bash")
+            .arg(repo().join("tests/harness/clickhouse.sh"))
+            .arg(action)
+            .arg(&self.dir)
+            .env("CH_HTTP_PORT", self.ports[0].to_string())
+            .env("CH_TCP_PORT", self.ports[1].to_string())
+            .env("CH_INTERSERVER_PORT", self.ports[2].to_string())
+            .output()
+            .expect("run tests/harness/clickhouse.sh (run tests/run.sh, which installs ClickHouse)")
+    }
+
+    fn start(&self) {
+        let output = self.script("start");
+        assert!(
+            output.status.success(),
+            "cannot start ClickHouse (is clickhouse-server installed? tests/run.sh installs it):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn kill(&self) {
+        assert!(self.script("kill").status.success());
+    }
+
+    /// Runs `sql` over HTTP; panics with the server's message on error.
+    fn query(&self, sql: &str) -> String {
+        self.query_in("default", sql)
+    }
+
+    /// Runs `sql` in `database`.
+    fn query_in(&self, database: &str, sql: &str) -> String {
+        let url = format!("{}/?database={database}", self.url);
+        let output = Command::new("curl")
+            .args(["-sS", "--fail-with-body", "--data-binary", sql, &url])
+            .output()
+            .expect("run curl");
+        let body = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "query failed: {sql}\n{body}{}", String::from_utf8_lossy(&output.stderr));
+        body
+    }
+
+    fn apply_schema(&self, database: &str) -> std::process::Output {
+        let output = tlsledger(&["schema", "apply", "--clickhouse", &self.url, "--database", database], b"");
+        assert!(output.status.success(), "schema apply: {}", String::from_utf8_lossy(&output.stderr));
+        output
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.script("stop");
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A fresh spool folder for one test.
+fn spool_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("spool-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn spooled_batches(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("batch-")).count())
+        .unwrap_or(0)
+}
+
+/// Input files with every kind of observation we have: real lab logs and corpora.
+const INPUTS: &[&str] = &[
+    "examples/postfix-out.maillog",
+    "examples/postfix-in.maillog",
+    "tests/data/corpus/kumina-postfix_exporter.log",
+    "tests/data/corpus/synthetic-framings.txt",
+    "tests/data/corpus/fail2ban-postfix.log",
+];
+
+const PARSE: &[&str] = &["parse", "--reference-time", "2026-11-30T00:00:00Z", "--log-zone", "utc"];
+
+#[test]
+fn clickhouse_schema_apply_is_idempotent_and_refuses_changed_files() {
+    let server = Server::started(0);
+    let first = server.apply_schema("tlsledger");
+    let first_text = String::from_utf8_lossy(&first.stderr);
+    assert!(first_text.contains("applied schema/portable/0001_observations.sql"), "{first_text}");
+    assert!(first_text.contains("2 file(s) applied"), "{first_text}");
+    let tables = server.query("SELECT name FROM system.tables WHERE database = 'tlsledger' ORDER BY name");
+    assert_eq!(tables, "endpoint_daily\nendpoint_daily_mv\nobservations\nschema_migrations\n");
+
+    let second = server.apply_schema("tlsledger");
+    assert!(String::from_utf8_lossy(&second.stderr).contains("is up to date"));
+    assert_eq!(server.query("SELECT count() FROM tlsledger.schema_migrations"), "2\n");
+
+    let status = tlsledger(&["schema", "status", "--clickhouse", &server.url], b"");
+    let status_text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success());
+    assert!(status_text.contains("server 18.16"), "{status_text}");
+    assert!(status_text.contains("0001_modern_storage.sql          not for this server"), "{status_text}");
+
+    // A recorded file whose text changed is refused.
+    server.query("DROP TABLE tlsledger.schema_migrations");
+    server.query(
+        "CREATE TABLE tlsledger.schema_migrations (set String, name String, checksum String, applied_at DateTime('UTC')) \
+         ENGINE = MergeTree ORDER BY (set, name)",
+    );
+    server.query(
+        "INSERT INTO tlsledger.schema_migrations VALUES ('portable', '0001_observations.sql', 'not-the-checksum', now())",
+    );
+    let refused = tlsledger(&["schema", "apply", "--clickhouse", &server.url], b"");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("changed after it was applied"));
+    let status = tlsledger(&["schema", "status", "--clickhouse", &server.url], b"");
+    assert_eq!(status.status.code(), Some(2));
+}
+
+#[test]
+fn clickhouse_row_struct_matches_system_columns() {
+    let server = Server::started(1);
+    server.apply_schema("tlsledger");
+    let columns =
+        server.query("SELECT name FROM system.columns WHERE database = 'tlsledger' AND table = 'observations'");
+    let columns: Vec<&str> = columns.lines().collect();
+    assert_eq!(columns, COLUMNS, "ObservationRow and the observations table differ");
+}
+
+#[test]
+fn clickhouse_every_observation_field_round_trips() {
+    let server = Server::started(2);
+    server.apply_schema("tlsledger");
+    let spool = spool_dir("round-trip");
+    let mut args: Vec<&str> = PARSE.to_vec();
+    args.extend(["--stats", "--clickhouse", &server.url, "--spool-dir", spool.to_str().unwrap()]);
+    args.extend(INPUTS);
+    let output = tlsledger(&args, b"");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let parsed = observations(&output.stdout);
+    assert!(parsed.len() > 40);
+    assert_eq!(stat(&output.stderr, "clickhouse rows inserted"), parsed.len() as u64);
+
+    let config = ClickhouseConfig::new(&server.url, Some("tlsledger"), None).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rows: Vec<ObservationRow> =
+        runtime.block_on(config.client(false).query("SELECT ?fields FROM observations FINAL").fetch_all()).unwrap();
+    assert_eq!(rows.len(), parsed.len());
+    let stored: BTreeMap<String, serde_json::Value> = rows
+        .into_iter()
+        .map(|row| {
+            let observation: Observation = row.into_observation().expect("valid codes");
+            (observation.event_id.clone(), serde_json::to_value(&observation).unwrap())
+        })
+        .collect();
+    for want in &parsed {
+        let id = want["event_id"].as_str().unwrap();
+        assert_eq!(stored.get(id), Some(want), "observation {id} changed in ClickHouse");
+    }
+    // The rollup saw every row once.
+    let rollup = server.query("SELECT sum(n) FROM (SELECT uniqExactMerge(observations) AS n FROM tlsledger.endpoint_daily GROUP BY peer_ip, direction, day)");
+    assert_eq!(rollup.trim(), parsed.len().to_string());
+}
+
+#[test]
+fn clickhouse_unreachable_server_spools_and_replays() {
+    let server = Server::new(3);
+    let spool = spool_dir("unreachable");
+    let mut args: Vec<&str> = PARSE.to_vec();
+    args.extend(["--stats", "--clickhouse", &server.url, "--spool-dir", spool.to_str().unwrap()]);
+    args.extend(["--retry-attempts", "1", "--batch-rows", "10"]);
+    args.extend(INPUTS);
+    let output = tlsledger(&args, b"");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("could not be sent to ClickHouse and are kept in"), "{stderr}");
+    let n_parsed = observations(&output.stdout).len();
+    assert!(spooled_batches(&spool) > 1, "nothing spooled");
+
+    server.start();
+    server.apply_schema("tlsledger");
+    let replay = tlsledger(
+        &[
+            "parse",
+            "--stats",
+            "--output",
+            "none",
+            "--clickhouse",
+            &server.url,
+            "--spool-dir",
+            spool.to_str().unwrap(),
+            "/dev/null",
+        ],
+        b"",
+    );
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    assert_eq!(spooled_batches(&spool), 0);
+    assert!(stat(&replay.stderr, "batches replayed") > 1);
+    let counts = server.query("SELECT count(), uniqExact(event_id) FROM tlsledger.observations FINAL");
+    assert_eq!(counts, format!("{n_parsed}\t{n_parsed}\n"));
+}
+
+#[test]
+fn clickhouse_server_killed_during_a_load_loses_nothing() {
+    let server = Server::started(4);
+    server.apply_schema("tlsledger");
+    // Enough distinct sessions to span many batches: the lab log repeated under new pids.
+    let lab = std::fs::read_to_string(repo().join("examples/postfix-out.maillog")).unwrap();
+    let mut first_half = String::new();
+    let mut second_half = String::new();
+    for round in 0..200u32 {
+        let half = if round < 100 { &mut first_half } else { &mut second_half };
+        for line in lab.lines() {
+            half.push_str(&with_pid_offset(line, round * 100_000));
+            half.push('\n');
+        }
+    }
+    let expected = {
+        let output =
+            tlsledger(&["parse", "--output", "none", "--stats", "-"], format!("{first_half}{second_half}").as_bytes());
+        stat(&output.stderr, "observations")
+    };
+    assert!(expected > 1000);
+
+    let spool = spool_dir("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tlsledger"))
+        .args(["parse", "--output", "none", "--stats", "--clickhouse", &server.url, "--spool-dir"])
+        .arg(&spool)
+        .args(["--batch-rows", "50", "--batch-period-ms", "50", "--retry-attempts", "20", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(first_half.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    // Wait until the loader has written some rows, then crash the server mid-load.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let count: u64 = server.query("SELECT count() FROM tlsledger.observations").trim().parse().unwrap();
+        if count > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the loader never inserted anything");
+        std::thread::yield_now();
+    }
+    server.kill();
+    stdin.write_all(second_half.as_bytes()).unwrap();
+    server.start();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stat(&output.stderr, "observations"), expected);
+    let counts = server.query("SELECT count(), uniqExact(event_id) FROM tlsledger.observations FINAL");
+    assert_eq!(counts, format!("{expected}\t{expected}\n"), "loader said:\n{stderr}");
+}
+
+/// `line` with the pid in its syslog tag (`name[pid]: `) raised by `offset`.
+fn with_pid_offset(line: &str, offset: u32) -> String {
+    let Some(end) = line.find("]: ") else { return line.to_owned() };
+    let Some(start) = line[..end].rfind('[') else { return line.to_owned() };
+    let Ok(pid) = line[start + 1..end].parse::<u32>() else { return line.to_owned() };
+    format!("{}[{}{}", &line[..start], pid + offset, &line[end..])
+}
+
+#[test]
+fn clickhouse_rejected_rows_go_to_the_dead_letter_file() {
+    let server = Server::started(5);
+    // A table whose peer_hostname is FixedString(8): every row with a hostname is misaligned in
+    // RowBinary (the server answers `Code: 33 Cannot read all data` or `Code: 32 Attempt to read
+    // after eof`), rows without one are fine.
+    let ddl = include_str!("../../schema/portable/0001_observations.sql")
+        .replace("peer_hostname Nullable(String)", "peer_hostname Nullable(FixedString(8))");
+    server.query("CREATE DATABASE IF NOT EXISTS broken");
+    let statement: String = ddl.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+    server.query(
+        &statement
+            .trim()
+            .trim_end_matches(';')
+            .replace("CREATE TABLE IF NOT EXISTS observations", "CREATE TABLE broken.observations"),
+    );
+    let spool = spool_dir("dead-letter");
+    let output = tlsledger(
+        &[
+            "parse",
+            "--stats",
+            "--clickhouse",
+            &server.url,
+            "--database",
+            "broken",
+            "--spool-dir",
+            spool.to_str().unwrap(),
+            "examples/postfix-out.maillog",
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let parsed = observations(&output.stdout);
+    let with_hostname = parsed.iter().filter(|o| !o["peer"]["hostname"].is_null()).count();
+    let without_hostname = parsed.len() - with_hostname;
+    assert!(with_hostname > 0 && without_hostname > 0);
+    assert_eq!(stat(&output.stderr, "rows dead-lettered"), with_hostname as u64);
+    assert_eq!(server.query("SELECT count() FROM broken.observations").trim(), without_hostname.to_string());
+    let dead = std::fs::read_to_string(spool.join("dead-letter.jsonl")).unwrap();
+    assert_eq!(dead.lines().count(), with_hostname);
+    for line in dead.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        // 33 CANNOT_READ_ALL_DATA or 32 ATTEMPT_TO_READ_AFTER_EOF, depending on where the row ends.
+        let code = tlsledger::sinks::clickhouse::retry::error_code(entry["error"].as_str().unwrap());
+        assert!(matches!(code, Some(32 | 33)), "{entry}");
+        assert!(!entry["observation"]["peer"]["hostname"].is_null());
+    }
+    assert!(stderr.contains("rejected a row"), "{stderr}");
+}
+
+#[test]
+fn clickhouse_sample_rows_and_rollup_on_the_oldest_engine() {
+    // tests/run.sh runs the same file on ClickHouse 26 (chdb); here it runs on 18.16.
+    let server = Server::started(6);
+    let output = tlsledger(&["schema", "apply", "--clickhouse", &server.url, "--database", "sample"], b"");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let sql = std::fs::read_to_string(repo().join("tests/data/clickhouse/sample.sql")).unwrap();
+    let results: Vec<String> = tlsledger::sinks::clickhouse::schema::statements(&sql)
+        .iter()
+        .map(|statement| server.query_in("sample", statement))
+        .collect();
+    assert_eq!(results[1], "3\t3\n", "FINAL must collapse the resent row");
+    assert_eq!(
+        results[2],
+        "2001:db8::7\tinbound\t1\t0\t0\t0\t2026-11-30 12:00:00\t2026-11-30 12:00:00\tplaintext\t[]\n\
+         ::ffff:192.0.2.25\toutbound\t2\t1\t1\t1\t2026-11-30 10:00:00\t2026-11-30 11:00:00\thandshake-failed\t['example.net']\n"
+    );
+}

@@ -135,7 +135,7 @@ pub fn run(args: &ParseArgs) -> Result<ParseSummary> {
     let stdout = io::stdout();
     let mut writer = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut lines = LineCounters::default();
-    let mut progress = Progress::new(inputs.iter().map(|i| i.len).sum());
+    let mut progress = Progress::new(inputs.iter().map(|i| i.len).sum(), sink.as_ref().map(|s| s.inserted.clone()));
     let mut out: Vec<Observation> = Vec::new();
     for input in inputs {
         let source = correlator.add_source(input.source.clone());
@@ -171,6 +171,7 @@ pub fn run(args: &ParseArgs) -> Result<ParseSummary> {
 /// bounded channel: when the sink is slow (or the spool full), `send` blocks and reading pauses.
 struct SinkThread {
     sender: tokio::sync::mpsc::Sender<Observation>,
+    inserted: std::sync::Arc<std::sync::atomic::AtomicU64>,
     handle: std::thread::JoinHandle<Result<SinkCounters>>,
     spool_dir: std::path::PathBuf,
 }
@@ -211,11 +212,12 @@ impl SinkThread {
             }
         })?;
         let sink = ClickhouseSink::new(&config, modern, sink_config)?;
+        let inserted = sink.inserted();
         let (sender, receiver) = tokio::sync::mpsc::channel(8192);
         let handle = std::thread::Builder::new()
             .name("clickhouse-sink".to_owned())
             .spawn(move || Ok(runtime.block_on(sink.run(receiver))))?;
-        Ok(SinkThread { sender, handle, spool_dir })
+        Ok(SinkThread { sender, inserted, handle, spool_dir })
     }
 
     fn send(&mut self, observation: Observation) -> Result<()> {
@@ -363,6 +365,8 @@ fn stdin_input(now: i64) -> Input {
 
 /// A progress line on stderr while reading, only when stderr is a terminal.
 struct Progress {
+    /// Rows acknowledged by ClickHouse, when loading.
+    inserted: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     enabled: bool,
     total_bytes: u64,
     started: Instant,
@@ -371,9 +375,9 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total_bytes: u64) -> Self {
+    fn new(total_bytes: u64, inserted: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>) -> Self {
         let now = Instant::now();
-        Progress { enabled: io::stderr().is_terminal(), total_bytes, started: now, last: now, calls: 0 }
+        Progress { inserted, enabled: io::stderr().is_terminal(), total_bytes, started: now, last: now, calls: 0 }
     }
 
     fn tick(&mut self, lines: &LineCounters) {
@@ -388,8 +392,12 @@ impl Progress {
         } else {
             String::new()
         };
+        let loaded = match &self.inserted {
+            Some(n) => format!(", {} rows in ClickHouse", n.load(std::sync::atomic::Ordering::Relaxed)),
+            None => String::new(),
+        };
         eprint!(
-            "\r{} lines, {:.0} MB{percent}, {:.0} lines/s   ",
+            "\r{} lines, {:.0} MB{percent}, {:.0} lines/s{loaded}   ",
             lines.lines,
             lines.bytes as f64 / 1e6,
             lines.lines as f64 / secs

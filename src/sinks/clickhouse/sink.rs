@@ -13,6 +13,8 @@
 //! invalid rows are isolated by splitting the batch and written to the dead-letter file.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
@@ -92,6 +94,8 @@ pub struct ClickhouseSink {
     pending_bytes: usize,
     /// Consecutive failed rounds, for the backoff while the server is away.
     failed_rounds: u32,
+    /// Rows acknowledged so far, readable from other threads (progress line).
+    inserted: Arc<AtomicU64>,
 }
 
 impl ClickhouseSink {
@@ -106,7 +110,13 @@ impl ClickhouseSink {
             pending: Vec::new(),
             pending_bytes: 0,
             failed_rounds: 0,
+            inserted: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// A live count of acknowledged rows, for progress displays.
+    pub fn inserted(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.inserted)
     }
 
     /// Consumes observations until the channel closes, then flushes, tries once more to empty the
@@ -272,6 +282,7 @@ impl ClickhouseSink {
         match result {
             Ok(()) => {
                 self.counters.rows_inserted += rows.len() as u64;
+                self.inserted.fetch_add(rows.len() as u64, Ordering::Relaxed);
                 self.counters.batches_inserted += 1;
                 Ok(())
             }

@@ -167,10 +167,15 @@ pub fn run(args: &ParseArgs) -> Result<ParseSummary> {
     Ok(ParseSummary { lines, correlate: correlator.counters().clone(), sink })
 }
 
+/// Observations per message to the sink thread.
+const SINK_CHUNK: usize = 1024;
+
 /// The ClickHouse sink on its own thread with a single-threaded tokio runtime, fed through a
 /// bounded channel: when the sink is slow (or the spool full), `send` blocks and reading pauses.
 struct SinkThread {
-    sender: tokio::sync::mpsc::Sender<Observation>,
+    sender: tokio::sync::mpsc::Sender<Vec<Observation>>,
+    /// Observations not yet handed to the sink thread: sent in chunks of [`SINK_CHUNK`].
+    chunk: Vec<Observation>,
     inserted: std::sync::Arc<std::sync::atomic::AtomicU64>,
     handle: std::thread::JoinHandle<Result<SinkCounters>>,
     spool_dir: std::path::PathBuf,
@@ -213,19 +218,32 @@ impl SinkThread {
         })?;
         let sink = ClickhouseSink::new(&config, modern, sink_config)?;
         let inserted = sink.inserted();
-        let (sender, receiver) = tokio::sync::mpsc::channel(8192);
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
         let handle = std::thread::Builder::new()
             .name("clickhouse-sink".to_owned())
             .spawn(move || Ok(runtime.block_on(sink.run(receiver))))?;
-        Ok(SinkThread { sender, inserted, handle, spool_dir })
+        Ok(SinkThread { sender, chunk: Vec::with_capacity(SINK_CHUNK), inserted, handle, spool_dir })
     }
 
     fn send(&mut self, observation: Observation) -> Result<()> {
-        self.sender.blocking_send(observation).map_err(|_| anyhow::anyhow!("the ClickHouse sink stopped unexpectedly"))
+        self.chunk.push(observation);
+        if self.chunk.len() >= SINK_CHUNK {
+            self.send_chunk()?;
+        }
+        Ok(())
+    }
+
+    fn send_chunk(&mut self) -> Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(SINK_CHUNK));
+        self.sender.blocking_send(chunk).map_err(|_| anyhow::anyhow!("the ClickHouse sink stopped unexpectedly"))
     }
 
     /// Closes the channel, waits for the last batches, and fails if rows remain spooled.
-    fn finish(self) -> Result<SinkCounters> {
+    fn finish(mut self) -> Result<SinkCounters> {
+        self.send_chunk()?;
         drop(self.sender);
         let counters = match self.handle.join() {
             Ok(result) => result?,

@@ -96,6 +96,16 @@ pub struct ClickhouseSink {
     failed_rounds: u32,
     /// Rows acknowledged so far, readable from other threads (progress line).
     inserted: Arc<AtomicU64>,
+    /// The INSERT of the current batch, open while the batch fills: rows stream to the server as
+    /// they arrive, so parsing and ingestion overlap. `None` when no batch is open or the stream
+    /// failed (the batch is then sent by the retry path at flush time).
+    open: Option<clickhouse::insert::Insert<ObservationRow>>,
+    /// The rows of the current batch, kept so a failed batch is resent unchanged.
+    rows: Vec<ObservationRow>,
+    /// Version stamped on the rows of the current batch.
+    batch_ver: u64,
+    /// Why the open stream failed, if it did.
+    stream_error: Option<clickhouse::error::Error>,
 }
 
 impl ClickhouseSink {
@@ -111,6 +121,10 @@ impl ClickhouseSink {
             pending_bytes: 0,
             failed_rounds: 0,
             inserted: Arc::new(AtomicU64::new(0)),
+            open: None,
+            rows: Vec::new(),
+            batch_ver: 0,
+            stream_error: None,
         })
     }
 
@@ -119,20 +133,21 @@ impl ClickhouseSink {
         Arc::clone(&self.inserted)
     }
 
-    /// Consumes observations until the channel closes, then flushes, tries once more to empty the
+    /// Consumes observations (in chunks, so the channel costs little per row) until the channel closes, then flushes, tries once more to empty the
     /// spool, and returns the counters. Spooled batches from an earlier run are replayed first.
-    pub async fn run(mut self, mut observations: mpsc::Receiver<Observation>) -> SinkCounters {
+    pub async fn run(mut self, mut observations: mpsc::Receiver<Vec<Observation>>) -> SinkCounters {
         self.drain_spool().await;
         let mut ticker = tokio::time::interval(self.config.period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 received = observations.recv() => match received {
-                    Some(observation) => {
-                        self.pending_bytes += approx_bytes(&observation);
-                        self.pending.push(observation);
-                        if self.pending.len() >= self.config.max_rows || self.pending_bytes >= self.config.max_bytes {
-                            self.flush().await;
+                    Some(chunk) => {
+                        for observation in chunk {
+                            self.accept(observation).await;
+                            if self.pending.len() >= self.config.max_rows || self.pending_bytes >= self.config.max_bytes {
+                                self.flush().await;
+                            }
                         }
                     }
                     None => break,
@@ -152,18 +167,82 @@ impl ClickhouseSink {
         self.counters
     }
 
-    /// Sends the pending batch, behind any spooled ones so order is kept.
+    /// Adds one observation to the current batch and streams its row to the open INSERT (opened
+    /// at the batch's first row, once any spooled batches went out so order is kept).
+    async fn accept(&mut self, observation: Observation) {
+        if self.pending.is_empty() {
+            self.batch_ver = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+            self.stream_error = None;
+            if self.drain_spool().await {
+                match self.client.insert::<ObservationRow>(TABLE).await {
+                    Ok(insert) => {
+                        let timeout = Some(self.config.request_timeout);
+                        // Small server-side blocks: the server sorts and writes while rows still
+                        // stream in, instead of all at once at the end of the batch.
+                        let insert = insert
+                            .with_timeouts(timeout, timeout)
+                            .with_setting("max_insert_block_size", STREAM_BLOCK_ROWS.to_string());
+                        self.open = Some(insert);
+                    }
+                    Err(error) => self.stream_error = Some(error),
+                }
+            }
+        }
+        let row = ObservationRow::from_observation(&observation, self.batch_ver);
+        if let Some(insert) = self.open.as_mut() {
+            if let Err(error) = insert.write(&row).await {
+                // The stream is broken; the batch goes through the retry path at flush time.
+                self.open = None;
+                self.stream_error = Some(error);
+            }
+        }
+        self.pending_bytes += approx_bytes(&observation);
+        self.pending.push(observation);
+        self.rows.push(row);
+    }
+
+    /// Ends the current batch: completes the streamed INSERT, or retries, isolates or spools it.
     async fn flush(&mut self) {
         let batch = std::mem::take(&mut self.pending);
         let bytes = std::mem::take(&mut self.pending_bytes);
+        let rows = std::mem::take(&mut self.rows);
         if batch.is_empty() {
             return;
         }
-        if self.drain_spool().await && self.send(&batch).await {
-            return;
+        let first = match (self.open.take(), self.stream_error.take()) {
+            (Some(insert), _) => insert.end().await,
+            (None, Some(error)) => Err(error),
+            // No stream was opened because spooled batches are still waiting: keep order.
+            (None, None) => {
+                self.spool_batch(batch, bytes).await;
+                return;
+            }
+        };
+        let sent = match first {
+            Ok(()) => {
+                self.acknowledged(rows.len());
+                self.failed_rounds = 0;
+                true
+            }
+            Err(error) => {
+                self.counters.insert_failures += 1;
+                match classify(&error) {
+                    RetryAction::RejectRows(reason) => self.isolate(&batch, &rows, reason).await,
+                    RetryAction::Retry(reason) => {
+                        eprintln!("tlsledger: ClickHouse insert failed ({}); retrying", short(&reason));
+                        self.send_rows(&batch, &rows, 1).await
+                    }
+                }
+            }
+        };
+        if !sent {
+            self.spool_batch(batch, bytes).await;
         }
-        // The server is away: keep the batch on disk. When the spool is full, wait for the
-        // server (back-pressure on the producer) rather than drop anything.
+    }
+
+    /// Keeps a batch on disk while the server is away. When the spool is full, waits for the
+    /// server (back-pressure on the producer) rather than drop anything.
+    async fn spool_batch(&mut self, batch: Vec<Observation>, bytes: usize) {
         while self.spool.is_full(bytes as u64).unwrap_or(false) {
             let wait = backoff(self.failed_rounds, self.config.retry_initial_backoff, self.config.retry_max_backoff);
             eprintln!("tlsledger: ClickHouse spool is full; waiting {wait:?} for the server");
@@ -208,26 +287,28 @@ impl ClickhouseSink {
 
     /// Inserts `batch` with retries; true when every row was acknowledged or dead-lettered.
     async fn send(&mut self, batch: &[Observation]) -> bool {
-        // The rows are built once and resent unchanged on every attempt.
-        let ingest_ver = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        let rows: Vec<ObservationRow> = batch.iter().map(|o| ObservationRow::from_observation(o, ingest_ver)).collect();
-        for attempt in 0..self.config.retry_attempts.max(1) {
-            match self.insert(&rows).await {
+        let rows = build_rows(batch);
+        self.send_rows(batch, &rows, 0).await
+    }
+
+    /// The retry loop for rows already built (they are resent unchanged), from `first_attempt`.
+    async fn send_rows(&mut self, batch: &[Observation], rows: &[ObservationRow], first_attempt: u32) -> bool {
+        for attempt in first_attempt..self.config.retry_attempts.max(1) {
+            if attempt > 0 {
+                let wait = backoff(attempt - 1, self.config.retry_initial_backoff, self.config.retry_max_backoff);
+                tokio::time::sleep(wait).await;
+            }
+            match self.insert(rows).await {
                 Ok(()) => {
                     self.failed_rounds = 0;
                     return true;
                 }
                 Err(RetryAction::RejectRows(reason)) => {
-                    return self.isolate(batch, &rows, reason).await;
+                    return self.isolate(batch, rows, reason).await;
                 }
                 Err(RetryAction::Retry(reason)) => {
-                    if attempt + 1 < self.config.retry_attempts {
-                        let wait = backoff(attempt, self.config.retry_initial_backoff, self.config.retry_max_backoff);
-                        eprintln!("tlsledger: ClickHouse insert failed ({}); retrying in {wait:?}", short(&reason));
-                        tokio::time::sleep(wait).await;
-                    } else {
-                        eprintln!("tlsledger: ClickHouse insert failed ({}); spooling", short(&reason));
-                    }
+                    let next = if attempt + 1 < self.config.retry_attempts { "retrying" } else { "spooling" };
+                    eprintln!("tlsledger: ClickHouse insert failed ({}); {next}", short(&reason));
                 }
             }
         }
@@ -265,25 +346,11 @@ impl ClickhouseSink {
         true
     }
 
-    /// One insert request.
+    /// One insert request, counted.
     async fn insert(&mut self, rows: &[ObservationRow]) -> Result<(), RetryAction> {
-        let result = async {
-            let mut insert = self
-                .client
-                .insert::<ObservationRow>(TABLE)
-                .await?
-                .with_timeouts(Some(self.config.request_timeout), Some(self.config.request_timeout));
-            for row in rows {
-                insert.write(row).await?;
-            }
-            insert.end().await
-        }
-        .await;
-        match result {
+        match insert_rows(&self.client, rows, self.config.request_timeout).await {
             Ok(()) => {
-                self.counters.rows_inserted += rows.len() as u64;
-                self.inserted.fetch_add(rows.len() as u64, Ordering::Relaxed);
-                self.counters.batches_inserted += 1;
+                self.acknowledged(rows.len());
                 Ok(())
             }
             Err(error) => {
@@ -292,7 +359,36 @@ impl ClickhouseSink {
             }
         }
     }
+
+    fn acknowledged(&mut self, n_rows: usize) {
+        self.counters.rows_inserted += n_rows as u64;
+        self.counters.batches_inserted += 1;
+        self.inserted.fetch_add(n_rows as u64, Ordering::Relaxed);
+    }
 }
+
+/// The rows of a batch, stamped with one version (insert time): built once per batch so every
+/// resend carries the same bytes.
+fn build_rows(batch: &[Observation]) -> Vec<ObservationRow> {
+    let ingest_ver = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    batch.iter().map(|o| ObservationRow::from_observation(o, ingest_ver)).collect()
+}
+
+/// One `INSERT INTO observations … FORMAT RowBinary` request.
+async fn insert_rows(
+    client: &clickhouse::Client,
+    rows: &[ObservationRow],
+    timeout: Duration,
+) -> Result<(), clickhouse::error::Error> {
+    let mut insert = client.insert::<ObservationRow>(TABLE).await?.with_timeouts(Some(timeout), Some(timeout));
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await
+}
+
+/// Rows per server-side block of a streamed INSERT (the setting exists on 18.16 and modern servers).
+const STREAM_BLOCK_ROWS: usize = 16_384;
 
 /// A rough size of a row, for the byte limit of a batch.
 fn approx_bytes(observation: &Observation) -> usize {

@@ -23,5 +23,6 @@ pub mod clock;
 pub mod commands;
 pub mod correlate;
 pub mod observation;
+pub mod reputation;
 pub mod sinks;
 pub mod sources;

@@ -1,0 +1,257 @@
+//! Thresholds of the reputation state model, from a TOML file with documented defaults.
+//!
+//! The file and the defaults follow research/feed-examples/canonical/thresholds.toml
+//! (FEEDS.md §3); durations are written `30d`, `24h`, `1h`, `90m`, `45s`. Every key is optional:
+//! a missing key keeps its default, an unknown key is an error (a typo must not silently keep a
+//! default). Operators pin overrides in `[overrides]`: `always_allow` (never flagged, never
+//! enforced) and `never_enforce` (flags shown, no enforcement entry).
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// A duration in seconds, parsed from `7d`, `24h`, `90m`, `45s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Secs(pub i64);
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_duration(&text).map(Secs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `7d` → 604800.
+pub fn parse_duration(text: &str) -> Result<i64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number.parse().with_context(|| format!("invalid duration {text:?}: use e.g. 30d, 24h, 90m"))?;
+    let factor = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => bail!("invalid duration unit in {text:?}: use d, h, m or s"),
+    };
+    number.checked_mul(factor).with_context(|| format!("duration {text:?} is too large"))
+}
+
+/// All thresholds.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    /// When an endpoint has enough history for a class.
+    pub baseline: Baseline,
+    /// When an endpoint goes quiet.
+    pub expiry: Expiry,
+    /// The broken-STARTTLS flag.
+    pub broken_starttls: BrokenStarttlsThresholds,
+    /// The downgrade-suspect flag and the global guard.
+    pub downgrade: DowngradeThresholds,
+    /// Operator pins.
+    pub overrides: Overrides,
+}
+
+/// `[baseline]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Baseline {
+    /// Fewest TLS decisions (not reused, not by local policy) in the lookback.
+    pub min_sessions: u32,
+    /// Fewest distinct days with a decision in the lookback.
+    pub min_distinct_days: u32,
+    /// Shortest span between the first and last decision in the lookback.
+    pub min_span: Secs,
+    /// The window the class is computed over.
+    pub lookback: Secs,
+    /// The last N decisions must all satisfy the class.
+    pub last_n_all_good: u32,
+    /// Share of decisions in the lookback that must satisfy the class.
+    pub lookback_good_ratio: f64,
+    /// historically-valid: no certificate failure for this long.
+    pub no_cert_failure_for: Secs,
+    /// Promotions need this many observations from trusted sources.
+    pub min_trusted_sources: u32,
+}
+
+impl Default for Baseline {
+    fn default() -> Self {
+        Baseline {
+            min_sessions: 5,
+            min_distinct_days: 3,
+            min_span: Secs(7 * 86_400),
+            lookback: Secs(30 * 86_400),
+            last_n_all_good: 5,
+            lookback_good_ratio: 0.95,
+            no_cert_failure_for: Secs(14 * 86_400),
+            min_trusted_sources: 2,
+        }
+    }
+}
+
+/// `[expiry]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Expiry {
+    /// No observation for this long: dormant (kept, emits nothing).
+    pub dormant_after: Secs,
+    /// No observation for this long: deleted.
+    pub delete_after: Secs,
+    /// `expires` of feed files.
+    pub feed_ttl: Secs,
+}
+
+impl Default for Expiry {
+    fn default() -> Self {
+        Expiry { dormant_after: Secs(30 * 86_400), delete_after: Secs(90 * 86_400), feed_ttl: Secs(48 * 3_600) }
+    }
+}
+
+/// `[broken_starttls]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokenStarttlsThresholds {
+    /// Handshake failures within `window` that set the flag (1 if no TLS success in the lookback).
+    pub failures_to_flag: u32,
+    /// The window for `failures_to_flag`.
+    pub window: Secs,
+    /// hold(n) = hold_base * 2^(n-1): how long the flag stands before TLS is retried.
+    pub hold_base: Secs,
+    /// Longest hold.
+    pub hold_cap: Secs,
+    /// Clear the flag at once on a TLS success.
+    pub clear_on_tls_success: bool,
+    /// Baseline classes that never get the flag (a failure there is a downgrade).
+    pub never_if_baseline: Vec<String>,
+}
+
+impl Default for BrokenStarttlsThresholds {
+    fn default() -> Self {
+        BrokenStarttlsThresholds {
+            failures_to_flag: 2,
+            window: Secs(24 * 3_600),
+            hold_base: Secs(3_600),
+            hold_cap: Secs(7 * 86_400),
+            clear_on_tls_success: true,
+            never_if_baseline: vec!["historically-valid".to_owned(), "tls-unverified".to_owned()],
+        }
+    }
+}
+
+/// `[downgrade]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DowngradeThresholds {
+    /// Consecutive good observations that clear the flag.
+    pub clear_after_good: u32,
+    /// The flag decays after this long without recurrence.
+    pub decay: Secs,
+    /// Bad observations, with no good one between, that demote the baseline ...
+    pub persistent_bad: u32,
+    /// ... when they span at least this long.
+    pub persistent_span: Secs,
+    /// Global guard: share of baseline endpoints regressing within the window ...
+    pub global_guard_ratio: f64,
+    /// ... and at least this many ...
+    pub global_guard_min: u32,
+    /// ... within this window: a local problem, freeze.
+    pub global_guard_window: Secs,
+}
+
+impl Default for DowngradeThresholds {
+    fn default() -> Self {
+        DowngradeThresholds {
+            clear_after_good: 3,
+            decay: Secs(7 * 86_400),
+            persistent_bad: 3,
+            persistent_span: Secs(24 * 3_600),
+            global_guard_ratio: 0.20,
+            global_guard_min: 10,
+            global_guard_window: Secs(3_600),
+        }
+    }
+}
+
+/// `[overrides]`
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Overrides {
+    /// Endpoints (IPs) never flagged and never enforced.
+    pub always_allow: Vec<String>,
+    /// Endpoints (IPs) never put into an enforcement feed.
+    pub never_enforce: Vec<String>,
+}
+
+impl Thresholds {
+    /// Parses a thresholds file; sections and keys left out keep their defaults.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let thresholds: Thresholds = toml::from_str(text).context("invalid thresholds file")?;
+        if !(0.0..=1.0).contains(&thresholds.baseline.lookback_good_ratio)
+            || !(0.0..=1.0).contains(&thresholds.downgrade.global_guard_ratio)
+        {
+            bail!("ratios in the thresholds file must be between 0 and 1");
+        }
+        Ok(thresholds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("7d").unwrap(), 604_800);
+        assert_eq!(parse_duration("24h").unwrap(), 86_400);
+        assert_eq!(parse_duration("90m").unwrap(), 5_400);
+        assert!(parse_duration("7 days").is_err());
+        assert!(parse_duration("d").is_err());
+        assert!(parse_duration("99999999999999999d").is_err());
+    }
+
+    #[test]
+    fn the_canonical_file_matches_the_defaults() {
+        // research/feed-examples/canonical/thresholds.toml, the sections this engine reads.
+        let text = r#"
+            [baseline]
+            min_sessions        = 5
+            min_distinct_days   = 3
+            min_span            = "7d"
+            lookback            = "30d"
+            last_n_all_good     = 5
+            lookback_good_ratio = 0.95
+            no_cert_failure_for = "14d"
+            min_trusted_sources = 2
+            [expiry]
+            dormant_after  = "30d"
+            delete_after   = "90d"
+            feed_ttl       = "48h"
+            [broken_starttls]
+            failures_to_flag   = 2
+            window             = "24h"
+            hold_base          = "1h"
+            hold_cap           = "7d"
+            clear_on_tls_success = true
+            never_if_baseline  = ["historically-valid", "tls-unverified"]
+            [downgrade]
+            clear_after_good   = 3
+            decay              = "7d"
+            persistent_bad     = 3
+            persistent_span    = "24h"
+            global_guard_ratio = 0.20
+            global_guard_min   = 10
+            global_guard_window = "1h"
+        "#;
+        assert_eq!(Thresholds::from_toml(text).unwrap(), Thresholds::default());
+    }
+
+    #[test]
+    fn partial_files_keep_defaults_and_typos_are_errors() {
+        let got = Thresholds::from_toml("[baseline]\nmin_sessions = 2\n").unwrap();
+        assert_eq!(got.baseline.min_sessions, 2);
+        assert_eq!(got.baseline.min_distinct_days, 3);
+        assert!(Thresholds::from_toml("[baseline]\nmin_session = 2\n").is_err());
+        assert!(Thresholds::from_toml("[baseline]\nlookback = \"soon\"\n").is_err());
+        assert!(Thresholds::from_toml("[downgrade]\nglobal_guard_ratio = 2.0\n").is_err());
+    }
+}

@@ -12,6 +12,8 @@
 //! (`replayed`, no connection made) are not counted as decisions, but the former is kept in the
 //! ring because it shows that the next attempt happened (broken-STARTTLS lifecycle).
 
+use serde::{Deserialize, Serialize};
+
 use crate::observation::{Observation, Outcome, Trust};
 
 /// Active days kept per endpoint (a bit more than the 90-day deletion age).
@@ -44,7 +46,7 @@ pub fn protocol_name(rank: u8) -> &'static str {
 }
 
 /// One day's decisions of an endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DayStats {
     /// Days since 1970-01-01 (UTC).
     pub day: u32,
@@ -94,7 +96,7 @@ fn min_nonzero<T: Ord + Default + Copy>(a: T, b: T) -> T {
 }
 
 /// One of the latest observations, reduced to what the ordered rules need.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recent {
     /// Unix seconds.
     pub ts: i64,
@@ -124,7 +126,7 @@ impl Recent {
 }
 
 /// The history of one endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct HostHistory {
     /// First and last observation (Unix seconds); 0 when empty.
     pub first_seen: i64,

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::commands::explain::ExplainArgs;
 use crate::commands::parse::ParseArgs;
 use crate::commands::schema::SchemaCommand;
 
@@ -29,4 +30,8 @@ pub enum Command {
     /// Example: tlsledger schema apply --clickhouse http://127.0.0.1:8123
     #[command(subcommand)]
     Schema(SchemaCommand),
+    /// Show the class and flags of an IP, host name or domain, and the evidence behind them.
+    ///
+    /// Example: tlsledger explain mx1.example.net --state /var/lib/tlsledger
+    Explain(ExplainArgs),
 }

@@ -39,5 +39,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Schema(command) => commands::schema::run(&command),
+        Command::Explain(args) => commands::explain::run(&args),
     }
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand: each takes its clap `Args` and runs the pipeline pieces it needs.
 
 pub mod clickhouse_args;
+pub mod explain;
 pub mod parse;
 pub mod schema;

@@ -19,6 +19,8 @@ use super::clickhouse_args::{ClickhouseArgs, SinkArgs};
 use crate::clock::{year_month, LogClock, Zone};
 use crate::correlate::{Config, Correlator, Counters, LineMeta, SourceId, TlsLogging};
 use crate::observation::{Observation, Outcome, Source};
+use crate::reputation::indra::IndraStore;
+use crate::reputation::store::{record, RecordCounts, ReputationStore};
 use crate::sinks::clickhouse::{schema, ClickhouseConfig, ClickhouseSink, SinkConfig, SinkCounters};
 use crate::sources::lines::{for_each_line, Line};
 
@@ -47,7 +49,7 @@ pub struct ParseArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
     pub output: OutputFormat,
 
-    /// Whether the MTA logs a TLS line for every TLS connection (Postfix smtp[d]_tls_loglevel >= 1).
+    /// Whether the MTA logs a TLS line for every TLS connection (Postfix smtp_tls_loglevel or smtpd_tls_loglevel >= 1).
     /// `on`: a connection without a TLS line is plaintext. `off`: it is unknown. `auto`: plaintext
     /// only for MTA instances that have logged TLS lines.
     #[arg(long, value_enum, default_value_t = TlsLogging::Auto)]
@@ -81,6 +83,16 @@ pub struct ParseArgs {
     /// Batching, retries and spool of the ClickHouse load.
     #[command(flatten, next_help_heading = "ClickHouse load")]
     pub sink: SinkArgs,
+
+    /// Also fold the observations into the reputation state kept in DIR (an IndraDB graph saved
+    /// atomically as DIR/graph.json); read it with `tlsledger explain`.
+    #[arg(long, value_name = "DIR", help_heading = "Reputation")]
+    pub state: Option<PathBuf>,
+
+    /// Treat these log files as trusted sources (root-owned MTA logs): their observations may
+    /// promote hosts to a TLS class. By default plain log text is low-trust: it can flag, not promote.
+    #[arg(long, help_heading = "Reputation")]
+    pub trusted_files: bool,
 }
 
 /// Line-level counts that the correlator does not see.
@@ -118,6 +130,8 @@ pub struct ParseSummary {
     pub correlate: Counters,
     /// ClickHouse sink counts, when loading.
     pub sink: Option<SinkCounters>,
+    /// Reputation state counts, with `--state`.
+    pub state: Option<RecordCounts>,
 }
 
 /// Runs `parse`; returns the counters for the caller to print or check.
@@ -125,6 +139,10 @@ pub fn run(args: &ParseArgs) -> Result<ParseSummary> {
     let inputs = open_inputs(&args.files)?;
     let mut sink = match args.clickhouse.config()? {
         Some(config) => Some(SinkThread::start(config, args.sink.config())?),
+        None => None,
+    };
+    let mut state = match &args.state {
+        Some(dir) => Some(StateWriter::open(dir, args.trusted_files)?),
         None => None,
     };
     let mut correlator = Correlator::new(Config {
@@ -150,21 +168,76 @@ pub fn run(args: &ParseArgs) -> Result<ParseSummary> {
         let name = input.source.name.clone();
         for_each_line::<_, _, anyhow::Error>(input.reader, args.max_line_bytes, |line| {
             stream.line(&mut correlator, &mut lines, line, &mut out);
-            write_all(&mut writer, args.output, &mut out, sink.as_mut())?;
+            write_all(&mut writer, args.output, &mut out, sink.as_mut(), state.as_mut())?;
             progress.tick(&lines);
             Ok(())
         })
         .with_context(|| format!("reading {name}"))?;
     }
     correlator.finish(&mut out);
-    write_all(&mut writer, args.output, &mut out, sink.as_mut())?;
+    write_all(&mut writer, args.output, &mut out, sink.as_mut(), state.as_mut())?;
     writer.flush()?;
     progress.done();
+    let state = match state {
+        Some(state) => Some(state.finish()?),
+        None => None,
+    };
     let sink = match sink {
         Some(sink) => Some(sink.finish()?),
         None => None,
     };
-    Ok(ParseSummary { lines, correlate: correlator.counters().clone(), sink })
+    Ok(ParseSummary { lines, correlate: correlator.counters().clone(), sink, state })
+}
+
+/// Folds observations into the reputation store in chunks, and saves it at the end.
+struct StateWriter {
+    store: IndraStore,
+    pending: Vec<Observation>,
+    trusted_files: bool,
+    counts: RecordCounts,
+}
+
+impl StateWriter {
+    /// Observations folded at a time.
+    const CHUNK: usize = 10_000;
+
+    fn open(dir: &std::path::Path, trusted_files: bool) -> Result<Self> {
+        let store =
+            IndraStore::open(dir).with_context(|| format!("cannot open the reputation state in {}", dir.display()))?;
+        Ok(StateWriter { store, pending: Vec::new(), trusted_files, counts: RecordCounts::default() })
+    }
+
+    fn push(&mut self, observation: Observation) -> Result<()> {
+        self.pending.push(observation);
+        if self.pending.len() >= Self::CHUNK {
+            self.fold()?;
+        }
+        Ok(())
+    }
+
+    fn fold(&mut self) -> Result<()> {
+        let trusted_files = self.trusted_files;
+        let counts = record(&mut self.store, &self.pending, |o| is_trusted_source(o, trusted_files))?;
+        self.counts.add(&counts);
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<RecordCounts> {
+        self.fold()?;
+        self.store.save().context("cannot save the reputation state")?;
+        Ok(self.counts)
+    }
+}
+
+/// Sources that may promote a host: the milter and journald with trusted fields, and log files
+/// when the operator says so (`--trusted-files`).
+fn is_trusted_source(observation: &Observation, trusted_files: bool) -> bool {
+    match observation.source.trust.as_str() {
+        "milter" | "journald-trusted" => true,
+        "local" => trusted_files,
+        _ => false,
+    }
 }
 
 /// Observations per message to the sink thread.
@@ -319,14 +392,21 @@ fn write_all(
     format: OutputFormat,
     out: &mut Vec<Observation>,
     mut sink: Option<&mut SinkThread>,
+    mut state: Option<&mut StateWriter>,
 ) -> Result<()> {
     for observation in out.drain(..) {
         if format == OutputFormat::Json {
             serde_json::to_writer(&mut *writer, &observation)?;
             writer.write_all(b"\n")?;
         }
-        if let Some(sink) = sink.as_deref_mut() {
-            sink.send(observation)?;
+        match (sink.as_deref_mut(), state.as_deref_mut()) {
+            (Some(sink), Some(state)) => {
+                state.push(observation.clone())?;
+                sink.send(observation)?;
+            }
+            (Some(sink), None) => sink.send(observation)?,
+            (None, Some(state)) => state.push(observation)?,
+            (None, None) => {}
         }
     }
     Ok(())
@@ -457,6 +537,11 @@ pub fn format_stats(summary: &ParseSummary) -> String {
     }
     row("  emitted on idle timeout", counters.expired);
     row("  emitted early (max open)", counters.evicted);
+    if let Some(state) = &summary.state {
+        row("reputation: observations", state.observations);
+        row("  without an IP (skipped)", state.skipped);
+        row("  endpoints updated", state.endpoints);
+    }
     if let Some(sink) = &summary.sink {
         row("clickhouse rows inserted", sink.rows_inserted);
         row("  insert requests", sink.batches_inserted);

@@ -7,5 +7,6 @@ mod clickhouse;
 mod common;
 mod corpus;
 mod postfix_lab;
+mod reputation;
 mod tidy;
 mod whyscream;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::explain::ExplainArgs;
 use crate::commands::parse::ParseArgs;
+use crate::commands::reputation::ReputationCommand;
 use crate::commands::schema::SchemaCommand;
 
 /// tlsledger: per-host SMTP STARTTLS outcomes from MTA logs.
@@ -34,4 +35,9 @@ pub enum Command {
     ///
     /// Example: tlsledger explain mx1.example.net --state /var/lib/tlsledger
     Explain(ExplainArgs),
+    /// Maintain the reputation state.
+    ///
+    /// Example: tlsledger reputation rebuild --from-clickhouse http://127.0.0.1:8123 --state /var/lib/tlsledger
+    #[command(subcommand)]
+    Reputation(ReputationCommand),
 }

@@ -40,5 +40,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Schema(command) => commands::schema::run(&command),
         Command::Explain(args) => commands::explain::run(&args),
+        Command::Reputation(command) => commands::reputation::run(&command),
     }
 }

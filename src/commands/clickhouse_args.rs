@@ -12,7 +12,7 @@ use crate::sinks::clickhouse::{ClickhouseConfig, SinkConfig};
 pub struct ClickhouseArgs {
     /// ClickHouse HTTP URL, e.g. http://127.0.0.1:8123 (credentials may be given as
     /// http://user:password@host:port, or with TLSLEDGER_CLICKHOUSE_USER/_PASSWORD, or a password file).
-    #[arg(long, value_name = "URL", env = "TLSLEDGER_CLICKHOUSE_URL")]
+    #[arg(long, value_name = "URL", env = "TLSLEDGER_CLICKHOUSE_URL", alias = "from-clickhouse")]
     pub clickhouse: Option<String>,
 
     /// Database of tlsledger's tables (created by `schema apply`).

@@ -3,4 +3,5 @@
 pub mod clickhouse_args;
 pub mod explain;
 pub mod parse;
+pub mod reputation;
 pub mod schema;

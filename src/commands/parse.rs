@@ -232,7 +232,7 @@ impl StateWriter {
 
 /// Sources that may promote a host: the milter and journald with trusted fields, and log files
 /// when the operator says so (`--trusted-files`).
-fn is_trusted_source(observation: &Observation, trusted_files: bool) -> bool {
+pub fn is_trusted_source(observation: &Observation, trusted_files: bool) -> bool {
     match observation.source.trust.as_str() {
         "milter" | "journald-trusted" => true,
         "local" => trusted_files,

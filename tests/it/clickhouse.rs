@@ -375,3 +375,58 @@ fn clickhouse_sample_rows_and_rollup_on_the_oldest_engine() {
          ::ffff:192.0.2.25\toutbound\t2\t1\t1\t1\t2026-11-30 10:00:00\t2026-11-30 11:00:00\thandshake-failed\t['example.net']\n"
     );
 }
+
+#[test]
+fn clickhouse_rebuild_gives_the_same_classes_as_streaming() {
+    let server = Server::started(7);
+    server.apply_schema("tlsledger");
+    let streamed = spool_dir("state-streamed");
+    let rebuilt = spool_dir("state-rebuilt");
+    let spool = spool_dir("rebuild");
+    let log = crate::reputation::multi_day_log(0..10, true);
+    let output = tlsledger(
+        &[
+            "parse",
+            "--output",
+            "none",
+            "--tls-logging",
+            "on",
+            "--trusted-files",
+            "--state",
+            streamed.to_str().unwrap(),
+            "--clickhouse",
+            &server.url,
+            "--spool-dir",
+            spool.to_str().unwrap(),
+            "-",
+        ],
+        log.as_bytes(),
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rebuild = tlsledger(
+        &[
+            "reputation",
+            "rebuild",
+            "--from-clickhouse",
+            &server.url,
+            "--state",
+            rebuilt.to_str().unwrap(),
+            "--trusted-files",
+        ],
+        b"",
+    );
+    assert!(rebuild.status.success(), "{}", String::from_utf8_lossy(&rebuild.stderr));
+    for target in ["192.0.2.10", "192.0.2.20", "192.0.2.30", "valid.example", "mx.selfsigned.example"] {
+        let explain = |state: &Path| {
+            let output = tlsledger(
+                &["explain", target, "--state", state.to_str().unwrap(), "--json", "--now", "2026-11-11T10:00:00Z"],
+                b"",
+            );
+            assert!(output.status.success(), "{target}: {}", String::from_utf8_lossy(&output.stderr));
+            serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+        };
+        let (a, b) = (explain(&streamed), explain(&rebuilt));
+        assert_eq!(a, b, "{target}: the rebuild differs from the streamed state");
+        assert!(!a["endpoints"].as_array().unwrap().is_empty(), "{target}");
+    }
+}

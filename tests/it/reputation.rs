@@ -12,7 +12,7 @@ fn state_dir(name: &str) -> PathBuf {
 }
 
 /// Ten days of deliveries to three MX hosts, then one plaintext delivery to the valid one.
-fn multi_day_log(days: std::ops::Range<u32>, with_downgrade: bool) -> String {
+pub fn multi_day_log(days: std::ops::Range<u32>, with_downgrade: bool) -> String {
     let mut log = String::new();
     let mut pid = 1000;
     for day in days {

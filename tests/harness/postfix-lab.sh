@@ -8,32 +8,40 @@
 #   tests/harness/postfix-lab.sh send DIR   inject one message per test domain and wait for every final status
 #   tests/harness/postfix-lab.sh down DIR   stop both instances; DIR is left for inspection
 #
-# Environment: LAB_PORT_BASE (default 24000) is the first of five consecutive
-# TCP ports on 127.0.0.1; give each concurrent lab its own base.
+# Environment: LAB_PORT_BASE (default 24000) is the first of six consecutive
+# TCP ports; give each concurrent lab its own base. Each listener also has its
+# own loopback address, so that every receiver is a distinct endpoint (IP) to
+# tlsledger's reputation engine. Linux routes all of 127.0.0.0/8 to lo, so
+# these addresses need no setup; nothing binds or sends outside 127.0.0.0/8.
 # Run tests/harness/install-deps.sh first. Everything runs as root.
 #
 # Layout of DIR (one subfolder per MTA instance, so that other MTAs' labs can
 # later sit beside it):
-#   DIR/lab.env            shell variables describing the lab (ports, log paths)
+#   DIR/lab.env            shell variables describing the lab (addresses, ports, log paths)
 #   DIR/ca/                private CA, server certificates and keys
 #   DIR/postfix-out/       the sender: conf/ (main.cf, master.cf, maps), queue/, data/, maillog
 #   DIR/postfix-in/        the receiver: same layout
 #   DIR/send/              swaks transcripts and the queue ids of the last `send`
 #
-# Ports, relative to LAB_PORT_BASE:
-#   +0  sender smtpd, STARTTLS offered (swaks injects here)
-#   +1  receiver (a): STARTTLS with the CA-signed certificate for mx.ca.test
-#   +2  receiver (b): STARTTLS with a self-signed certificate
-#   +3  receiver (c): no STARTTLS offered
-#   +4  receiver (d): STARTTLS with an expired CA-signed certificate for mx.ca.test
+# Listeners (address, port relative to LAB_PORT_BASE):
+#   127.0.0.1 +0  sender smtpd, STARTTLS offered (swaks injects here)
+#   127.0.0.2 +1  receiver (a): STARTTLS with the CA-signed certificate for mx.ca.test
+#   127.0.0.3 +2  receiver (b): STARTTLS with a self-signed certificate
+#   127.0.0.4 +3  receiver (c): no STARTTLS offered
+#   127.0.0.5 +4  receiver (d): STARTTLS with an expired CA-signed certificate for mx.ca.test
+#   127.0.0.6 +5  receiver (e): no STARTTLS offered, like (c), for required.test only
+# swaks and the sender's smtp client (smtp_bind_address) both connect from
+# 127.0.0.1, so every inbound session, on either side, comes from 127.0.0.1.
 #
 # Routing in the sender (transport_maps):
 #   verified.test   -> (a) through the smtp-policy transport: policy "secure match=mx.ca.test", logs "Verified"
 #   trusted.test    -> (a) at level may, logs "Trusted"
 #   selfsigned.test -> (b) at level may, logs "Untrusted"
 #   plain.test      -> (c) at level may, plaintext delivery
-#   required.test   -> (c) through smtp-policy: policy "encrypt", deferred, "TLS is required, but was not offered"
+#   required.test   -> (e) through smtp-policy: policy "encrypt", deferred, "TLS is required, but was not offered"
 #   expired.test    -> (d) through smtp-policy: policy "secure match=mx.ca.test", deferred, certificate expired
+# So 127.0.0.4 only ever sees plaintext deliveries and 127.0.0.6 only
+# "TLS required but missing".
 # The smtp-policy transport logs as postfix-out/policy/smtp, the other sender
 # daemons as postfix-out/<daemon> and the receiver as postfix-in/<daemon>.
 set -euo pipefail
@@ -45,6 +53,16 @@ readonly SENDER=postfix-out
 readonly RECEIVER=postfix-in
 readonly DOMAINS=(verified.test trusted.test selfsigned.test plain.test required.test expired.test)
 readonly WAIT_SECS=60
+# One loopback address per listener (see the header). Not readonly: `send`
+# sources lab.env, which sets the same names to the same values.
+SENDER_SMTPD_ADDR=127.0.0.1
+RECEIVER_CA_ADDR=127.0.0.2
+RECEIVER_SELFSIGNED_ADDR=127.0.0.3
+RECEIVER_PLAIN_ADDR=127.0.0.4
+RECEIVER_EXPIRED_ADDR=127.0.0.5
+RECEIVER_REQUIRED_ADDR=127.0.0.6
+readonly RECEIVER_ADDRS=("$RECEIVER_CA_ADDR" "$RECEIVER_SELFSIGNED_ADDR" "$RECEIVER_PLAIN_ADDR"
+    "$RECEIVER_EXPIRED_ADDR" "$RECEIVER_REQUIRED_ADDR")
 
 die() {
     echo "postfix-lab.sh: $*" >&2
@@ -69,7 +87,8 @@ require_tools() {
     [[ $(id -u) -eq 0 ]] || die "must run as root (Postfix instances start as root)"
 }
 
-# Sets the port variables from LAB_PORT_BASE.
+# Sets the port variables from LAB_PORT_BASE, and LISTENERS to every ADDR:PORT
+# the lab binds.
 set_ports() {
     local base=${LAB_PORT_BASE:-24000}
     [[ "$base" =~ ^[0-9]+$ && $base -ge 1024 && $base -le 65530 ]] ||
@@ -80,19 +99,33 @@ set_ports() {
     RECEIVER_SELFSIGNED_PORT=$((base + 2))
     RECEIVER_PLAIN_PORT=$((base + 3))
     RECEIVER_EXPIRED_PORT=$((base + 4))
-    ALL_PORTS=("$SENDER_SMTPD_PORT" "$RECEIVER_CA_PORT" "$RECEIVER_SELFSIGNED_PORT"
-        "$RECEIVER_PLAIN_PORT" "$RECEIVER_EXPIRED_PORT")
+    RECEIVER_REQUIRED_PORT=$((base + 5))
+    LISTENERS=("$SENDER_SMTPD_ADDR:$SENDER_SMTPD_PORT"
+        "$RECEIVER_CA_ADDR:$RECEIVER_CA_PORT"
+        "$RECEIVER_SELFSIGNED_ADDR:$RECEIVER_SELFSIGNED_PORT"
+        "$RECEIVER_PLAIN_ADDR:$RECEIVER_PLAIN_PORT"
+        "$RECEIVER_EXPIRED_ADDR:$RECEIVER_EXPIRED_PORT"
+        "$RECEIVER_REQUIRED_ADDR:$RECEIVER_REQUIRED_PORT")
 }
 
-# Succeeds when a socket listens on TCP port PORT of 127.0.0.1 or of any
-# address. It reads /proc/net/tcp instead of connecting, so that checks leave
-# no "lost connection" lines in the logs.
-port_listening() {
-    local port_hex
-    port_hex=$(printf '%04X' "$1")
+# Succeeds when a socket listens on ADDR:PORT (an IPv4 address), or on PORT of
+# every address (0.0.0.0, or :: without IPV6_V6ONLY), which would take ADDR:PORT
+# too. It reads /proc/net/tcp instead of connecting, so that checks leave no
+# "lost connection" lines in the logs.
+listening() {
+    local addr=${1%:*} port=${1##*:}
+    local a b c d port_hex
+    local tables=(/proc/net/tcp)
+    # Without IPv6 in the kernel there is no tcp6 table, and awk must not fail on it.
+    [[ -r /proc/net/tcp6 ]] && tables+=(/proc/net/tcp6)
+    IFS=. read -r a b c d <<<"$addr"
+    port_hex=$(printf '%04X' "$port")
+    # /proc/net/tcp prints an IPv4 address as one 32-bit word in host byte
+    # order, which is little-endian here: 127.0.0.2 is 0200007F.
     # Fields: sl local_address rem_address st ...; state 0A is LISTEN.
-    awk -v a="0100007F:$port_hex" -v b="00000000:$port_hex" \
-        '$4 == "0A" && ($2 == a || $2 == b) { found = 1 } END { exit !found }' /proc/net/tcp
+    awk -v a="$(printf '%02X%02X%02X%02X' "$d" "$c" "$b" "$a"):$port_hex" -v any="00000000:$port_hex" \
+        -v any6="00000000000000000000000000000000:$port_hex" \
+        '$4 == "0A" && ($2 == a || $2 == any || $2 == any6) { found = 1 } END { exit !found }' "${tables[@]}"
 }
 
 # Prints the pid of an instance's master process if it is running.
@@ -205,18 +238,23 @@ maillog_file = $base/maillog
 maillog_file_prefixes = $base
 
 # Loopback only, and no DNS at all, so nothing leaves the machine.
+# inet_interfaces may only name addresses that an interface carries, which
+# 127.0.0.2 and up are not (they are only routed to lo): Postfix stops with a
+# fatal error, which \`postfix check\` cannot print without a terminal. The
+# receiver's listeners name their address in master.cf instead, and master(8)
+# binds those as given.
 myhostname = $myhostname
 mydomain = lab.test
 myorigin = \$myhostname
 mydestination =
-inet_interfaces = 127.0.0.1
+inet_interfaces = $SENDER_SMTPD_ADDR
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_peername_lookup = no
 smtp_dns_support_level = disabled
 smtp_host_lookup = native
 lmtp_host_lookup = native
-smtp_bind_address = 127.0.0.1
+smtp_bind_address = $SENDER_SMTPD_ADDR
 
 # No local delivery, no aliases, no biff, no flow-control delays.
 alias_maps =
@@ -296,7 +334,7 @@ EOF
         write_common_master_cf
         cat <<EOF
 # Where swaks injects.
-127.0.0.1:$SENDER_SMTPD_PORT inet n - n - - smtpd
+$SENDER_SMTPD_ADDR:$SENDER_SMTPD_PORT inet n - n - - smtpd
 # The transport whose destinations have an explicit TLS policy; it logs
 # under its own syslog_name, as multi-service setups do.
 smtp-policy unix - - n - - smtp
@@ -307,19 +345,19 @@ EOF
 
     cat >"$conf/transport" <<EOF
 # Test domain -> receiver listener; written by postfix-lab.sh.
-verified.test   smtp-policy:[127.0.0.1]:$RECEIVER_CA_PORT
-trusted.test    smtp:[127.0.0.1]:$RECEIVER_CA_PORT
-selfsigned.test smtp:[127.0.0.1]:$RECEIVER_SELFSIGNED_PORT
-plain.test      smtp:[127.0.0.1]:$RECEIVER_PLAIN_PORT
-required.test   smtp-policy:[127.0.0.1]:$RECEIVER_PLAIN_PORT
-expired.test    smtp-policy:[127.0.0.1]:$RECEIVER_EXPIRED_PORT
+verified.test   smtp-policy:[$RECEIVER_CA_ADDR]:$RECEIVER_CA_PORT
+trusted.test    smtp:[$RECEIVER_CA_ADDR]:$RECEIVER_CA_PORT
+selfsigned.test smtp:[$RECEIVER_SELFSIGNED_ADDR]:$RECEIVER_SELFSIGNED_PORT
+plain.test      smtp:[$RECEIVER_PLAIN_ADDR]:$RECEIVER_PLAIN_PORT
+required.test   smtp-policy:[$RECEIVER_REQUIRED_ADDR]:$RECEIVER_REQUIRED_PORT
+expired.test    smtp-policy:[$RECEIVER_EXPIRED_ADDR]:$RECEIVER_EXPIRED_PORT
 EOF
 
     cat >"$conf/tls_policy" <<EOF
 # TLS policy of the smtp-policy transport; written by postfix-lab.sh.
-[127.0.0.1]:$RECEIVER_CA_PORT      secure match=mx.ca.test
-[127.0.0.1]:$RECEIVER_PLAIN_PORT   encrypt
-[127.0.0.1]:$RECEIVER_EXPIRED_PORT secure match=mx.ca.test
+[$RECEIVER_CA_ADDR]:$RECEIVER_CA_PORT       secure match=mx.ca.test
+[$RECEIVER_REQUIRED_ADDR]:$RECEIVER_REQUIRED_PORT encrypt
+[$RECEIVER_EXPIRED_ADDR]:$RECEIVER_EXPIRED_PORT  secure match=mx.ca.test
 EOF
 }
 
@@ -351,18 +389,21 @@ EOF
         write_common_master_cf
         cat <<EOF
 # (a) STARTTLS with the CA-signed certificate.
-127.0.0.1:$RECEIVER_CA_PORT inet n - n - - smtpd
+$RECEIVER_CA_ADDR:$RECEIVER_CA_PORT inet n - n - - smtpd
 # (b) STARTTLS with a self-signed certificate.
-127.0.0.1:$RECEIVER_SELFSIGNED_PORT inet n - n - - smtpd
+$RECEIVER_SELFSIGNED_ADDR:$RECEIVER_SELFSIGNED_PORT inet n - n - - smtpd
   -o smtpd_tls_cert_file=$ca/selfsigned.crt
   -o smtpd_tls_key_file=$ca/selfsigned.key
 # (c) No STARTTLS at all.
-127.0.0.1:$RECEIVER_PLAIN_PORT inet n - n - - smtpd
+$RECEIVER_PLAIN_ADDR:$RECEIVER_PLAIN_PORT inet n - n - - smtpd
   -o smtpd_tls_security_level=none
 # (d) STARTTLS with an expired CA-signed certificate.
-127.0.0.1:$RECEIVER_EXPIRED_PORT inet n - n - - smtpd
+$RECEIVER_EXPIRED_ADDR:$RECEIVER_EXPIRED_PORT inet n - n - - smtpd
   -o smtpd_tls_cert_file=$ca/expired.crt
   -o smtpd_tls_key_file=$ca/expired.key
+# (e) No STARTTLS at all, like (c); only required.test comes here.
+$RECEIVER_REQUIRED_ADDR:$RECEIVER_REQUIRED_PORT inet n - n - - smtpd
+  -o smtpd_tls_security_level=none
 EOF
     } >"$conf/master.cf"
 }
@@ -453,14 +494,21 @@ CA_CERT=$LAB_DIR/ca/ca.crt
 SENDER_NAME=$SENDER
 SENDER_CONF=$LAB_DIR/$SENDER/conf
 SENDER_LOG=$LAB_DIR/$SENDER/maillog
+SENDER_SMTPD_ADDR=$SENDER_SMTPD_ADDR
 SENDER_SMTPD_PORT=$SENDER_SMTPD_PORT
 RECEIVER_NAME=$RECEIVER
 RECEIVER_CONF=$LAB_DIR/$RECEIVER/conf
 RECEIVER_LOG=$LAB_DIR/$RECEIVER/maillog
+RECEIVER_CA_ADDR=$RECEIVER_CA_ADDR
 RECEIVER_CA_PORT=$RECEIVER_CA_PORT
+RECEIVER_SELFSIGNED_ADDR=$RECEIVER_SELFSIGNED_ADDR
 RECEIVER_SELFSIGNED_PORT=$RECEIVER_SELFSIGNED_PORT
+RECEIVER_PLAIN_ADDR=$RECEIVER_PLAIN_ADDR
 RECEIVER_PLAIN_PORT=$RECEIVER_PLAIN_PORT
+RECEIVER_EXPIRED_ADDR=$RECEIVER_EXPIRED_ADDR
 RECEIVER_EXPIRED_PORT=$RECEIVER_EXPIRED_PORT
+RECEIVER_REQUIRED_ADDR=$RECEIVER_REQUIRED_ADDR
+RECEIVER_REQUIRED_PORT=$RECEIVER_REQUIRED_PORT
 EOF
 }
 
@@ -473,10 +521,10 @@ cmd_up() {
     # A lab that is already up is stopped first, so `up` always starts clean.
     stop_instances "$SENDER" "$RECEIVER"
 
-    local port
-    for port in "${ALL_PORTS[@]}"; do
-        if port_listening "$port"; then
-            die "port 127.0.0.1:$port is in use; choose another LAB_PORT_BASE"
+    local listener
+    for listener in "${LISTENERS[@]}"; do
+        if listening "$listener"; then
+            die "port $listener is in use; choose another LAB_PORT_BASE"
         fi
     done
 
@@ -498,10 +546,10 @@ cmd_up() {
     # `postfix start` returns once the master has bound its listeners; this
     # checks that every one of them is there.
     local deadline=$((SECONDS + 20))
-    for port in "${ALL_PORTS[@]}"; do
-        until port_listening "$port"; do
+    for listener in "${LISTENERS[@]}"; do
+        until listening "$listener"; do
             if [[ $SECONDS -ge $deadline ]]; then
-                die "nothing listens on 127.0.0.1:$port after 20 s$(log_tail "$SENDER")$(log_tail "$RECEIVER")"
+                die "nothing listens on $listener after 20 s$(log_tail "$SENDER")$(log_tail "$RECEIVER")"
             fi
             sleep 0.1
         done
@@ -523,7 +571,7 @@ inject() {
     if [[ "$tls" == tls ]]; then
         tls_args=(--tls)
     fi
-    if ! swaks --server 127.0.0.1 --port "$SENDER_SMTPD_PORT" --timeout 20 \
+    if ! swaks --server "$SENDER_SMTPD_ADDR" --port "$SENDER_SMTPD_PORT" --timeout 20 \
         --ehlo client.lab.test --from "lab@out.lab.test" --to "$rcpt" \
         --header "Subject: tlsledger lab $run_id $rcpt $tls" \
         --body "Test message of the tlsledger Postfix lab." \
@@ -576,6 +624,9 @@ cmd_send() {
     # (the connection cache is off).
     local deadline=$((SECONDS + WAIT_SECS))
     local pending=() n_connect n_disconnect n_relayed busy name log
+    # relay=HOST[ADDR]:PORT names one of the receiver's addresses: 127\.0\.0\.2|...
+    local relay_re
+    relay_re=$(IFS='|' && echo "${RECEIVER_ADDRS[*]//./\\.}")
     while :; do
         pending=()
         for i in "${!queue_ids[@]}"; do
@@ -592,7 +643,7 @@ cmd_send() {
                 busy+=" $name has $((n_connect - n_disconnect)) open smtpd session(s);"
             fi
         done
-        n_relayed=$(count_lines "$SENDER_LOG" ', relay=127\.0\.0\.1\[127\.0\.0\.1\]:[0-9]+, .* status=')
+        n_relayed=$(count_lines "$SENDER_LOG" ", relay=($relay_re)\\[[0-9.]+\\]:[0-9]+, .* status=")
         n_disconnect=$(count_lines "$RECEIVER_LOG" '/smtpd\[[0-9]+\]: disconnect from ')
         if [[ $n_disconnect -lt $n_relayed ]]; then
             busy+=" $RECEIVER has logged $n_disconnect of $n_relayed sessions;"

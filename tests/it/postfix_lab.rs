@@ -1,8 +1,12 @@
 //! End to end against real Postfix: `tests/harness/postfix-lab.sh` starts two private Postfix
-//! instances on loopback (sender `postfix-out`, receiver `postfix-in`), swaks injects one
-//! message per test domain, and `tlsledger parse` must report every connection the way the
-//! lab set it up: verified, trusted and untrusted TLS, plaintext, TLS required but missing,
-//! an expired certificate, and the inbound sessions on both sides.
+//! instances on loopback (sender `postfix-out` on 127.0.0.1, receiver `postfix-in` with one
+//! listener per case, each on its own address from 127.0.0.2 up), swaks injects one message per
+//! test domain, and `tlsledger parse` must report every connection the way the lab set it up:
+//! verified, trusted and untrusted TLS, plaintext, TLS required but missing, an expired
+//! certificate, and the inbound sessions on both sides. The same run then goes through the
+//! reputation path (`parse --state`, `explain`): each receiver address is its own endpoint and
+//! must get the class its sessions earn under the one-run thresholds of
+//! `tests/data/lab-thresholds.toml`.
 //!
 //! The test command installs Postfix and swaks with `tests/harness/install-deps.sh` before
 //! `cargo test`; this test fails, never skips, when they are missing. It needs root, because
@@ -13,9 +17,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::common::{observations, repo, tlsledger};
+
+/// A receiver listener: its address and port.
+type Listener = (String, u64);
 
 /// The lab script.
 fn lab_script() -> PathBuf {
@@ -109,6 +116,11 @@ impl Lab {
     fn port(&self, name: &str) -> u64 {
         self.var(name).parse().unwrap_or_else(|_| panic!("{name} is not a port: {:?}", self.var(name)))
     }
+
+    /// Receiver listener `name` (`CA`, `SELFSIGNED`, …): `RECEIVER_{name}_ADDR` and `_PORT`.
+    fn receiver(&self, name: &str) -> Listener {
+        (self.var(&format!("RECEIVER_{name}_ADDR")).to_owned(), self.port(&format!("RECEIVER_{name}_PORT")))
+    }
 }
 
 impl Drop for Lab {
@@ -193,8 +205,30 @@ fn has_queue_id(observation: &Value, queue_id: &str) -> bool {
     observation["queue_ids"].as_array().is_some_and(|ids| ids.iter().any(|id| id == queue_id))
 }
 
-fn is_loopback_peer(observation: &Value) -> bool {
-    observation["peer"]["ip"] == "127.0.0.1"
+/// `tlsledger explain IP --json` on `state` with the lab's thresholds, judged at `now`.
+fn explain(state: &Path, ip: &str, now: &str) -> Value {
+    let thresholds = repo().join("tests/data/lab-thresholds.toml");
+    let args = [
+        "explain",
+        ip,
+        "--state",
+        state.to_str().expect("UTF-8 state path"),
+        "--json",
+        "--thresholds",
+        thresholds.to_str().expect("UTF-8 thresholds path"),
+        "--now",
+        now,
+    ];
+    let output = tlsledger(&args, b"");
+    assert!(
+        output.status.success(),
+        "tlsledger {} failed ({}): {}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("explain {ip} printed no JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 #[test]
@@ -207,37 +241,58 @@ fn postfix_lab_outcomes() {
     let sender_log = std::fs::read_to_string(&sender_log_path).unwrap();
     let receiver_log = std::fs::read_to_string(&receiver_log_path).unwrap();
 
+    // Both swaks and the sender's smtp client (smtp_bind_address) connect from the sender's
+    // address; each receiver listener has an address of its own.
+    let client_ip = lab.var("SENDER_SMTPD_ADDR").to_owned();
+    let ca = lab.receiver("CA");
+    let selfsigned = lab.receiver("SELFSIGNED");
+    let plain = lab.receiver("PLAIN");
+    let expired = lab.receiver("EXPIRED");
+    let required = lab.receiver("REQUIRED");
+    let receivers = [&ca, &selfsigned, &plain, &expired, &required];
+    let mut receiver_ips: Vec<&str> = receivers.iter().map(|(ip, _)| ip.as_str()).collect();
+    receiver_ips.push(&client_ip);
+    receiver_ips.sort_unstable();
+    receiver_ips.dedup();
+    assert_eq!(receiver_ips.len(), 6, "every listener needs an address of its own: {:?}", lab.env);
+    let relay = |(ip, _): &Listener| format!("{ip}[{ip}]");
+
     // First the lab itself: if Postfix did not log these lines, the parser is not to blame.
     for needle in [
-        "postfix-out/policy/smtp[",
-        "Verified TLS connection established to 127.0.0.1[127.0.0.1]:",
-        "Trusted TLS connection established to 127.0.0.1[127.0.0.1]:",
-        "Untrusted TLS connection established to 127.0.0.1[127.0.0.1]:",
-        "Anonymous TLS connection established from unknown[127.0.0.1]:",
-        "status=deferred (TLS is required, but was not offered by host 127.0.0.1[127.0.0.1])",
-        "certificate has expired",
-        "ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1 commands=7",
-        "ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5",
+        "postfix-out/policy/smtp[".to_owned(),
+        format!("Verified TLS connection established to {}:{}:", relay(&ca), ca.1),
+        format!("Trusted TLS connection established to {}:{}:", relay(&ca), ca.1),
+        format!("Untrusted TLS connection established to {}:{}:", relay(&selfsigned), selfsigned.1),
+        format!("Untrusted TLS connection established to {}:{}:", relay(&expired), expired.1),
+        format!("Anonymous TLS connection established from unknown[{client_ip}]:"),
+        format!("status=deferred (TLS is required, but was not offered by host {})", relay(&required)),
+        "certificate has expired".to_owned(),
+        "ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1 commands=7".to_owned(),
+        "ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5".to_owned(),
     ] {
-        assert!(sender_log.contains(needle), "the lab's sender log {sender_log_path} lacks {needle:?}");
+        assert!(sender_log.contains(&needle), "the lab's sender log {sender_log_path} lacks {needle:?}");
     }
-    for needle in ["Anonymous TLS connection established from unknown[127.0.0.1]:", "starttls=1"] {
-        assert!(receiver_log.contains(needle), "the lab's receiver log {receiver_log_path} lacks {needle:?}");
+    for needle in [format!("Anonymous TLS connection established from unknown[{client_ip}]:"), "starttls=1".to_owned()]
+    {
+        assert!(receiver_log.contains(&needle), "the lab's receiver log {receiver_log_path} lacks {needle:?}");
     }
 
     let sender = parse_log(&sender_log_path);
     let receiver = parse_log(&receiver_log_path);
     for observation in sender.iter().chain(&receiver) {
         assert_eq!(observation["mta"], "postfix", "{observation}");
-        assert!(is_loopback_peer(observation), "a peer that is not 127.0.0.1: {observation}");
+        let peer = observation["peer"]["ip"].as_str().unwrap_or_default();
+        match observation["direction"].as_str() {
+            Some("inbound") => assert_eq!(peer, client_ip, "an inbound peer that is not the client: {observation}"),
+            Some("outbound") => assert!(
+                receivers.iter().any(|(ip, _)| ip == peer),
+                "an outbound peer that is not a receiver: {observation}"
+            ),
+            _ => panic!("an observation without a direction: {observation}"),
+        }
     }
     assert!(sender.iter().all(|o| o["reporter"] == "out"), "sender reporter is not \"out\": {sender:#?}");
     assert!(receiver.iter().all(|o| o["reporter"] == "in"), "receiver reporter is not \"in\": {receiver:#?}");
-
-    let ca_port = lab.port("RECEIVER_CA_PORT");
-    let selfsigned_port = lab.port("RECEIVER_SELFSIGNED_PORT");
-    let plain_port = lab.port("RECEIVER_PLAIN_PORT");
-    let expired_port = lab.port("RECEIVER_EXPIRED_PORT");
 
     // Outbound, per injected message: the observation that carries its sender queue id.
     let messages = injected(&lab.dir);
@@ -255,16 +310,17 @@ fn postfix_lab_outcomes() {
             observation["domains"].as_array().is_some_and(|d| d.iter().any(|x| x == domain)),
             "domains lack {domain}: {context}"
         );
-        let (want_port, want_outcome, want_trust, want_delivered) = match domain {
-            "verified.test" => (ca_port, "tls", Some("verified"), true),
-            "trusted.test" => (ca_port, "tls", Some("trusted"), true),
-            "selfsigned.test" => (selfsigned_port, "tls", Some("untrusted"), true),
-            "plain.test" => (plain_port, "plaintext", None, true),
-            "required.test" => (plain_port, "tls-required-missing", None, false),
-            "expired.test" => (expired_port, "cert-verify-failed", Some("untrusted"), false),
+        let (want_peer, want_outcome, want_trust, want_delivered) = match domain {
+            "verified.test" => (&ca, "tls", Some("verified"), true),
+            "trusted.test" => (&ca, "tls", Some("trusted"), true),
+            "selfsigned.test" => (&selfsigned, "tls", Some("untrusted"), true),
+            "plain.test" => (&plain, "plaintext", None, true),
+            "required.test" => (&required, "tls-required-missing", None, false),
+            "expired.test" => (&expired, "cert-verify-failed", Some("untrusted"), false),
             other => panic!("unexpected domain {other}: {context}"),
         };
-        assert_eq!(observation["peer"]["port"], want_port, "port: {context}");
+        assert_eq!(observation["peer"]["ip"], want_peer.0.as_str(), "peer ip: {context}");
+        assert_eq!(observation["peer"]["port"], want_peer.1, "peer port: {context}");
         assert_eq!(observation["outcome"], want_outcome, "outcome: {context}");
         assert_eq!(observation["delivered"], want_delivered, "delivered: {context}");
         match want_trust {
@@ -308,7 +364,7 @@ fn postfix_lab_outcomes() {
     }
 
     // The receiver: every connection of the sender arrives inbound. Five used STARTTLS (verified,
-    // trusted twice, selfsigned, expired); plain.test and required.test came to the listener
+    // trusted twice, selfsigned, expired); plain.test and required.test came to the listeners
     // without STARTTLS.
     assert!(receiver.iter().all(|o| o["direction"] == "inbound"), "the receiver only receives: {receiver:#?}");
     let n_tls = receiver.iter().filter(|o| o["outcome"] == "tls" && o["tls"]["trust"] == "anonymous").count();
@@ -327,5 +383,62 @@ fn postfix_lab_outcomes() {
         );
         let want = if rcpt.ends_with("@plain.test") { "plaintext" } else { "tls" };
         assert_eq!(found[0]["outcome"], want, "receiver side of {rcpt}: {:#}", found[0]);
+    }
+
+    // Reputation: the sender's log, vouched for with --trusted-files, folded into a fresh state
+    // (kept with the lab folder after a failure), then every receiver address judged a minute
+    // after the run. With one session on one day enough for a baseline, each address gets the
+    // class of what it alone showed; that is why plain.test and required.test use different
+    // listeners.
+    let state = lab.dir.join("state");
+    let output = tlsledger(
+        &[
+            "parse",
+            "--output",
+            "none",
+            "--tls-logging",
+            "on",
+            "--trusted-files",
+            "--state",
+            state.to_str().expect("UTF-8 state path"),
+            &sender_log_path,
+        ],
+        b"",
+    );
+    assert!(
+        output.status.success(),
+        "tlsledger parse --state {} {sender_log_path} failed ({}): {}",
+        state.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let now = (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // (listener, class, decisions by outcome). The expired and the required listeners have a
+    // failed TLS attempt as their only, so their last, decision: not "TLS every time", and not
+    // never-tls either, because TLS was attempted or required; src/reputation/classify.rs makes
+    // that `unknown`.
+    let cases = [
+        (&ca, "historically-valid", json!([["tls", 3]])),
+        (&selfsigned, "tls-unverified", json!([["tls", 1]])),
+        (&plain, "never-tls", json!([["plaintext", 1]])),
+        (&expired, "unknown", json!([["cert-verify-failed", 1]])),
+        (&required, "unknown", json!([["tls-required-missing", 1]])),
+    ];
+    for ((ip, _), want_class, want_decisions) in cases {
+        let report = explain(&state, ip, &now);
+        let endpoints = report["endpoints"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let [endpoint] = endpoints else {
+            panic!("want only the outbound endpoint of {ip} (receivers never connect out): {report:#}")
+        };
+        let context = format!("explain {ip} --now {now}:\n{endpoint:#}");
+        assert_eq!(endpoint["endpoint"], format!("outbound/{ip}"), "{context}");
+        assert_eq!(endpoint["decisions"], want_decisions, "decisions: {context}");
+        let classification = &endpoint["classification"];
+        assert_eq!(classification["class"], want_class, "class: {context}");
+        assert_eq!(classification["baseline"], want_class, "baseline: {context}");
+        // No observation worse than its baseline, and no handshake failure: no flags.
+        assert!(classification["downgrade"].is_null(), "downgrade: {context}");
+        assert!(classification["broken_starttls"].is_null(), "broken_starttls: {context}");
+        assert_eq!(classification["dormant"], false, "dormant: {context}");
     }
 }

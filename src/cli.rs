@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::explain::ExplainArgs;
+use crate::commands::feed::FeedArgs;
 use crate::commands::parse::ParseArgs;
 use crate::commands::reputation::ReputationCommand;
 use crate::commands::schema::SchemaCommand;
@@ -35,6 +36,10 @@ pub enum Command {
     ///
     /// Example: tlsledger explain mx1.example.net --state /var/lib/tlsledger
     Explain(ExplainArgs),
+    /// Write the feed files (Postfix discard maps, rspamd maps, canonical JSON) from the state.
+    ///
+    /// Example: tlsledger feed --state /var/lib/tlsledger --out /etc/postfix/tlsledger
+    Feed(FeedArgs),
     /// Maintain the reputation state.
     ///
     /// Example: tlsledger reputation rebuild --from-clickhouse http://127.0.0.1:8123 --state /var/lib/tlsledger

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod correlate;
+pub mod feeds;
 pub mod observation;
 pub mod reputation;
 pub mod sinks;

@@ -2,6 +2,7 @@
 
 pub mod clickhouse_args;
 pub mod explain;
+pub mod feed;
 pub mod parse;
 pub mod reputation;
 pub mod schema;

@@ -6,6 +6,7 @@ mod cli;
 mod clickhouse;
 mod common;
 mod corpus;
+mod feeds;
 mod postfix_lab;
 mod reputation;
 mod tidy;

@@ -1,0 +1,110 @@
+//! Feeds: the files MTAs and spam filters read, written from the classified reputation.
+//!
+//! "Don't break SMTP": every feed is a local file replaced atomically ([`write_atomically`]:
+//! temporary file in the same folder, fsync, rename, fsync of the folder), always valid (an empty
+//! feed is a file with only comments), with `generated` and `expires` stamps in comment lines of
+//! their own (Postfix keeps a trailing `# …` as part of a cidr value). Nothing that can hold mail
+//! is written: the Postfix TLS policy map stays empty until the opt-in tiers exist.
+//!
+//! - `postfix.rs`: `smtp_discard_ehlo.cidr` (outbound broken-STARTTLS), `smtpd_discard_ehlo.cidr`
+//!   (inbound), `tls_policy` (empty, documented).
+//! - `rspamd.rs`: `tlsledger_downgrade.map` (inbound downgrade suspects with weights by severity)
+//!   and `tlsledger_hist_tls.map` (inbound senders with a TLS history).
+//! - `json.rs`: the canonical `tlsledger-feed.json` with every endpoint, its class, flags and
+//!   evidence summary.
+
+pub mod json;
+pub mod postfix;
+pub mod rspamd;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+
+use crate::reputation::classify::Classification;
+use crate::reputation::history::HostHistory;
+use crate::reputation::store::EndpointKey;
+
+/// One classified endpoint, the input of every feed.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Direction and IP.
+    pub key: EndpointKey,
+    /// Its history.
+    pub history: HostHistory,
+    /// Its verdict.
+    pub classification: Classification,
+}
+
+/// When a feed was made and until when it may be used.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    /// Generation time.
+    pub generated: DateTime<Utc>,
+    /// After this a consumer should drop the feed and fall back to opportunistic TLS.
+    pub expires: DateTime<Utc>,
+}
+
+impl Stamp {
+    /// `# generated 2026-11-30T12:00:00Z  expires 2026-12-02T12:00:00Z`
+    pub fn comment(&self) -> String {
+        format!(
+            "# generated {}  expires {}\n",
+            self.generated.format("%Y-%m-%dT%H:%M:%SZ"),
+            self.expires.format("%Y-%m-%dT%H:%M:%SZ")
+        )
+    }
+}
+
+/// An IP as a CIDR key: `/32` for IPv4, `/128` for IPv6; `None` when it is not an IP.
+pub fn cidr(ip: &str) -> Option<String> {
+    match ip.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => Some(format!("{v4}/32")),
+        std::net::IpAddr::V6(v6) => Some(format!("{v6}/128")),
+    }
+}
+
+/// Replaces `dir/name` with `contents` atomically and durably.
+pub fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        file.write_all(contents).with_context(|| format!("cannot write {}", tmp.display()))?;
+        file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display()))?;
+    if let Ok(handle) = File::open(dir) {
+        // Makes the rename durable; failing here only weakens crash safety.
+        let _ = handle.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_keys() {
+        assert_eq!(cidr("192.0.2.1").as_deref(), Some("192.0.2.1/32"));
+        assert_eq!(cidr("2001:db8::1").as_deref(), Some("2001:db8::1/128"));
+        assert_eq!(cidr("x.x.x.x"), None);
+    }
+
+    #[test]
+    fn atomic_replace_leaves_no_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("tlsledger-feed-{}", std::process::id()));
+        write_atomically(&dir, "a.map", b"one\n").unwrap();
+        write_atomically(&dir, "a.map", b"two\n").unwrap();
+        assert_eq!(std::fs::read(dir.join("a.map")).unwrap(), b"two\n");
+        let names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["a.map"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,130 @@
+//! Feeds end to end: logs → `parse --state` → `tlsledger feed`, and the real consumer reads the
+//! result: Postfix's own `postmap -q` on the generated cidr maps.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::tlsledger;
+
+fn dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("feeds-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Broken STARTTLS at 192.0.2.40 (twice in a day) and 2001:db8::40 (once, no TLS ever), a
+/// healthy TLS peer at 192.0.2.10, and an inbound client with ten days of STARTTLS that then
+/// arrives in plaintext.
+fn log() -> String {
+    let mut log = String::new();
+    for day in 0..10u32 {
+        let date = format!("2026-11-{:02}", day + 1);
+        let pid = 2000 + day;
+        log.push_str(&format!(
+            "{date}T08:00:00+00:00 mx postfix/smtp[{pid}]: Trusted TLS connection established to mx.good.example[192.0.2.10]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n\
+             {date}T08:00:01+00:00 mx postfix/smtp[{pid}]: B{pid:09X}: to=<u@good.example>, relay=mx.good.example[192.0.2.10]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)\n\
+             {date}T09:00:00+00:00 mx postfix/smtpd[{pid}]: connect from client.example[198.51.100.7]\n\
+             {date}T09:00:00+00:00 mx postfix/smtpd[{pid}]: Anonymous TLS connection established from client.example[198.51.100.7]: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n\
+             {date}T09:00:01+00:00 mx postfix/smtpd[{pid}]: disconnect from client.example[198.51.100.7] ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1 commands=7\n"
+        ));
+    }
+    log.push_str(
+        "2026-11-11T08:00:00+00:00 mx postfix/smtp[3001]: SSL_connect error to mx.broken.example[192.0.2.40]:25: -1\n\
+         2026-11-11T08:00:01+00:00 mx postfix/smtp[3001]: C000000001: to=<u@broken.example>, relay=mx.broken.example[192.0.2.40]:25, delay=1, delays=0/0/0.5/0.5, dsn=4.7.5, status=deferred (Cannot start TLS: handshake failure)\n\
+         2026-11-11T09:00:00+00:00 mx postfix/smtp[3002]: SSL_connect error to mx.broken.example[192.0.2.40]:25: -1\n\
+         2026-11-11T09:00:01+00:00 mx postfix/smtp[3002]: C000000002: to=<u@broken.example>, relay=mx.broken.example[192.0.2.40]:25, delay=1, delays=0/0/0.5/0.5, dsn=4.7.5, status=deferred (Cannot start TLS: handshake failure)\n\
+         2026-11-11T09:30:00+00:00 mx postfix/smtp[3003]: SSL_connect error to mx6.broken.example[2001:db8::40]:25: lost connection\n\
+         2026-11-11T09:30:01+00:00 mx postfix/smtp[3003]: C000000003: to=<u@broken6.example>, relay=mx6.broken.example[2001:db8::40]:25, delay=1, delays=0/0/0.5/0.5, dsn=4.7.5, status=deferred (Cannot start TLS: handshake failure)\n\
+         2026-11-11T09:40:00+00:00 mx postfix/smtpd[4000]: connect from client.example[198.51.100.7]\n\
+         2026-11-11T09:40:01+00:00 mx postfix/smtpd[4000]: disconnect from client.example[198.51.100.7] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5\n",
+    );
+    log
+}
+
+/// `postmap -q KEY cidr:MAP`, with a private (empty) main.cf: Debian's "No configuration"
+/// install has no /etc/postfix/main.cf, and postmap refuses to run without one.
+fn postmap_query(key: &str, map: &Path) -> Option<String> {
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let config = dir(&format!("postmap-config-{call}"));
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("main.cf"), "").unwrap();
+    let output = Command::new("postmap")
+        .arg("-c")
+        .arg(&config)
+        .args(["-q", key, &format!("cidr:{}", map.display())])
+        .output()
+        .expect("run postmap (tests/run.sh installs postfix)");
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+#[test]
+fn feed_files_are_read_by_the_real_consumers() {
+    let state = dir("state");
+    let out = dir("out");
+    let parsed = tlsledger(
+        &[
+            "parse",
+            "--output",
+            "none",
+            "--tls-logging",
+            "on",
+            "--trusted-files",
+            "--state",
+            state.to_str().unwrap(),
+            "-",
+        ],
+        log().as_bytes(),
+    );
+    assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
+    let feed = tlsledger(
+        &["feed", "--state", state.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", "2026-11-11T10:00:00Z"],
+        b"",
+    );
+    assert!(feed.status.success(), "{}", String::from_utf8_lossy(&feed.stderr));
+
+    let outbound = out.join("smtp_discard_ehlo.cidr");
+    assert_eq!(postmap_query("192.0.2.40", &outbound).as_deref(), Some("starttls"));
+    assert_eq!(postmap_query("2001:db8::40", &outbound).as_deref(), Some("starttls"));
+    assert_eq!(postmap_query("192.0.2.10", &outbound), None, "a healthy TLS peer is never listed");
+    assert_eq!(postmap_query("192.0.2.41", &outbound), None);
+    let inbound = out.join("smtpd_discard_ehlo.cidr");
+    assert_eq!(postmap_query("192.0.2.40", &inbound), None, "directions do not mix");
+
+    let text = std::fs::read_to_string(&outbound).unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("# generated 2026-11-11T10:00:00Z  expires 2026-11-13T10:00:00Z")),
+        "{text}"
+    );
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(!line.contains('#'), "comments must stay on their own lines: {line}");
+    }
+
+    let downgrade = std::fs::read_to_string(out.join("tlsledger_downgrade.map")).unwrap();
+    assert!(downgrade.lines().any(|l| l == "198.51.100.7 1.0"), "{downgrade}");
+    let hist = std::fs::read_to_string(out.join("tlsledger_hist_tls.map")).unwrap();
+    assert!(hist.lines().any(|l| l == "198.51.100.7"), "{hist}");
+    let policy = std::fs::read_to_string(out.join("tls_policy")).unwrap();
+    assert!(policy.lines().all(|l| l.starts_with('#')), "no enforcement without opt-in: {policy}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tlsledger-feed.json")).unwrap()).unwrap();
+    let endpoints = json["endpoints"].as_array().unwrap();
+    let good = endpoints.iter().find(|e| e["ip"] == "192.0.2.10" && e["direction"] == "outbound").unwrap();
+    assert_eq!(good["class"], "historically-valid");
+    let broken = endpoints.iter().find(|e| e["ip"] == "192.0.2.40").unwrap();
+    assert_eq!(broken["broken_starttls"]["level"], 1);
+    assert_eq!(json["expires"], "2026-11-13T10:00:00Z");
+}
+
+#[test]
+fn an_empty_state_gives_valid_empty_feeds() {
+    let out = dir("empty-out");
+    let feed =
+        tlsledger(&["feed", "--state", dir("empty-state").to_str().unwrap(), "--out", out.to_str().unwrap()], b"");
+    assert!(feed.status.success(), "{}", String::from_utf8_lossy(&feed.stderr));
+    assert_eq!(postmap_query("192.0.2.40", &out.join("smtp_discard_ehlo.cidr")), None);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tlsledger-feed.json")).unwrap()).unwrap();
+    assert_eq!(json["endpoints"].as_array().unwrap().len(), 0);
+}

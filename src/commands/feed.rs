@@ -11,7 +11,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use super::explain::load_thresholds;
-use crate::feeds::{self, json, postfix, rspamd, Entry, Stamp};
+use crate::feeds::{self, exim, json, postfix, rspamd, sendmail, Entry, Stamp};
 use crate::observation::Direction;
 use crate::reputation::classify::{apply_guard, classify, global_guard};
 use crate::reputation::indra::IndraStore;
@@ -69,6 +69,9 @@ pub fn run(args: &FeedArgs) -> Result<()> {
         ("smtp_discard_ehlo.cidr", postfix::discard_map(&entries, Direction::Outbound, &stamp)),
         ("smtpd_discard_ehlo.cidr", postfix::discard_map(&entries, Direction::Inbound, &stamp)),
         ("tls_policy", postfix::tls_policy(&stamp)),
+        ("avoid_tls.list", exim::broken_starttls_list(&entries, Direction::Outbound, &stamp)),
+        ("no_starttls_clients.list", exim::broken_starttls_list(&entries, Direction::Inbound, &stamp)),
+        ("access.tlsledger", sendmail::access(&entries, &stamp)),
         ("tlsledger_downgrade.map", rspamd::downgrade_map(&entries, &stamp)),
         ("tlsledger_hist_tls.map", rspamd::hist_tls_map(&entries, &stamp)),
         ("tlsledger-feed.json", json::feed(&entries, trip.as_ref(), &stamp)?),

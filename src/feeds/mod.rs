@@ -10,12 +10,16 @@
 //!   (inbound), `tls_policy` (empty, documented).
 //! - `rspamd.rs`: `tlsledger_downgrade.map` (inbound downgrade suspects with weights by severity)
 //!   and `tlsledger_hist_tls.map` (inbound senders with a TLS history).
+//! - `exim.rs`: `avoid_tls.list` (`hosts_avoid_tls`) and `no_starttls_clients.list`.
+//! - `sendmail.rs`: `access.tlsledger` (`Try_TLS:IP NO`, `Srv_Features:IP S`, `IPv6:` keys).
 //! - `json.rs`: the canonical `tlsledger-feed.json` with every endpoint, its class, flags and
 //!   evidence summary.
 
+pub mod exim;
 pub mod json;
 pub mod postfix;
 pub mod rspamd;
+pub mod sendmail;
 
 use std::fs::File;
 use std::io::Write;

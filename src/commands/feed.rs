@@ -35,6 +35,31 @@ pub struct FeedArgs {
     /// Classify as of this time (RFC 3339) instead of now.
     #[arg(long, value_name = "TIME")]
     pub now: Option<DateTime<Utc>>,
+
+    /// Publish even files whose entries changed by more than `max_feed_churn_ratio`.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Below this many changed entries a file is always published (small feeds churn by nature).
+const MIN_CHURN: usize = 10;
+
+/// The entries (non-comment, non-empty lines) of a feed file.
+fn entry_lines(text: &str) -> std::collections::BTreeSet<&str> {
+    text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).collect()
+}
+
+/// Why a new version of a file must not replace the old one, if it must not.
+fn churn_refusal(previous: &str, next: &str, max_ratio: f64) -> Option<String> {
+    let (old, new) = (entry_lines(previous), entry_lines(next));
+    if old.is_empty() {
+        return None;
+    }
+    let changed = old.symmetric_difference(&new).count();
+    let limit = ((old.len() as f64 * max_ratio).ceil() as usize).max(MIN_CHURN);
+    (changed > limit).then(|| {
+        format!("{changed} of {} entries would change (limit {limit}, max_feed_churn_ratio {max_ratio})", old.len())
+    })
 }
 
 /// Runs `feed`.
@@ -76,7 +101,17 @@ pub fn run(args: &FeedArgs) -> Result<()> {
         ("tlsledger_hist_tls.map", rspamd::hist_tls_map(&entries, &stamp)),
         ("tlsledger-feed.json", json::feed(&entries, trip.as_ref(), &stamp)?),
     ];
+    let mut refused = Vec::new();
     for (name, contents) in &files {
+        if !args.force && *name != "tlsledger-feed.json" {
+            if let Ok(previous) = std::fs::read_to_string(args.out.join(name)) {
+                if let Some(why) = churn_refusal(&previous, contents, thresholds.enforcement.max_feed_churn_ratio) {
+                    eprintln!("tlsledger: kept the previous {name}: {why}; check and rerun with --force to publish");
+                    refused.push(*name);
+                    continue;
+                }
+            }
+        }
         feeds::write_atomically(&args.out, name, contents.as_bytes())?;
     }
     let broken = entries.iter().filter(|e| e.classification.broken_starttls.is_some()).count();
@@ -87,5 +122,24 @@ pub fn run(args: &FeedArgs) -> Result<()> {
         args.out.display(),
         entries.len()
     );
+    if !refused.is_empty() {
+        anyhow::bail!("not published (too much churn): {}", refused.join(", "));
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn churn_guard() {
+        let many = |n: usize, offset: usize| -> String {
+            (0..n).map(|i| format!("192.0.2.{}/32\tstarttls\n", i + offset)).collect::<String>()
+        };
+        assert_eq!(churn_refusal("# only comments\n", &many(100, 0), 0.1), None, "from empty: publish");
+        assert_eq!(churn_refusal(&many(100, 0), &many(100, 5), 0.1), None, "10 changes of 100: publish");
+        assert!(churn_refusal(&many(100, 0), &many(100, 50), 0.1).is_some(), "100 changes of 100: refuse");
+        assert_eq!(churn_refusal(&many(5, 0), "", 0.1), None, "small feeds may empty themselves");
+    }
 }

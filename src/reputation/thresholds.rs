@@ -48,8 +48,69 @@ pub struct Thresholds {
     pub broken_starttls: BrokenStarttlsThresholds,
     /// The downgrade-suspect flag and the global guard.
     pub downgrade: DowngradeThresholds,
+    /// Opt-in enforcement and feed guards.
+    pub enforcement: Enforcement,
+    /// Spam-filter weights (never a reject).
+    pub scores: Scores,
     /// Operator pins.
     pub overrides: Overrides,
+}
+
+/// `[enforcement]`: everything here is opt-in; the default enforces nothing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Enforcement {
+    /// `off` (default). The tiers `encrypt`, `verify`, `secure-match-observed` are not
+    /// implemented yet and are refused rather than silently ignored.
+    pub postfix_tier: String,
+    /// Drop an enforcement entry after this much persistent failure.
+    pub enforce_hold_max: Secs,
+    /// `relax` (default) or `hold`.
+    pub on_persistent_failure: String,
+    /// Never emit enforcement for DANE / MTA-STS protected domains.
+    pub skip_policy_protected: bool,
+    /// Most new promotions per hour.
+    pub max_promotions_per_hour: u32,
+    /// A feed file whose entries change by more than this share is not published.
+    pub max_feed_churn_ratio: f64,
+}
+
+impl Default for Enforcement {
+    fn default() -> Self {
+        Enforcement {
+            postfix_tier: "off".to_owned(),
+            enforce_hold_max: Secs(24 * 3_600),
+            on_persistent_failure: "relax".to_owned(),
+            skip_policy_protected: true,
+            max_promotions_per_hour: 50,
+            max_feed_churn_ratio: 0.10,
+        }
+    }
+}
+
+/// `[scores]`: weights for spam filters.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scores {
+    /// rspamd symbol score of TLSLEDGER_DOWNGRADE_SUSPECT (times the severity weight).
+    pub rspamd_downgrade_symbol_score: f64,
+    /// rspamd composite score for plaintext from a sender with a TLS history.
+    pub rspamd_plaintext_from_tls_sender: f64,
+    /// SpamAssassin score of a high-severity header.
+    pub spamassassin_high: f64,
+    /// SpamAssassin score of a low-severity header.
+    pub spamassassin_low: f64,
+}
+
+impl Default for Scores {
+    fn default() -> Self {
+        Scores {
+            rspamd_downgrade_symbol_score: 3.0,
+            rspamd_plaintext_from_tls_sender: 2.0,
+            spamassassin_high: 1.5,
+            spamassassin_low: 0.5,
+        }
+    }
 }
 
 /// `[baseline]`
@@ -188,8 +249,18 @@ impl Thresholds {
         let thresholds: Thresholds = toml::from_str(text).context("invalid thresholds file")?;
         if !(0.0..=1.0).contains(&thresholds.baseline.lookback_good_ratio)
             || !(0.0..=1.0).contains(&thresholds.downgrade.global_guard_ratio)
+            || !(0.0..=1.0).contains(&thresholds.enforcement.max_feed_churn_ratio)
         {
             bail!("ratios in the thresholds file must be between 0 and 1");
+        }
+        if thresholds.enforcement.postfix_tier != "off" {
+            bail!(
+                "enforcement.postfix_tier = {:?} is not implemented yet; only \"off\" is accepted",
+                thresholds.enforcement.postfix_tier
+            );
+        }
+        if !matches!(thresholds.enforcement.on_persistent_failure.as_str(), "relax" | "hold") {
+            bail!("enforcement.on_persistent_failure must be \"relax\" or \"hold\"");
         }
         Ok(thresholds)
     }
@@ -241,7 +312,25 @@ mod tests {
             global_guard_ratio = 0.20
             global_guard_min   = 10
             global_guard_window = "1h"
+            [enforcement]
+            postfix_tier        = "off"
+            enforce_hold_max    = "24h"
+            on_persistent_failure = "relax"
+            skip_policy_protected = true
+            max_promotions_per_hour = 50
+            max_feed_churn_ratio    = 0.10
+            [scores]
+            rspamd_downgrade_symbol_score = 3.0
+            rspamd_plaintext_from_tls_sender = 2.0
+            spamassassin_high = 1.5
+            spamassassin_low  = 0.5
         "#;
+        assert_eq!(Thresholds::from_toml(text).unwrap(), Thresholds::default());
+    }
+
+    #[test]
+    fn the_shipped_example_file_is_the_defaults() {
+        let text = include_str!("../../examples/thresholds.toml");
         assert_eq!(Thresholds::from_toml(text).unwrap(), Thresholds::default());
     }
 
@@ -253,5 +342,6 @@ mod tests {
         assert!(Thresholds::from_toml("[baseline]\nmin_session = 2\n").is_err());
         assert!(Thresholds::from_toml("[baseline]\nlookback = \"soon\"\n").is_err());
         assert!(Thresholds::from_toml("[downgrade]\nglobal_guard_ratio = 2.0\n").is_err());
+        assert!(Thresholds::from_toml("[enforcement]\npostfix_tier = \"verify\"\n").is_err(), "not silently ignored");
     }
 }

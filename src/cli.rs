@@ -7,6 +7,7 @@ use crate::commands::feed::FeedArgs;
 use crate::commands::parse::ParseArgs;
 use crate::commands::reputation::ReputationCommand;
 use crate::commands::schema::SchemaCommand;
+use crate::commands::serve::ServeArgs;
 
 /// tlsledger: per-host SMTP STARTTLS outcomes from MTA logs.
 ///
@@ -40,6 +41,10 @@ pub enum Command {
     ///
     /// Example: tlsledger feed --state /var/lib/tlsledger --out /etc/postfix/tlsledger
     Feed(FeedArgs),
+    /// Serve the feed and the reputation over a read-only HTTP API (loopback by default).
+    ///
+    /// Example: tlsledger serve --state /var/lib/tlsledger --feed-dir /etc/postfix/tlsledger
+    Serve(ServeArgs),
     /// Maintain the reputation state.
     ///
     /// Example: tlsledger reputation rebuild --from-clickhouse http://127.0.0.1:8123 --state /var/lib/tlsledger

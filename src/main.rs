@@ -41,6 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schema(command) => commands::schema::run(&command),
         Command::Explain(args) => commands::explain::run(&args),
         Command::Feed(args) => commands::feed::run(&args),
+        Command::Serve(args) => commands::serve::run(&args),
         Command::Reputation(command) => commands::reputation::run(&command),
     }
 }

@@ -6,3 +6,4 @@ pub mod feed;
 pub mod parse;
 pub mod reputation;
 pub mod schema;
+pub mod serve;

@@ -15,7 +15,7 @@ fn dir(name: &str) -> PathBuf {
 /// Broken STARTTLS at 192.0.2.40 (twice in a day) and 2001:db8::40 (once, no TLS ever), a
 /// healthy TLS peer at 192.0.2.10, and an inbound client with ten days of STARTTLS that then
 /// arrives in plaintext.
-fn log() -> String {
+pub fn log() -> String {
     let mut log = String::new();
     for day in 0..10u32 {
         let date = format!("2026-11-{:02}", day + 1);

@@ -9,5 +9,6 @@ mod corpus;
 mod feeds;
 mod postfix_lab;
 mod reputation;
+mod serve;
 mod tidy;
 mod whyscream;

@@ -128,3 +128,31 @@ fn an_empty_state_gives_valid_empty_feeds() {
         serde_json::from_str(&std::fs::read_to_string(out.join("tlsledger-feed.json")).unwrap()).unwrap();
     assert_eq!(json["endpoints"].as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn sendmail_makemap_accepts_the_access_entries() {
+    // Sendmail conflicts with Postfix as a Debian package: tests/run.sh unpacks it privately.
+    let makemap = crate::common::repo().join(".ci-work/pkgs/sendmail-bin/usr/libexec/sendmail/makemap");
+    assert!(makemap.exists(), "{} missing: run tests/run.sh (tests/harness/unpack.sh sendmail-bin)", makemap.display());
+    let state = dir("makemap-state");
+    let out = dir("makemap-out");
+    let parsed = tlsledger(&["parse", "--output", "none", "--state", state.to_str().unwrap(), "-"], log().as_bytes());
+    assert!(parsed.status.success());
+    let feed = tlsledger(
+        &["feed", "--state", state.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", "2026-11-11T10:00:00Z"],
+        b"",
+    );
+    assert!(feed.status.success(), "{}", String::from_utf8_lossy(&feed.stderr));
+    // makemap looks up TrustedUser in a sendmail.cf: an empty private one will do.
+    let cf = out.join("empty.cf");
+    std::fs::write(&cf, "").unwrap();
+    let access = std::fs::File::open(out.join("access.tlsledger")).unwrap();
+    let db = out.join("access");
+    let built = Command::new(&makemap).arg("-C").arg(&cf).arg("hash").arg(&db).stdin(access).output().unwrap();
+    assert!(built.status.success(), "makemap: {}", String::from_utf8_lossy(&built.stderr));
+    let dump = Command::new(&makemap).arg("-C").arg(&cf).args(["-u", "hash"]).arg(&db).output().unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.lines().any(|l| l == "try_tls:192.0.2.40\tNO"), "{dump}");
+    assert!(dump.lines().any(|l| l == "try_tls:ipv6:2001:db8::40\tNO"), "{dump}");
+    assert!(!dump.contains("192.0.2.10"), "healthy peers are not listed: {dump}");
+}

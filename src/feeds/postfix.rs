@@ -76,6 +76,25 @@ mod tests {
     }
 
     #[test]
+    fn feeds_larger_than_100k_entries() {
+        let stamp = Stamp { generated: chrono::DateTime::UNIX_EPOCH, expires: chrono::DateTime::UNIX_EPOCH };
+        let entries: Vec<Entry> = (0..120_000u32)
+            .map(|n| {
+                let ip = if n % 2 == 0 {
+                    std::net::Ipv4Addr::from(0x0a00_0000 + n).to_string()
+                } else {
+                    std::net::Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + u128::from(n)).to_string()
+                };
+                entry(Direction::Outbound, &ip, true)
+            })
+            .collect();
+        let map = discard_map(&entries, Direction::Outbound, &stamp);
+        let keys: Vec<&str> = map.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(keys.len(), 120_000);
+        assert!(keys.iter().all(|k| k.ends_with("\tstarttls") && (k.contains("/32\t") || k.contains("/128\t"))));
+    }
+
+    #[test]
     fn discard_maps_list_flagged_ips_of_their_direction() {
         let stamp = Stamp { generated: chrono::DateTime::UNIX_EPOCH, expires: chrono::DateTime::UNIX_EPOCH };
         let entries = [

@@ -9,9 +9,7 @@
 //! warnings, `host … said: …`) become [`Event::Ignored`]. A message that starts like a line we
 //! know but breaks its grammar (a reporter truncated it) is [`Error::Malformed`].
 
-use nom::bytes::complete::{tag, take_till, take_till1, take_until, take_while1};
-use nom::character::complete::{char, u32 as decimal};
-use nom::combinator::opt;
+use nom::bytes::complete::{tag, take_till, take_until, take_while1};
 use nom::sequence::preceded;
 use nom::{IResult, Parser};
 
@@ -485,25 +483,38 @@ fn tls_or_library(message: &str) -> Result<Option<Event<'_>>, Error> {
 
 /// After `<Class> TLS connection `: `established to mx[192.0.2.25]:25: TLSv1.3 with cipher X (256/256 bits)…`
 fn tls_summary(class: TrustClass, input: &str) -> IResult<&str, TlsConnection<'_>> {
-    let (input, usage) = take_till1(|c: char| c == ' ').parse(input)?;
-    let reused = match usage {
-        "established" => false,
-        "reused" => true,
-        _ => return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Tag))),
+    // Written with prefix checks rather than combinators: every TLS line comes through here.
+    let fail = || nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Tag));
+    let (reused, rest) = match (input.strip_prefix("established "), input.strip_prefix("reused ")) {
+        (Some(rest), _) => (false, rest),
+        (None, Some(rest)) => (true, rest),
+        _ => return Err(fail()),
     };
-    let (input, direction) = preceded(char(' '), take_till1(|c: char| c == ' ')).parse(input)?;
-    let side = match direction {
-        "to" => Side::Client,
-        "from" => Side::Server,
-        _ => return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Tag))),
+    let (side, rest) = match (rest.strip_prefix("to "), rest.strip_prefix("from ")) {
+        (Some(rest), _) => (Side::Client, rest),
+        (None, Some(rest)) => (Side::Server, rest),
+        _ => return Err(fail()),
     };
-    let (input, peer) = preceded(char(' '), peer).parse(input)?;
-    let (input, sni) = opt(preceded(tag(" to "), take_till1(|c: char| c == ':' || c == ' '))).parse(input)?;
-    let (input, protocol) = preceded(tag(": "), take_till1(|c: char| c == ' ')).parse(input)?;
-    let (input, cipher) = preceded(tag(" with cipher "), take_till1(|c: char| c == ' ')).parse(input)?;
-    let (input, bits) = preceded(tag(" ("), decimal).parse(input)?;
-    let (input, alg_bits) = preceded(char('/'), decimal).parse(input)?;
-    let (extra, _) = tag(" bits)").parse(input)?;
+    let (rest, peer) = peer(rest)?;
+    let (sni, rest) = match rest.strip_prefix(" to ") {
+        Some(after) => {
+            let end = after.find([':', ' ']).unwrap_or(after.len());
+            if end == 0 {
+                return Err(fail());
+            }
+            (Some(&after[..end]), &after[end..])
+        }
+        None => (None, rest),
+    };
+    let rest = rest.strip_prefix(": ").ok_or_else(fail)?;
+    let (protocol, rest) = word_until_space(rest).ok_or_else(fail)?;
+    let rest = rest.strip_prefix(" with cipher ").ok_or_else(fail)?;
+    let (cipher, rest) = word_until_space(rest).ok_or_else(fail)?;
+    let rest = rest.strip_prefix(" (").ok_or_else(fail)?;
+    let (bits, rest) = number(rest).ok_or_else(fail)?;
+    let rest = rest.strip_prefix('/').ok_or_else(fail)?;
+    let (alg_bits, rest) = number(rest).ok_or_else(fail)?;
+    let extra = rest.strip_prefix(" bits)").ok_or_else(fail)?;
     let (key_exchange, server_signature) = tls_extras(extra);
     let tls = TlsConnection {
         class,
@@ -521,19 +532,32 @@ fn tls_summary(class: TrustClass, input: &str) -> IResult<&str, TlsConnection<'_
     Ok(("", tls))
 }
 
+/// A non-empty run of characters up to the next space (or the end).
+fn word_until_space(text: &str) -> Option<(&str, &str)> {
+    let end = text.find(' ').unwrap_or(text.len());
+    (end > 0).then(|| (&text[..end], &text[end..]))
+}
+
+/// A decimal `u32` (digits only; overflow is no number).
+fn number(text: &str) -> Option<(u32, &str)> {
+    let end = text.bytes().take_while(u8::is_ascii_digit).count();
+    let value = text.get(..end).filter(|d| !d.is_empty())?.parse().ok()?;
+    Some((value, &text[end..]))
+}
+
 /// The words after `key-exchange` and `server-signature` in the TLS 1.3 suffix
-/// (` key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256`), in one pass.
+/// (` key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256`).
+/// `key-exchange` always comes first when present.
 fn tls_extras(text: &str) -> (Option<&str>, Option<&str>) {
-    let (mut key_exchange, mut server_signature) = (None, None);
-    let mut previous = "";
-    for word in text.split(' ') {
-        match previous {
-            "key-exchange" if !word.is_empty() => key_exchange = Some(word),
-            "server-signature" if !word.is_empty() => server_signature = Some(word),
-            _ => {}
-        }
-        previous = word;
+    fn word(text: &str) -> Option<&str> {
+        word_until_space(text).map(|(word, _)| word)
     }
+    if text.is_empty() {
+        return (None, None);
+    }
+    let key_exchange = text.strip_prefix(" key-exchange ").and_then(word);
+    let server_signature =
+        text.find(" server-signature ").and_then(|at| word(&text[at + " server-signature ".len()..]));
     (key_exchange, server_signature)
 }
 

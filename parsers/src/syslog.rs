@@ -263,31 +263,37 @@ fn month_name(input: &str) -> IResult<&str, u8> {
 /// `2024-11-30T13:35:12.123456+00:00`, `…Z`, `…+0100`.
 fn rfc3339_timestamp(input: &str) -> IResult<&str, Timestamp> {
     let fail = || nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Char));
-    let bytes = input.as_bytes();
-    if bytes.len() < 19 || bytes[4] != b'-' || bytes[7] != b'-' || !matches!(bytes[10], b'T' | b't') {
+    // The fixed-width part, `YYYY-MM-DDTHH:MM:SS`, read with one bounds check.
+    let Some(fixed) = input.as_bytes().get(..19) else { return Err(fail()) };
+    let separators_ok = fixed[4] == b'-'
+        && fixed[7] == b'-'
+        && matches!(fixed[10], b'T' | b't')
+        && fixed[13] == b':'
+        && fixed[16] == b':';
+    let digit_positions = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
+    if !separators_ok || !digit_positions.iter().all(|&i| fixed[i].is_ascii_digit()) {
         return Err(fail());
     }
-    let (_, year) = digits(4)(input)?;
-    let (_, month) = digits(2)(&input[5..])?;
-    let (_, day) = digits(2)(&input[8..])?;
-    let (input, (hour, minute, second)) = clock(&input[11..])?;
-    let (input, nanos) = match fraction(input) {
-        Ok((rest, nanos)) => (rest, nanos),
-        Err(_) => (input, 0),
+    let two = |i: usize| (fixed[i] - b'0') * 10 + (fixed[i + 1] - b'0');
+    let year = i32::from(two(0)) * 100 + i32::from(two(2));
+    let rest = &input[19..];
+    let (rest, nanos) = match fraction(rest) {
+        Ok((after, nanos)) => (after, nanos),
+        Err(_) => (rest, 0),
     };
-    let (input, offset_secs) = utc_offset(input)?;
+    let (rest, offset_secs) = utc_offset(rest)?;
     let timestamp = Timestamp {
-        year: year as i32,
+        year,
         year_logged: true,
-        month: month as u8,
-        day: day as u8,
-        hour,
-        minute,
-        second,
+        month: two(5),
+        day: two(8),
+        hour: two(11),
+        minute: two(14),
+        second: two(17),
         nanos,
         offset_secs: Some(offset_secs),
     };
-    Ok((input, timestamp))
+    Ok((rest, timestamp))
 }
 
 /// `Z`, `+hh:mm`, `-hh:mm`, `+hhmm`.

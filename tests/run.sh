@@ -23,6 +23,7 @@ fi
 echo "== installing test dependencies (Debian packages)"
 bash tests/harness/install-deps.sh postfix
 bash tests/harness/clickhouse.sh install
+bash tests/harness/rspamd.sh install
 # Sendmail conflicts with Postfix: its makemap is used from a private unpack.
 bash tests/harness/unpack.sh sendmail-bin .ci-work/pkgs/sendmail-bin
 # Debian's own python3 lacks ensurepip until python3-venv is installed; the chdb check needs a venv.

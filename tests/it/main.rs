@@ -9,6 +9,7 @@ mod corpus;
 mod feeds;
 mod postfix_lab;
 mod reputation;
+mod rspamd;
 mod serve;
 mod tidy;
 mod whyscream;

@@ -11,7 +11,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use super::explain::load_thresholds;
-use crate::feeds::{self, exim, json, postfix, rspamd, sendmail, Entry, Stamp};
+use crate::feeds::{self, csv, exim, json, postfix, rspamd, sendmail, Entry, Stamp};
 use crate::observation::Direction;
 use crate::reputation::classify::{apply_guard, classify, global_guard};
 use crate::reputation::indra::IndraStore;
@@ -100,10 +100,11 @@ pub fn run(args: &FeedArgs) -> Result<()> {
         ("tlsledger_downgrade.map", rspamd::downgrade_map(&entries, &stamp)),
         ("tlsledger_hist_tls.map", rspamd::hist_tls_map(&entries, &stamp)),
         ("tlsledger-feed.json", json::feed(&entries, trip.as_ref(), &stamp)?),
+        ("tlsledger-feed.csv", csv::feed(&entries, &stamp)),
     ];
     let mut refused = Vec::new();
     for (name, contents) in &files {
-        if !args.force && *name != "tlsledger-feed.json" {
+        if !args.force && !name.starts_with("tlsledger-feed.") {
             if let Ok(previous) = std::fs::read_to_string(args.out.join(name)) {
                 if let Some(why) = churn_refusal(&previous, contents, thresholds.enforcement.max_feed_churn_ratio) {
                     eprintln!("tlsledger: kept the previous {name}: {why}; check and rerun with --force to publish");

@@ -115,6 +115,11 @@ fn feed_files_are_read_by_the_real_consumers() {
     let broken = endpoints.iter().find(|e| e["ip"] == "192.0.2.40").unwrap();
     assert_eq!(broken["broken_starttls"]["level"], 1);
     assert_eq!(json["expires"], "2026-11-13T10:00:00Z");
+
+    let csv = std::fs::read_to_string(out.join("tlsledger-feed.csv")).unwrap();
+    assert!(csv.lines().any(|l| l.starts_with("outbound,192.0.2.10,historically-valid,")), "{csv}");
+    assert!(csv.lines().any(|l| l.starts_with("outbound,192.0.2.40,unknown,unknown,,1,")), "{csv}");
+    assert_eq!(csv.lines().count(), endpoints.len() + 1);
 }
 
 #[test]

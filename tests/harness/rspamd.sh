@@ -15,7 +15,7 @@
 #                                          print its ports
 #
 # Environment (read by start; the values in use are written to DIR/rspamd.env):
-#   RSPAMD_PORT_BASE       normal worker on 127.0.0.1:BASE, controller on BASE+1 (default 41300);
+#   RSPAMD_PORT_BASE       normal worker on 127.0.0.1:BASE, controller on BASE+1 (default 15300);
 #                          BASE+2 and BASE+3 are the disabled proxy and fuzzy workers' (never
 #                          bound), BASE+4 rspamd's DNS server (nothing listens there; see below)
 #   RSPAMD_HS_CACHE_DIR    where rspamd keeps its compiled hyperscan databases (default DIR/db);
@@ -190,7 +190,7 @@ load_ports() {
         # shellcheck disable=SC1091
         source "$DIR/rspamd.env"
     else
-        RSPAMD_PORT_BASE=${env_base:-41300}
+        RSPAMD_PORT_BASE=${env_base:-15300}
     fi
     check_port "$RSPAMD_PORT_BASE"
     NORMAL_PORT=$RSPAMD_PORT_BASE

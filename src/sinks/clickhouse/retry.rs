@@ -1,19 +1,24 @@
 //! The one place that decides what to do when an insert fails.
 //!
-//! Three answers, by error class:
-//! - [`RetryAction::Retry`]: the server is unreachable, slow, restarting, or misconfigured for
-//!   us (unknown table, authentication): the batch is kept (and spooled to disk after a few tries)
-//!   and resent unchanged later. Nothing is dropped for a problem the operator can fix.
-//! - [`RetryAction::RejectRows`]: the server (or the client's encoder) says the data itself is
-//!   invalid. Resending the same bytes would fail forever, so the batch is split until the bad
-//!   rows are isolated, and those go to the dead-letter file with the server's message.
+//! Two answers, by error class:
+//! - [`RetryAction::Retry`]: the server is unreachable, slow, overloaded or restarting
+//!   (network errors, timeouts, and the transient codes below), or misconfigured for us (unknown
+//!   table or database, authentication): the batch is kept (and spooled to disk after a few
+//!   tries) and resent unchanged later. Nothing is dropped for a problem that goes away or that
+//!   the operator can fix.
+//! - [`RetryAction::RejectRows`]: any other error the server answered with, and the client's
+//!   own encoding errors. The server read the request and refused its data, so resending the same
+//!   bytes would fail forever: the batch is split until the bad rows are isolated, and those go
+//!   to the dead-letter file with the server's message (from where they can be loaded again).
+//!   Deciding by "not transient" rather than by a list of data-error codes matters: a misaligned
+//!   row makes the server report whatever its bytes happen to look like (33, 32, 27, 117, 131,
+//!   128, …), so a fixed list of data codes lets some bad rows retry forever.
 //!
-//! ClickHouse error codes (`Code: N` in the response) for invalid data, as in Vector's
-//! ClickHouse sink: 6 CANNOT_PARSE_TEXT, 26 CANNOT_PARSE_QUOTED_STRING, 27
-//! CANNOT_PARSE_INPUT_ASSERTION_FAILED, 32 ATTEMPT_TO_READ_AFTER_EOF, 33 CANNOT_READ_ALL_DATA, 38 CANNOT_PARSE_DATE,
-//! 41 CANNOT_PARSE_DATETIME, 53 TYPE_MISMATCH, 69 ARGUMENT_OUT_OF_BOUND, 70 CANNOT_CONVERT_TYPE,
-//! 72 CANNOT_PARSE_NUMBER, 117 INCORRECT_DATA, 131 TOO_LARGE_STRING_SIZE, 252 TOO_MANY_PARTS is
-//! *not* one of them (it is back-pressure: retry).
+//! Transient codes: 3 UNEXPECTED_END_OF_FILE, 159 TIMEOUT_EXCEEDED, 202 TOO_MANY_SIMULTANEOUS_QUERIES,
+//! 209 SOCKET_TIMEOUT, 210 NETWORK_ERROR, 241 MEMORY_LIMIT_EXCEEDED, 242 TABLE_IS_READ_ONLY,
+//! 252 TOO_MANY_PARTS, 425 SYSTEM_ERROR. Configuration codes: 16 NO_SUCH_COLUMN_IN_TABLE,
+//! 60 UNKNOWN_TABLE, 62 SYNTAX_ERROR, 81 UNKNOWN_DATABASE, 115 UNKNOWN_SETTING, 192–197 user and
+//! password errors, 497 ACCESS_DENIED, 516 AUTHENTICATION_FAILED.
 
 use std::time::Duration;
 
@@ -26,8 +31,10 @@ pub enum RetryAction {
     RejectRows(String),
 }
 
-/// Codes that mean "this data can never be inserted".
-const INVALID_DATA_CODES: &[u32] = &[6, 26, 27, 32, 33, 38, 41, 49, 53, 69, 70, 72, 117, 131];
+/// Codes of a server that is overloaded, restarting or unreachable: try again later.
+const TRANSIENT_CODES: &[u32] = &[3, 159, 202, 209, 210, 241, 242, 252, 425];
+/// Codes of a configuration the operator must fix: keep the data until then.
+const CONFIG_CODES: &[u32] = &[16, 60, 62, 81, 115, 192, 193, 194, 195, 196, 197, 497, 516];
 
 /// The `Code: N` of a ClickHouse error text (`Code: 27, e.displayText() = …` on 18.16,
 /// `Code: 27. DB::Exception: …` on modern servers).
@@ -43,8 +50,10 @@ pub fn classify(error: &clickhouse::error::Error) -> RetryAction {
     let text = error.to_string();
     match error {
         Error::BadResponse(body) => match error_code(body) {
-            Some(code) if INVALID_DATA_CODES.contains(&code) => RetryAction::RejectRows(text),
-            _ => RetryAction::Retry(text),
+            Some(code) if TRANSIENT_CODES.contains(&code) || CONFIG_CODES.contains(&code) => RetryAction::Retry(text),
+            Some(_) => RetryAction::RejectRows(text),
+            // An answer without a code (a proxy's error page, an HTTP 5xx): not the data's fault.
+            None => RetryAction::Retry(text),
         },
         // The encoder refused a value: it will refuse it again.
         Error::Custom(_) | Error::SequenceMustHaveLength | Error::InvalidUtf8Encoding(_) => {
@@ -80,6 +89,13 @@ mod tests {
         assert!(matches!(classify(&missing), RetryAction::Retry(_)));
         let auth = Error::BadResponse("Code: 516. DB::Exception: default: Authentication failed".into());
         assert!(matches!(classify(&auth), RetryAction::Retry(_)));
+        let parts = Error::BadResponse("Code: 252, e.displayText() = DB::Exception: Too many parts".into());
+        assert!(matches!(classify(&parts), RetryAction::Retry(_)));
+        // Whatever a misaligned row makes the server say, it is the row's fault.
+        let odd = Error::BadResponse("Code: 128, e.displayText() = DB::Exception: Too large array size".into());
+        assert!(matches!(classify(&odd), RetryAction::RejectRows(_)));
+        let proxy = Error::BadResponse("502 Bad Gateway".into());
+        assert!(matches!(classify(&proxy), RetryAction::Retry(_)));
         assert!(matches!(classify(&Error::TimedOut), RetryAction::Retry(_)));
         assert!(matches!(classify(&Error::Custom("bad value".into())), RetryAction::RejectRows(_)));
     }

@@ -91,6 +91,43 @@ pub fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Test helpers shared by the feed formats' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::observation::Direction;
+    use crate::reputation::classify::{BrokenStarttls, Class, Classification};
+
+    /// An unknown-class endpoint, flagged broken-STARTTLS when `broken`.
+    pub fn entry(direction: Direction, ip: &str, broken: bool) -> Entry {
+        Entry {
+            key: EndpointKey { direction, ip: ip.to_owned() },
+            history: HostHistory::default(),
+            classification: Classification {
+                class: Class::Unknown,
+                baseline: Class::Unknown,
+                broken_starttls: broken.then_some(BrokenStarttls {
+                    last_failure: 0,
+                    failures: 2,
+                    level: 1,
+                    retry_after: 3600,
+                }),
+                downgrade: None,
+                dormant: false,
+                expired: false,
+                allowed: false,
+                never_enforce: false,
+                evidence: Vec::new(),
+            },
+        }
+    }
+
+    /// A stamp at the epoch.
+    pub fn stamp() -> Stamp {
+        Stamp { generated: DateTime::UNIX_EPOCH, expires: DateTime::UNIX_EPOCH }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

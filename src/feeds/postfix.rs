@@ -48,36 +48,11 @@ pub fn tls_policy(stamp: &Stamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reputation::classify::{BrokenStarttls, Class, Classification};
-    use crate::reputation::history::HostHistory;
-    use crate::reputation::store::EndpointKey;
-
-    fn entry(direction: Direction, ip: &str, broken: bool) -> Entry {
-        Entry {
-            key: EndpointKey { direction, ip: ip.to_owned() },
-            history: HostHistory::default(),
-            classification: Classification {
-                class: Class::Unknown,
-                baseline: Class::Unknown,
-                broken_starttls: broken.then_some(BrokenStarttls {
-                    last_failure: 0,
-                    failures: 2,
-                    level: 1,
-                    retry_after: 3600,
-                }),
-                downgrade: None,
-                dormant: false,
-                expired: false,
-                allowed: false,
-                never_enforce: false,
-                evidence: Vec::new(),
-            },
-        }
-    }
+    use crate::feeds::testing::{entry, stamp};
 
     #[test]
     fn feeds_larger_than_100k_entries() {
-        let stamp = Stamp { generated: chrono::DateTime::UNIX_EPOCH, expires: chrono::DateTime::UNIX_EPOCH };
+        let stamp = stamp();
         let entries: Vec<Entry> = (0..120_000u32)
             .map(|n| {
                 let ip = if n % 2 == 0 {
@@ -96,7 +71,7 @@ mod tests {
 
     #[test]
     fn discard_maps_list_flagged_ips_of_their_direction() {
-        let stamp = Stamp { generated: chrono::DateTime::UNIX_EPOCH, expires: chrono::DateTime::UNIX_EPOCH };
+        let stamp = stamp();
         let entries = [
             entry(Direction::Outbound, "192.0.2.1", true),
             entry(Direction::Outbound, "2001:db8::1", true),

@@ -33,31 +33,15 @@ pub fn access(entries: &[Entry], stamp: &Stamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reputation::classify::{BrokenStarttls, Class, Classification};
-    use crate::reputation::history::HostHistory;
-    use crate::reputation::store::EndpointKey;
+    use crate::feeds::testing::{entry, stamp};
 
     fn broken(direction: Direction, ip: &str) -> Entry {
-        Entry {
-            key: EndpointKey { direction, ip: ip.to_owned() },
-            history: HostHistory::default(),
-            classification: Classification {
-                class: Class::Unknown,
-                baseline: Class::Unknown,
-                broken_starttls: Some(BrokenStarttls { last_failure: 0, failures: 2, level: 1, retry_after: 0 }),
-                downgrade: None,
-                dormant: false,
-                expired: false,
-                allowed: false,
-                never_enforce: false,
-                evidence: Vec::new(),
-            },
-        }
+        entry(direction, ip, true)
     }
 
     #[test]
     fn access_and_exim_lists() {
-        let stamp = Stamp { generated: chrono::DateTime::UNIX_EPOCH, expires: chrono::DateTime::UNIX_EPOCH };
+        let stamp = stamp();
         let entries = [
             broken(Direction::Outbound, "192.0.2.1"),
             broken(Direction::Outbound, "2001:db8::1"),

@@ -2,7 +2,8 @@
 # The test command (README "Run the tests"; .ci/run calls exactly this).
 #
 # On a Debian 12 machine with Rust stable it installs the Debian packages the real-MTA
-# tests need (Postfix, swaks, openssl: tests/harness/install-deps.sh, idempotent), then runs
+# tests need (Postfix, swaks, openssl, ClickHouse, rspamd: tests/harness/install-deps.sh,
+# idempotent), then runs
 # every check CI runs, fastest first, and ends with cargo's normal test summary:
 #   1. cargo fmt --check
 #   2. cargo clippy on every target, warnings denied
@@ -21,9 +22,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 echo "== installing test dependencies (Debian packages)"
-bash tests/harness/install-deps.sh postfix
-bash tests/harness/clickhouse.sh install
-bash tests/harness/rspamd.sh install
+bash tests/harness/install-deps.sh postfix clickhouse rspamd
 # Sendmail conflicts with Postfix: its makemap is used from a private unpack.
 bash tests/harness/unpack.sh sendmail-bin .ci-work/pkgs/sendmail-bin
 # Debian's own python3 lacks ensurepip until python3-venv is installed; the chdb check needs a venv.

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # install-deps.sh: installs the Debian packages that the real-MTA test labs need.
 #
-# Usage: tests/harness/install-deps.sh [MTA...]
+# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, rspamd)
+#
+# The one place that installs Debian packages for the tests; clickhouse.sh install and
+# rspamd.sh install call it.
 #
 # MTA defaults to "postfix", the only lab that exists so far.
 # The script is idempotent and non-interactive: when every package is already
@@ -40,12 +43,19 @@ for mta in "${mtas[@]}"; do
         postfix)
             packages+=(postfix)
             ;;
+        clickhouse)
+            packages+=(clickhouse-server clickhouse-client curl)
+            ;;
+        rspamd)
+            # --no-install-recommends (below) keeps redis-server out: the tests do not use it.
+            packages+=(rspamd curl)
+            ;;
         exim | sendmail | opensmtpd)
             echo "install-deps.sh: the $mta lab is not written yet (it will be unpacked privately with apt-get download + dpkg -x)" >&2
             exit 2
             ;;
         *)
-            echo "install-deps.sh: unknown MTA '$mta' (known: postfix)" >&2
+            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd)" >&2
             exit 2
             ;;
     esac

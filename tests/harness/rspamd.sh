@@ -65,7 +65,6 @@
 set -euo pipefail
 
 readonly PROG=rspamd.sh
-readonly PACKAGES=(rspamd curl)
 
 die() {
     echo "$PROG: $*" >&2
@@ -93,66 +92,10 @@ rspamd_version() {
 }
 
 cmd_install() {
-    local missing=() package
-    for package in "${PACKAGES[@]}"; do
-        is_installed "$package" || missing+=("$package")
-    done
-    if [[ ${#missing[@]} -eq 0 ]]; then
-        echo "$PROG: already installed: ${PACKAGES[*]} ($(rspamd_version))"
-        return 0
-    fi
-    [[ $(id -u) -eq 0 ]] || die "must run as root to install: ${missing[*]}"
-    echo "$PROG: installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-
-    # A policy-rc.d that answers 101 keeps the package's system service from starting
-    # (invoke-rc.d and deb-systemd-invoke both ask it); an existing one is kept aside and put
-    # back, whatever happens.
-    local policy_rc=/usr/sbin/policy-rc.d
-    POLICY_BACKUP=""
-    if [[ -e "$policy_rc" ]]; then
-        POLICY_BACKUP=$(mktemp /usr/sbin/policy-rc.d.rspamd-backup.XXXXXX)
-        cp -p "$policy_rc" "$POLICY_BACKUP"
-    fi
-    trap 'restore_policy_rc' EXIT
-    printf '#!/bin/sh\n# Written by tests/harness/rspamd.sh; removed when it ends.\nexit 101\n' >"$policy_rc"
-    chmod 0755 "$policy_rc"
-
-    # Refresh the package lists only when a package has no install candidate.
-    local needs_update=0 candidate
-    for package in "${missing[@]}"; do
-        candidate=$(apt-cache policy "$package" 2>/dev/null | awk '/Candidate:/ { print $2 }')
-        if [[ -z "$candidate" || "$candidate" == "(none)" ]]; then
-            needs_update=1
-        fi
-    done
-    if [[ $needs_update -eq 1 ]]; then
-        apt-get update -qq
-    fi
-    if ! apt_install "${missing[@]}"; then
-        [[ $needs_update -eq 0 ]] || exit 1
-        echo "$PROG: install failed, refreshing package lists and retrying" >&2
-        apt-get update -qq
-        apt_install "${missing[@]}"
-    fi
-    restore_policy_rc
-    trap - EXIT
+    # install-deps.sh is the one place that installs packages (policy-rc.d, apt-get update only
+    # when needed, one retry).
+    bash "$(dirname "${BASH_SOURCE[0]}")/install-deps.sh" rspamd
     echo "$PROG: installed ($(rspamd_version))"
-}
-
-restore_policy_rc() {
-    if [[ -n "${POLICY_BACKUP:-}" ]]; then
-        mv -f "$POLICY_BACKUP" /usr/sbin/policy-rc.d
-        POLICY_BACKUP=""
-    else
-        rm -f /usr/sbin/policy-rc.d
-    fi
-}
-
-# --no-install-recommends: rspamd recommends redis-server, which the tests do not use.
-apt_install() {
-    apt-get install -y -qq --no-install-recommends \
-        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
 }
 
 # ---------------------------------------------------------------------------

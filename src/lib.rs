@@ -24,6 +24,7 @@ pub mod commands;
 pub mod correlate;
 pub mod feeds;
 pub mod observation;
+pub mod parallel;
 pub mod reputation;
 pub mod sinks;
 pub mod sources;

@@ -205,15 +205,34 @@ pub struct Source {
 /// FNV-1a is written out here (rather than `std`'s `DefaultHasher`) because the value is stored
 /// and must not change between Rust releases.
 pub fn event_id(name: &str, offset: u64) -> String {
+    event_id_at(event_id_prefix(name), offset)
+}
+
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// The hash state of [`event_id`] after the source name: computed once per source.
+pub fn event_id_prefix(name: &str) -> u64 {
     const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut hash = FNV_OFFSET;
-    for byte in name.bytes().chain([0xff]).chain(offset.to_le_bytes()) {
+    for byte in name.bytes().chain([0xff]) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(FNV_PRIME);
+    }
+    hash
+}
+
+/// [`event_id`] from the source's [`event_id_prefix`].
+pub fn event_id_at(prefix: u64, offset: u64) -> String {
+    let mut hash = prefix;
+    for byte in offset.to_le_bytes() {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(FNV_PRIME);
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits: String = (0..16).rev().map(|nibble| char::from(HEX[((hash >> (nibble * 4)) & 0xf) as usize])).collect();
+    let mut digits = String::with_capacity(16);
+    for nibble in (0..16).rev() {
+        digits.push(char::from(HEX[((hash >> (nibble * 4)) & 0xf) as usize]));
+    }
     digits
 }
 

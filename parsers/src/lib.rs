@@ -115,8 +115,9 @@ pub fn detect_mta(tag: &str) -> Mta {
 
 /// The Postfix daemon of a tag with a path, if it is one.
 fn postfix_daemon(tag: &str) -> Option<postfix::Daemon> {
-    let (_, service) = tag.rsplit_once('/')?;
-    postfix::Daemon::from_service(service)
+    // A byte scan: the generic `rsplit_once(char)` costs more than the rest of this lookup.
+    let slash = tag.bytes().rposition(|b| b == b'/')?;
+    postfix::Daemon::from_service(&tag[slash + 1..])
 }
 
 /// Parses one line (without its line terminator) into a [`Record`].
@@ -134,8 +135,16 @@ fn postfix_daemon(tag: &str) -> Option<postfix::Daemon> {
 /// assert!(matches!(record.body, parsers::Body::Postfix { event: parsers::postfix::Event::Delivery(_), .. }));
 /// ```
 pub fn parse_line<'a>(line: &'a str, years: &mut YearInference) -> Result<Record<'a>, Error> {
-    let mut syslog_line = syslog::parse_syslog(line)?;
-    years.resolve(&mut syslog_line.header.timestamp);
+    let mut record = parse_record(line)?;
+    years.resolve(&mut record.header.timestamp);
+    Ok(record)
+}
+
+/// Parses one line like [`parse_line`] but leaves the year of yearless framings unresolved
+/// (`year_logged == false`, `year == 0`), so lines can be parsed out of order (on several
+/// threads) and resolved in stream order afterwards with [`YearInference::resolve`].
+pub fn parse_record(line: &str) -> Result<Record<'_>, Error> {
+    let syslog_line = syslog::parse_syslog(line)?;
     let body = match postfix_daemon(syslog_line.header.appname) {
         Some(daemon) => match postfix::parse_event(daemon, syslog_line.message) {
             Ok(event) => Body::Postfix { daemon, event },
@@ -144,4 +153,13 @@ pub fn parse_line<'a>(line: &'a str, years: &mut YearInference) -> Result<Record
         None => Body::Other,
     };
     Ok(Record { header: syslog_line.header, body })
+}
+
+/// `text.split_once(byte)` for an ASCII byte, as a plain byte scan: on the short fields of a log
+/// line this is several times faster than the generic `char` pattern search.
+pub(crate) fn split_byte(text: &str, byte: u8) -> Option<(&str, &str)> {
+    debug_assert!(byte.is_ascii());
+    let at = text.bytes().position(|b| b == byte)?;
+    // An ASCII byte is always a character boundary.
+    Some((&text[..at], &text[at + 1..]))
 }

@@ -534,7 +534,7 @@ fn tls_summary(class: TrustClass, input: &str) -> IResult<&str, TlsConnection<'_
 
 /// A non-empty run of characters up to the next space (or the end).
 fn word_until_space(text: &str) -> Option<(&str, &str)> {
-    let end = text.find(' ').unwrap_or(text.len());
+    let end = text.bytes().position(|b| b == b' ').unwrap_or(text.len());
     (end > 0).then(|| (&text[..end], &text[end..]))
 }
 
@@ -555,9 +555,15 @@ fn tls_extras(text: &str) -> (Option<&str>, Option<&str>) {
     if text.is_empty() {
         return (None, None);
     }
-    let key_exchange = text.strip_prefix(" key-exchange ").and_then(word);
-    let server_signature =
-        text.find(" server-signature ").and_then(|at| word(&text[at + " server-signature ".len()..]));
+    let (key_exchange, rest) = match text.strip_prefix(" key-exchange ").and_then(word_until_space) {
+        Some((word, rest)) => (Some(word), rest),
+        None => (None, text),
+    };
+    // `server-signature` follows `key-exchange` directly; search only when it does not.
+    let server_signature = match rest.strip_prefix(" server-signature ") {
+        Some(after) => word(after),
+        None => text.find(" server-signature ").and_then(|at| word(&text[at + " server-signature ".len()..])),
+    };
     (key_exchange, server_signature)
 }
 
@@ -620,8 +626,11 @@ fn reject(input: &str) -> Result<Event<'_>, Error> {
 fn counters(input: &str) -> Counters {
     let mut counters = Counters::default();
     for item in input.split_ascii_whitespace() {
-        let Some((name, value)) = item.split_once('=') else { continue };
-        let (ok, total) = match value.split_once('/') {
+        let Some((name, value)) = crate::split_byte(item, b'=') else { continue };
+        if !matches!(name, "starttls" | "mail" | "data" | "bdat" | "commands") {
+            continue;
+        }
+        let (ok, total) = match crate::split_byte(value, b'/') {
             Some((ok, total)) => (ok.parse().ok(), total.parse().ok()),
             None => (value.parse().ok(), value.parse().ok()),
         };
@@ -675,9 +684,9 @@ fn delivery<'a>(queue_id: &'a str, input: &'a str) -> Result<Delivery<'a>, Error
     let mut have_relay = false;
     loop {
         rest = rest.strip_prefix(", ").ok_or(Error::Malformed)?;
-        let (key, after_key) = rest.split_once('=').ok_or(Error::Malformed)?;
+        let (key, after_key) = crate::split_byte(rest, b'=').ok_or(Error::Malformed)?;
         if key == "status" {
-            let (status, reason) = after_key.split_once(' ').unwrap_or((after_key, ""));
+            let (status, reason) = crate::split_byte(after_key, b' ').unwrap_or((after_key, ""));
             found.status = match status {
                 "sent" => Status::Sent,
                 "deferred" => Status::Deferred,
@@ -767,7 +776,7 @@ fn tlsrpt(input: &str) -> Result<Event<'_>, Error> {
         Tlsrpt { success: false, domain: "", receiving_mx: Peer::default(), failure_type: None, failure_reason: None };
     let mut have_status = false;
     for item in input.split(", ") {
-        let (key, value) = item.split_once('=').ok_or(Error::Malformed)?;
+        let (key, value) = crate::split_byte(item, b'=').ok_or(Error::Malformed)?;
         match key {
             "status" => {
                 have_status = true;

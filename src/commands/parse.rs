@@ -19,10 +19,10 @@ use super::clickhouse_args::{ClickhouseArgs, SinkArgs};
 use crate::clock::{year_month, LogClock, Zone};
 use crate::correlate::{Config, Correlator, Counters, LineMeta, SourceId, TlsLogging};
 use crate::observation::{Observation, Outcome, Source};
+use crate::parallel::{self, Parsed};
 use crate::reputation::indra::IndraStore;
 use crate::reputation::store::{record, RecordCounts, ReputationStore};
 use crate::sinks::clickhouse::{schema, ClickhouseConfig, ClickhouseSink, SinkConfig, SinkCounters};
-use crate::sources::lines::{for_each_line, Line};
 
 /// What to write on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -67,6 +67,11 @@ pub struct ParseArgs {
     /// Lines longer than this are skipped and counted as oversized.
     #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
     pub max_line_bytes: usize,
+
+    /// Threads that parse lines (0: one per core, at most 8). Joining lines into observations
+    /// stays in order on one thread; reading and parsing run beside it.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub threads: usize,
 
     /// Most connections kept open at once while joining lines.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
@@ -166,10 +171,13 @@ pub fn run(args: &ParseArgs) -> Result<ParseSummary> {
             last_micros: reference,
         };
         let name = input.source.name.clone();
-        for_each_line::<_, _, anyhow::Error>(input.reader, args.max_line_bytes, |line| {
-            stream.line(&mut correlator, &mut lines, line, &mut out);
-            write_all(&mut writer, args.output, &mut out, sink.as_mut(), state.as_mut())?;
-            progress.tick(&lines);
+        let workers = if args.threads == 0 { parallel::default_workers() } else { args.threads };
+        parallel::parse_stream(input.reader, args.max_line_bytes, workers, |parsed| {
+            for line in parsed.iter_mut() {
+                stream.line(&mut correlator, &mut lines, line, &mut out);
+                write_all(&mut writer, args.output, &mut out, sink.as_mut(), state.as_mut())?;
+                progress.tick(&lines);
+            }
             Ok(())
         })
         .with_context(|| format!("reading {name}"))?;
@@ -347,35 +355,29 @@ impl Stream {
         &mut self,
         correlator: &mut Correlator,
         lines: &mut LineCounters,
-        line: Line<'_>,
+        line: &mut Parsed<'_>,
         out: &mut Vec<Observation>,
     ) {
         lines.lines += 1;
-        let (offset, bytes) = match line {
-            Line::Text { offset, bytes } => (offset, bytes),
-            Line::Oversized { len, .. } => {
+        let (offset, record) = match line {
+            Parsed::Record { offset, len, lossy, record } => {
+                lines.bytes += *len + 1;
+                lines.non_utf8 += u64::from(*lossy);
+                (*offset, record)
+            }
+            Parsed::Failed { len, lossy, error, .. } => {
+                lines.bytes += *len + 1;
+                lines.non_utf8 += u64::from(*lossy);
+                lines.unparsed(*error);
+                return;
+            }
+            Parsed::Oversized { len, .. } => {
                 lines.oversized += 1;
-                lines.bytes += len + 1;
+                lines.bytes += *len + 1;
                 return;
             }
         };
-        lines.bytes += bytes.len() as u64 + 1;
-        let lossy;
-        let text = match std::str::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(_) => {
-                lines.non_utf8 += 1;
-                lossy = String::from_utf8_lossy(bytes);
-                &lossy
-            }
-        };
-        let record = match parsers::parse_line(text, &mut self.years) {
-            Ok(record) => record,
-            Err(error) => {
-                lines.unparsed(error);
-                return;
-            }
-        };
+        self.years.resolve(&mut record.header.timestamp);
         if let parsers::Body::Unparsed(_) = record.body {
             lines.malformed += 1;
         }
@@ -383,7 +385,7 @@ impl Stream {
             self.last_micros = self.clock.micros(timestamp);
         }
         let meta = LineMeta { source: self.source, offset, ts_micros: self.last_micros };
-        correlator.push(&record, meta, out);
+        correlator.push(record, meta, out);
     }
 }
 
@@ -415,7 +417,7 @@ fn write_all(
 /// An opened input.
 struct Input {
     source: Source,
-    reader: Box<dyn Read>,
+    reader: Box<dyn Read + Send>,
     len: u64,
     mtime_micros: i64,
 }

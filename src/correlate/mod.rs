@@ -112,6 +112,8 @@ impl Counters {
 pub struct Correlator {
     config: Config,
     sources: Vec<Arc<Source>>,
+    /// [`crate::observation::event_id_prefix`] of each source.
+    id_prefixes: Vec<u64>,
     names: Names,
     postfix: postfix::State,
     counters: Counters,
@@ -125,6 +127,7 @@ impl Correlator {
         Correlator {
             config,
             sources: Vec::new(),
+            id_prefixes: Vec::new(),
             names: Names::default(),
             postfix: postfix::State::default(),
             counters: Counters::default(),
@@ -134,6 +137,7 @@ impl Correlator {
 
     /// Registers a source; lines from it carry the returned id in [`LineMeta::source`].
     pub fn add_source(&mut self, source: Source) -> SourceId {
+        self.id_prefixes.push(crate::observation::event_id_prefix(&source.name));
         self.sources.push(Arc::new(source));
         SourceId(u32::try_from(self.sources.len() - 1).unwrap_or(u32::MAX))
     }
@@ -144,11 +148,11 @@ impl Correlator {
         let start = out.len();
         match &record.body {
             parsers::Body::Postfix { daemon, event } => {
-                let process =
-                    self.names.process(record.header.hostname, record.header.instance(), record.header.procid);
+                let process = self.names.process(&record.header, record.header.procid);
                 let mut ctx = postfix::Ctx {
                     config: &self.config,
                     sources: &self.sources,
+                    id_prefixes: &self.id_prefixes,
                     names: &self.names,
                     counters: &mut self.counters,
                     meta,
@@ -173,6 +177,7 @@ impl Correlator {
         let mut ctx = postfix::Ctx {
             config: &self.config,
             sources: &self.sources,
+            id_prefixes: &self.id_prefixes,
             names: &self.names,
             counters: &mut self.counters,
             meta: LineMeta { source: SourceId(0), offset: 0, ts_micros: i64::MAX },
@@ -197,6 +202,7 @@ impl Correlator {
         let mut ctx = postfix::Ctx {
             config: &self.config,
             sources: &self.sources,
+            id_prefixes: &self.id_prefixes,
             names: &self.names,
             counters: &mut self.counters,
             meta: LineMeta { source: SourceId(0), offset: 0, ts_micros: now_micros },
@@ -225,23 +231,33 @@ pub struct ProcessKey {
 /// Interns (reporter, instance) pairs so per-line keys are two integers.
 #[derive(Debug, Default)]
 pub struct Names {
+    /// `(reporter, instance)` → index in `pairs`.
     ids: FxHashMap<(Arc<str>, Arc<str>), u32>,
     pairs: Vec<(Arc<str>, Arc<str>)>,
-    last: Option<u32>,
+    /// `len(reporter) ‖ reporter ‖ program tag` → index in `pairs`: one hash lookup per line,
+    /// without splitting the tag or allocating (the key is built in `scratch`).
+    by_tag: FxHashMap<Box<[u8]>, u32>,
+    scratch: Vec<u8>,
 }
 
 impl Names {
-    fn process(&mut self, reporter: &str, instance: &str, pid: Option<u32>) -> ProcessKey {
-        let name = match self.last {
-            Some(id) if &*self.pairs[id as usize].0 == reporter && &*self.pairs[id as usize].1 == instance => id,
-            _ => {
-                let key: (Arc<str>, Arc<str>) = (Arc::from(reporter), Arc::from(instance));
+    fn process(&mut self, header: &parsers::Header<'_>, pid: Option<u32>) -> ProcessKey {
+        let (reporter, tag) = (header.hostname, header.appname);
+        self.scratch.clear();
+        // Length-prefixed, so forged names cannot collide by moving bytes between the parts.
+        self.scratch.extend_from_slice(&(reporter.len() as u64).to_le_bytes());
+        self.scratch.extend_from_slice(reporter.as_bytes());
+        self.scratch.extend_from_slice(tag.as_bytes());
+        let name = match self.by_tag.get(self.scratch.as_slice()) {
+            Some(id) => *id,
+            None => {
+                let key: (Arc<str>, Arc<str>) = (Arc::from(reporter), Arc::from(header.instance()));
                 let next = u32::try_from(self.pairs.len()).unwrap_or(u32::MAX);
                 let id = *self.ids.entry(key.clone()).or_insert_with(|| {
                     self.pairs.push(key);
                     next
                 });
-                self.last = Some(id);
+                self.by_tag.insert(self.scratch.as_slice().into(), id);
                 id
             }
         };

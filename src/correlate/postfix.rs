@@ -27,7 +27,9 @@ use parsers::Peer;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{Config, Counters, LineMeta, Names, ProcessKey, SourceId, TlsLogging};
-use crate::observation::{event_id, Direction, Failure, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust};
+use crate::observation::{
+    event_id, event_id_at, Direction, Failure, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust,
+};
 
 /// Most `TLS library problem` reasons kept for one handshake.
 const MAX_REASONS: usize = 8;
@@ -38,6 +40,8 @@ const MAX_ITEMS: usize = 64;
 pub struct Ctx<'c> {
     pub(super) config: &'c Config,
     pub(super) sources: &'c [Arc<Source>],
+    /// [`crate::observation::event_id_prefix`] of each source.
+    pub(super) id_prefixes: &'c [u64],
     pub(super) names: &'c Names,
     pub(super) counters: &'c mut Counters,
     pub(super) meta: LineMeta,
@@ -508,7 +512,10 @@ fn emit(
     let source = conn.source.and_then(|id| ctx.sources.get(id.0 as usize)).cloned().unwrap_or_else(|| {
         Arc::new(Source { kind: "unknown".to_owned(), name: String::new(), trust: "none".to_owned() })
     });
-    let event_id = event_id(&source.name, conn.offset);
+    let event_id = match conn.source.and_then(|id| ctx.id_prefixes.get(id.0 as usize)) {
+        Some(prefix) => event_id_at(*prefix, conn.offset),
+        None => event_id(&source.name, conn.offset),
+    };
     let (outcome, failure, tls) = match direction {
         Direction::Outbound => outbound_verdict(&mut conn, tls_logged),
         Direction::Inbound => inbound_verdict(&mut conn, tls_logged),

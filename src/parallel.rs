@@ -1,0 +1,393 @@
+//! Parallel parsing of one byte stream, consumed in stream order.
+//!
+//! Correlation must see lines in order, but the grammars in `parsers` are pure and need no
+//! context, so they run on several threads:
+//!
+//! ```text
+//! reader thread ──chunk i──▶ worker i % N ──parsed chunk i──▶ caller (in order: 0, 1, 2, …)
+//!      ▲                                                        │
+//!      └──────────────────── empty chunk (recycled) ◀───────────┘
+//! ```
+//!
+//! The reader frames lines ([`crate::sources::lines`]), validates UTF-8 (a non-UTF-8 line is
+//! replaced by its lossy form and marked) and copies whole lines into a [`Chunk`]. Workers parse
+//! each line with [`parsers::parse_record`] into records that borrow the chunk (a
+//! [`self_cell`] keeps the text and its records together). The caller gets the chunks back in
+//! stream order because chunk `i` always goes to worker `i % N` and is collected from there.
+//!
+//! **Invariants:** every line of the stream reaches the caller exactly once, in order, as a
+//! record, a parse error or an oversized-line marker; memory is bounded by a fixed number of
+//! chunks in flight (the reader waits for a recycled chunk); when the caller stops early every
+//! thread ends and is joined; years of yearless timestamps are left for the caller to resolve
+//! in order ([`parsers::YearInference`] is stateful).
+
+use std::io::Read;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+
+use anyhow::{Context, Result};
+
+use crate::sources::lines::{for_each_line, Line};
+
+/// Bytes of line text per chunk: large enough that channel hand-offs are rare, small enough
+/// that the chunks in flight stay a few MB.
+const CHUNK_BYTES: usize = 128 * 1024;
+
+/// Where a line sits in its chunk.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// `text[start..end]`; `len` bytes in the stream; `lossy` when they were not UTF-8 (the
+    /// text is then their lossy form).
+    Text { offset: u64, len: u32, start: u32, end: u32, lossy: bool },
+    /// A line longer than the limit, skipped by the framer.
+    Oversized { offset: u64, len: u64 },
+}
+
+/// Whole lines of a stream, copied out of the read buffer.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    text: String,
+    slots: Vec<Slot>,
+}
+
+/// A chunk on its way to a worker, with an empty vector whose allocation the worker reuses for
+/// the parsed lines (allocating a fresh one per chunk costs page faults).
+#[derive(Debug, Default)]
+struct Job {
+    chunk: Chunk,
+    spare: Vec<Parsed<'static>>,
+}
+
+/// One line, parsed.
+// Records live in a reused vector per chunk: boxing the large variant would allocate per line.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Parsed<'a> {
+    /// A line with a syslog envelope.
+    Record {
+        /// Byte offset of the line in the stream.
+        offset: u64,
+        /// Length of the line in bytes, without its newline.
+        len: u64,
+        /// The original bytes were not UTF-8; `record` borrows their lossy form.
+        lossy: bool,
+        /// The parsed line; the year of a yearless timestamp is not yet resolved.
+        record: parsers::Record<'a>,
+    },
+    /// A line whose envelope could not be parsed.
+    Failed {
+        /// Byte offset of the line in the stream.
+        offset: u64,
+        /// Length of the line in bytes, without its newline.
+        len: u64,
+        /// The original bytes were not UTF-8.
+        lossy: bool,
+        /// Why.
+        error: parsers::Error,
+    },
+    /// A line longer than the limit: not read into memory.
+    Oversized {
+        /// Byte offset of the line in the stream.
+        offset: u64,
+        /// Its length in bytes.
+        len: u64,
+    },
+}
+
+type ParsedLines<'a> = Vec<Parsed<'a>>;
+
+self_cell::self_cell!(
+    /// A chunk and the records that borrow its text.
+    pub struct ParsedChunk {
+        owner: Chunk,
+        #[covariant]
+        dependent: ParsedLines,
+    }
+);
+
+impl std::fmt::Debug for ParsedChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedChunk").field("lines", &self.borrow_dependent().len()).finish()
+    }
+}
+
+fn parse_chunk(Job { chunk, spare }: Job) -> ParsedChunk {
+    ParsedChunk::new(chunk, move |chunk| {
+        let mut parsed = relabel(spare);
+        parsed.reserve(chunk.slots.len());
+        for slot in &chunk.slots {
+            parsed.push(match *slot {
+                Slot::Text { offset, len, start, end, lossy } => {
+                    let len = u64::from(len);
+                    match parsers::parse_record(&chunk.text[start as usize..end as usize]) {
+                        Ok(record) => Parsed::Record { offset, len, lossy, record },
+                        Err(error) => Parsed::Failed { offset, len, lossy, error },
+                    }
+                }
+                Slot::Oversized { offset, len } => Parsed::Oversized { offset, len },
+            });
+        }
+        parsed
+    })
+}
+
+/// An empty vector of lines with another lifetime, in the same allocation (the standard
+/// library collects a `vec::IntoIter` in place when the element layout is unchanged).
+// `filter` cannot change the lifetime: `filter_map` is needed.
+#[allow(clippy::unnecessary_filter_map)]
+fn relabel<'b>(lines: Vec<Parsed<'_>>) -> Vec<Parsed<'b>> {
+    lines.into_iter().filter_map(|_| None).collect()
+}
+
+/// The number of parse workers to use when the operator did not say: the available cores,
+/// at most 8.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8)
+}
+
+/// The reader stopped because the other side hung up (the caller stopped early).
+#[derive(Debug)]
+struct HungUp;
+
+/// Reads `reader` to its end on a thread of its own, parses its lines on `workers` threads and
+/// calls `on_lines` with each line in stream order, on the calling thread.
+///
+/// `on_lines` gets the lines of one chunk at a time (mutable, so the caller can resolve years in
+/// place) and returns `Err` to stop early. Returns the number of bytes read.
+pub fn parse_stream<R, F>(reader: R, max_line_bytes: usize, workers: usize, mut on_lines: F) -> Result<u64>
+where
+    R: Read + Send,
+    F: FnMut(&mut [Parsed<'_>]) -> Result<()>,
+{
+    let workers = workers.clamp(1, 64);
+    // Slots hold u32 positions: a chunk is at most CHUNK_BYTES plus one line (in its lossy
+    // form, at most three times its bytes).
+    let max_line_bytes = max_line_bytes.min(256 << 20);
+    // Chunks in flight: one being filled, one queued and one being parsed per worker, one
+    // being consumed.
+    let in_flight = 2 * workers + 2;
+    std::thread::scope(|scope| {
+        let (free_tx, free_rx) = mpsc::sync_channel::<Job>(in_flight);
+        for _ in 0..in_flight {
+            free_tx.send(Job::default()).expect("the receiver is alive");
+        }
+        let mut to_workers: Vec<SyncSender<Job>> = Vec::with_capacity(workers);
+        let mut from_workers: Vec<Receiver<ParsedChunk>> = Vec::with_capacity(workers);
+        let mut worker_handles = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Job>(1);
+            let (parsed_tx, parsed_rx) = mpsc::sync_channel::<ParsedChunk>(1);
+            to_workers.push(chunk_tx);
+            from_workers.push(parsed_rx);
+            let handle = std::thread::Builder::new()
+                .name(format!("parse-{index}"))
+                .spawn_scoped(scope, move || {
+                    for chunk in chunk_rx {
+                        if parsed_tx.send(parse_chunk(chunk)).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .context("cannot start a parse thread")?;
+            worker_handles.push(handle);
+        }
+        let reader_handle = std::thread::Builder::new()
+            .name("read".to_owned())
+            .spawn_scoped(scope, move || read_chunks(reader, max_line_bytes, &free_rx, &to_workers))
+            .context("cannot start the reader thread")?;
+
+        let mut consumed: Result<()> = Ok(());
+        'chunks: for index in 0.. {
+            let Ok(mut parsed) = from_workers[index % workers].recv() else { break 'chunks };
+            consumed = parsed.with_dependent_mut(|_, lines| on_lines(lines));
+            if consumed.is_err() {
+                break 'chunks;
+            }
+            let spare = parsed.with_dependent_mut(|_, lines| relabel(std::mem::take(lines)));
+            let mut chunk = parsed.into_owner();
+            chunk.text.clear();
+            chunk.slots.clear();
+            // The reader may have finished: then nobody needs the chunk back.
+            let _ = free_tx.try_send(Job { chunk, spare });
+        }
+        // Hang up on the workers and the reader (when the caller stopped early), then join them.
+        drop(from_workers);
+        drop(free_tx);
+        let read = reader_handle.join();
+        for handle in worker_handles {
+            if handle.join().is_err() {
+                anyhow::bail!("a parse thread panicked");
+            }
+        }
+        consumed?;
+        match read {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(error)) => Err(error),
+            Err(_) => anyhow::bail!("the reader thread panicked"),
+        }
+    })
+}
+
+/// The reader thread: frames lines into chunks and deals them to the workers in turn.
+fn read_chunks<R: Read>(
+    reader: R,
+    max_line_bytes: usize,
+    free: &Receiver<Job>,
+    workers: &[SyncSender<Job>],
+) -> Result<u64> {
+    let mut next_worker = 0;
+    let mut job = match free.recv() {
+        Ok(job) => job,
+        Err(_) => return Ok(0),
+    };
+    let mut dispatch = |chunk: Job| -> Result<(), HungUp> {
+        workers[next_worker].send(chunk).map_err(|_| HungUp)?;
+        next_worker = (next_worker + 1) % workers.len();
+        Ok(())
+    };
+    let result = for_each_line::<_, _, ReadError>(reader, max_line_bytes, |line| {
+        match line {
+            Line::Text { offset, bytes } => {
+                let start = job.chunk.text.len() as u32;
+                let lossy = match simdutf8::basic::from_utf8(bytes) {
+                    Ok(text) => {
+                        job.chunk.text.push_str(text);
+                        false
+                    }
+                    Err(_) => {
+                        job.chunk.text.push_str(&String::from_utf8_lossy(bytes));
+                        true
+                    }
+                };
+                let end = job.chunk.text.len() as u32;
+                job.chunk.slots.push(Slot::Text { offset, len: bytes.len() as u32, start, end, lossy });
+            }
+            Line::Oversized { offset, len } => job.chunk.slots.push(Slot::Oversized { offset, len }),
+        }
+        if job.chunk.text.len() >= CHUNK_BYTES || job.chunk.slots.len() >= CHUNK_BYTES / 16 {
+            dispatch(std::mem::take(&mut job))?;
+            job = free.recv().map_err(|_| HungUp)?;
+        }
+        Ok(())
+    });
+    match result {
+        Ok(bytes) => {
+            // When this fails the caller stopped early and reports its own error.
+            if !job.chunk.slots.is_empty() {
+                let _ = dispatch(job);
+            }
+            Ok(bytes)
+        }
+        Err(ReadError::HungUp) => Ok(0),
+        Err(ReadError::Io(error)) => Err(error.into()),
+    }
+}
+
+/// Why the reader stopped before the end of the stream.
+enum ReadError {
+    Io(std::io::Error),
+    HungUp,
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(error: std::io::Error) -> Self {
+        ReadError::Io(error)
+    }
+}
+
+impl From<HungUp> for ReadError {
+    fn from(_: HungUp) -> Self {
+        ReadError::HungUp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the caller saw of each line, in order.
+    fn collect(data: &[u8], max_line_bytes: usize, workers: usize) -> Vec<(u64, String)> {
+        let mut got = Vec::new();
+        let bytes = parse_stream(data, max_line_bytes, workers, |lines| {
+            for line in lines.iter() {
+                got.push(match line {
+                    Parsed::Record { offset, len, lossy, record } => {
+                        (*offset, format!("record {len} {lossy} {}", record.header.hostname))
+                    }
+                    Parsed::Failed { offset, len, lossy, error } => (*offset, format!("failed {len} {lossy} {error}")),
+                    Parsed::Oversized { offset, len } => (*offset, format!("oversized {len}")),
+                });
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(bytes, data.len() as u64);
+        got
+    }
+
+    fn sample(lines: usize) -> Vec<u8> {
+        let mut data = Vec::new();
+        for i in 0..lines {
+            match i % 5 {
+                0 => data.extend_from_slice(b"\xff\xfe not utf-8\n"),
+                1 => data.extend_from_slice(&vec![b'x'; 300]),
+                _ => data.extend_from_slice(format!("Nov  3 13:35:12 h{i} postfix/qmgr[1]: removed\n").as_bytes()),
+            }
+            if i % 5 == 1 {
+                data.push(b'\n');
+            }
+        }
+        data
+    }
+
+    #[test]
+    fn every_line_arrives_once_in_order_with_any_worker_count() {
+        let data = sample(20_000);
+        let one = collect(&data, 200, 1);
+        assert_eq!(one.len(), 20_000);
+        assert!(one.windows(2).all(|pair| pair[0].0 < pair[1].0), "offsets increase");
+        assert_eq!(one[0].1, "failed 12 true not-syslog");
+        assert_eq!(one[1].1, "oversized 300");
+        assert_eq!(one[2].1, "record 43 false h2");
+        for workers in [2, 3, 7] {
+            assert_eq!(collect(&data, 200, workers), one, "{workers} workers");
+        }
+    }
+
+    #[test]
+    fn the_caller_can_stop_early_and_every_thread_ends() {
+        let data = sample(200_000);
+        let mut seen = 0;
+        let result = parse_stream(&data[..], 200, 3, |lines| {
+            seen += lines.len();
+            anyhow::bail!("stop")
+        });
+        assert_eq!(result.unwrap_err().to_string(), "stop");
+        assert!(seen > 0 && seen < 200_000);
+    }
+
+    #[test]
+    fn read_errors_are_reported() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk on fire"))
+            }
+        }
+        let error = parse_stream(Broken, 100, 2, |_| Ok(())).unwrap_err();
+        assert!(format!("{error:#}").contains("disk on fire"), "{error:#}");
+    }
+
+    #[test]
+    fn recycled_vectors_keep_their_allocation() {
+        let lines: Vec<Parsed<'_>> = Vec::with_capacity(1000);
+        let address = lines.as_ptr() as usize;
+        let relabelled: Vec<Parsed<'static>> = relabel(lines);
+        assert_eq!(relabelled.as_ptr() as usize, address);
+        assert!(relabelled.capacity() >= 1000);
+    }
+
+    #[test]
+    fn empty_stream() {
+        assert!(collect(b"", 10, 2).is_empty());
+    }
+}

@@ -26,8 +26,6 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use anyhow::{Context, Result};
 
-use crate::sources::lines::{for_each_line, Line};
-
 /// Bytes of line text per chunk: large enough that channel hand-offs are rare, small enough
 /// that the chunks in flight stay a few MB.
 const CHUNK_BYTES: usize = 128 * 1024;
@@ -42,10 +40,11 @@ enum Slot {
     Oversized { offset: u64, len: u64 },
 }
 
-/// Whole lines of a stream, copied out of the read buffer.
+/// Whole lines of a stream, read straight into this buffer; valid UTF-8 once the reader hands
+/// it on (see [`make_lossy`]).
 #[derive(Debug, Default)]
 pub struct Chunk {
-    text: String,
+    bytes: Vec<u8>,
     slots: Vec<Slot>,
 }
 
@@ -114,11 +113,22 @@ fn parse_chunk(Job { chunk, spare }: Job) -> ParsedChunk {
     ParsedChunk::new(chunk, move |chunk| {
         let mut parsed = relabel(spare);
         parsed.reserve(chunk.slots.len());
+        // The reader made the chunk valid UTF-8; should that ever fail, lines are checked one by one.
+        let text = simdutf8::basic::from_utf8(&chunk.bytes).ok();
         for slot in &chunk.slots {
             parsed.push(match *slot {
                 Slot::Text { offset, len, start, end, lossy } => {
                     let len = u64::from(len);
-                    match parsers::parse_record(&chunk.text[start as usize..end as usize]) {
+                    let (start, end) = (start as usize, end as usize);
+                    let line = match text {
+                        Some(text) => text.get(start..end),
+                        None => chunk.bytes.get(start..end).and_then(|line| std::str::from_utf8(line).ok()),
+                    };
+                    let Some(line) = line else {
+                        parsed.push(Parsed::Failed { offset, len, lossy: true, error: parsers::Error::NotSyslog });
+                        continue;
+                    };
+                    match parsers::parse_record(line) {
                         Ok(record) => Parsed::Record { offset, len, lossy, record },
                         Err(error) => Parsed::Failed { offset, len, lossy, error },
                     }
@@ -143,10 +153,6 @@ fn relabel<'b>(lines: Vec<Parsed<'_>>) -> Vec<Parsed<'b>> {
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8)
 }
-
-/// The reader stopped because the other side hung up (the caller stopped early).
-#[derive(Debug)]
-struct HungUp;
 
 /// Reads `reader` to its end on a thread of its own, parses its lines on `workers` threads and
 /// calls `on_lines` with each line in stream order, on the calling thread.
@@ -203,9 +209,7 @@ where
                 break 'chunks;
             }
             let spare = parsed.with_dependent_mut(|_, lines| relabel(std::mem::take(lines)));
-            let mut chunk = parsed.into_owner();
-            chunk.text.clear();
-            chunk.slots.clear();
+            let chunk = parsed.into_owner();
             // The reader may have finished: then nobody needs the chunk back.
             let _ = free_tx.try_send(Job { chunk, spare });
         }
@@ -227,77 +231,141 @@ where
     })
 }
 
-/// The reader thread: frames lines into chunks and deals them to the workers in turn.
+/// The reader thread: reads the stream straight into chunks, frames their lines and deals them
+/// to the workers in turn.
+///
+/// A chunk ends at its last newline; the incomplete line after it starts the next chunk. A line
+/// longer than `max_line_bytes` is reported as oversized and its bytes are dropped as they
+/// arrive (never buffered beyond one chunk). A chunk with bytes that are not UTF-8 gets the
+/// lossy form of each such line (marked), so workers always see valid text.
 fn read_chunks<R: Read>(
-    reader: R,
+    mut reader: R,
     max_line_bytes: usize,
     free: &Receiver<Job>,
     workers: &[SyncSender<Job>],
 ) -> Result<u64> {
     let mut next_worker = 0;
-    let mut job = match free.recv() {
-        Ok(job) => job,
-        Err(_) => return Ok(0),
-    };
-    let mut dispatch = |chunk: Job| -> Result<(), HungUp> {
-        workers[next_worker].send(chunk).map_err(|_| HungUp)?;
+    // Stream offset of the first byte of the chunk being filled.
+    let mut base: u64 = 0;
+    // The incomplete last line of the previous chunk.
+    let mut carry: Vec<u8> = Vec::new();
+    // While dropping an oversized line: its offset and the bytes seen so far.
+    let mut skipping: Option<(u64, u64)> = None;
+    let mut job: Option<Job> = None;
+    loop {
+        let mut current = match job.take() {
+            Some(current) => current,
+            None => match free.recv() {
+                Ok(current) => current,
+                // The caller stopped early and reports its own error.
+                Err(_) => return Ok(base),
+            },
+        };
+        let chunk = &mut current.chunk;
+        chunk.bytes.clear();
+        chunk.slots.clear();
+        chunk.bytes.append(&mut carry);
+        let want = CHUNK_BYTES.saturating_sub(chunk.bytes.len()).max(CHUNK_BYTES / 4);
+        let n_read = loop {
+            match (&mut reader).take(want as u64).read_to_end(&mut chunk.bytes) {
+                Ok(n) => break n,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error.into()),
+            }
+        };
+        let at_eof = n_read == 0;
+        let filled = chunk.bytes.len();
+        let mut start = 0;
+        if let Some((offset, len)) = skipping {
+            match memchr::memchr(b'\n', &chunk.bytes) {
+                Some(idx) => {
+                    chunk.slots.push(Slot::Oversized { offset, len: len + idx as u64 });
+                    skipping = None;
+                    start = idx + 1;
+                }
+                None if at_eof => {
+                    chunk.slots.push(Slot::Oversized { offset, len: len + filled as u64 });
+                    skipping = None;
+                    start = filled;
+                }
+                None => {
+                    skipping = Some((offset, len + filled as u64));
+                    base += filled as u64;
+                    job = Some(current);
+                    continue;
+                }
+            }
+        }
+        let scan_from = start;
+        for idx in memchr::memchr_iter(b'\n', &chunk.bytes[scan_from..]) {
+            let end = scan_from + idx;
+            push_line(&mut chunk.slots, base, start, end, max_line_bytes);
+            start = end + 1;
+        }
+        if at_eof {
+            if start < filled {
+                push_line(&mut chunk.slots, base, start, filled, max_line_bytes);
+                start = filled;
+            }
+        } else if filled - start > max_line_bytes {
+            skipping = Some((base + start as u64, (filled - start) as u64));
+        } else {
+            carry.extend_from_slice(&chunk.bytes[start..]);
+        }
+        chunk.bytes.truncate(start.min(filled));
+        base += filled as u64 - carry.len() as u64;
+        if simdutf8::basic::from_utf8(&chunk.bytes).is_err() {
+            make_lossy(chunk);
+        }
+        if chunk.slots.is_empty() {
+            if at_eof {
+                return Ok(base);
+            }
+            job = Some(current);
+            continue;
+        }
+        if workers[next_worker].send(current).is_err() {
+            return Ok(base);
+        }
         next_worker = (next_worker + 1) % workers.len();
-        Ok(())
-    };
-    let result = for_each_line::<_, _, ReadError>(reader, max_line_bytes, |line| {
-        match line {
-            Line::Text { offset, bytes } => {
-                let start = job.chunk.text.len() as u32;
-                let lossy = match simdutf8::basic::from_utf8(bytes) {
-                    Ok(text) => {
-                        job.chunk.text.push_str(text);
-                        false
-                    }
-                    Err(_) => {
-                        job.chunk.text.push_str(&String::from_utf8_lossy(bytes));
-                        true
-                    }
-                };
-                let end = job.chunk.text.len() as u32;
-                job.chunk.slots.push(Slot::Text { offset, len: bytes.len() as u32, start, end, lossy });
-            }
-            Line::Oversized { offset, len } => job.chunk.slots.push(Slot::Oversized { offset, len }),
+        if at_eof {
+            return Ok(base);
         }
-        if job.chunk.text.len() >= CHUNK_BYTES || job.chunk.slots.len() >= CHUNK_BYTES / 16 {
-            dispatch(std::mem::take(&mut job))?;
-            job = free.recv().map_err(|_| HungUp)?;
-        }
-        Ok(())
+    }
+}
+
+/// Records the line `chunk.bytes[start..end]` (at stream offset `base + start`).
+fn push_line(slots: &mut Vec<Slot>, base: u64, start: usize, end: usize, max_line_bytes: usize) {
+    let offset = base + start as u64;
+    let len = end - start;
+    slots.push(if len > max_line_bytes {
+        Slot::Oversized { offset, len: len as u64 }
+    } else {
+        // Chunks and lines are far below 4 GiB (see `parse_stream`).
+        Slot::Text { offset, len: len as u32, start: start as u32, end: end as u32, lossy: false }
     });
-    match result {
-        Ok(bytes) => {
-            // When this fails the caller stopped early and reports its own error.
-            if !job.chunk.slots.is_empty() {
-                let _ = dispatch(job);
+}
+
+/// Rewrites a chunk that holds bytes that are not UTF-8: each such line becomes its lossy form
+/// (U+FFFD for each bad sequence) and is marked; valid lines are copied unchanged.
+fn make_lossy(chunk: &mut Chunk) {
+    let mut bytes = Vec::with_capacity(chunk.bytes.len() + 64);
+    for slot in &mut chunk.slots {
+        if let Slot::Text { start, end, lossy, .. } = slot {
+            let line = &chunk.bytes[*start as usize..*end as usize];
+            let new_start = bytes.len() as u32;
+            match std::str::from_utf8(line) {
+                Ok(_) => bytes.extend_from_slice(line),
+                Err(_) => {
+                    bytes.extend_from_slice(String::from_utf8_lossy(line).as_bytes());
+                    *lossy = true;
+                }
             }
-            Ok(bytes)
+            *start = new_start;
+            *end = bytes.len() as u32;
         }
-        Err(ReadError::HungUp) => Ok(0),
-        Err(ReadError::Io(error)) => Err(error.into()),
     }
-}
-
-/// Why the reader stopped before the end of the stream.
-enum ReadError {
-    Io(std::io::Error),
-    HungUp,
-}
-
-impl From<std::io::Error> for ReadError {
-    fn from(error: std::io::Error) -> Self {
-        ReadError::Io(error)
-    }
-}
-
-impl From<HungUp> for ReadError {
-    fn from(_: HungUp) -> Self {
-        ReadError::HungUp
-    }
+    chunk.bytes = bytes;
 }
 
 #[cfg(test)]
@@ -375,6 +443,59 @@ mod tests {
         }
         let error = parse_stream(Broken, 100, 2, |_| Ok(())).unwrap_err();
         assert!(format!("{error:#}").contains("disk on fire"), "{error:#}");
+    }
+
+    /// What `sources::lines::for_each_line` (the reference framer) makes of `data`.
+    fn reference(data: &[u8], max_line_bytes: usize) -> Vec<(u64, String)> {
+        let mut want = Vec::new();
+        crate::sources::lines::for_each_line::<_, _, std::io::Error>(data, max_line_bytes, |line| {
+            want.push(match line {
+                crate::sources::lines::Line::Text { offset, bytes } => {
+                    let lossy = std::str::from_utf8(bytes).is_err();
+                    let text = String::from_utf8_lossy(bytes);
+                    let len = bytes.len();
+                    match parsers::parse_record(&text) {
+                        Ok(record) => (offset, format!("record {len} {lossy} {}", record.header.hostname)),
+                        Err(error) => (offset, format!("failed {len} {lossy} {error}")),
+                    }
+                }
+                crate::sources::lines::Line::Oversized { offset, len } => (offset, format!("oversized {len}")),
+            });
+            Ok(())
+        })
+        .unwrap();
+        want
+    }
+
+    #[test]
+    fn framing_matches_the_reference_framer_across_chunk_boundaries() {
+        // Lines far longer than a chunk, bad UTF-8 right after one, CRs, empty lines, and no
+        // final newline: every framing edge, at several line limits.
+        let mut data = Vec::new();
+        for i in 0..3000u32 {
+            match i % 11 {
+                0 if i % 550 == 0 => data.extend(std::iter::repeat_n(b'y', 3 * CHUNK_BYTES + i as usize)),
+                1 => data.extend_from_slice(b"Nov  3 13:35:12 bad\xc3( postfix/smtp[1]: x"),
+                2 => {}
+                3 => data.extend_from_slice(b"\r"),
+                4 => data.extend(std::iter::repeat_n(b'z', 150 + i as usize % 100)),
+                _ => data.extend_from_slice(format!("Nov  3 13:35:12 h{i} postfix/qmgr[1]: removed").as_bytes()),
+            }
+            data.push(b'\n');
+        }
+        data.extend_from_slice(b"Nov  3 13:35:12 last postfix/qmgr[1]: no newline");
+        for max in [100, 200, 4 * CHUNK_BYTES] {
+            let want = reference(&data, max);
+            for workers in [1, 3] {
+                assert_eq!(collect(&data, max, workers), want, "max {max}, {workers} workers");
+            }
+        }
+        // A stream that is one oversized line, with and without a newline.
+        for tail in [&b""[..], b"\n"] {
+            let mut one = vec![b'x'; 2 * CHUNK_BYTES + 5];
+            one.extend_from_slice(tail);
+            assert_eq!(collect(&one, 10, 2), vec![(0, format!("oversized {}", 2 * CHUNK_BYTES + 5))]);
+        }
     }
 
     #[test]

@@ -143,6 +143,7 @@ pub fn parse_line<'a>(line: &'a str, years: &mut YearInference) -> Result<Record
 /// Parses one line like [`parse_line`] but leaves the year of yearless framings unresolved
 /// (`year_logged == false`, `year == 0`), so lines can be parsed out of order (on several
 /// threads) and resolved in stream order afterwards with [`YearInference::resolve`].
+#[inline]
 pub fn parse_record(line: &str) -> Result<Record<'_>, Error> {
     let syslog_line = syslog::parse_syslog(line)?;
     let body = match postfix_daemon(syslog_line.header.appname) {

@@ -9,7 +9,7 @@
 //! warnings, `host … said: …`) become [`Event::Ignored`]. A message that starts like a line we
 //! know but breaks its grammar (a reporter truncated it) is [`Error::Malformed`].
 
-use nom::bytes::complete::{tag, take_till, take_until, take_while1};
+use nom::bytes::complete::{tag, take_till, take_until};
 use nom::sequence::preceded;
 use nom::{IResult, Parser};
 
@@ -334,6 +334,7 @@ pub fn parse_message<'a>(service: &str, message: &'a str) -> Result<Event<'a>, E
 }
 
 /// [`parse_message`] for a daemon already recognised.
+#[inline]
 pub fn parse_event(daemon: Daemon, message: &str) -> Result<Event<'_>, Error> {
     match daemon {
         Daemon::Smtp | Daemon::Lmtp => client(message),
@@ -659,12 +660,11 @@ fn queue_message<'a>(
 
 /// `7EE668039: `, `4WzPS31N13z8slH: ` (long ids), `NOQUEUE: `.
 pub fn queue_id(input: &str) -> IResult<&str, &str> {
-    let (rest, id) = take_while1(|c: char| c.is_ascii_alphanumeric()).parse(input)?;
-    if !(5..=20).contains(&id.len()) {
+    let len = input.bytes().position(|b| !b.is_ascii_alphanumeric()).unwrap_or(input.len());
+    if !(5..=20).contains(&len) || !input[len..].starts_with(": ") {
         return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::LengthValue)));
     }
-    let (rest, _) = tag(": ").parse(rest)?;
-    Ok((rest, id))
+    Ok((&input[len + 2..], &input[..len]))
 }
 
 /// After `QID: to=`: `<rcpt>, [orig_to=<…>, ]relay=…, [conn_use=N, ]delay=…, delays=…, [tls=…, ]dsn=…, status=… (…)`.

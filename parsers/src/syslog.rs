@@ -147,7 +147,7 @@ fn pri(input: &str) -> IResult<&str, u8> {
 
 /// A run of non-space characters.
 fn word(input: &str) -> IResult<&str, &str> {
-    let end = input.find(' ').unwrap_or(input.len());
+    let end = input.bytes().position(|b| b == b' ').unwrap_or(input.len());
     if end == 0 {
         return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::TakeWhile1)));
     }

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::explain::ExplainArgs;
 use crate::commands::feed::FeedArgs;
+use crate::commands::ingest::IngestArgs;
 use crate::commands::parse::ParseArgs;
 use crate::commands::reputation::ReputationCommand;
 use crate::commands::schema::SchemaCommand;
@@ -28,6 +29,11 @@ pub enum Command {
     ///
     /// Example: tlsledger parse --stats /var/log/mail.log /var/log/mail.log.1 > observations.jsonl
     Parse(ParseArgs),
+    /// Run the daemon: follow log files, receive syslog, keep the reputation state, ClickHouse
+    /// and checkpoints current.
+    ///
+    /// Example: tlsledger ingest --follow /var/log/mail.log --syslog-listen 127.0.0.1:5514 --state /var/lib/tlsledger
+    Ingest(IngestArgs),
     /// Create, upgrade or inspect the ClickHouse tables.
     ///
     /// Example: tlsledger schema apply --clickhouse http://127.0.0.1:8123

@@ -3,6 +3,7 @@
 pub mod clickhouse_args;
 pub mod explain;
 pub mod feed;
+pub mod ingest;
 pub mod parse;
 pub mod reputation;
 pub mod schema;

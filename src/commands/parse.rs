@@ -22,7 +22,7 @@ use crate::observation::{Observation, Outcome, Source};
 use crate::parallel::{self, Parsed};
 use crate::reputation::indra::IndraStore;
 use crate::reputation::store::{record, RecordCounts, ReputationStore};
-use crate::sinks::clickhouse::{schema, ClickhouseConfig, ClickhouseSink, SinkConfig, SinkCounters};
+use crate::sinks::clickhouse::{schema, ClickhouseConfig, ClickhouseSink, SinkConfig, SinkCounters, SinkInput};
 
 /// What to write on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -163,13 +163,7 @@ pub fn run(args: &ParseArgs) -> Result<ParseSummary> {
     for input in inputs {
         let source = correlator.add_source(input.source.clone());
         let reference = args.reference_time.map(|t| t.timestamp_micros()).unwrap_or(input.mtime_micros);
-        let (year, month) = year_month(args.log_zone, reference);
-        let mut stream = Stream {
-            source,
-            years: parsers::YearInference::new(year, month),
-            clock: LogClock::new(args.log_zone),
-            last_micros: reference,
-        };
+        let mut stream = Stream::new(source, args.log_zone, reference);
         let name = input.source.name.clone();
         let workers = if args.threads == 0 { parallel::default_workers() } else { args.threads };
         parallel::parse_stream(input.reader, args.max_line_bytes, workers, |parsed| {
@@ -198,7 +192,7 @@ pub fn run(args: &ParseArgs) -> Result<ParseSummary> {
 }
 
 /// Folds observations into the reputation store in chunks, and saves it at the end.
-struct StateWriter {
+pub(crate) struct StateWriter {
     store: IndraStore,
     pending: Vec<Observation>,
     trusted_files: bool,
@@ -209,13 +203,13 @@ impl StateWriter {
     /// Observations folded at a time.
     const CHUNK: usize = 10_000;
 
-    fn open(dir: &std::path::Path, trusted_files: bool) -> Result<Self> {
+    pub(crate) fn open(dir: &std::path::Path, trusted_files: bool) -> Result<Self> {
         let store =
             IndraStore::open(dir).with_context(|| format!("cannot open the reputation state in {}", dir.display()))?;
         Ok(StateWriter { store, pending: Vec::new(), trusted_files, counts: RecordCounts::default() })
     }
 
-    fn push(&mut self, observation: Observation) -> Result<()> {
+    pub(crate) fn push(&mut self, observation: Observation) -> Result<()> {
         self.pending.push(observation);
         if self.pending.len() >= Self::CHUNK {
             self.fold()?;
@@ -231,9 +225,14 @@ impl StateWriter {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<RecordCounts> {
+    /// Folds what is pending and saves the store (atomically): a checkpoint.
+    pub(crate) fn sync(&mut self) -> Result<()> {
         self.fold()?;
-        self.store.save().context("cannot save the reputation state")?;
+        self.store.save().context("cannot save the reputation state")
+    }
+
+    pub(crate) fn finish(mut self) -> Result<RecordCounts> {
+        self.sync()?;
         Ok(self.counts)
     }
 }
@@ -253,8 +252,8 @@ const SINK_CHUNK: usize = 1024;
 
 /// The ClickHouse sink on its own thread with a single-threaded tokio runtime, fed through a
 /// bounded channel: when the sink is slow (or the spool full), `send` blocks and reading pauses.
-struct SinkThread {
-    sender: tokio::sync::mpsc::Sender<Vec<Observation>>,
+pub(crate) struct SinkThread {
+    sender: tokio::sync::mpsc::Sender<SinkInput>,
     /// Observations not yet handed to the sink thread: sent in chunks of [`SINK_CHUNK`].
     chunk: Vec<Observation>,
     inserted: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -263,7 +262,7 @@ struct SinkThread {
 }
 
 impl SinkThread {
-    fn start(config: ClickhouseConfig, sink_config: SinkConfig) -> Result<Self> {
+    pub(crate) fn start(config: ClickhouseConfig, sink_config: SinkConfig) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let spool_dir = sink_config.spool_dir.clone();
         // Check what can be checked before reading: the table exists (when the server answers).
@@ -306,7 +305,7 @@ impl SinkThread {
         Ok(SinkThread { sender, chunk: Vec::with_capacity(SINK_CHUNK), inserted, handle, spool_dir })
     }
 
-    fn send(&mut self, observation: Observation) -> Result<()> {
+    pub(crate) fn send(&mut self, observation: Observation) -> Result<()> {
         self.chunk.push(observation);
         if self.chunk.len() >= SINK_CHUNK {
             self.send_chunk()?;
@@ -319,11 +318,23 @@ impl SinkThread {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(SINK_CHUNK));
-        self.sender.blocking_send(chunk).map_err(|_| anyhow::anyhow!("the ClickHouse sink stopped unexpectedly"))
+        self.sender
+            .blocking_send(SinkInput::Rows(chunk))
+            .map_err(|_| anyhow::anyhow!("the ClickHouse sink stopped unexpectedly"))
+    }
+
+    /// Hands over everything sent so far and waits until it is inserted or spooled.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.send_chunk()?;
+        let (done, acked) = tokio::sync::oneshot::channel();
+        self.sender
+            .blocking_send(SinkInput::Flush(done))
+            .map_err(|_| anyhow::anyhow!("the ClickHouse sink stopped unexpectedly"))?;
+        acked.blocking_recv().map_err(|_| anyhow::anyhow!("the ClickHouse sink stopped unexpectedly"))
     }
 
     /// Closes the channel, waits for the last batches, and fails if rows remain spooled.
-    fn finish(mut self) -> Result<SinkCounters> {
+    pub(crate) fn finish(mut self) -> Result<SinkCounters> {
         self.send_chunk()?;
         drop(self.sender);
         let counters = match self.handle.join() {
@@ -342,7 +353,7 @@ impl SinkThread {
 }
 
 /// Per-input state.
-struct Stream {
+pub(crate) struct Stream {
     source: SourceId,
     years: parsers::YearInference,
     clock: LogClock,
@@ -351,7 +362,43 @@ struct Stream {
 }
 
 impl Stream {
-    fn line(
+    /// The state of one input whose yearless timestamps are near `reference` (µs since the epoch).
+    pub(crate) fn new(source: SourceId, zone: Zone, reference: i64) -> Self {
+        let (year, month) = year_month(zone, reference);
+        Stream {
+            source,
+            years: parsers::YearInference::new(year, month),
+            clock: LogClock::new(zone),
+            last_micros: reference,
+        }
+    }
+
+    /// Parses `text` (one line without its newline) and feeds it to the correlator.
+    pub(crate) fn text_line(
+        &mut self,
+        correlator: &mut Correlator,
+        lines: &mut LineCounters,
+        offset: u64,
+        bytes: &[u8],
+        out: &mut Vec<Observation>,
+    ) {
+        let len = bytes.len() as u64;
+        let lossy_text;
+        let (text, lossy) = match std::str::from_utf8(bytes) {
+            Ok(text) => (text, false),
+            Err(_) => {
+                lossy_text = String::from_utf8_lossy(bytes);
+                (&*lossy_text, true)
+            }
+        };
+        let mut parsed = match parsers::parse_record(text) {
+            Ok(record) => Parsed::Record { offset, len, lossy, record },
+            Err(error) => Parsed::Failed { offset, len, lossy, error },
+        };
+        self.line(correlator, lines, &mut parsed, out);
+    }
+
+    pub(crate) fn line(
         &mut self,
         correlator: &mut Correlator,
         lines: &mut LineCounters,

@@ -171,6 +171,41 @@ impl Correlator {
         self.count_new(out, start);
     }
 
+    /// The offset of the earliest line of `source` that an open connection still needs (see
+    /// [`postfix::State::low_water`]); `None` when nothing of it is open.
+    pub fn low_water(&self, source: SourceId) -> Option<u64> {
+        self.postfix.low_water(source)
+    }
+
+    /// The shared source record of `id` (observations carry clones of this `Arc`).
+    pub fn source(&self, id: SourceId) -> Option<&Arc<Source>> {
+        self.sources.get(id.0 as usize)
+    }
+
+    /// The processes (reporter, instance, pid) with a connection from `source` still open, and
+    /// the offset of its first line: what a reader that restarts at [`Correlator::low_water`]
+    /// must feed again (other lines of that range belong to connections already emitted).
+    pub fn open_processes(&self, source: SourceId) -> Vec<(String, String, u32, u64)> {
+        self.postfix
+            .open_processes(source)
+            .into_iter()
+            .map(|(key, offset)| {
+                let (reporter, instance) = self.names.get(key.name);
+                (reporter.to_string(), instance.to_string(), key.pid, offset)
+            })
+            .collect()
+    }
+
+    /// Registers a source whose event ids hash `id_key` instead of the source's name: a followed
+    /// file is one name across rotations, but each generation needs ids of its own.
+    pub fn add_source_keyed(&mut self, source: Source, id_key: &str) -> SourceId {
+        let id = self.add_source(source);
+        if let Some(prefix) = self.id_prefixes.get_mut(id.0 as usize) {
+            *prefix = crate::observation::event_id_prefix(id_key);
+        }
+        id
+    }
+
     /// Emits every open connection (end of input, shutdown).
     pub fn finish(&mut self, out: &mut Vec<Observation>) {
         let start = out.len();

@@ -124,6 +124,25 @@ impl State {
         self.clients.len() + self.servers.len()
     }
 
+    /// The offset of the earliest line of `source` that an open connection still needs: a
+    /// reader that restarts from here loses nothing that is still open.
+    pub fn low_water(&self, source: SourceId) -> Option<u64> {
+        let clients = self.clients.values().filter_map(|client| client.conn.as_deref());
+        let servers = self.servers.values().map(|session| &*session.conn);
+        clients.chain(servers).filter(|conn| conn.source == Some(source)).map(|conn| conn.offset).min()
+    }
+
+    /// The processes with an open connection from `source`, with the offset of its first line.
+    pub fn open_processes(&self, source: SourceId) -> Vec<(ProcessKey, u64)> {
+        let clients = self.clients.iter().filter_map(|(key, client)| Some((*key, client.conn.as_deref()?)));
+        let servers = self.servers.iter().map(|(key, session)| (*key, &*session.conn));
+        clients
+            .chain(servers)
+            .filter(|(_, conn)| conn.source == Some(source))
+            .map(|(key, conn)| (key, conn.offset))
+            .collect()
+    }
+
     /// Handles one event of daemon `service` from `process`.
     pub fn push(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, daemon: Daemon, event: &Event<'_>) {
         match daemon {

@@ -17,4 +17,4 @@ pub mod sink;
 pub mod spool;
 
 pub use config::ClickhouseConfig;
-pub use sink::{ClickhouseSink, SinkConfig, SinkCounters};
+pub use sink::{ClickhouseSink, SinkConfig, SinkCounters, SinkInput};

@@ -1,0 +1,911 @@
+//! `tlsledger ingest`: the daemon. Follows mail logs, receives syslog, reads stdin, and keeps the
+//! reputation state, ClickHouse and stdout current.
+//!
+//! ```text
+//! follower thread ─┐                       ┌─► stdout (JSON lines)
+//! syslog listeners ├─► Input channel ─► core ─► ClickHouse sink thread (batches, spool)
+//! stdin thread    ─┤   (bounded)       (parse, ├─► reputation state (IndraDB snapshot)
+//! ticker, signals ─┘                   correlate) └─► checkpoint file
+//! ```
+//!
+//! **Checkpoints** (files only): every `checkpoint_interval` the core makes a sync point: it
+//! hands everything emitted so far to the ClickHouse sink and waits until it is inserted or
+//! spooled, saves the reputation state, then writes `checkpoints.json` atomically. A file's
+//! checkpoint offset is the first line that an open connection still needs (the correlator's low
+//! water mark), so a restart after a crash (even `kill -9`) re-reads open connections whole;
+//! the event ids of observations already emitted from the re-read range are saved with the
+//! checkpoint and skipped after the restart. ClickHouse removes any remaining duplicate by event
+//! id (at-least-once); stdout is at-least-once too.
+//!
+//! **Guarantees per source:** files at-least-once across restarts and rotation (see
+//! [`crate::sources::follow`] for the copytruncate window); syslog best-effort
+//! ([`crate::sources::syslog`]); stdin at-most-once (no position to resume from).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{BufWriter, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::clock::Zone;
+use crate::commands::clickhouse_args::{ClickhouseArgs, SinkArgs};
+use crate::commands::parse::{format_stats, LineCounters, ParseSummary, SinkThread, StateWriter, Stream};
+use crate::correlate::{Config, Correlator, SourceId, TlsLogging};
+use crate::observation::{Observation, Source};
+use crate::sources::follow::{FileEvent, FileKey, FollowConfig, Follower, Resume};
+use crate::sources::syslog::{self, SyslogConfig, SyslogCounters, SyslogMessage};
+
+/// Options of `tlsledger ingest`. Every option can also be set in the TOML file given with
+/// `--config` (same names, with `_` for `-`); a flag given on the command line wins.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestArgs {
+    /// TOML configuration file (see examples/ingest.toml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Follow this log file (a path or a glob; repeat for more). Rotation by rename and by
+    /// copytruncate is handled; positions are checkpointed.
+    #[arg(long, value_name = "PATH")]
+    pub follow: Vec<String>,
+
+    /// Receive syslog on UDP and TCP at this address (e.g. 127.0.0.1:5514).
+    #[arg(long, value_name = "ADDR")]
+    pub syslog_listen: Vec<SocketAddr>,
+
+    /// Receive syslog on UDP only at this address.
+    #[arg(long, value_name = "ADDR")]
+    pub syslog_udp: Vec<SocketAddr>,
+
+    /// Receive syslog on TCP only (RFC 6587 octet counting or LF framing) at this address.
+    #[arg(long, value_name = "ADDR")]
+    pub syslog_tcp: Vec<SocketAddr>,
+
+    /// Syslog senders allowed (address or CIDR; repeat). Default: loopback only.
+    #[arg(long, value_name = "CIDR", value_parser = parse_net)]
+    pub syslog_allow: Vec<IpNet>,
+
+    /// Longest syslog message accepted [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Most syslog TCP connections at once [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Also read log lines from stdin (at-most-once: nothing to resume from).
+    #[arg(long)]
+    pub stdin: bool,
+
+    /// Print observations as JSON lines on stdout.
+    #[arg(long)]
+    pub stdout: bool,
+
+    /// Reputation state directory (IndraDB snapshot) [default: /var/lib/tlsledger].
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+
+    /// Keep no reputation state (only ClickHouse and/or stdout).
+    #[arg(long)]
+    pub no_state: bool,
+
+    /// Treat followed files as trusted sources (root-owned MTA logs): they may promote hosts.
+    #[arg(long)]
+    pub trusted_files: bool,
+
+    /// Where `checkpoints.json` is kept [default: the state directory].
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+
+    /// Milliseconds between sync points (flush sinks, save state, write checkpoints) [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub checkpoint_interval_ms: Option<u64>,
+
+    /// Milliseconds between checks of followed files [default: 250].
+    #[arg(long, value_name = "MS")]
+    pub poll_ms: Option<u64>,
+
+    /// Exit when every followed file has been read to its end and stdin is closed (for batch
+    /// runs and tests); without it, ingest runs until SIGTERM or SIGINT.
+    #[arg(long)]
+    pub exit_at_end: bool,
+
+    /// Print the counters to stderr at exit.
+    #[arg(long)]
+    pub stats: bool,
+
+    /// Whether the MTA logs a TLS line for every TLS connection (see `tlsledger parse --help`).
+    #[arg(long, value_enum)]
+    pub tls_logging: Option<TlsLogging>,
+
+    /// Zone of timestamps that carry none: `local`, `utc` or `+HH:MM` [default: local].
+    #[arg(long, value_parser = clap::value_parser!(Zone))]
+    pub log_zone: Option<Zone>,
+
+    /// Lines longer than this are skipped and counted [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub max_line_bytes: Option<usize>,
+
+    /// Also load the observations into ClickHouse.
+    #[command(flatten)]
+    pub clickhouse: ClickhouseArgs,
+
+    /// Batching, retries and spool of the ClickHouse load.
+    #[command(flatten, next_help_heading = "ClickHouse load")]
+    pub sink: SinkArgs,
+}
+
+/// The configuration file: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    follow: Option<Vec<String>>,
+    syslog_listen: Option<Vec<SocketAddr>>,
+    syslog_udp: Option<Vec<SocketAddr>>,
+    syslog_tcp: Option<Vec<SocketAddr>>,
+    syslog_allow: Option<Vec<String>>,
+    max_message_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    stdout: Option<bool>,
+    state: Option<PathBuf>,
+    no_state: Option<bool>,
+    trusted_files: Option<bool>,
+    checkpoint_dir: Option<PathBuf>,
+    checkpoint_interval_ms: Option<u64>,
+    poll_ms: Option<u64>,
+    tls_logging: Option<String>,
+    log_zone: Option<String>,
+    max_line_bytes: Option<usize>,
+    clickhouse: Option<String>,
+    database: Option<String>,
+    spool_dir: Option<PathBuf>,
+}
+
+/// Settings after merging the file and the flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    follow: Vec<String>,
+    syslog: SyslogConfig,
+    stdin: bool,
+    stdout: bool,
+    state: Option<PathBuf>,
+    trusted_files: bool,
+    checkpoint_dir: Option<PathBuf>,
+    checkpoint_interval: Duration,
+    poll: Duration,
+    exit_at_end: bool,
+    tls_logging: TlsLogging,
+    log_zone: Zone,
+    max_line_bytes: usize,
+    clickhouse: ClickhouseArgs,
+    sink: SinkArgs,
+}
+
+impl Settings {
+    /// Merges `--config` (if any) under the flags.
+    pub fn resolve(args: &IngestArgs) -> Result<Settings> {
+        let file: FileConfig = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let pick_list = |flag: &Vec<SocketAddr>, file: &Option<Vec<SocketAddr>>| {
+            if flag.is_empty() {
+                file.clone().unwrap_or_default()
+            } else {
+                flag.clone()
+            }
+        };
+        let listen = pick_list(&args.syslog_listen, &file.syslog_listen);
+        let mut udp = pick_list(&args.syslog_udp, &file.syslog_udp);
+        let mut tcp = pick_list(&args.syslog_tcp, &file.syslog_tcp);
+        udp.extend(&listen);
+        tcp.extend(&listen);
+        let allow = if !args.syslog_allow.is_empty() {
+            args.syslog_allow.clone()
+        } else {
+            match &file.syslog_allow {
+                Some(list) => list
+                    .iter()
+                    .map(|text| parse_net(text).map_err(|e| anyhow::anyhow!("syslog_allow: {e}")))
+                    .collect::<Result<Vec<_>>>()?,
+                None => vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
+            }
+        };
+        let tls_logging = match (&args.tls_logging, &file.tls_logging) {
+            (Some(value), _) => *value,
+            (None, Some(text)) => <TlsLogging as clap::ValueEnum>::from_str(text, true)
+                .map_err(|_| anyhow::anyhow!("tls_logging must be auto, on or off, not {text:?}"))?,
+            (None, None) => TlsLogging::Auto,
+        };
+        let log_zone = match (&args.log_zone, &file.log_zone) {
+            (Some(zone), _) => *zone,
+            (None, Some(text)) => text.parse::<Zone>().map_err(|e| anyhow::anyhow!("log_zone: {e}"))?,
+            (None, None) => Zone::Local,
+        };
+        let no_state = args.no_state || file.no_state.unwrap_or(false);
+        let state = if no_state {
+            None
+        } else {
+            Some(args.state.clone().or(file.state.clone()).unwrap_or_else(|| PathBuf::from("/var/lib/tlsledger")))
+        };
+        let mut clickhouse = args.clickhouse.clone();
+        if clickhouse.clickhouse.is_none() {
+            clickhouse.clickhouse = file.clickhouse.clone();
+            if let Some(database) = &file.database {
+                clickhouse.database = database.clone();
+            }
+        }
+        let mut sink = args.sink.clone();
+        if let Some(spool_dir) = &file.spool_dir {
+            if sink.spool_dir == Path::new("tlsledger-spool") {
+                sink.spool_dir = spool_dir.clone();
+            }
+        }
+        let settings = Settings {
+            follow: if args.follow.is_empty() { file.follow.clone().unwrap_or_default() } else { args.follow.clone() },
+            syslog: SyslogConfig {
+                udp,
+                tcp,
+                allow,
+                max_message_bytes: args.max_message_bytes.or(file.max_message_bytes).unwrap_or(64 * 1024),
+                max_connections: args.max_connections.or(file.max_connections).unwrap_or(64),
+            },
+            stdin: args.stdin,
+            stdout: args.stdout || file.stdout.unwrap_or(false),
+            checkpoint_dir: args.checkpoint_dir.clone().or(file.checkpoint_dir.clone()).or_else(|| state.clone()),
+            state,
+            trusted_files: args.trusted_files || file.trusted_files.unwrap_or(false),
+            checkpoint_interval: Duration::from_millis(
+                args.checkpoint_interval_ms.or(file.checkpoint_interval_ms).unwrap_or(5000).max(10),
+            ),
+            poll: Duration::from_millis(args.poll_ms.or(file.poll_ms).unwrap_or(250).max(1)),
+            exit_at_end: args.exit_at_end,
+            tls_logging,
+            log_zone,
+            max_line_bytes: args.max_line_bytes.or(file.max_line_bytes).unwrap_or(64 * 1024).max(1),
+            clickhouse,
+            sink,
+        };
+        if settings.follow.is_empty()
+            && settings.syslog.udp.is_empty()
+            && settings.syslog.tcp.is_empty()
+            && !settings.stdin
+        {
+            anyhow::bail!(
+                "nothing to read: give --follow PATH, --syslog-listen ADDR or --stdin (or set them in --config)"
+            );
+        }
+        if !settings.follow.is_empty() && settings.checkpoint_dir.is_none() {
+            anyhow::bail!(
+                "following files needs a place for checkpoints: give --checkpoint-dir DIR (or a state directory)"
+            );
+        }
+        Ok(settings)
+    }
+}
+
+/// An address (`192.0.2.7`, `::1`) or a network (`192.0.2.0/24`).
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("not an address or CIDR network: {text:?}"))
+}
+
+/// What reaches the core.
+#[derive(Debug)]
+enum Input {
+    File(FileEvent),
+    Syslog(SyslogMessage),
+    /// Lines from stdin starting at `offset`; `None` at its end.
+    Stdin(Option<(u64, Vec<u8>)>),
+    Tick,
+    Shutdown(&'static str),
+}
+
+/// The on-disk checkpoint.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Checkpoints {
+    version: u32,
+    files: Vec<FileCheckpoint>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FileCheckpoint {
+    path: PathBuf,
+    fingerprint: String,
+    offset: u64,
+    /// Event ids emitted from lines at or after `offset`, with the read position at the time
+    /// (they are skipped when the range is read again).
+    emitted: Vec<(String, u64)>,
+    /// The read position when the checkpoint was written: lines from `offset` up to here are
+    /// read again after a restart, but only those of `open` processes are fed.
+    #[serde(default)]
+    replay_until: u64,
+    /// (reporter, instance, pid, first offset) of each connection open at the checkpoint.
+    #[serde(default)]
+    open: Vec<(String, String, u32, u64)>,
+}
+
+const CHECKPOINT_FILE: &str = "checkpoints.json";
+
+impl Checkpoints {
+    fn load(dir: &Path) -> Result<Checkpoints> {
+        let path = dir.join(CHECKPOINT_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let checkpoints: Checkpoints = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{} is damaged; move it away to start over", path.display()))?;
+                if checkpoints.version != 1 {
+                    anyhow::bail!("{}: unknown version {}", path.display(), checkpoints.version);
+                }
+                Ok(checkpoints)
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoints { version: 1, files: vec![] }),
+            Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+}
+
+/// (reporter, instance, pid) → offset of the first line of its open connection.
+type OpenProcesses = HashMap<(String, String, u32), u64>;
+
+/// One generation of a followed file, as the core sees it.
+struct FileState {
+    source: SourceId,
+    arc: Arc<Source>,
+    stream: Stream,
+    path: PathBuf,
+    fingerprint: u64,
+    /// Offset after the last line handed to the correlator.
+    read_end: u64,
+    /// Emitted observations that a restart from the checkpoint could produce again.
+    emitted: VecDeque<(String, u64)>,
+    /// Event ids to skip (emitted before a restart).
+    skip: HashSet<String>,
+    /// After a restart: lines before `.0` are fed only when they belong to a connection that was
+    /// open at the checkpoint (process → offset of its first line).
+    replay: Option<(u64, OpenProcesses)>,
+    closed: bool,
+}
+
+/// Counters of a run.
+#[derive(Debug, Default, Clone)]
+pub struct IngestCounters {
+    /// Observations skipped because they were emitted before a restart.
+    pub replayed_skipped: u64,
+    /// Lines read again after a restart that belong to connections already emitted.
+    pub replay_lines_skipped: u64,
+    /// Sync points completed.
+    pub checkpoints: u64,
+    /// Files that could not be read, by message.
+    pub file_errors: u64,
+}
+
+/// Runs the daemon until a signal (or, with `--exit-at-end`, the end of the input).
+pub fn run(args: &IngestArgs) -> Result<()> {
+    let settings = Settings::resolve(args)?;
+    let (summary, counters, syslog_counters) = run_with(&settings)?;
+    if args.stats {
+        eprint!("{}", format_stats(&summary));
+        eprintln!("  checkpoints written          {:>10}", counters.checkpoints);
+        eprintln!("  replayed observations skipped{:>10}", counters.replayed_skipped);
+        eprintln!("  replayed lines skipped       {:>10}", counters.replay_lines_skipped);
+        eprintln!("  file read errors             {:>10}", counters.file_errors);
+        if let Ok(peers) = syslog_counters.lock() {
+            for (peer, c) in peers.iter() {
+                eprintln!(
+                    "  syslog {peer}: {} messages, {} oversized, {} dropped, {} refused, {} over the connection limit",
+                    c.messages, c.oversized, c.dropped, c.refused, c.over_limit
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_with(settings: &Settings) -> Result<(ParseSummary, IngestCounters, SyslogCounters)> {
+    let checkpoints = match &settings.checkpoint_dir {
+        Some(dir) => Checkpoints::load(dir)?,
+        None => Checkpoints::default(),
+    };
+    let mut sink = match settings.clickhouse.config()? {
+        Some(config) => Some(SinkThread::start(config, settings.sink.config())?),
+        None => None,
+    };
+    let mut state = match &settings.state {
+        Some(dir) => Some(StateWriter::open(dir, settings.trusted_files)?),
+        None => None,
+    };
+    let (sender, mut inputs) = mpsc::channel::<Input>(256);
+    let stop = Arc::new(AtomicBool::new(false));
+    let syslog_counters = SyslogCounters::default();
+
+    // The runtime of the listeners, the ticker and the signal handlers.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        if !settings.syslog.udp.is_empty() || !settings.syslog.tcp.is_empty() {
+            let (messages_tx, mut messages_rx) = mpsc::channel::<SyslogMessage>(1024);
+            syslog::spawn(settings.syslog.clone(), messages_tx, syslog_counters.clone()).await?;
+            let forward = sender.clone();
+            tokio::spawn(async move {
+                while let Some(message) = messages_rx.recv().await {
+                    if forward.send(Input::Syslog(message)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let ticks = sender.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                interval.tick().await;
+                if ticks.send(Input::Tick).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let signals = sender.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                return;
+            };
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            let _ = signals.send(Input::Shutdown(name)).await;
+        });
+        anyhow::Ok(())
+    })?;
+    let runtime_thread = {
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new().name("ingest-io".to_owned()).spawn(move || {
+            runtime.block_on(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        })?
+    };
+    let follower_thread = if settings.follow.is_empty() {
+        None
+    } else {
+        let resume: Vec<Resume> = checkpoints
+            .files
+            .iter()
+            .filter_map(|f| {
+                Some(Resume { fingerprint: u64::from_str_radix(&f.fingerprint, 16).ok()?, offset: f.offset })
+            })
+            .collect();
+        let follower = Follower::new(
+            FollowConfig {
+                patterns: settings.follow.clone(),
+                poll: settings.poll,
+                max_line_bytes: settings.max_line_bytes,
+            },
+            &resume,
+        );
+        let (events, stop) = (sender.clone(), Arc::clone(&stop));
+        Some(std::thread::Builder::new().name("follow".to_owned()).spawn(move || {
+            follower.run(&mut |event| events.blocking_send(Input::File(event)).map_err(|_| ()), &stop)
+        })?)
+    };
+    if settings.stdin {
+        let lines = sender.clone();
+        let max = settings.max_line_bytes;
+        std::thread::Builder::new().name("stdin".to_owned()).spawn(move || {
+            let _ = crate::sources::lines::for_each_line::<_, _, std::io::Error>(std::io::stdin(), max, |line| {
+                if let crate::sources::lines::Line::Text { offset, bytes } = line {
+                    lines
+                        .blocking_send(Input::Stdin(Some((offset, bytes.to_vec()))))
+                        .map_err(|_| std::io::Error::other("closed"))?;
+                }
+                Ok(())
+            });
+            let _ = lines.blocking_send(Input::Stdin(None));
+        })?;
+    }
+    drop(sender);
+
+    let mut core = Core::new(settings, checkpoints)?;
+    let result = core.run(&mut inputs, &mut sink, &mut state);
+    stop.store(true, Ordering::Relaxed);
+    drop(inputs);
+    if let Some(thread) = follower_thread {
+        let _ = thread.join();
+    }
+    let _ = runtime_thread.join();
+    result?;
+    let summary = ParseSummary {
+        lines: core.lines.clone(),
+        correlate: core.correlator.counters().clone(),
+        sink: match sink {
+            Some(sink) => Some(sink.finish()?),
+            None => None,
+        },
+        state: match state {
+            Some(state) => Some(state.finish()?),
+            None => None,
+        },
+    };
+    Ok((summary, core.counters.clone(), syslog_counters))
+}
+
+/// The single-threaded heart: parse, correlate, route, checkpoint.
+struct Core<'s> {
+    settings: &'s Settings,
+    correlator: Correlator,
+    lines: LineCounters,
+    counters: IngestCounters,
+    files: HashMap<FileKey, FileState>,
+    /// Checkpoints of files not opened (yet) in this run, by fingerprint: kept as they are.
+    pending: HashMap<u64, FileCheckpoint>,
+    syslog_sources: HashMap<(&'static str, IpAddr), (Stream, u64)>,
+    stdin: Option<Stream>,
+    stdin_open: bool,
+    started_micros: i64,
+    out: Vec<Observation>,
+    writer: BufWriter<std::io::Stdout>,
+    last_sync: Instant,
+}
+
+impl<'s> Core<'s> {
+    fn new(settings: &'s Settings, checkpoints: Checkpoints) -> Result<Self> {
+        let started_micros = chrono::Utc::now().timestamp_micros();
+        let pending = checkpoints
+            .files
+            .into_iter()
+            .filter_map(|f| Some((u64::from_str_radix(&f.fingerprint, 16).ok()?, f)))
+            .collect();
+        Ok(Core {
+            settings,
+            correlator: Correlator::new(Config { tls_logging: settings.tls_logging, ..Config::default() }),
+            lines: LineCounters::default(),
+            counters: IngestCounters::default(),
+            files: HashMap::new(),
+            pending,
+            syslog_sources: HashMap::new(),
+            stdin: None,
+            stdin_open: settings.stdin,
+            started_micros,
+            out: Vec::new(),
+            writer: BufWriter::with_capacity(1 << 16, std::io::stdout()),
+            last_sync: Instant::now(),
+        })
+    }
+
+    fn run(
+        &mut self,
+        inputs: &mut mpsc::Receiver<Input>,
+        sink: &mut Option<SinkThread>,
+        state: &mut Option<StateWriter>,
+    ) -> Result<()> {
+        let mut idle_ticks = 0u32;
+        while let Some(input) = inputs.blocking_recv() {
+            match input {
+                Input::File(event) => {
+                    idle_ticks = 0;
+                    self.file_event(event);
+                }
+                Input::Syslog(message) => self.syslog_message(message),
+                Input::Stdin(Some((offset, bytes))) => self.stdin_line(offset, &bytes),
+                Input::Stdin(None) => self.stdin_open = false,
+                Input::Tick => {
+                    idle_ticks += 1;
+                    if self.settings.exit_at_end
+                        && !self.stdin_open
+                        && idle_ticks as u128 * 100 >= 4 * self.settings.poll.as_millis().max(100)
+                        && self.settings.syslog.udp.is_empty()
+                        && self.settings.syslog.tcp.is_empty()
+                    {
+                        // Every followed file was read to its end for several polls: finish.
+                        self.correlator.finish(&mut self.out);
+                        self.route(sink, state)?;
+                        self.sync(sink, state)?;
+                        return Ok(());
+                    }
+                }
+                Input::Shutdown(signal) => {
+                    tracing_line(&format!("{signal}: writing a last checkpoint and stopping"));
+                    self.sync(sink, state)?;
+                    return Ok(());
+                }
+            }
+            self.route(sink, state)?;
+            if self.last_sync.elapsed() >= self.settings.checkpoint_interval {
+                self.sync(sink, state)?;
+            }
+        }
+        self.sync(sink, state)
+    }
+
+    fn file_event(&mut self, event: FileEvent) {
+        match event {
+            FileEvent::Opened { key, path, fingerprint, offset } => {
+                let name = path.display().to_string();
+                let source = Source { kind: "file".to_owned(), name: name.clone(), trust: "local".to_owned() };
+                let id = self.correlator.add_source_keyed(source, &format!("{name}#{fingerprint:016x}"));
+                let arc = Arc::clone(self.correlator.source(id).expect("just added"));
+                let reference = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(self.started_micros, |d| d.as_micros() as i64);
+                let checkpoint = self.pending.remove(&fingerprint).filter(|f| f.offset == offset);
+                let (emitted, replay) = match checkpoint {
+                    Some(f) => {
+                        let open = f.open.into_iter().map(|(r, i, pid, first)| ((r, i, pid), first)).collect();
+                        (f.emitted.into_iter().collect(), Some((f.replay_until, open)))
+                    }
+                    None => (VecDeque::new(), None),
+                };
+                let skip = emitted.iter().map(|(id, _): &(String, u64)| id.clone()).collect();
+                self.files.insert(
+                    key,
+                    FileState {
+                        source: id,
+                        arc,
+                        stream: Stream::new(id, self.settings.log_zone, reference),
+                        path,
+                        fingerprint,
+                        read_end: offset,
+                        emitted,
+                        skip,
+                        replay,
+                        closed: false,
+                    },
+                );
+            }
+            FileEvent::Lines { key, offset, bytes } => {
+                let Some(file) = self.files.get_mut(&key) else { return };
+                let mut start = 0;
+                for end in memchr::memchr_iter(b'\n', &bytes) {
+                    let line = &bytes[start..end];
+                    let line_offset = offset + start as u64;
+                    if let Some((until, open)) = &file.replay {
+                        if line_offset < *until {
+                            if !replay_wanted(open, line_offset, line) {
+                                self.counters.replay_lines_skipped += 1;
+                                start = end + 1;
+                                continue;
+                            }
+                        } else {
+                            file.replay = None;
+                        }
+                    }
+                    file.stream.text_line(
+                        &mut self.correlator,
+                        &mut self.lines,
+                        offset + start as u64,
+                        line,
+                        &mut self.out,
+                    );
+                    start = end + 1;
+                }
+                file.read_end = offset + bytes.len() as u64;
+            }
+            FileEvent::Oversized { key, next, .. } => {
+                self.lines.lines += 1;
+                self.lines.oversized += 1;
+                if let Some(file) = self.files.get_mut(&key) {
+                    file.read_end = next;
+                }
+            }
+            FileEvent::Closed { key } => {
+                if let Some(file) = self.files.get_mut(&key) {
+                    file.closed = true;
+                }
+            }
+            FileEvent::Error { path, message } => {
+                self.counters.file_errors += 1;
+                tracing_line(&format!("cannot read {}: {message}", path.display()));
+            }
+        }
+    }
+
+    fn syslog_message(&mut self, message: SyslogMessage) {
+        let key = (message.transport, message.peer);
+        if !self.syslog_sources.contains_key(&key) {
+            let name = format!("syslog-{}:{}", message.transport, message.peer);
+            let source = Source { kind: "syslog".to_owned(), name: name.clone(), trust: "syslog".to_owned() };
+            // Positions restart with the process: the run's start time keeps event ids unique.
+            let id = self.correlator.add_source_keyed(source, &format!("{name}@{}", self.started_micros));
+            let stream = Stream::new(id, self.settings.log_zone, chrono::Utc::now().timestamp_micros());
+            self.syslog_sources.insert(key, (stream, 0));
+        }
+        let (stream, position) = self.syslog_sources.get_mut(&key).expect("inserted");
+        *position += 1;
+        stream.text_line(&mut self.correlator, &mut self.lines, *position, &message.bytes, &mut self.out);
+    }
+
+    fn stdin_line(&mut self, offset: u64, bytes: &[u8]) {
+        if self.stdin.is_none() {
+            let name = "-".to_owned();
+            let source = Source { kind: "stdin".to_owned(), name: name.clone(), trust: "local".to_owned() };
+            let id = self.correlator.add_source_keyed(source, &format!("stdin@{}", self.started_micros));
+            self.stdin = Some(Stream::new(id, self.settings.log_zone, chrono::Utc::now().timestamp_micros()));
+        }
+        let stream = self.stdin.as_mut().expect("set");
+        stream.text_line(&mut self.correlator, &mut self.lines, offset, bytes, &mut self.out);
+    }
+
+    /// Hands the new observations to every sink, skipping those emitted before a restart.
+    fn route(&mut self, sink: &mut Option<SinkThread>, state: &mut Option<StateWriter>) -> Result<()> {
+        for observation in self.out.drain(..) {
+            if let Some(file) = self.files.values_mut().find(|f| Arc::ptr_eq(&f.arc, &observation.source)) {
+                if file.skip.remove(&observation.event_id) {
+                    self.counters.replayed_skipped += 1;
+                    continue;
+                }
+                file.emitted.push_back((observation.event_id.clone(), file.read_end));
+            }
+            if self.settings.stdout {
+                serde_json::to_writer(&mut self.writer, &observation)?;
+                self.writer.write_all(b"\n")?;
+            }
+            if let Some(sink) = sink.as_mut() {
+                sink.send(observation.clone())?;
+            }
+            if let Some(state) = state.as_mut() {
+                state.push(observation)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A sync point: sinks durable first, then the checkpoint that relies on them.
+    ///
+    /// The checkpoint is computed and written (fsynced, under a temporary name) before the sinks
+    /// are synced and the state saved, so that only a rename separates the state from its
+    /// checkpoint: a crash in between (microseconds) would count one interval twice in the state.
+    fn sync(&mut self, sink: &mut Option<SinkThread>, state: &mut Option<StateWriter>) -> Result<()> {
+        self.last_sync = Instant::now();
+        let prepared = match &self.settings.checkpoint_dir {
+            Some(dir) => Some((dir.clone(), self.prepare_checkpoint(dir)?)),
+            None => None,
+        };
+        self.writer.flush()?;
+        if let Some(sink) = sink.as_mut() {
+            sink.sync()?;
+        }
+        if let Some(state) = state.as_mut() {
+            state.sync()?;
+        }
+        if let Some((dir, next)) = prepared {
+            let path = dir.join(CHECKPOINT_FILE);
+            std::fs::rename(&next, &path).with_context(|| format!("cannot replace {}", path.display()))?;
+            if let Ok(handle) = std::fs::File::open(&dir) {
+                // Makes the rename durable; failing here only weakens crash safety.
+                let _ = handle.sync_all();
+            }
+            self.counters.checkpoints += 1;
+        }
+        Ok(())
+    }
+
+    /// Computes the checkpoint of every file and writes it durably to a temporary file.
+    fn prepare_checkpoint(&mut self, dir: &Path) -> Result<PathBuf> {
+        let mut files = Vec::new();
+        let mut finished = Vec::new();
+        for (key, file) in &mut self.files {
+            let low_water = self.correlator.low_water(file.source);
+            if file.closed && low_water.is_none() {
+                finished.push(*key);
+                continue;
+            }
+            let offset = low_water.map_or(file.read_end, |low| low.min(file.read_end));
+            while file.emitted.front().is_some_and(|(_, read_end)| *read_end <= offset) {
+                file.emitted.pop_front();
+            }
+            // Still replaying: the earlier checkpoint's range is not fully re-read yet.
+            let (replay_until, open) = match &file.replay {
+                Some((until, open)) if offset < *until => {
+                    (*until, open.iter().map(|((r, i, pid), first)| (r.clone(), i.clone(), *pid, *first)).collect())
+                }
+                _ => (file.read_end, self.correlator.open_processes(file.source)),
+            };
+            files.push(FileCheckpoint {
+                path: file.path.clone(),
+                fingerprint: format!("{:016x}", file.fingerprint),
+                offset,
+                emitted: file.emitted.iter().cloned().collect(),
+                replay_until,
+                open,
+            });
+        }
+        for key in finished {
+            self.files.remove(&key);
+        }
+        // Checkpoints of files not opened yet in this run are kept as they were.
+        files.extend(self.pending.values().map(|f| FileCheckpoint {
+            path: f.path.clone(),
+            fingerprint: f.fingerprint.clone(),
+            offset: f.offset,
+            emitted: f.emitted.clone(),
+            replay_until: f.replay_until,
+            open: f.open.clone(),
+        }));
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let body = serde_json::to_vec_pretty(&Checkpoints { version: 1, files })?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let next = dir.join(format!(".{CHECKPOINT_FILE}.next"));
+        let mut handle = std::fs::File::create(&next).with_context(|| format!("cannot create {}", next.display()))?;
+        handle.write_all(&body).with_context(|| format!("cannot write {}", next.display()))?;
+        handle.sync_all().with_context(|| format!("cannot sync {}", next.display()))?;
+        Ok(next)
+    }
+}
+
+/// During a replay: true when `line` belongs to a connection that was open at the checkpoint
+/// (its process is listed and the line is not older than the connection's first line).
+fn replay_wanted(open: &OpenProcesses, offset: u64, line: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(line);
+    let Ok(record) = parsers::parse_record(&text) else { return false };
+    let header = &record.header;
+    let key = (header.hostname.to_owned(), header.instance().to_owned(), header.procid.unwrap_or(0));
+    open.get(&key).is_some_and(|first| *first <= offset)
+}
+
+/// A log line on stderr (the daemon's own messages).
+fn tracing_line(message: &str) {
+    eprintln!("tlsledger ingest: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: IngestArgs,
+    }
+
+    fn settings(argv: &[&str]) -> Result<Settings> {
+        let mut full = vec!["ingest"];
+        full.extend_from_slice(argv);
+        Settings::resolve(&Cli::try_parse_from(full).unwrap().args)
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_are_safe() {
+        let dir = std::env::temp_dir().join(format!("tlsledger-ingest-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ingest.toml");
+        std::fs::write(
+            &file,
+            "follow = [\"/var/log/mail.log\"]\nsyslog_listen = [\"127.0.0.1:5514\"]\nstate = \"/tmp/x\"\npoll_ms = 50\n",
+        )
+        .unwrap();
+        let config = file.to_str().unwrap();
+        let s = settings(&["--config", config]).unwrap();
+        assert_eq!(s.follow, ["/var/log/mail.log"]);
+        assert_eq!(s.syslog.udp.len(), 1);
+        assert_eq!(s.syslog.tcp.len(), 1);
+        assert_eq!(s.poll, Duration::from_millis(50));
+        assert_eq!(s.checkpoint_dir.as_deref(), Some(Path::new("/tmp/x")));
+        assert!(syslog::allowed(&s.syslog.allow, "127.0.0.1".parse().unwrap()));
+        assert!(!syslog::allowed(&s.syslog.allow, "192.0.2.1".parse().unwrap()));
+        let s = settings(&["--config", config, "--follow", "/other.log", "--poll-ms", "7"]).unwrap();
+        assert_eq!(s.follow, ["/other.log"]);
+        assert_eq!(s.poll, Duration::from_millis(7));
+        // Unknown keys are errors, not silently ignored.
+        std::fs::write(&file, "folow = [\"/var/log/mail.log\"]\n").unwrap();
+        assert!(format!("{:#}", settings(&["--config", config]).unwrap_err()).contains("folow"));
+        // Nothing to read is an error.
+        assert!(settings(&[]).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

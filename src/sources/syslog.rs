@@ -1,0 +1,307 @@
+//! Syslog receivers: UDP (one message per datagram) and TCP with RFC 6587 framing (octet
+//! counting, `LEN SP MSG`, or LF-terminated non-transparent framing, detected per message as
+//! rsyslog does).
+//!
+//! Syslog can be forged by anyone who can reach the port, so: listeners are meant to bind
+//! loopback (the CLI's default), every peer is checked against an allow-list before anything is
+//! read, TCP connections are limited in number, messages in size (a longer one is skipped to its
+//! end and counted), and every refusal and drop is counted per source address.
+//!
+//! **Delivery guarantee:** best-effort, like every plain syslog transport (no application-level
+//! acknowledgement exists): UDP datagrams are dropped and counted when the pipeline is full; TCP
+//! applies back-pressure to the sender instead, but messages in flight are lost if tlsledger
+//! stops.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc::Sender;
+use tokio::sync::Semaphore;
+
+/// One received message.
+#[derive(Debug)]
+pub struct SyslogMessage {
+    /// `udp` or `tcp`.
+    pub transport: &'static str,
+    /// The sender's address.
+    pub peer: IpAddr,
+    /// The message (the syslog line, without framing).
+    pub bytes: Vec<u8>,
+}
+
+/// Settings of the receivers.
+#[derive(Debug, Clone)]
+pub struct SyslogConfig {
+    /// Addresses to receive UDP on.
+    pub udp: Vec<SocketAddr>,
+    /// Addresses to accept TCP on.
+    pub tcp: Vec<SocketAddr>,
+    /// Senders allowed; everything else is refused and counted.
+    pub allow: Vec<IpNet>,
+    /// Longest message accepted; longer ones are skipped and counted.
+    pub max_message_bytes: usize,
+    /// Most TCP connections at once; more are refused and counted.
+    pub max_connections: usize,
+}
+
+/// Counters per sender address.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeerCounters {
+    /// Messages handed on.
+    pub messages: u64,
+    /// Bytes of those messages.
+    pub bytes: u64,
+    /// Messages longer than the limit, skipped.
+    pub oversized: u64,
+    /// UDP datagrams dropped because the pipeline was full.
+    pub dropped: u64,
+    /// Datagrams or connections refused: not in the allow-list.
+    pub refused: u64,
+    /// TCP connections refused: too many open.
+    pub over_limit: u64,
+    /// TCP connections closed because of a framing error.
+    pub framing_errors: u64,
+}
+
+/// Counters of all receivers, by sender address.
+pub type SyslogCounters = Arc<Mutex<BTreeMap<IpAddr, PeerCounters>>>;
+
+fn count(counters: &SyslogCounters, peer: IpAddr, update: impl FnOnce(&mut PeerCounters)) {
+    if let Ok(mut map) = counters.lock() {
+        // Refused senders could fill the map with forged addresses: keep it bounded.
+        if map.len() < 10_000 || map.contains_key(&peer) {
+            update(map.entry(peer).or_default());
+        }
+    }
+}
+
+/// True when `peer` is in the allow-list (IPv4-mapped IPv6 addresses match IPv4 entries).
+pub fn allowed(allow: &[IpNet], peer: IpAddr) -> bool {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
+    };
+    allow.iter().any(|net| net.contains(&peer))
+}
+
+/// Binds every listener (so a bad address fails at once) and spawns their tasks on the current
+/// runtime; messages go to `sender`.
+pub async fn spawn(config: SyslogConfig, sender: Sender<SyslogMessage>, counters: SyslogCounters) -> Result<()> {
+    let config = Arc::new(config);
+    for addr in &config.udp {
+        let socket = UdpSocket::bind(addr).await.with_context(|| format!("cannot bind syslog UDP {addr}"))?;
+        tokio::spawn(udp_loop(socket, Arc::clone(&config), sender.clone(), counters.clone()));
+    }
+    for addr in &config.tcp {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot bind syslog TCP {addr}"))?;
+        tokio::spawn(tcp_accept_loop(listener, Arc::clone(&config), sender.clone(), counters.clone()));
+    }
+    Ok(())
+}
+
+async fn udp_loop(
+    socket: UdpSocket,
+    config: Arc<SyslogConfig>,
+    sender: Sender<SyslogMessage>,
+    counters: SyslogCounters,
+) {
+    // One byte more than the limit tells an oversized datagram from one of exactly the limit.
+    let mut buf = vec![0u8; config.max_message_bytes.clamp(1, 65_535) + 1];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else { continue };
+        let peer = from.ip();
+        if !allowed(&config.allow, peer) {
+            count(&counters, peer, |c| c.refused += 1);
+            continue;
+        }
+        if n > config.max_message_bytes {
+            count(&counters, peer, |c| c.oversized += 1);
+            continue;
+        }
+        let bytes = trim_trailer(&buf[..n]).to_vec();
+        let len = bytes.len() as u64;
+        match sender.try_send(SyslogMessage { transport: "udp", peer, bytes }) {
+            Ok(()) => count(&counters, peer, |c| {
+                c.messages += 1;
+                c.bytes += len;
+            }),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => count(&counters, peer, |c| c.dropped += 1),
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+async fn tcp_accept_loop(
+    listener: TcpListener,
+    config: Arc<SyslogConfig>,
+    sender: Sender<SyslogMessage>,
+    counters: SyslogCounters,
+) {
+    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    loop {
+        let Ok((stream, from)) = listener.accept().await else { continue };
+        let peer = from.ip();
+        if !allowed(&config.allow, peer) {
+            count(&counters, peer, |c| c.refused += 1);
+            continue;
+        }
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            count(&counters, peer, |c| c.over_limit += 1);
+            continue;
+        };
+        let (config, sender, counters) = (Arc::clone(&config), sender.clone(), counters.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = stream.set_nodelay(true);
+            if let Err(FramingError) = read_frames(BufReader::new(stream), &config, peer, &sender, &counters).await {
+                count(&counters, peer, |c| c.framing_errors += 1);
+            }
+        });
+    }
+}
+
+/// The connection sent something that is neither framing.
+#[derive(Debug)]
+struct FramingError;
+
+/// Reads RFC 6587 frames until the peer closes; each frame is octet-counted when it starts with
+/// a digit, else LF-terminated.
+async fn read_frames<R: tokio::io::AsyncBufRead + Unpin>(
+    mut reader: R,
+    config: &SyslogConfig,
+    peer: IpAddr,
+    sender: &Sender<SyslogMessage>,
+    counters: &SyslogCounters,
+) -> Result<(), FramingError> {
+    let max = config.max_message_bytes.max(1);
+    let mut frame = Vec::new();
+    loop {
+        let first = match reader.fill_buf().await {
+            Ok([]) | Err(_) => return Ok(()),
+            Ok(bytes) => bytes[0],
+        };
+        frame.clear();
+        let oversized = if first.is_ascii_digit() {
+            let mut digits = Vec::with_capacity(8);
+            // `LEN SP`: at most 9 digits.
+            if (&mut reader).take(10).read_until(b' ', &mut digits).await.is_err() || digits.last() != Some(&b' ') {
+                return Err(FramingError);
+            }
+            let len: usize = std::str::from_utf8(&digits[..digits.len() - 1])
+                .ok()
+                .and_then(|d| d.parse().ok())
+                .ok_or(FramingError)?;
+            if len > max {
+                let skipped =
+                    tokio::io::copy(&mut (&mut reader).take(len as u64), &mut tokio::io::sink()).await.unwrap_or(0);
+                if skipped < len as u64 {
+                    return Ok(());
+                }
+                true
+            } else {
+                frame.resize(len, 0);
+                if reader.read_exact(&mut frame).await.is_err() {
+                    return Ok(());
+                }
+                false
+            }
+        } else {
+            let n = (&mut reader).take(max as u64 + 1).read_until(b'\n', &mut frame).await.unwrap_or(0);
+            if n == 0 {
+                return Ok(());
+            }
+            if frame.last() != Some(&b'\n') && frame.len() > max {
+                // Skip the rest of the long line.
+                let mut rest = Vec::new();
+                loop {
+                    rest.clear();
+                    let n = (&mut reader).take(64 * 1024).read_until(b'\n', &mut rest).await.unwrap_or(0);
+                    if n == 0 || rest.last() == Some(&b'\n') {
+                        break;
+                    }
+                }
+                true
+            } else {
+                false
+            }
+        };
+        if oversized {
+            count(counters, peer, |c| c.oversized += 1);
+            continue;
+        }
+        let bytes = trim_trailer(&frame).to_vec();
+        if bytes.is_empty() {
+            continue;
+        }
+        let len = bytes.len() as u64;
+        if sender.send(SyslogMessage { transport: "tcp", peer, bytes }).await.is_err() {
+            return Ok(());
+        }
+        count(counters, peer, |c| {
+            c.messages += 1;
+            c.bytes += len;
+        });
+    }
+}
+
+/// Drops the trailing LF / CRLF / NUL some senders add.
+fn trim_trailer(bytes: &[u8]) -> &[u8] {
+    let mut end = bytes.len();
+    while end > 0 && matches!(bytes[end - 1], b'\n' | b'\r' | 0) {
+        end -= 1;
+    }
+    &bytes[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn frames(input: &[u8], max: usize) -> (Vec<String>, Result<(), FramingError>, PeerCounters) {
+        let config =
+            SyslogConfig { udp: vec![], tcp: vec![], allow: vec![], max_message_bytes: max, max_connections: 1 };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(100);
+        let counters = SyslogCounters::default();
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let result = read_frames(input, &config, peer, &tx, &counters).await;
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(message) = rx.recv().await {
+            got.push(String::from_utf8_lossy(&message.bytes).into_owned());
+        }
+        let counts = counters.lock().unwrap().get(&peer).cloned().unwrap_or_default();
+        (got, result, counts)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn octet_counted_and_lf_frames_mixed_with_limits() {
+        let input = b"5 hello11 hello\nworld<13>lf framed\n3 abc20 0123456789012345678\nshort\n";
+        let (got, result, counts) = frames(input, 14).await;
+        assert!(result.is_ok());
+        assert_eq!(got, ["hello", "hello\nworld", "<13>lf framed", "abc", "short"]);
+        assert_eq!((counts.messages, counts.oversized), (5, 1));
+        // An LF-framed line longer than the limit is skipped to its newline.
+        let (got, _, counts) = frames(b"<13>this line is far too long\nok\n", 12).await;
+        assert_eq!(got, ["ok"]);
+        assert_eq!(counts.oversized, 1);
+        // A length without its space, or too many digits: the connection is closed.
+        assert!(frames(b"12345678901 x", 12).await.1.is_err());
+        // A truncated last frame is dropped, not delivered short.
+        assert_eq!(frames(b"10 abc", 12).await.0, Vec::<String>::new());
+    }
+
+    #[test]
+    fn allow_list_with_mapped_addresses() {
+        let allow: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        assert!(allowed(&allow, "127.0.0.9".parse().unwrap()));
+        assert!(allowed(&allow, "::ffff:127.0.0.1".parse().unwrap()));
+        assert!(allowed(&allow, "::1".parse().unwrap()));
+        assert!(!allowed(&allow, "192.0.2.1".parse().unwrap()));
+        assert!(!allowed(&[], "127.0.0.1".parse().unwrap()));
+    }
+}

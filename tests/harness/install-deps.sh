@@ -6,8 +6,9 @@
 # The one place that installs Debian packages for the tests; clickhouse.sh install and
 # rspamd.sh install call it.
 #
-# "exim" installs only the shared libraries of exim4-daemon-light: the Exim package itself
-# conflicts with Postfix and is unpacked privately by tests/harness/unpack.sh.
+# "exim" installs only the shared libraries of exim4-daemon-light and creates the Debian-exim
+# system user that the binary looks up at start (as exim4-base's postinst does): the Exim package
+# itself conflicts with Postfix and is unpacked privately by tests/harness/unpack.sh.
 #
 # MTA defaults to "postfix", the only lab that exists so far.
 # The script is idempotent and non-interactive: when every package is already
@@ -83,6 +84,13 @@ for package in "${packages[@]}"; do
         missing+=("$package")
     fi
 done
+
+# Debian's exim binary is built with EXIM_USER=Debian-exim and exits at start when that user
+# does not exist, before it reads any configuration.
+if [[ " ${mtas[*]} " == *" exim "* ]] && ! getent passwd Debian-exim >/dev/null; then
+    adduser --system --group --quiet --home /var/spool/exim4 --no-create-home \
+        --disabled-login --force-badname Debian-exim
+fi
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     echo "install-deps.sh: all packages already installed: ${packages[*]}"

@@ -1,5 +1,6 @@
 //! Feeds end to end: logs → `parse --state` → `tlsledger feed`, and the real consumer reads the
-//! result: Postfix's own `postmap -q` on the generated cidr maps.
+//! result: Postfix's own `postmap -q` on the generated cidr maps and on the `tls_policy` database
+//! the feed built with `postmap` and Sendmail's `makemap`, both run by the feed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -134,30 +135,156 @@ fn an_empty_state_gives_valid_empty_feeds() {
     assert_eq!(json["endpoints"].as_array().unwrap().len(), 0);
 }
 
-#[test]
-fn sendmail_makemap_accepts_the_access_entries() {
-    // Sendmail conflicts with Postfix as a Debian package: tests/run.sh unpacks it privately.
+/// `parse --state` of `log` into a fresh state folder, then `feed --now 2026-11-11T10:00:00Z
+/// --out OUT` with `extra` options.
+fn generate(name: &str, log: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let state = dir(&format!("{name}-state"));
+    let parsed = tlsledger(
+        &["parse", "--output", "none", "--tls-logging", "on", "--state", state.to_str().unwrap(), "-"],
+        log.as_bytes(),
+    );
+    assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
+    let mut args = vec![
+        "feed",
+        "--state",
+        state.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--now",
+        "2026-11-11T10:00:00Z",
+    ];
+    args.extend_from_slice(extra);
+    tlsledger(&args, b"")
+}
+
+/// The names in `dir` that start with a dot (temporary files).
+fn hidden_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+/// Sendmail's makemap, unpacked privately by tests/run.sh (it conflicts with Postfix).
+fn makemap() -> PathBuf {
     let makemap = crate::common::repo().join(".ci-work/pkgs/sendmail-bin/usr/libexec/sendmail/makemap");
     assert!(makemap.exists(), "{} missing: run tests/run.sh (tests/harness/unpack.sh sendmail-bin)", makemap.display());
-    let state = dir("makemap-state");
+    makemap
+}
+
+#[test]
+fn the_feed_runs_sendmail_makemap_and_replaces_the_database() {
+    let makemap = makemap();
     let out = dir("makemap-out");
-    let parsed = tlsledger(&["parse", "--output", "none", "--state", state.to_str().unwrap(), "-"], log().as_bytes());
-    assert!(parsed.status.success());
-    let feed = tlsledger(
-        &["feed", "--state", state.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", "2026-11-11T10:00:00Z"],
-        b"",
+    std::fs::create_dir_all(&out).unwrap();
+    // makemap looks up TrustedUser in a sendmail.cf: an empty private one will do.
+    let cf = dir("makemap-cf").with_extension("cf");
+    std::fs::write(&cf, "").unwrap();
+    // A stale database from an earlier run, with an entry the new feed no longer has.
+    let stale = Command::new(&makemap)
+        .arg("-C")
+        .arg(&cf)
+        .arg("hash")
+        .arg(out.join("access.tlsledger"))
+        .stdin(std::fs::File::open(write_temp("stale-access", "Try_TLS:203.0.113.9\tNO\n")).unwrap())
+        .output()
+        .unwrap();
+    assert!(stale.status.success(), "{}", String::from_utf8_lossy(&stale.stderr));
+    let feed = generate(
+        "makemap",
+        &log(),
+        &out,
+        &["--makemap", "hash", "--makemap-path", makemap.to_str().unwrap(), "--sendmail-cf", cf.to_str().unwrap()],
     );
     assert!(feed.status.success(), "{}", String::from_utf8_lossy(&feed.stderr));
-    // makemap looks up TrustedUser in a sendmail.cf: an empty private one will do.
-    let cf = out.join("empty.cf");
-    std::fs::write(&cf, "").unwrap();
-    let access = std::fs::File::open(out.join("access.tlsledger")).unwrap();
-    let db = out.join("access");
-    let built = Command::new(&makemap).arg("-C").arg(&cf).arg("hash").arg(&db).stdin(access).output().unwrap();
-    assert!(built.status.success(), "makemap: {}", String::from_utf8_lossy(&built.stderr));
-    let dump = Command::new(&makemap).arg("-C").arg(&cf).args(["-u", "hash"]).arg(&db).output().unwrap();
+    let dump =
+        Command::new(&makemap).arg("-C").arg(&cf).args(["-u", "hash"]).arg(out.join("access.tlsledger")).output();
+    let dump = dump.unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
     let dump = String::from_utf8_lossy(&dump.stdout);
     assert!(dump.lines().any(|l| l == "try_tls:192.0.2.40\tNO"), "{dump}");
     assert!(dump.lines().any(|l| l == "try_tls:ipv6:2001:db8::40\tNO"), "{dump}");
+    assert!(!dump.contains("203.0.113.9"), "the stale database was replaced: {dump}");
     assert!(!dump.contains("192.0.2.10"), "healthy peers are not listed: {dump}");
+    assert_eq!(hidden_files(&out), Vec::<String>::new());
+}
+
+#[test]
+fn a_missing_or_failing_index_tool_fails_the_run_and_leaves_the_files() {
+    let out = dir("no-makemap-out");
+    let feed = generate("no-makemap", &log(), &out, &["--makemap", "hash", "--makemap-path", "/nonexistent/makemap"]);
+    let stderr = String::from_utf8_lossy(&feed.stderr);
+    assert_eq!(feed.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("/nonexistent/makemap") && stderr.contains("access.tlsledger"), "{stderr}");
+    let access = std::fs::read_to_string(out.join("access.tlsledger")).unwrap();
+    assert!(access.contains("Try_TLS:192.0.2.40\tNO"), "the new text file stays: {access}");
+    assert!(!out.join("access.tlsledger.db").exists());
+
+    // Debian's base postfix has no lmdb: postmap itself fails, and says so.
+    let config = postfix_config("lmdb");
+    let out = dir("postmap-lmdb-out");
+    let feed =
+        generate("postmap-lmdb", &log(), &out, &["--postmap", "lmdb", "--postfix-config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&feed.stderr);
+    assert_eq!(feed.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("postmap failed to index tls_policy") && stderr.contains("lmdb"), "{stderr}");
+    assert!(out.join("tls_policy").exists() && !out.join("tls_policy.lmdb").exists());
+    assert_eq!(hidden_files(&out), Vec::<String>::new());
+}
+
+/// A private Postfix configuration folder with an empty main.cf (see [`postmap_query`]).
+fn postfix_config(name: &str) -> PathBuf {
+    let config = dir(&format!("postfix-config-{name}"));
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("main.cf"), "").unwrap();
+    config
+}
+
+/// Writes `text` to a fresh file named `name`.
+fn write_temp(name: &str, text: &str) -> PathBuf {
+    let path = dir(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_feed_runs_postmap_on_the_policy_map() {
+    let config = postfix_config("hash");
+    let out = dir("postmap-out");
+    std::fs::create_dir_all(&out).unwrap();
+    // A stale tls_policy.db with an entry: the feed's (empty) policy must replace it.
+    std::fs::write(out.join("tls_policy"), "stale.example encrypt\n").unwrap();
+    let stale = Command::new("postmap")
+        .arg("-c")
+        .arg(&config)
+        .arg(format!("hash:{}", out.join("tls_policy").display()))
+        .output()
+        .unwrap();
+    assert!(stale.status.success(), "{}", String::from_utf8_lossy(&stale.stderr));
+    let query = |key: &str| {
+        Command::new("postmap")
+            .arg("-c")
+            .arg(&config)
+            .args(["-q", key, &format!("hash:{}", out.join("tls_policy").display())])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(String::from_utf8_lossy(&query("stale.example").stdout).trim(), "encrypt");
+
+    let feed = generate("postmap", &log(), &out, &["--postmap", "hash", "--postfix-config", config.to_str().unwrap()]);
+    assert!(feed.status.success(), "{}", String::from_utf8_lossy(&feed.stderr));
+    let after = query("stale.example");
+    assert_eq!(after.status.code(), Some(1), "not found: {}", String::from_utf8_lossy(&after.stderr));
+    assert!(after.stdout.is_empty() && after.stderr.is_empty(), "{}", String::from_utf8_lossy(&after.stderr));
+    let dump = Command::new("postmap")
+        .arg("-c")
+        .arg(&config)
+        .arg("-s")
+        .arg(format!("hash:{}", out.join("tls_policy").display()))
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(dump.stdout.is_empty(), "no enforcement without opt-in: {}", String::from_utf8_lossy(&dump.stdout));
+    assert_eq!(hidden_files(&out), Vec::<String>::new());
 }

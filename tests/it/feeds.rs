@@ -1,6 +1,7 @@
 //! Feeds end to end: logs → `parse --state` → `tlsledger feed`, and the real consumer reads the
 //! result: Postfix's own `postmap -q` on the generated cidr maps and on the `tls_policy` database
-//! the feed built with `postmap` and Sendmail's `makemap`, both run by the feed.
+//! the feed built with `postmap`, Sendmail's `makemap` run by the feed, Exim reading its host
+//! lists (`exim -bh`, `exim -be`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -287,4 +288,101 @@ fn the_feed_runs_postmap_on_the_policy_map() {
     assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
     assert!(dump.stdout.is_empty(), "no enforcement without opt-in: {}", String::from_utf8_lossy(&dump.stdout));
     assert_eq!(hidden_files(&out), Vec::<String>::new());
+}
+
+/// Exim, unpacked privately by tests/run.sh (exim4-daemon-light conflicts with Postfix).
+fn exim() -> PathBuf {
+    let exim = crate::common::repo().join(".ci-work/pkgs/exim4-daemon-light/usr/sbin/exim4");
+    assert!(exim.exists(), "{} missing: run tests/run.sh (tests/harness/unpack.sh exim4-daemon-light)", exim.display());
+    exim
+}
+
+/// Inbound clients whose STARTTLS fails: 203.0.113.50 twice, 2001:db8::50 once (no TLS ever).
+fn inbound_broken_log() -> String {
+    let mut log = String::new();
+    for (pid, minute, ip) in [(5001, 10, "203.0.113.50"), (5002, 20, "203.0.113.50"), (5003, 30, "2001:db8::50")] {
+        log.push_str(&format!(
+            "2026-11-11T08:{minute}:00+00:00 mx postfix/smtpd[{pid}]: connect from unknown[{ip}]\n\
+             2026-11-11T08:{minute}:01+00:00 mx postfix/smtpd[{pid}]: SSL_accept error from unknown[{ip}]: -1\n\
+             2026-11-11T08:{minute}:01+00:00 mx postfix/smtpd[{pid}]: lost connection after STARTTLS from unknown[{ip}]\n\
+             2026-11-11T08:{minute}:01+00:00 mx postfix/smtpd[{pid}]: disconnect from unknown[{ip}] ehlo=1 starttls=0/1 commands=1/2\n"
+        ));
+    }
+    log
+}
+
+/// Runs the private Exim with configuration `config`, `args` and `stdin`.
+fn run_exim(config: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(exim())
+        .arg("-C")
+        .arg(config)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn exim_reads_the_generated_host_lists() {
+    let out = dir("exim-out");
+    let feed = generate("exim", &format!("{}{}", log(), inbound_broken_log()), &out, &[]);
+    assert!(feed.status.success(), "{}", String::from_utf8_lossy(&feed.stderr));
+    let (avoid, clients) = (out.join("avoid_tls.list"), out.join("no_starttls_clients.list"));
+    // The wiring of feed-examples/exim/smtp_transport.conf.snippet: the files are host-list items.
+    let work = dir("exim-work");
+    std::fs::create_dir_all(&work).unwrap();
+    let config = work.join("exim.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "AVOID_TLS = {avoid}\n\
+             keep_environment =\n\
+             primary_hostname = mx.lab.example\n\
+             spool_directory = {work}/spool\n\
+             log_file_path = {work}/log/%slog\n\
+             tls_advertise_hosts = ! {clients} : *\n\
+             begin transports\n\
+             remote_smtp:\n  driver = smtp\n  hosts_avoid_tls = AVOID_TLS\n",
+            avoid = avoid.display(),
+            clients = clients.display(),
+            work = work.display()
+        ),
+    )
+    .unwrap();
+    let check = run_exim(&config, &["-bV"], b"");
+    assert!(check.status.success(), "exim -bV: {}", String::from_utf8_lossy(&check.stderr));
+    let transport = run_exim(&config, &["-bP", "transport", "remote_smtp"], b"");
+    let transport = String::from_utf8_lossy(&transport.stdout);
+    assert!(transport.lines().any(|l| l == format!("hosts_avoid_tls = {}", avoid.display())), "{transport}");
+
+    // Outbound: the transport's list, matched by Exim against server IPs.
+    for (ip, want) in
+        [("192.0.2.40", "avoid"), ("2001:db8::40", "avoid"), ("192.0.2.10", "try"), ("2001:db8::41", "try")]
+    {
+        let expanded =
+            run_exim(&config, &["-be", &format!("${{if match_ip{{{ip}}}{{AVOID_TLS}}{{avoid}}{{try}}}}")], b"");
+        assert!(expanded.status.success(), "{}", String::from_utf8_lossy(&expanded.stderr));
+        assert_eq!(String::from_utf8_lossy(&expanded.stdout).trim(), want, "hosts_avoid_tls for {ip}");
+    }
+
+    // Inbound: an SMTP session as if from each client (`-bh`, nothing delivered) shows whether
+    // Exim offers STARTTLS to it.
+    for (ip, listed) in
+        [("203.0.113.50", true), ("2001:db8::50", true), ("198.51.100.7", false), ("2001:db8::51", false)]
+    {
+        let session = run_exim(&config, &["-bh", ip], b"EHLO client.example\r\nQUIT\r\n");
+        let (stdout, stderr) = (String::from_utf8_lossy(&session.stdout), String::from_utf8_lossy(&session.stderr));
+        assert!(session.status.success(), "{stderr}");
+        assert!(stdout.contains("250 HELP"), "{stdout}");
+        assert_eq!(!stdout.contains("250-STARTTLS"), listed, "STARTTLS offered to {ip}?\n{stdout}");
+        if listed {
+            let why = format!("host in tls_advertise_hosts? no (matched \"{ip}\" in {})", clients.display());
+            assert!(stderr.contains(&why), "{stderr}");
+        }
+    }
 }

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use super::explain::load_thresholds;
 use crate::feeds::index::{self, MakemapType, PostmapType};
-use crate::feeds::{self, csv, exim, json, postfix, rspamd, sendmail, Entry, Stamp};
+use crate::feeds::{self, csv, exim, json, postfix, rspamd, sendmail, spamassassin, Entry, Stamp};
 use crate::observation::Direction;
 use crate::reputation::classify::{apply_guard, classify, global_guard};
 use crate::reputation::indra::IndraStore;
@@ -72,6 +72,9 @@ pub struct FeedArgs {
     pub sendmail_cf: Option<PathBuf>,
 }
 
+/// The SpamAssassin rule file: rules, not entries, so the churn guard does not apply.
+const SPAMASSASSIN_RULES: &str = "tlsledger.cf";
+
 /// Below this many changed entries a file is always published (small feeds churn by nature).
 const MIN_CHURN: usize = 10;
 
@@ -121,7 +124,7 @@ pub fn run(args: &FeedArgs) -> Result<()> {
         }
     }
     let stamp = Stamp { generated: now, expires: now + chrono::Duration::seconds(thresholds.expiry.feed_ttl.0) };
-    // Files with entries are kept from churning; the documents always publish.
+    // Files with entries are kept from churning; the others (documents, rules) always publish.
     let files = [
         ("smtp_discard_ehlo.cidr", postfix::discard_map(&entries, Direction::Outbound, &stamp)),
         ("smtpd_discard_ehlo.cidr", postfix::discard_map(&entries, Direction::Inbound, &stamp)),
@@ -133,10 +136,11 @@ pub fn run(args: &FeedArgs) -> Result<()> {
         ("tlsledger_hist_tls.map", rspamd::hist_tls_map(&entries, &stamp)),
         ("tlsledger-feed.json", json::feed(&entries, trip.as_ref(), &stamp)?),
         ("tlsledger-feed.csv", csv::feed(&entries, &stamp)),
+        (SPAMASSASSIN_RULES, spamassassin::rule_file(&thresholds.scores, &stamp)),
     ];
     let mut refused = Vec::new();
     for (name, contents) in &files {
-        let guarded = !name.starts_with("tlsledger-feed.");
+        let guarded = !name.starts_with("tlsledger-feed.") && *name != SPAMASSASSIN_RULES;
         if !args.force && guarded {
             if let Ok(previous) = std::fs::read_to_string(args.out.join(name)) {
                 if let Some(why) = churn_refusal(&previous, contents, thresholds.enforcement.max_feed_churn_ratio) {

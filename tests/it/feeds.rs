@@ -1,7 +1,7 @@
 //! Feeds end to end: logs → `parse --state` → `tlsledger feed`, and the real consumer reads the
 //! result: Postfix's own `postmap -q` on the generated cidr maps and on the `tls_policy` database
 //! the feed built with `postmap`, Sendmail's `makemap` run by the feed, Exim reading its host
-//! lists (`exim -bh`, `exim -be`).
+//! lists (`exim -bh`, `exim -be`), SpamAssassin linting and scoring with `tlsledger.cf`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -288,6 +288,118 @@ fn the_feed_runs_postmap_on_the_policy_map() {
     assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
     assert!(dump.stdout.is_empty(), "no enforcement without opt-in: {}", String::from_utf8_lossy(&dump.stdout));
     assert_eq!(hidden_files(&out), Vec::<String>::new());
+}
+
+/// A private SpamAssassin site configuration folder: the package's `.pre` files (they load the
+/// plugins, as in /etc/spamassassin), a local.cf that turns Bayes off and writes every hit with
+/// its score into `X-Spam-Tests`, and `rules` (the generated `tlsledger.cf`).
+fn spamassassin_site(name: &str, rules: &str) -> PathBuf {
+    let site = dir(&format!("sa-{name}"));
+    std::fs::create_dir_all(&site).unwrap();
+    for it in std::fs::read_dir("/etc/spamassassin").expect("/etc/spamassassin (tests/run.sh installs spamassassin)") {
+        let path = it.unwrap().path();
+        if path.extension().is_some_and(|e| e == "pre") {
+            std::fs::copy(&path, site.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(site.join("local.cf"), "use_bayes 0\nadd_header all Tests _TESTSSCORES(,)_\n").unwrap();
+    std::fs::write(site.join("tlsledger.cf"), rules).unwrap();
+    site
+}
+
+/// `spamassassin` with only `site` as the site configuration, local tests only (`-L`), no user
+/// preferences written (`-x`, a private HOME).
+fn spamassassin(site: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let home = site.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut child = Command::new("spamassassin")
+        .args(["-L", "-x", "--siteconfigpath"])
+        .arg(site)
+        .args(args)
+        .env("HOME", &home)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run spamassassin (tests/run.sh installs it)");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The TLSLEDGER_* rules that hit `message`, with their scores, from the `X-Spam-Tests` header.
+fn tlsledger_hits(site: &Path, message: &str) -> Vec<String> {
+    let output = spamassassin(site, &[], message.as_bytes());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let header = text.split("\n\n").next().unwrap().replace("\n\t", " ").replace("\n ", " ");
+    let tests = header
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Spam-Tests:"))
+        .unwrap_or_else(|| panic!("no X-Spam-Tests header in:\n{text}"));
+    let mut hits: Vec<String> =
+        tests.split(',').map(|t| t.trim().to_owned()).filter(|t| t.starts_with("TLSLEDGER_")).collect();
+    hits.sort();
+    hits
+}
+
+#[test]
+fn spamassassin_lints_the_rule_file_and_scores_the_header() {
+    let thresholds = write_temp("sa-thresholds.toml", "[scores]\nspamassassin_high = 2.5\n");
+    let out = dir("sa-out");
+    let feed = generate("sa", &log(), &out, &["--thresholds", thresholds.to_str().unwrap()]);
+    assert!(feed.status.success(), "{}", String::from_utf8_lossy(&feed.stderr));
+    let rules = std::fs::read_to_string(out.join("tlsledger.cf")).unwrap();
+    assert!(rules.lines().any(|l| l.starts_with("# generated 2026-11-11T10:00:00Z  expires 2026-11-13T10:00:00Z")));
+    let site = spamassassin_site("rules", &rules);
+
+    let lint = spamassassin(&site, &["--lint"], b"");
+    assert!(lint.status.success(), "lint: {}", String::from_utf8_lossy(&lint.stderr));
+    // The lint is not a formality: a broken rule beside ours fails it.
+    let broken = spamassassin_site("broken", &format!("{rules}\nheader TLSLEDGER_BROKEN X-TLSLedger =~ /(/\n"));
+    assert!(!spamassassin(&broken, &["--lint"], b"").status.success(), "lint accepted a broken regex");
+
+    let message = |header: Option<&str>| {
+        format!(
+            "From: sender@example.net\nTo: user@example.org\nSubject: hello\nDate: Wed, 11 Nov 2026 10:00:00 +0000\n\
+             Message-ID: <tlsledger-test@example.net>\n{}\nHello.\n",
+            header.map_or(String::new(), |h| format!("X-TLSLedger: {h}\n"))
+        )
+    };
+    let cases: [(Option<&str>, &[&str]); 7] = [
+        (
+            Some("class=historically-valid; flags=downgrade-suspect; severity=high; tls=none"),
+            &["TLSLEDGER_DOWNGRADE_HIGH=2.5"],
+        ),
+        (
+            Some("class=tls-unverified; flags=downgrade-suspect; severity=medium; tls=TLSv1.2; cipher=ECDHE-RSA-AES256-GCM-SHA384"),
+            &["TLSLEDGER_DOWNGRADE_MEDIUM=1"],
+        ),
+        (
+            Some("class=unknown; flags=downgrade-suspect,broken-starttls; severity=low"),
+            &["TLSLEDGER_BROKEN_STARTTLS=0.001", "TLSLEDGER_DOWNGRADE_LOW=0.5"],
+        ),
+        (
+            Some("class=historically-valid; flags=none; severity=none; tls=TLSv1.3; cipher=TLS_AES_256_GCM_SHA384"),
+            &["TLSLEDGER_HISTORICALLY_VALID=-0.001"],
+        ),
+        (Some("class=unknown; flags=none; severity=none; tls=none"), &[]),
+        (Some("class=never-tls; flags=none; severity=high"), &[]),
+        (None, &[]),
+    ];
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = cases
+            .iter()
+            .map(|(header, want)| {
+                let text = message(*header);
+                let site = &site;
+                (header, want, scope.spawn(move || tlsledger_hits(site, &text)))
+            })
+            .collect();
+        for (header, want, run) in runs {
+            assert_eq!(run.join().unwrap(), *want, "X-TLSLedger: {header:?}");
+        }
+    });
 }
 
 /// Exim, unpacked privately by tests/run.sh (exim4-daemon-light conflicts with Postfix).

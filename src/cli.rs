@@ -43,7 +43,7 @@ pub enum Command {
     ///
     /// Example: tlsledger explain mx1.example.net --state /var/lib/tlsledger
     Explain(ExplainArgs),
-    /// Write the feed files (Postfix discard maps, rspamd maps, canonical JSON) from the state.
+    /// Write the feed files (Postfix, Exim, Sendmail, rspamd, SpamAssassin, canonical JSON) from the state.
     ///
     /// Example: tlsledger feed --state /var/lib/tlsledger --out /etc/postfix/tlsledger
     Feed(FeedArgs),

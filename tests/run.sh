@@ -2,8 +2,9 @@
 # The test command (README "Run the tests"; .ci/run calls exactly this).
 #
 # On a Debian 12 machine with Rust stable it installs the Debian packages the real-MTA
-# tests need (Postfix, swaks, openssl, ClickHouse, rspamd: tests/harness/install-deps.sh,
-# idempotent), then runs
+# tests need (Postfix, swaks, openssl, ClickHouse, rspamd, SpamAssassin, Exim's libraries:
+# tests/harness/install-deps.sh, idempotent; Sendmail's makemap and Exim are unpacked privately
+# by tests/harness/unpack.sh), then runs
 # every check CI runs, fastest first, and ends with cargo's normal test summary:
 #   1. cargo fmt --check
 #   2. cargo clippy on every target, warnings denied
@@ -22,9 +23,10 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 echo "== installing test dependencies (Debian packages)"
-bash tests/harness/install-deps.sh postfix clickhouse rspamd
-# Sendmail conflicts with Postfix: its makemap is used from a private unpack.
+bash tests/harness/install-deps.sh postfix clickhouse rspamd spamassassin exim
+# Sendmail and Exim conflict with Postfix: makemap and exim are used from private unpacks.
 bash tests/harness/unpack.sh sendmail-bin .ci-work/pkgs/sendmail-bin
+bash tests/harness/unpack.sh exim4-daemon-light .ci-work/pkgs/exim4-daemon-light
 # Debian's own python3 lacks ensurepip until python3-venv is installed; the chdb check needs a venv.
 if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null ||

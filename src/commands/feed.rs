@@ -4,6 +4,10 @@
 //! The global guard is applied first: when many baseline endpoints regressed within the guard
 //! window, no flag is published and classes stay frozen (and the command says so). Dormant
 //! endpoints and those on the `always_allow` list are never listed.
+//!
+//! After the files are replaced, `--postmap TYPE` and `--makemap TYPE` build indexed databases of
+//! `tls_policy` and `access.tlsledger` with the MTA's own tools ([`crate::feeds::index`]); a
+//! missing or failing tool is an error (exit 2) that leaves the new text files in place.
 
 use std::path::PathBuf;
 
@@ -11,7 +15,8 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use super::explain::load_thresholds;
-use crate::feeds::{self, csv, exim, json, postfix, rspamd, sendmail, Entry, Stamp};
+use crate::feeds::index::{self, MakemapType, PostmapType};
+use crate::feeds::{self, csv, exim, json, postfix, rspamd, sendmail, spamassassin, Entry, Stamp};
 use crate::observation::Direction;
 use crate::reputation::classify::{apply_guard, classify, global_guard};
 use crate::reputation::indra::IndraStore;
@@ -39,7 +44,36 @@ pub struct FeedArgs {
     /// Publish even files whose entries changed by more than `max_feed_churn_ratio`.
     #[arg(long)]
     pub force: bool,
+
+    /// After writing `tls_policy`, build `TYPE:OUT/tls_policy` with postmap (for
+    /// `smtp_tls_policy_maps = TYPE:OUT/tls_policy`; without it use `texthash:`).
+    #[arg(long, value_name = "TYPE", value_enum)]
+    pub postmap: Option<PostmapType>,
+
+    /// The postmap program.
+    #[arg(long, value_name = "PATH", default_value = "postmap")]
+    pub postmap_path: PathBuf,
+
+    /// The Postfix configuration folder postmap reads (`postmap -c DIR`).
+    #[arg(long, value_name = "DIR")]
+    pub postfix_config: Option<PathBuf>,
+
+    /// After writing `access.tlsledger`, build its Sendmail database with `makemap TYPE`
+    /// (`OUT/access.tlsledger.db` for hash and btree).
+    #[arg(long, value_name = "TYPE", value_enum)]
+    pub makemap: Option<MakemapType>,
+
+    /// The makemap program (Debian: /usr/libexec/sendmail/makemap, also /usr/sbin/makemap).
+    #[arg(long, value_name = "PATH", default_value = "makemap")]
+    pub makemap_path: PathBuf,
+
+    /// The sendmail.cf makemap reads for `TrustedUser` (`makemap -C FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub sendmail_cf: Option<PathBuf>,
 }
+
+/// The SpamAssassin rule file: rules, not entries, so the churn guard does not apply.
+const SPAMASSASSIN_RULES: &str = "tlsledger.cf";
 
 /// Below this many changed entries a file is always published (small feeds churn by nature).
 const MIN_CHURN: usize = 10;
@@ -90,6 +124,7 @@ pub fn run(args: &FeedArgs) -> Result<()> {
         }
     }
     let stamp = Stamp { generated: now, expires: now + chrono::Duration::seconds(thresholds.expiry.feed_ttl.0) };
+    // Files with entries are kept from churning; the others (documents, rules) always publish.
     let files = [
         ("smtp_discard_ehlo.cidr", postfix::discard_map(&entries, Direction::Outbound, &stamp)),
         ("smtpd_discard_ehlo.cidr", postfix::discard_map(&entries, Direction::Inbound, &stamp)),
@@ -101,10 +136,12 @@ pub fn run(args: &FeedArgs) -> Result<()> {
         ("tlsledger_hist_tls.map", rspamd::hist_tls_map(&entries, &stamp)),
         ("tlsledger-feed.json", json::feed(&entries, trip.as_ref(), &stamp)?),
         ("tlsledger-feed.csv", csv::feed(&entries, &stamp)),
+        (SPAMASSASSIN_RULES, spamassassin::rule_file(&thresholds.scores, &stamp)),
     ];
     let mut refused = Vec::new();
     for (name, contents) in &files {
-        if !args.force && !name.starts_with("tlsledger-feed.") {
+        let guarded = !name.starts_with("tlsledger-feed.") && *name != SPAMASSASSIN_RULES;
+        if !args.force && guarded {
             if let Ok(previous) = std::fs::read_to_string(args.out.join(name)) {
                 if let Some(why) = churn_refusal(&previous, contents, thresholds.enforcement.max_feed_churn_ratio) {
                     eprintln!("tlsledger: kept the previous {name}: {why}; check and rerun with --force to publish");
@@ -114,6 +151,16 @@ pub fn run(args: &FeedArgs) -> Result<()> {
             }
         }
         feeds::write_atomically(&args.out, name, contents.as_bytes())?;
+    }
+    if let Some(kind) = args.postmap {
+        if !refused.contains(&"tls_policy") {
+            index::postmap(&args.postmap_path, args.postfix_config.as_deref(), kind, &args.out, "tls_policy")?;
+        }
+    }
+    if let Some(kind) = args.makemap {
+        if !refused.contains(&"access.tlsledger") {
+            index::makemap(&args.makemap_path, args.sendmail_cf.as_deref(), kind, &args.out, "access.tlsledger")?;
+        }
     }
     let broken = entries.iter().filter(|e| e.classification.broken_starttls.is_some()).count();
     let downgrades = entries.iter().filter(|e| e.classification.downgrade.is_some()).count();

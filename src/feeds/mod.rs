@@ -12,16 +12,22 @@
 //!   and `tlsledger_hist_tls.map` (inbound senders with a TLS history).
 //! - `exim.rs`: `avoid_tls.list` (`hosts_avoid_tls`) and `no_starttls_clients.list`.
 //! - `sendmail.rs`: `access.tlsledger` (`Try_TLS:IP NO`, `Srv_Features:IP S`, `IPv6:` keys).
+//! - `spamassassin.rs`: `tlsledger.cf`, rules on the `X-TLSLedger` header the milter adds
+//!   (the header is defined there), scored from the thresholds file.
+//! - `index.rs`: after the rename, `postmap` / `makemap` build indexed databases of `tls_policy`
+//!   and `access.tlsledger` when asked (temporary database, then rename).
 //! - `csv.rs`: `tlsledger-feed.csv`, one row per endpoint.
 //! - `json.rs`: the canonical `tlsledger-feed.json` with every endpoint, its class, flags and
 //!   evidence summary.
 
 pub mod csv;
 pub mod exim;
+pub mod index;
 pub mod json;
 pub mod postfix;
 pub mod rspamd;
 pub mod sendmail;
+pub mod spamassassin;
 
 use std::fs::File;
 use std::io::Write;

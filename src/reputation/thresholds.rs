@@ -96,10 +96,16 @@ pub struct Scores {
     pub rspamd_downgrade_symbol_score: f64,
     /// rspamd composite score for plaintext from a sender with a TLS history.
     pub rspamd_plaintext_from_tls_sender: f64,
-    /// SpamAssassin score of a high-severity header.
+    /// SpamAssassin score of a high-severity header (TLSLEDGER_DOWNGRADE_HIGH).
     pub spamassassin_high: f64,
-    /// SpamAssassin score of a low-severity header.
+    /// SpamAssassin score of a medium-severity header (TLSLEDGER_DOWNGRADE_MEDIUM).
+    pub spamassassin_medium: f64,
+    /// SpamAssassin score of a low-severity header (TLSLEDGER_DOWNGRADE_LOW).
     pub spamassassin_low: f64,
+    /// SpamAssassin score of a sender flagged broken-STARTTLS (informational by default).
+    pub spamassassin_broken_starttls: f64,
+    /// SpamAssassin score of a historically-valid sender that kept its TLS (informational).
+    pub spamassassin_historically_valid: f64,
 }
 
 impl Default for Scores {
@@ -108,7 +114,10 @@ impl Default for Scores {
             rspamd_downgrade_symbol_score: 3.0,
             rspamd_plaintext_from_tls_sender: 2.0,
             spamassassin_high: 1.5,
+            spamassassin_medium: 1.0,
             spamassassin_low: 0.5,
+            spamassassin_broken_starttls: 0.001,
+            spamassassin_historically_valid: -0.001,
         }
     }
 }
@@ -253,6 +262,21 @@ impl Thresholds {
         {
             bail!("ratios in the thresholds file must be between 0 and 1");
         }
+        let scores = &thresholds.scores;
+        if ![
+            scores.rspamd_downgrade_symbol_score,
+            scores.rspamd_plaintext_from_tls_sender,
+            scores.spamassassin_high,
+            scores.spamassassin_medium,
+            scores.spamassassin_low,
+            scores.spamassassin_broken_starttls,
+            scores.spamassassin_historically_valid,
+        ]
+        .iter()
+        .all(|score| score.is_finite())
+        {
+            bail!("scores in the thresholds file must be finite numbers");
+        }
         if thresholds.enforcement.postfix_tier != "off" {
             bail!(
                 "enforcement.postfix_tier = {:?} is not implemented yet; only \"off\" is accepted",
@@ -342,6 +366,7 @@ mod tests {
         assert!(Thresholds::from_toml("[baseline]\nmin_session = 2\n").is_err());
         assert!(Thresholds::from_toml("[baseline]\nlookback = \"soon\"\n").is_err());
         assert!(Thresholds::from_toml("[downgrade]\nglobal_guard_ratio = 2.0\n").is_err());
+        assert!(Thresholds::from_toml("[scores]\nspamassassin_high = nan\n").is_err());
         assert!(Thresholds::from_toml("[enforcement]\npostfix_tier = \"verify\"\n").is_err(), "not silently ignored");
     }
 }

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # install-deps.sh: installs the Debian packages that the real-MTA test labs need.
 #
-# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, rspamd)
+# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, rspamd, spamassassin, exim)
 #
 # The one place that installs Debian packages for the tests; clickhouse.sh install and
 # rspamd.sh install call it.
+#
+# "exim" installs only the shared libraries of exim4-daemon-light and creates the Debian-exim
+# system user that the binary looks up at start (as exim4-base's postinst does): the Exim package
+# itself conflicts with Postfix and is unpacked privately by tests/harness/unpack.sh.
 #
 # MTA defaults to "postfix", the only lab that exists so far.
 # The script is idempotent and non-interactive: when every package is already
@@ -50,12 +54,22 @@ for mta in "${mtas[@]}"; do
             # --no-install-recommends (below) keeps redis-server out: the tests do not use it.
             packages+=(rspamd curl)
             ;;
-        exim | sendmail | opensmtpd)
+        spamassassin)
+            # The tests run `spamassassin` with a private site config and -L (no network
+            # tests); the spamd service is kept from starting by the policy-rc.d below.
+            packages+=(spamassassin)
+            ;;
+        exim)
+            # The run-time libraries of exim4-daemon-light (Depends of Debian 12's package)
+            # that a base system may lack; the binary comes from unpack.sh.
+            packages+=(libdb5.3 libgnutls30 libgnutls-dane0 libidn12 libidn2-0 libnsl2 libpcre2-8-0 libcrypt1)
+            ;;
+        sendmail | opensmtpd)
             echo "install-deps.sh: the $mta lab is not written yet (it will be unpacked privately with apt-get download + dpkg -x)" >&2
             exit 2
             ;;
         *)
-            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd)" >&2
+            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd, spamassassin, exim)" >&2
             exit 2
             ;;
     esac
@@ -70,6 +84,13 @@ for package in "${packages[@]}"; do
         missing+=("$package")
     fi
 done
+
+# Debian's exim binary is built with EXIM_USER=Debian-exim and exits at start when that user
+# does not exist, before it reads any configuration.
+if [[ " ${mtas[*]} " == *" exim "* ]] && ! getent passwd Debian-exim >/dev/null; then
+    adduser --system --group --quiet --home /var/spool/exim4 --no-create-home \
+        --disabled-login --force-badname Debian-exim
+fi
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     echo "install-deps.sh: all packages already installed: ${packages[*]}"

@@ -1,5 +1,7 @@
 //! Feeds end to end: logs → `parse --state` → `tlsledger feed`, and the real consumer reads the
-//! result: Postfix's own `postmap -q` on the generated cidr maps.
+//! result: Postfix's own `postmap -q` on the generated cidr maps and on the `tls_policy` database
+//! the feed built with `postmap`, Sendmail's `makemap` run by the feed, Exim reading its host
+//! lists (`exim -bh`, `exim -be`), SpamAssassin linting and scoring with `tlsledger.cf`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -134,30 +136,365 @@ fn an_empty_state_gives_valid_empty_feeds() {
     assert_eq!(json["endpoints"].as_array().unwrap().len(), 0);
 }
 
-#[test]
-fn sendmail_makemap_accepts_the_access_entries() {
-    // Sendmail conflicts with Postfix as a Debian package: tests/run.sh unpacks it privately.
+/// `parse --state` of `log` into a fresh state folder, then `feed --now 2026-11-11T10:00:00Z
+/// --out OUT` with `extra` options.
+fn generate(name: &str, log: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let state = dir(&format!("{name}-state"));
+    let parsed = tlsledger(
+        &["parse", "--output", "none", "--tls-logging", "on", "--state", state.to_str().unwrap(), "-"],
+        log.as_bytes(),
+    );
+    assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
+    let mut args = vec![
+        "feed",
+        "--state",
+        state.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--now",
+        "2026-11-11T10:00:00Z",
+    ];
+    args.extend_from_slice(extra);
+    tlsledger(&args, b"")
+}
+
+/// The names in `dir` that start with a dot (temporary files).
+fn hidden_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+/// Sendmail's makemap, unpacked privately by tests/run.sh (it conflicts with Postfix).
+fn makemap() -> PathBuf {
     let makemap = crate::common::repo().join(".ci-work/pkgs/sendmail-bin/usr/libexec/sendmail/makemap");
     assert!(makemap.exists(), "{} missing: run tests/run.sh (tests/harness/unpack.sh sendmail-bin)", makemap.display());
-    let state = dir("makemap-state");
+    makemap
+}
+
+#[test]
+fn the_feed_runs_sendmail_makemap_and_replaces_the_database() {
+    let makemap = makemap();
     let out = dir("makemap-out");
-    let parsed = tlsledger(&["parse", "--output", "none", "--state", state.to_str().unwrap(), "-"], log().as_bytes());
-    assert!(parsed.status.success());
-    let feed = tlsledger(
-        &["feed", "--state", state.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", "2026-11-11T10:00:00Z"],
-        b"",
+    std::fs::create_dir_all(&out).unwrap();
+    // makemap looks up TrustedUser in a sendmail.cf: an empty private one will do.
+    let cf = dir("makemap-cf").with_extension("cf");
+    std::fs::write(&cf, "").unwrap();
+    // A stale database from an earlier run, with an entry the new feed no longer has.
+    let stale = Command::new(&makemap)
+        .arg("-C")
+        .arg(&cf)
+        .arg("hash")
+        .arg(out.join("access.tlsledger"))
+        .stdin(std::fs::File::open(write_temp("stale-access", "Try_TLS:203.0.113.9\tNO\n")).unwrap())
+        .output()
+        .unwrap();
+    assert!(stale.status.success(), "{}", String::from_utf8_lossy(&stale.stderr));
+    let feed = generate(
+        "makemap",
+        &log(),
+        &out,
+        &["--makemap", "hash", "--makemap-path", makemap.to_str().unwrap(), "--sendmail-cf", cf.to_str().unwrap()],
     );
     assert!(feed.status.success(), "{}", String::from_utf8_lossy(&feed.stderr));
-    // makemap looks up TrustedUser in a sendmail.cf: an empty private one will do.
-    let cf = out.join("empty.cf");
-    std::fs::write(&cf, "").unwrap();
-    let access = std::fs::File::open(out.join("access.tlsledger")).unwrap();
-    let db = out.join("access");
-    let built = Command::new(&makemap).arg("-C").arg(&cf).arg("hash").arg(&db).stdin(access).output().unwrap();
-    assert!(built.status.success(), "makemap: {}", String::from_utf8_lossy(&built.stderr));
-    let dump = Command::new(&makemap).arg("-C").arg(&cf).args(["-u", "hash"]).arg(&db).output().unwrap();
+    let dump =
+        Command::new(&makemap).arg("-C").arg(&cf).args(["-u", "hash"]).arg(out.join("access.tlsledger")).output();
+    let dump = dump.unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
     let dump = String::from_utf8_lossy(&dump.stdout);
     assert!(dump.lines().any(|l| l == "try_tls:192.0.2.40\tNO"), "{dump}");
     assert!(dump.lines().any(|l| l == "try_tls:ipv6:2001:db8::40\tNO"), "{dump}");
+    assert!(!dump.contains("203.0.113.9"), "the stale database was replaced: {dump}");
     assert!(!dump.contains("192.0.2.10"), "healthy peers are not listed: {dump}");
+    assert_eq!(hidden_files(&out), Vec::<String>::new());
+}
+
+#[test]
+fn a_missing_or_failing_index_tool_fails_the_run_and_leaves_the_files() {
+    let out = dir("no-makemap-out");
+    let feed = generate("no-makemap", &log(), &out, &["--makemap", "hash", "--makemap-path", "/nonexistent/makemap"]);
+    let stderr = String::from_utf8_lossy(&feed.stderr);
+    assert_eq!(feed.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("/nonexistent/makemap") && stderr.contains("access.tlsledger"), "{stderr}");
+    let access = std::fs::read_to_string(out.join("access.tlsledger")).unwrap();
+    assert!(access.contains("Try_TLS:192.0.2.40\tNO"), "the new text file stays: {access}");
+    assert!(!out.join("access.tlsledger.db").exists());
+
+    // Debian's base postfix has no lmdb: postmap itself fails, and says so.
+    let config = postfix_config("lmdb");
+    let out = dir("postmap-lmdb-out");
+    let feed =
+        generate("postmap-lmdb", &log(), &out, &["--postmap", "lmdb", "--postfix-config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&feed.stderr);
+    assert_eq!(feed.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("postmap failed to index tls_policy") && stderr.contains("lmdb"), "{stderr}");
+    assert!(out.join("tls_policy").exists() && !out.join("tls_policy.lmdb").exists());
+    assert_eq!(hidden_files(&out), Vec::<String>::new());
+}
+
+/// A private Postfix configuration folder with an empty main.cf (see [`postmap_query`]).
+fn postfix_config(name: &str) -> PathBuf {
+    let config = dir(&format!("postfix-config-{name}"));
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("main.cf"), "").unwrap();
+    config
+}
+
+/// Writes `text` to a fresh file named `name`.
+fn write_temp(name: &str, text: &str) -> PathBuf {
+    let path = dir(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_feed_runs_postmap_on_the_policy_map() {
+    let config = postfix_config("hash");
+    let out = dir("postmap-out");
+    std::fs::create_dir_all(&out).unwrap();
+    // A stale tls_policy.db with an entry: the feed's (empty) policy must replace it.
+    std::fs::write(out.join("tls_policy"), "stale.example encrypt\n").unwrap();
+    let stale = Command::new("postmap")
+        .arg("-c")
+        .arg(&config)
+        .arg(format!("hash:{}", out.join("tls_policy").display()))
+        .output()
+        .unwrap();
+    assert!(stale.status.success(), "{}", String::from_utf8_lossy(&stale.stderr));
+    let query = |key: &str| {
+        Command::new("postmap")
+            .arg("-c")
+            .arg(&config)
+            .args(["-q", key, &format!("hash:{}", out.join("tls_policy").display())])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(String::from_utf8_lossy(&query("stale.example").stdout).trim(), "encrypt");
+
+    let feed = generate("postmap", &log(), &out, &["--postmap", "hash", "--postfix-config", config.to_str().unwrap()]);
+    assert!(feed.status.success(), "{}", String::from_utf8_lossy(&feed.stderr));
+    let after = query("stale.example");
+    assert_eq!(after.status.code(), Some(1), "not found: {}", String::from_utf8_lossy(&after.stderr));
+    assert!(after.stdout.is_empty() && after.stderr.is_empty(), "{}", String::from_utf8_lossy(&after.stderr));
+    let dump = Command::new("postmap")
+        .arg("-c")
+        .arg(&config)
+        .arg("-s")
+        .arg(format!("hash:{}", out.join("tls_policy").display()))
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(dump.stdout.is_empty(), "no enforcement without opt-in: {}", String::from_utf8_lossy(&dump.stdout));
+    assert_eq!(hidden_files(&out), Vec::<String>::new());
+}
+
+/// A private SpamAssassin site configuration folder: the package's `.pre` files (they load the
+/// plugins, as in /etc/spamassassin), a local.cf that turns Bayes off and writes every hit with
+/// its score into `X-Spam-Tests`, and `rules` (the generated `tlsledger.cf`).
+fn spamassassin_site(name: &str, rules: &str) -> PathBuf {
+    let site = dir(&format!("sa-{name}"));
+    std::fs::create_dir_all(&site).unwrap();
+    for it in std::fs::read_dir("/etc/spamassassin").expect("/etc/spamassassin (tests/run.sh installs spamassassin)") {
+        let path = it.unwrap().path();
+        if path.extension().is_some_and(|e| e == "pre") {
+            std::fs::copy(&path, site.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(site.join("local.cf"), "use_bayes 0\nadd_header all Tests _TESTSSCORES(,)_\n").unwrap();
+    std::fs::write(site.join("tlsledger.cf"), rules).unwrap();
+    site
+}
+
+/// `spamassassin` with only `site` as the site configuration, local tests only (`-L`), no user
+/// preferences written (`-x`, a private HOME).
+fn spamassassin(site: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let home = site.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut child = Command::new("spamassassin")
+        .args(["-L", "-x", "--siteconfigpath"])
+        .arg(site)
+        .args(args)
+        .env("HOME", &home)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run spamassassin (tests/run.sh installs it)");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The TLSLEDGER_* rules that hit `message`, with their scores, from the `X-Spam-Tests` header.
+fn tlsledger_hits(site: &Path, message: &str) -> Vec<String> {
+    let output = spamassassin(site, &[], message.as_bytes());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let header = text.split("\n\n").next().unwrap().replace("\n\t", " ").replace("\n ", " ");
+    let tests = header
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Spam-Tests:"))
+        .unwrap_or_else(|| panic!("no X-Spam-Tests header in:\n{text}"));
+    let mut hits: Vec<String> =
+        tests.split(',').map(|t| t.trim().to_owned()).filter(|t| t.starts_with("TLSLEDGER_")).collect();
+    hits.sort();
+    hits
+}
+
+#[test]
+fn spamassassin_lints_the_rule_file_and_scores_the_header() {
+    let thresholds = write_temp("sa-thresholds.toml", "[scores]\nspamassassin_high = 2.5\n");
+    let out = dir("sa-out");
+    let feed = generate("sa", &log(), &out, &["--thresholds", thresholds.to_str().unwrap()]);
+    assert!(feed.status.success(), "{}", String::from_utf8_lossy(&feed.stderr));
+    let rules = std::fs::read_to_string(out.join("tlsledger.cf")).unwrap();
+    assert!(rules.lines().any(|l| l.starts_with("# generated 2026-11-11T10:00:00Z  expires 2026-11-13T10:00:00Z")));
+    let site = spamassassin_site("rules", &rules);
+
+    let lint = spamassassin(&site, &["--lint"], b"");
+    assert!(lint.status.success(), "lint: {}", String::from_utf8_lossy(&lint.stderr));
+    // The lint is not a formality: a broken rule beside ours fails it.
+    let broken = spamassassin_site("broken", &format!("{rules}\nheader TLSLEDGER_BROKEN X-TLSLedger =~ /(/\n"));
+    assert!(!spamassassin(&broken, &["--lint"], b"").status.success(), "lint accepted a broken regex");
+
+    let message = |header: Option<&str>| {
+        format!(
+            "From: sender@example.net\nTo: user@example.org\nSubject: hello\nDate: Wed, 11 Nov 2026 10:00:00 +0000\n\
+             Message-ID: <tlsledger-test@example.net>\n{}\nHello.\n",
+            header.map_or(String::new(), |h| format!("X-TLSLedger: {h}\n"))
+        )
+    };
+    let cases: [(Option<&str>, &[&str]); 7] = [
+        (
+            Some("class=historically-valid; flags=downgrade-suspect; severity=high; tls=none"),
+            &["TLSLEDGER_DOWNGRADE_HIGH=2.5"],
+        ),
+        (
+            Some("class=tls-unverified; flags=downgrade-suspect; severity=medium; tls=TLSv1.2; cipher=ECDHE-RSA-AES256-GCM-SHA384"),
+            &["TLSLEDGER_DOWNGRADE_MEDIUM=1"],
+        ),
+        (
+            Some("class=unknown; flags=downgrade-suspect,broken-starttls; severity=low"),
+            &["TLSLEDGER_BROKEN_STARTTLS=0.001", "TLSLEDGER_DOWNGRADE_LOW=0.5"],
+        ),
+        (
+            Some("class=historically-valid; flags=none; severity=none; tls=TLSv1.3; cipher=TLS_AES_256_GCM_SHA384"),
+            &["TLSLEDGER_HISTORICALLY_VALID=-0.001"],
+        ),
+        (Some("class=unknown; flags=none; severity=none; tls=none"), &[]),
+        (Some("class=never-tls; flags=none; severity=high"), &[]),
+        (None, &[]),
+    ];
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = cases
+            .iter()
+            .map(|(header, want)| {
+                let text = message(*header);
+                let site = &site;
+                (header, want, scope.spawn(move || tlsledger_hits(site, &text)))
+            })
+            .collect();
+        for (header, want, run) in runs {
+            assert_eq!(run.join().unwrap(), *want, "X-TLSLedger: {header:?}");
+        }
+    });
+}
+
+/// Exim, unpacked privately by tests/run.sh (exim4-daemon-light conflicts with Postfix).
+fn exim() -> PathBuf {
+    let exim = crate::common::repo().join(".ci-work/pkgs/exim4-daemon-light/usr/sbin/exim4");
+    assert!(exim.exists(), "{} missing: run tests/run.sh (tests/harness/unpack.sh exim4-daemon-light)", exim.display());
+    exim
+}
+
+/// Inbound clients whose STARTTLS fails: 203.0.113.50 twice, 2001:db8::50 once (no TLS ever).
+fn inbound_broken_log() -> String {
+    let mut log = String::new();
+    for (pid, minute, ip) in [(5001, 10, "203.0.113.50"), (5002, 20, "203.0.113.50"), (5003, 30, "2001:db8::50")] {
+        log.push_str(&format!(
+            "2026-11-11T08:{minute}:00+00:00 mx postfix/smtpd[{pid}]: connect from unknown[{ip}]\n\
+             2026-11-11T08:{minute}:01+00:00 mx postfix/smtpd[{pid}]: SSL_accept error from unknown[{ip}]: -1\n\
+             2026-11-11T08:{minute}:01+00:00 mx postfix/smtpd[{pid}]: lost connection after STARTTLS from unknown[{ip}]\n\
+             2026-11-11T08:{minute}:01+00:00 mx postfix/smtpd[{pid}]: disconnect from unknown[{ip}] ehlo=1 starttls=0/1 commands=1/2\n"
+        ));
+    }
+    log
+}
+
+/// Runs the private Exim with configuration `config`, `args` and `stdin`.
+fn run_exim(config: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(exim())
+        .arg("-C")
+        .arg(config)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn exim_reads_the_generated_host_lists() {
+    let out = dir("exim-out");
+    let feed = generate("exim", &format!("{}{}", log(), inbound_broken_log()), &out, &[]);
+    assert!(feed.status.success(), "{}", String::from_utf8_lossy(&feed.stderr));
+    let (avoid, clients) = (out.join("avoid_tls.list"), out.join("no_starttls_clients.list"));
+    // The wiring of feed-examples/exim/smtp_transport.conf.snippet: the files are host-list items.
+    let work = dir("exim-work");
+    std::fs::create_dir_all(&work).unwrap();
+    let config = work.join("exim.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "AVOID_TLS = {avoid}\n\
+             keep_environment =\n\
+             primary_hostname = mx.lab.example\n\
+             spool_directory = {work}/spool\n\
+             log_file_path = {work}/log/%slog\n\
+             tls_advertise_hosts = ! {clients} : *\n\
+             begin transports\n\
+             remote_smtp:\n  driver = smtp\n  hosts_avoid_tls = AVOID_TLS\n",
+            avoid = avoid.display(),
+            clients = clients.display(),
+            work = work.display()
+        ),
+    )
+    .unwrap();
+    let check = run_exim(&config, &["-bV"], b"");
+    assert!(check.status.success(), "exim -bV: {}", String::from_utf8_lossy(&check.stderr));
+    let transport = run_exim(&config, &["-bP", "transport", "remote_smtp"], b"");
+    let transport = String::from_utf8_lossy(&transport.stdout);
+    assert!(transport.lines().any(|l| l == format!("hosts_avoid_tls = {}", avoid.display())), "{transport}");
+
+    // Outbound: the transport's list, matched by Exim against server IPs.
+    for (ip, want) in
+        [("192.0.2.40", "avoid"), ("2001:db8::40", "avoid"), ("192.0.2.10", "try"), ("2001:db8::41", "try")]
+    {
+        let expanded =
+            run_exim(&config, &["-be", &format!("${{if match_ip{{{ip}}}{{AVOID_TLS}}{{avoid}}{{try}}}}")], b"");
+        assert!(expanded.status.success(), "{}", String::from_utf8_lossy(&expanded.stderr));
+        assert_eq!(String::from_utf8_lossy(&expanded.stdout).trim(), want, "hosts_avoid_tls for {ip}");
+    }
+
+    // Inbound: an SMTP session as if from each client (`-bh`, nothing delivered) shows whether
+    // Exim offers STARTTLS to it.
+    for (ip, listed) in
+        [("203.0.113.50", true), ("2001:db8::50", true), ("198.51.100.7", false), ("2001:db8::51", false)]
+    {
+        let session = run_exim(&config, &["-bh", ip], b"EHLO client.example\r\nQUIT\r\n");
+        let (stdout, stderr) = (String::from_utf8_lossy(&session.stdout), String::from_utf8_lossy(&session.stderr));
+        assert!(session.status.success(), "{stderr}");
+        assert!(stdout.contains("250 HELP"), "{stdout}");
+        assert_eq!(!stdout.contains("250-STARTTLS"), listed, "STARTTLS offered to {ip}?\n{stdout}");
+        if listed {
+            let why = format!("host in tls_advertise_hosts? no (matched \"{ip}\" in {})", clients.display());
+            assert!(stderr.contains(&why), "{stderr}");
+        }
+    }
 }

@@ -76,9 +76,7 @@ fn recent(rng: &mut Rng, profile: Profile, ts: i64, bad: bool, trusted_source: b
     let tls = |trust| (Outcome::Tls, Some(trust), 5, 256);
     let (outcome, trust, protocol, bits) = match profile {
         Profile::Verified | Profile::Downgrade if bad => (Outcome::Plaintext, None, 0, 0),
-        Profile::Verified | Profile::Downgrade => {
-            tls(if rng.percent(20) { Trust::Verified } else { Trust::Trusted })
-        }
+        Profile::Verified | Profile::Downgrade => tls(if rng.percent(20) { Trust::Verified } else { Trust::Trusted }),
         Profile::Untrusted => tls(Trust::Untrusted),
         Profile::Plaintext => (Outcome::StarttlsNotOffered, None, 0, 0),
         Profile::Broken => (Outcome::HandshakeFailed, None, 0, 0),

@@ -358,7 +358,8 @@ mod tests {
         let template = history.recent[0].clone();
         history.recent.clear();
         for outcome in Outcome::ALL {
-            for trust in [None, Some(Trust::Verified), Some(Trust::Trusted), Some(Trust::Untrusted), Some(Trust::Anonymous)]
+            for trust in
+                [None, Some(Trust::Verified), Some(Trust::Trusted), Some(Trust::Untrusted), Some(Trust::Anonymous)]
             {
                 for bools in 0..8u8 {
                     history.recent.push(Recent {

@@ -378,9 +378,8 @@ impl IndraStore {
                     batch.push(BulkInsertItem::VertexProperty(id, names.name, value));
                 }
                 TAG_EDGE => {
-                    let (t, from_t, to_t) = *edge_types
-                        .get(usize::from(read_byte(&mut input)?))
-                        .context("edge of an unknown type")?;
+                    let (t, from_t, to_t) =
+                        *edge_types.get(usize::from(read_byte(&mut input)?)).context("edge of an unknown type")?;
                     let (from, to) = (read_varint(&mut input)?, read_varint(&mut input)?);
                     let vertex = |number: u64| {
                         usize::try_from(number).ok().and_then(|n| vertices.get(n)).copied().with_context(|| {
@@ -783,7 +782,12 @@ mod tests {
             ("edge of an unknown type", file(&[&domain, &hostname, &record_of(b'E', &[&[2], &[0], &[1]])])),
             (
                 "appears twice",
-                file(&[&domain, &hostname, &record_of(b'E', &[&[0], &[0], &[1]]), &record_of(b'E', &[&[0], &[0], &[1]])]),
+                file(&[
+                    &domain,
+                    &hostname,
+                    &record_of(b'E', &[&[0], &[0], &[1]]),
+                    &record_of(b'E', &[&[0], &[0], &[1]]),
+                ]),
             ),
             ("invalid history", file(&[&h(b"outbound/192.0.2.1", &garbled), &end(0, 0, 1)])),
             ("invalid endpoint", file(&[&h(b"sideways/192.0.2.1", &history), &end(0, 0, 1)])),
@@ -813,8 +817,11 @@ mod tests {
     fn a_version_1_json_file_is_refused() {
         let store = IndraStore::temp().unwrap();
         let legacy = store.dir().join(LEGACY_FILE);
-        fs::write(&legacy, br#"{"format":"tlsledger-reputation-graph","version":1,"vertices":[],"edges":[],"properties":[]}"#)
-            .unwrap();
+        fs::write(
+            &legacy,
+            br#"{"format":"tlsledger-reputation-graph","version":1,"vertices":[],"edges":[],"properties":[]}"#,
+        )
+        .unwrap();
         let err = format!("{:#}", IndraStore::open(store.dir()).unwrap_err());
         assert!(err.contains(&legacy.display().to_string()) && err.contains("format version 1"), "{err}");
         assert!(err.contains("tlsledger reputation rebuild"), "{err}");

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::observation::Direction;
 use crate::reputation::classify::{classify, domain_class, Class, Classification};
 use crate::reputation::history::{protocol_name, HostHistory};
-use crate::reputation::indra::IndraStore;
+use crate::reputation::indra::{IndraStore, GRAPH_FILE, LEGACY_FILE};
 use crate::reputation::store::{EndpointKey, ReputationStore};
 use crate::reputation::thresholds::Thresholds;
 
@@ -95,7 +95,8 @@ pub fn load_thresholds(path: Option<&std::path::Path>) -> Result<Thresholds> {
 /// Runs `explain`.
 pub fn run(args: &ExplainArgs) -> Result<()> {
     let thresholds = load_thresholds(args.thresholds.as_deref())?;
-    if !args.state.join("graph.json").exists() {
+    // A version-1 file goes on to `open`, which says what to do with it.
+    if !args.state.join(GRAPH_FILE).exists() && !args.state.join(LEGACY_FILE).exists() {
         anyhow::bail!(
             "no reputation state in {}: build it with `tlsledger parse --state {} LOG...`",
             args.state.display(),

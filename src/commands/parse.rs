@@ -90,7 +90,7 @@ pub struct ParseArgs {
     pub sink: SinkArgs,
 
     /// Also fold the observations into the reputation state kept in DIR (an IndraDB graph saved
-    /// atomically as DIR/graph.json); read it with `tlsledger explain`.
+    /// atomically as DIR/graph.bin); read it with `tlsledger explain`.
     #[arg(long, value_name = "DIR", help_heading = "Reputation")]
     pub state: Option<PathBuf>,
 

@@ -5,7 +5,7 @@
 //! The rows are read with `FINAL` (each event once, whatever was resent), in time order, turned
 //! back into Observations and folded with the same `record()` as `parse --state`, so the
 //! streaming path and the rebuild give identical histories and classes. The new state is built
-//! in `DIR.rebuild/` and then renamed over `DIR/graph.json`, so readers see the old or the new
+//! in `DIR.rebuild/` and then renamed over `DIR/graph.bin`, so readers see the old or the new
 //! state, never a half-built one.
 
 use std::path::PathBuf;

@@ -10,7 +10,7 @@
 //! hosts. It binds 127.0.0.1 by default, answers only peers on the allow-list (loopback by
 //! default), optionally requires `Authorization: Bearer <token>` (token read from a file), limits
 //! concurrent connections, and times out slow request headers. The state is reloaded when
-//! `graph.json` changes.
+//! `graph.bin` changes.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -124,7 +124,7 @@ struct App {
 }
 
 impl App {
-    /// The store, reloaded when `graph.json` changed.
+    /// The store, reloaded when `graph.bin` changed.
     fn store(&self) -> Result<Option<Arc<IndraStore>>> {
         let path = self.state_dir.join(GRAPH_FILE);
         let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) else { return Ok(None) };

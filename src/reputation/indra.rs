@@ -1,60 +1,86 @@
-//! `IndraStore`: the [`ReputationStore`] kept as an IndraDB graph, saved atomically to a folder.
+//! `IndraStore`: the [`ReputationStore`] kept as an IndraDB graph plus compact histories, saved
+//! atomically to a folder.
 //!
-//! The graph lives in an in-memory `indradb::Database<MemoryDatastore>`. Every vertex has a
+//! The name graph lives in an in-memory `indradb::Database<MemoryDatastore>`. Every vertex has a
 //! `name` property, and its id is a stable 128-bit FNV-1a hash of `<type>/<name>`, so a name is
 //! found without an index and the same name always gets the same id:
 //!
 //! ```text
-//! domain ──mx──► hostname ──resolves──► ip ──endpoint──► endpoint
-//! example.net    mx1.example.net        192.0.2.1        outbound/192.0.2.1  {history: HostHistory}
+//! domain ──mx──► hostname ──resolves──► ip
+//! example.net    mx1.example.net        192.0.2.1
 //! ```
 //!
-//! An `ip` vertex stands for the address alone; its `endpoint` vertices (one per direction) carry
-//! the history as the property `history`: a JSON string holding the `HostHistory` JSON text, not a
-//! JSON tree, because a `serde_json::Value` tree takes about four times the memory (1.4 GB against
-//! 0.3 GB for 100k endpoints of five observations) and twice the time to load. A vertex whose id
-//! is taken by another name (a hash collision) is an error, never a silent merge.
+//! The histories are not IndraDB properties: they sit beside the graph in a map from
+//! [`EndpointKey`] (direction + IP) to the compact binary form of `codec.rs` (about 0.5 kB for a
+//! busy endpoint). At a million endpoints IndraDB's own cost per vertex, property and edge
+//! (B-tree entries, an `Arc<serde_json::Value>` per property) left no room for histories: one
+//! endpoint vertex, its name and its `ip -endpoint-> endpoint` edge took about 0.6 kB before any
+//! history, and a JSON history property 3–7 kB (bench/RESULTS.md). A vertex whose id is taken by
+//! another name (a hash collision) is an error, never a silent merge.
 //!
-//! Persistence: [`IndraStore::open`] loads `DIR/graph.json` (a missing file is an empty store)
-//! and [`ReputationStore::save`] writes it. The file is our own format ([`FORMAT`], version
-//! [`VERSION`]): one JSON object with every vertex `[id, type]`, edge `[from, type, to]` and
-//! vertex property `[id, name, value]`. It is written to `graph.json.tmp`, fsynced, renamed over
-//! `graph.json` and the folder is fsynced, under an exclusive lock on `graph.lock`; so a crash
-//! leaves the previous or the new file, and a leftover `graph.json.tmp` is never read. IndraDB's
-//! own `sync` is not used: it writes a temporary file in the system temp folder (maybe another
-//! file system, so the rename is not atomic) and does not fsync. Loading checks the whole file
-//! (format, ids, types, edge ends, every history) before anything is used, so a truncated or
-//! edited file is a clear error naming the path, not a panic or a half-loaded graph.
+//! Persistence: [`IndraStore::open`] loads `DIR/graph.bin` (a missing file is an empty store) and
+//! [`ReputationStore::save`] writes it. The file is our own binary format: [`MAGIC`], the version
+//! [`VERSION`] (u32, little-endian), then records, each a tag byte and its fields (integers are
+//! LEB128 varints, strings a length and UTF-8 bytes):
+//!
+//! ```text
+//! V type name          a vertex (type 0 domain, 1 hostname, 2 ip); vertices are numbered in order
+//! E type from to       an edge (type 0 mx, 1 resolves) between two earlier vertices, by number
+//! H endpoint history   an endpoint (`outbound/192.0.2.1`) and its codec.rs bytes, in key order
+//! Z vertices edges histories   the counts of the records above; nothing may follow
+//! ```
+//!
+//! Vertex ids are not stored: they are recomputed from type and name. The file is written to
+//! `graph.bin.tmp`, fsynced, renamed over `graph.bin` and the folder is fsynced, under an
+//! exclusive lock on `graph.lock`; so a crash leaves the previous or the new file, and a leftover
+//! `graph.bin.tmp` is never read. IndraDB's own `sync` is not used: it writes a temporary file
+//! in the system temp folder (maybe another file system, so the rename is not atomic) and does
+//! not fsync. Loading streams the file and checks every record (types, names, edge ends,
+//! duplicates, each history decodes, key order, the final counts) before the store is returned,
+//! so a truncated or edited file is a clear error naming the path, not a panic or a half-loaded
+//! store. A `graph.json` of format version 1 is refused with a message that says what to do.
 //!
 //! **Invariant:** only this module talks to IndraDB.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, ensure, Context, Result};
 use indradb::{
-    BulkInsertItem, Database, Edge, Identifier, Json, MemoryDatastore, QueryExt, RangeVertexQuery, SpecificVertexQuery,
-    Vertex, VertexProperties,
+    BulkInsertItem, Database, Edge, Identifier, Json, MemoryDatastore, QueryExt, SpecificVertexQuery, Vertex,
+    VertexProperties,
 };
-use serde::de::Error as _;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
+use super::codec;
 use super::history::HostHistory;
 use super::store::{EndpointKey, ReputationStore};
 
 /// The file the graph is saved to, in the store's folder.
-pub const GRAPH_FILE: &str = "graph.json";
+pub const GRAPH_FILE: &str = "graph.bin";
 /// Where a save writes before the rename; never read.
-pub const TEMP_FILE: &str = "graph.json.tmp";
+pub const TEMP_FILE: &str = "graph.bin.tmp";
 /// Locked for the duration of a save, so two saving processes cannot interleave their writes.
 pub const LOCK_FILE: &str = "graph.lock";
-/// The `format` field of the file.
-pub const FORMAT: &str = "tlsledger-reputation-graph";
-/// The `version` field of the file.
-pub const VERSION: u32 = 1;
+/// The JSON graph file of format version 1, which is refused with a clear error.
+pub const LEGACY_FILE: &str = "graph.json";
+/// The first bytes of the file: the format name.
+pub const MAGIC: &[u8; 16] = b"tlsledger-graph\n";
+/// The format version, after the magic (little-endian u32).
+pub const VERSION: u32 = 2;
+
+/// Record tags of the file.
+const TAG_VERTEX: u8 = b'V';
+const TAG_EDGE: u8 = b'E';
+const TAG_HISTORY: u8 = b'H';
+const TAG_END: u8 = b'Z';
+/// Longest vertex name and history accepted when loading (far above any real one), so a
+/// garbled length cannot make the loader allocate gigabytes.
+const MAX_NAME_BYTES: u64 = 4_096;
+const MAX_HISTORY_BYTES: u64 = 1 << 20;
 
 /// The type names of the graph, interned once (IndraDB identifiers are interned strings).
 #[derive(Debug, Clone, Copy)]
@@ -62,11 +88,9 @@ struct Names {
     domain: Identifier,
     hostname: Identifier,
     ip: Identifier,
-    endpoint: Identifier,
     mx: Identifier,
     resolves: Identifier,
     name: Identifier,
-    history: Identifier,
 }
 
 impl Names {
@@ -78,27 +102,20 @@ impl Names {
             domain: id("domain"),
             hostname: id("hostname"),
             ip: id("ip"),
-            endpoint: id("endpoint"),
             mx: id("mx"),
             resolves: id("resolves"),
             name: id("name"),
-            history: id("history"),
         }
     }
 
-    fn vertex_type(&self, text: &str) -> Option<Identifier> {
-        [self.domain, self.hostname, self.ip, self.endpoint].into_iter().find(|t| t.as_str() == text)
+    /// Vertex types by their number in the file.
+    fn vertex_types(&self) -> [Identifier; 3] {
+        [self.domain, self.hostname, self.ip]
     }
 
-    /// The edge type and the vertex types it joins.
-    fn edge_type(&self, text: &str) -> Option<(Identifier, Identifier, Identifier)> {
-        [
-            (self.mx, self.domain, self.hostname),
-            (self.resolves, self.hostname, self.ip),
-            (self.endpoint, self.ip, self.endpoint),
-        ]
-        .into_iter()
-        .find(|(t, _, _)| t.as_str() == text)
+    /// Edge types by their number in the file, with the vertex types they join.
+    fn edge_types(&self) -> [(Identifier, Identifier, Identifier); 2] {
+        [(self.mx, self.domain, self.hostname), (self.resolves, self.hostname, self.ip)]
     }
 }
 
@@ -119,9 +136,11 @@ fn vertex_id(t: Identifier, name: &str) -> Uuid {
     Uuid::from_u128(fnv1a_128(&[t.as_bytes(), b"/", name.as_bytes()]))
 }
 
-/// An IndraDB graph of endpoint histories and names, saved to a folder.
+/// An IndraDB graph of names and a map of compact endpoint histories, saved to a folder.
 pub struct IndraStore {
     db: Database<MemoryDatastore>,
+    /// Each endpoint's history in the form of `codec.rs`, decoded on every read.
+    histories: BTreeMap<EndpointKey, Box<[u8]>>,
     dir: PathBuf,
     names: Names,
     /// Set by [`IndraStore::temp`]: the folder is ours, and is removed on drop.
@@ -135,18 +154,33 @@ impl std::fmt::Debug for IndraStore {
 }
 
 impl IndraStore {
-    /// Opens the store kept in `dir`: loads `dir/graph.json`, or starts empty when there is no
-    /// such file (the folder is created by the first save). A leftover `graph.json.tmp` from an
-    /// interrupted save is ignored.
+    /// Opens the store kept in `dir`: loads `dir/graph.bin`, or starts empty when there is no
+    /// such file (the folder is created by the first save). A leftover `graph.bin.tmp` from an
+    /// interrupted save is ignored; a version-1 `graph.json` is an error.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        let store = IndraStore { db: MemoryDatastore::new_db(), dir, names: Names::new(), remove_on_drop: false };
+        let mut store = IndraStore {
+            db: MemoryDatastore::new_db(),
+            histories: BTreeMap::new(),
+            dir,
+            names: Names::new(),
+            remove_on_drop: false,
+        };
         let path = store.graph_path();
-        match fs::read(&path) {
-            Ok(bytes) => {
-                store.load(bytes).with_context(|| format!("cannot load the reputation graph {}", path.display()))?
+        match File::open(&path) {
+            Ok(file) => store
+                .load(BufReader::with_capacity(1 << 20, file))
+                .with_context(|| format!("cannot load the reputation graph {}", path.display()))?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let legacy = store.dir.join(LEGACY_FILE);
+                if legacy.exists() {
+                    bail!(
+                        "{} is a reputation graph of format version 1, which this version no longer reads: \
+                         rebuild the state with `tlsledger reputation rebuild`, or move the file away to start empty",
+                        legacy.display()
+                    );
+                }
             }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
         }
         Ok(store)
@@ -170,7 +204,7 @@ impl IndraStore {
         &self.dir
     }
 
-    /// The graph file, `dir/graph.json`.
+    /// The graph file, `dir/graph.bin`.
     pub fn graph_path(&self) -> PathBuf {
         self.dir.join(GRAPH_FILE)
     }
@@ -253,94 +287,194 @@ impl IndraStore {
         Ok(names)
     }
 
-    /// Every vertex, edge and vertex property, in the file's form.
-    fn snapshot(&self) -> Result<SnapshotOut> {
-        let vertices = match self.db.get(indradb::AllVertexQuery)?.pop() {
-            Some(indradb::QueryOutputValue::Vertices(vertices)) => vertices,
-            _ => bail!("IndraDB returned no vertices for AllVertexQuery"),
-        };
+    /// Writes the whole store in the file format (see the module doc).
+    fn write_snapshot(&self, out: &mut impl Write) -> Result<()> {
+        let names = &self.names;
+        out.write_all(MAGIC)?;
+        out.write_all(&VERSION.to_le_bytes())?;
+        let mut buf = Vec::with_capacity(1024);
+        let vertex_types = names.vertex_types();
+        let mut numbers = std::collections::HashMap::new();
+        for found in vertex_properties(&self.db, indradb::AllVertexQuery.properties()?.name(names.name))? {
+            let vertex = found.vertex;
+            let name = found.props.first().and_then(|p| p.value.as_str());
+            let name = name.with_context(|| format!("vertex {} has no name", vertex.id))?;
+            let code = vertex_types.iter().position(|t| *t == vertex.t);
+            let code = code.with_context(|| format!("vertex {}: unknown type {}", vertex.id, vertex.t.as_str()))?;
+            buf.clear();
+            buf.push(TAG_VERTEX);
+            buf.push(code as u8);
+            put_bytes(&mut buf, name.as_bytes());
+            out.write_all(&buf)?;
+            numbers.insert(vertex.id, numbers.len() as u64);
+        }
         let edges = match self.db.get(indradb::AllEdgeQuery)?.pop() {
             Some(indradb::QueryOutputValue::Edges(edges)) => edges,
             _ => bail!("IndraDB returned no edges for AllEdgeQuery"),
         };
-        let properties = vertex_properties(&self.db, indradb::AllVertexQuery.properties()?)?;
-        Ok(SnapshotOut {
-            format: FORMAT,
-            version: VERSION,
-            vertices: vertices.into_iter().map(|v| (Id(v.id), v.t)).collect(),
-            edges: edges.into_iter().map(|e| (Id(e.outbound_id), e.t, Id(e.inbound_id))).collect(),
-            properties: properties
-                .into_iter()
-                .flat_map(|found| {
-                    let id = found.vertex.id;
-                    found.props.into_iter().map(move |p| (Id(id), p.name, p.value))
-                })
-                .collect(),
-        })
-    }
-
-    /// Checks a saved graph completely, then inserts it (into an empty database).
-    fn load(&self, bytes: Vec<u8>) -> Result<()> {
-        let snapshot: SnapshotIn = serde_json::from_slice(&bytes).context("not a complete graph file")?;
-        // The file text can be large (a few kB per endpoint): free it before building the graph.
-        drop(bytes);
-        ensure!(snapshot.format == FORMAT, "not a graph file: format is {:?}, want {FORMAT:?}", snapshot.format);
-        ensure!(
-            snapshot.version == VERSION,
-            "graph file version {} is not supported (want {VERSION})",
-            snapshot.version
-        );
-        let names = &self.names;
-        let mut types = std::collections::HashMap::with_capacity(snapshot.vertices.len());
-        let mut items = Vec::with_capacity(snapshot.vertices.len() + snapshot.edges.len() + snapshot.properties.len());
-        for (Id(id), t) in &snapshot.vertices {
-            let t = names.vertex_type(t).with_context(|| format!("vertex {id}: unknown type {t:?}"))?;
-            ensure!(types.insert(*id, (t, false, false)).is_none(), "vertex {id} appears twice");
-            items.push(BulkInsertItem::Vertex(Vertex::with_id(*id, t)));
+        let edge_types = names.edge_types();
+        for edge in &edges {
+            let code = edge_types.iter().position(|(t, _, _)| *t == edge.t);
+            let code = code.with_context(|| format!("edge of unknown type {}", edge.t.as_str()))?;
+            let number = |id: &Uuid| numbers.get(id).copied().with_context(|| format!("edge to a missing vertex {id}"));
+            buf.clear();
+            buf.push(TAG_EDGE);
+            buf.push(code as u8);
+            codec::put(&mut buf, number(&edge.outbound_id)?);
+            codec::put(&mut buf, number(&edge.inbound_id)?);
+            out.write_all(&buf)?;
         }
-        for (Id(id), name, value) in snapshot.properties {
-            let (t, has_name, has_history) =
-                types.get_mut(&id).with_context(|| format!("property {name:?} of a missing vertex {id}"))?;
-            if name == names.name.as_str() {
-                let text = value.as_str().with_context(|| format!("vertex {id}: the name is not a string"))?;
-                ensure!(vertex_id(*t, text) == id, "vertex {id}: the id does not match {}/{text}", t.as_str());
-                if *t == names.endpoint {
-                    text.parse::<EndpointKey>().with_context(|| format!("vertex {id}"))?;
-                }
-                ensure!(!*has_name, "vertex {id}: two names");
-                *has_name = true;
-                items.push(BulkInsertItem::VertexProperty(id, names.name, Json::new(value)));
-            } else if name == names.history.as_str() && *t == names.endpoint {
-                parse_history(&value).with_context(|| format!("vertex {id}: invalid history"))?;
-                ensure!(!*has_history, "vertex {id}: two histories");
-                *has_history = true;
-                items.push(BulkInsertItem::VertexProperty(id, names.history, Json::new(value)));
-            } else {
-                bail!("vertex {id}: unexpected property {name:?} on a {} vertex", t.as_str());
-            }
+        for (key, history) in &self.histories {
+            buf.clear();
+            buf.push(TAG_HISTORY);
+            put_bytes(&mut buf, key.to_string().as_bytes());
+            put_bytes(&mut buf, history);
+            out.write_all(&buf)?;
         }
-        for (id, (t, has_name, has_history)) in &types {
-            ensure!(*has_name, "vertex {id} has no name");
-            ensure!(*has_history || *t != names.endpoint, "endpoint vertex {id} has no history");
+        buf.clear();
+        buf.push(TAG_END);
+        for count in [numbers.len(), edges.len(), self.histories.len()] {
+            codec::put(&mut buf, count as u64);
         }
-        let mut edges = std::collections::HashSet::with_capacity(snapshot.edges.len());
-        for (Id(from), t, Id(to)) in &snapshot.edges {
-            let (t, from_t, to_t) =
-                names.edge_type(t).with_context(|| format!("edge {from} -> {to}: unknown type {t:?}"))?;
-            let ends = (types.get(from).map(|v| v.0), types.get(to).map(|v| v.0));
-            ensure!(
-                ends == (Some(from_t), Some(to_t)),
-                "edge {from} -{}-> {to} must join a {} and a {} vertex",
-                t.as_str(),
-                from_t.as_str(),
-                to_t.as_str()
-            );
-            ensure!(edges.insert((*from, t, *to)), "edge {from} -{}-> {to} appears twice", t.as_str());
-            items.push(BulkInsertItem::Edge(Edge::new(*from, t, *to)));
-        }
-        self.db.bulk_insert(items)?;
+        out.write_all(&buf)?;
         Ok(())
     }
+
+    /// Checks a saved store record by record and inserts it (into an empty store); on an error
+    /// the caller drops the half-built store.
+    fn load(&mut self, mut input: impl BufRead) -> Result<()> {
+        let mut magic = [0u8; 16];
+        read_exact(&mut input, &mut magic)?;
+        ensure!(&magic == MAGIC, "not a reputation graph file (it does not start with {MAGIC:?})");
+        let mut version = [0u8; 4];
+        read_exact(&mut input, &mut version)?;
+        let version = u32::from_le_bytes(version);
+        ensure!(version == VERSION, "graph file version {version} is not supported (want {VERSION})");
+        let names = self.names;
+        let vertex_types = names.vertex_types();
+        let edge_types = names.edge_types();
+        // Per vertex number: its id and type, to check and build the edges; freed after loading.
+        let mut vertices: Vec<(Uuid, Identifier)> = Vec::new();
+        let mut ids = HashSet::new();
+        let mut edges = HashSet::new();
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut text = Vec::new();
+        let mut history = Vec::new();
+        loop {
+            match read_byte(&mut input)? {
+                TAG_VERTEX => {
+                    let number = vertices.len();
+                    let t = *vertex_types
+                        .get(usize::from(read_byte(&mut input)?))
+                        .with_context(|| format!("vertex {number}: unknown type"))?;
+                    let name = read_string(&mut input, &mut text, MAX_NAME_BYTES)
+                        .with_context(|| format!("vertex {number}: invalid name"))?;
+                    ensure!(!name.is_empty(), "vertex {number}: empty name");
+                    let id = vertex_id(t, name);
+                    ensure!(ids.insert(id), "vertex {}/{name} appears twice (or its id is taken)", t.as_str());
+                    vertices.push((id, t));
+                    batch.push(BulkInsertItem::Vertex(Vertex::with_id(id, t)));
+                    let value = Json::new(serde_json::Value::String(name.to_owned()));
+                    batch.push(BulkInsertItem::VertexProperty(id, names.name, value));
+                }
+                TAG_EDGE => {
+                    let (t, from_t, to_t) =
+                        *edge_types.get(usize::from(read_byte(&mut input)?)).context("edge of an unknown type")?;
+                    let (from, to) = (read_varint(&mut input)?, read_varint(&mut input)?);
+                    let vertex = |number: u64| {
+                        usize::try_from(number).ok().and_then(|n| vertices.get(n)).copied().with_context(|| {
+                            format!("edge {from} -{}-> {to}: no vertex {number} before it", t.as_str())
+                        })
+                    };
+                    let ((from_id, have_from_t), (to_id, have_to_t)) = (vertex(from)?, vertex(to)?);
+                    ensure!(
+                        (have_from_t, have_to_t) == (from_t, to_t),
+                        "edge {from} -{}-> {to} must join a {} and a {} vertex",
+                        t.as_str(),
+                        from_t.as_str(),
+                        to_t.as_str()
+                    );
+                    ensure!(edges.insert((from, t, to)), "edge {from} -{}-> {to} appears twice", t.as_str());
+                    batch.push(BulkInsertItem::Edge(Edge::new(from_id, t, to_id)));
+                }
+                TAG_HISTORY => {
+                    let key = read_string(&mut input, &mut text, MAX_NAME_BYTES).context("invalid endpoint name")?;
+                    let key: EndpointKey = key.parse()?;
+                    read_bytes(&mut input, &mut history, MAX_HISTORY_BYTES)
+                        .with_context(|| format!("endpoint {key}"))?;
+                    codec::decode(&history).with_context(|| format!("endpoint {key}: invalid history"))?;
+                    if let Some((last, _)) = self.histories.last_key_value() {
+                        ensure!(*last < key, "endpoint {key} is out of order or appears twice");
+                    }
+                    self.histories.insert(key, history.as_slice().into());
+                }
+                TAG_END => {
+                    let counts = [read_varint(&mut input)?, read_varint(&mut input)?, read_varint(&mut input)?];
+                    let want = [vertices.len(), edges.len(), self.histories.len()].map(|n| n as u64);
+                    ensure!(counts == want, "the end record counts {counts:?} records, but the file has {want:?}");
+                    ensure!(input.fill_buf()?.is_empty(), "data after the end record");
+                    break;
+                }
+                tag => bail!("unknown record tag {tag:#04x}"),
+            }
+            if batch.len() >= BATCH {
+                self.db.bulk_insert(std::mem::take(&mut batch))?;
+            }
+        }
+        self.db.bulk_insert(batch)?;
+        Ok(())
+    }
+}
+
+/// Items per IndraDB bulk insert while loading.
+const BATCH: usize = 65_536;
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    codec::put(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// Fills `buf`; the end of the file is reported as an incomplete file.
+fn read_exact(input: &mut impl Read, buf: &mut [u8]) -> Result<()> {
+    input.read_exact(buf).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::UnexpectedEof {
+            anyhow::anyhow!("not a complete graph file: it ends in the middle of a record or has no end record")
+        } else {
+            anyhow::Error::new(err).context("read error")
+        }
+    })
+}
+
+fn read_byte(input: &mut impl Read) -> Result<u8> {
+    let mut byte = [0u8];
+    read_exact(input, &mut byte)?;
+    Ok(byte[0])
+}
+
+fn read_varint(input: &mut impl Read) -> Result<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = read_byte(input)?;
+        ensure!(shift < 63 || byte <= 1, "a number does not fit in 64 bits");
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    bail!("a number does not fit in 64 bits")
+}
+
+/// Reads a length and that many bytes into `buf` (at most `max`).
+fn read_bytes(input: &mut impl Read, buf: &mut Vec<u8>, max: u64) -> Result<()> {
+    let len = read_varint(input)?;
+    ensure!(len <= max, "a length of {len} bytes (more than {max})");
+    buf.resize(len as usize, 0);
+    read_exact(input, buf)
+}
+
+fn read_string<'a>(input: &mut impl Read, buf: &'a mut Vec<u8>, max: u64) -> Result<&'a str> {
+    read_bytes(input, buf, max)?;
+    std::str::from_utf8(buf).context("not UTF-8")
 }
 
 impl Drop for IndraStore {
@@ -350,12 +484,6 @@ impl Drop for IndraStore {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-/// A `history` property: the JSON text of a [`HostHistory`] (see the module doc for why text).
-fn parse_history(value: &serde_json::Value) -> Result<HostHistory> {
-    let text = value.as_str().context("the history is not a JSON string")?;
-    Ok(serde_json::from_str(text)?)
 }
 
 /// Runs a query that ends in `.properties()` and returns its output.
@@ -368,65 +496,32 @@ fn vertex_properties(
 
 impl ReputationStore for IndraStore {
     fn history(&self, key: &EndpointKey) -> Result<Option<HostHistory>> {
-        let id = vertex_id(self.names.endpoint, &key.to_string());
-        let query = SpecificVertexQuery::single(id).properties()?;
-        let Some(found) = vertex_properties(&self.db, query)?.pop() else {
+        let Some(bytes) = self.histories.get(key) else {
             return Ok(None);
         };
-        let mut name = None;
-        let mut history = None;
-        for property in &found.props {
-            if property.name == self.names.name {
-                name = property.value.as_str();
-            } else if property.name == self.names.history {
-                history = Some(&property.value);
-            }
-        }
-        if name != Some(key.to_string().as_str()) || found.vertex.t != self.names.endpoint {
-            bail!("vertex id {id} of endpoint {key} is taken by {}/{name:?} (hash collision)", found.vertex.t.as_str());
-        }
-        let history = history.with_context(|| format!("endpoint {key} has no history"))?;
-        let history = parse_history(history).with_context(|| format!("invalid history of {key}"))?;
-        Ok(Some(history))
+        Ok(Some(codec::decode(bytes).with_context(|| format!("invalid history of {key}"))?))
     }
 
     fn put_history(&mut self, key: &EndpointKey, history: &HostHistory) -> Result<()> {
-        let names = self.names;
-        let (id, created) = self.ensure_vertex(names.endpoint, &key.to_string())?;
-        let text = serde_json::to_string(history).context("cannot serialise a history")?;
-        let value = Json::new(serde_json::Value::String(text));
-        self.db.set_properties(SpecificVertexQuery::single(id), names.history, &value)?;
-        if created {
-            let (ip, _) = self.ensure_vertex(names.ip, &key.ip)?;
-            self.link(ip, names.endpoint, id)?;
-        }
+        self.histories.insert(key.clone(), codec::to_bytes(history).into_boxed_slice());
         Ok(())
     }
 
     fn endpoints(&self) -> Result<Vec<(EndpointKey, HostHistory)>> {
-        let query = RangeVertexQuery::new().t(self.names.endpoint).properties()?;
-        let mut endpoints = Vec::new();
-        for found in vertex_properties(&self.db, query)? {
-            let id = found.vertex.id;
-            let mut key = None;
-            let mut history = None;
-            for property in &found.props {
-                if property.name == self.names.name {
-                    let text =
-                        property.value.as_str().with_context(|| format!("vertex {id}: the name is not a string"))?;
-                    key = Some(text.parse::<EndpointKey>().with_context(|| format!("vertex {id}"))?);
-                } else if property.name == self.names.history {
-                    history =
-                        Some(parse_history(&property.value).with_context(|| format!("vertex {id}: invalid history"))?);
-                }
-            }
-            match (key, history) {
-                (Some(key), Some(history)) => endpoints.push((key, history)),
-                _ => bail!("endpoint vertex {id} has no name or no history"),
-            }
-        }
-        endpoints.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut endpoints = Vec::with_capacity(self.histories.len());
+        self.for_each_endpoint(&mut |key, history| {
+            endpoints.push((key.clone(), history.clone()));
+            Ok(())
+        })?;
         Ok(endpoints)
+    }
+
+    fn for_each_endpoint(&self, visit: &mut dyn FnMut(&EndpointKey, &HostHistory) -> Result<()>) -> Result<()> {
+        for (key, bytes) in &self.histories {
+            let history = codec::decode(bytes).with_context(|| format!("invalid history of {key}"))?;
+            visit(key, &history)?;
+        }
+        Ok(())
     }
 
     fn link_hostname_ip(&mut self, hostname: &str, ip: &str) -> Result<()> {
@@ -456,7 +551,6 @@ impl ReputationStore for IndraStore {
     }
 
     fn save(&mut self) -> Result<()> {
-        let snapshot = self.snapshot()?;
         fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
         let lock_path = self.dir.join(LOCK_FILE);
         let lock = File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
@@ -464,8 +558,7 @@ impl ReputationStore for IndraStore {
         let temp = self.dir.join(TEMP_FILE);
         let write = || -> Result<()> {
             let mut writer = BufWriter::with_capacity(1 << 20, File::create(&temp)?);
-            serde_json::to_writer(&mut writer, &snapshot)?;
-            writer.write_all(b"\n")?;
+            self.write_snapshot(&mut writer)?;
             let file = writer.into_inner().map_err(std::io::IntoInnerError::into_error)?;
             file.sync_all()?;
             Ok(())
@@ -490,44 +583,6 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn sync_dir(_dir: &Path) -> std::io::Result<()> {
     Ok(())
-}
-
-/// A vertex id in the file: the hyphenated UUID text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Id(Uuid);
-
-impl Serialize for Id {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0.hyphenated())
-    }
-}
-
-impl<'de> Deserialize<'de> for Id {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Uuid::parse_str(&text).map(Id).map_err(|err| D::Error::custom(format!("invalid vertex id {text:?}: {err}")))
-    }
-}
-
-/// The graph file, as written.
-#[derive(Serialize)]
-struct SnapshotOut {
-    format: &'static str,
-    version: u32,
-    vertices: Vec<(Id, Identifier)>,
-    edges: Vec<(Id, Identifier, Id)>,
-    properties: Vec<(Id, Identifier, Json)>,
-}
-
-/// The graph file, as read: names are plain strings until they are checked.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SnapshotIn {
-    format: String,
-    version: u32,
-    vertices: Vec<(Id, String)>,
-    edges: Vec<(Id, String, Id)>,
-    properties: Vec<(Id, String, serde_json::Value)>,
 }
 
 #[cfg(test)]
@@ -577,10 +632,7 @@ mod tests {
         assert_eq!(fnv1a_128(&[b"a"]), 0xd228_cb69_6f1a_8caf_7891_2b70_4e4a_8964);
         assert_eq!(fnv1a_128(&[b"foo", b"bar"]), fnv1a_128(&[b"foobar"]));
         let names = Names::new();
-        assert_eq!(
-            vertex_id(names.endpoint, "outbound/192.0.2.1"),
-            Uuid::from_u128(fnv1a_128(&[b"endpoint/outbound/192.0.2.1"]))
-        );
+        assert_eq!(vertex_id(names.ip, "192.0.2.1"), Uuid::from_u128(fnv1a_128(&[b"ip/192.0.2.1"])));
         assert_ne!(vertex_id(names.domain, "example.net"), vertex_id(names.hostname, "example.net"));
     }
 
@@ -639,77 +691,140 @@ mod tests {
         store.save().unwrap();
         let path = store.graph_path();
         let full = fs::read(&path).unwrap();
-        for len in [0, 1, full.len() / 3, full.len() - 3] {
+        for len in 0..full.len() {
             fs::write(&path, &full[..len]).unwrap();
             let err = format!("{:#}", IndraStore::open(store.dir()).unwrap_err());
             assert!(err.contains(&path.display().to_string()), "{err}");
-            assert!(err.contains("not a complete graph file"), "{err}");
+            assert!(err.contains("not a complete graph file"), "{len}: {err}");
         }
+    }
+
+    /// A graph file made of the given records.
+    fn file(records: &[&[u8]]) -> Vec<u8> {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&VERSION.to_le_bytes());
+        for record in records {
+            bytes.extend_from_slice(record);
+        }
+        bytes
+    }
+
+    /// A record: a tag and its fields, strings given as byte strings with their length first.
+    fn record_of(tag: u8, fields: &[&[u8]]) -> Vec<u8> {
+        let mut bytes = vec![tag];
+        for field in fields {
+            bytes.extend_from_slice(field);
+        }
+        bytes
+    }
+
+    fn string(text: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        put_bytes(&mut bytes, text);
+        bytes
+    }
+
+    #[test]
+    fn a_hand_made_file_loads() {
+        let history = codec::to_bytes(&sample_history("192.0.2.1", 1));
+        let bytes = file(&[
+            &record_of(b'V', &[&[0], &string(b"example.net")]),
+            &record_of(b'V', &[&[1], &string(b"mx1.example.net")]),
+            &record_of(b'V', &[&[2], &string(b"192.0.2.1")]),
+            &record_of(b'E', &[&[0], &[0], &[1]]),
+            &record_of(b'E', &[&[1], &[1], &[2]]),
+            &record_of(b'H', &[&string(b"outbound/192.0.2.1"), &string(&history)]),
+            &record_of(b'Z', &[&[3], &[2], &[1]]),
+        ]);
+        let store = IndraStore::temp().unwrap();
+        fs::write(store.graph_path(), &bytes).unwrap();
+        let store = IndraStore::open(store.dir()).unwrap();
+        assert_eq!(store.hostnames_of_domain("example.net").unwrap(), vec!["mx1.example.net".to_owned()]);
+        assert_eq!(store.hostnames_of_ip("192.0.2.1").unwrap(), vec!["mx1.example.net".to_owned()]);
+        assert_eq!(
+            store.endpoints().unwrap(),
+            vec![(key(Direction::Outbound, "192.0.2.1"), sample_history("192.0.2.1", 1))]
+        );
+        // Saving it writes a file of the same size (vertices in id order, so maybe numbered
+        // differently) that loads into the same store.
+        let mut store = store;
+        store.save().unwrap();
+        assert_eq!(fs::read(store.graph_path()).unwrap().len(), bytes.len());
+        let again = IndraStore::open(store.dir()).unwrap();
+        assert_eq!(contents(&again), contents(&store));
     }
 
     #[test]
     fn an_inconsistent_file_is_an_error() {
-        let mut store = filled();
-        store.save().unwrap();
+        let store = IndraStore::temp().unwrap();
         let path = store.graph_path();
-        let good: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-        let endpoint = vertex_id(store.names.endpoint, "outbound/192.0.2.1").hyphenated().to_string();
-        let unknown = Uuid::from_u128(7).hyphenated().to_string();
-        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
-        let cases: Vec<(&str, Edit)> = vec![
-            ("format", Box::new(|v| v["format"] = "something-else".into())),
-            ("version 2", Box::new(|v| v["version"] = 2.into())),
-            ("unknown type", Box::new(|v| v["vertices"][0][1] = "planet".into())),
+        let history = codec::to_bytes(&sample_history("192.0.2.1", 1));
+        let domain = record_of(b'V', &[&[0], &string(b"example.net")]);
+        let hostname = record_of(b'V', &[&[1], &string(b"mx1.example.net")]);
+        let h = |name: &[u8], bytes: &[u8]| record_of(b'H', &[&string(name), &string(bytes)]);
+        let end = |v: u8, e: u8, h: u8| record_of(b'Z', &[&[v], &[e], &[h]]);
+        let mut garbled = history.clone();
+        garbled.push(0);
+        let mut bad_magic = file(&[&end(0, 0, 0)]);
+        bad_magic[0] = b'{';
+        let mut version_3 = file(&[&end(0, 0, 0)]);
+        version_3[16] = 3;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("not a reputation graph file", bad_magic),
+            ("version 3 is not supported", version_3),
+            ("unknown type", file(&[&record_of(b'V', &[&[3], &string(b"x")]), &end(1, 0, 0)])),
+            ("empty name", file(&[&record_of(b'V', &[&[0], &string(b"")]), &end(1, 0, 0)])),
+            ("not UTF-8", file(&[&record_of(b'V', &[&[0], &string(b"\xff")]), &end(1, 0, 0)])),
+            ("more than 4096", file(&[&record_of(b'V', &[&[0], &[0xff, 0xff, 0x03]]), &end(1, 0, 0)])),
+            ("appears twice", file(&[&domain, &domain, &end(2, 0, 0)])),
+            ("no vertex 2", file(&[&domain, &hostname, &record_of(b'E', &[&[0], &[0], &[2]]), &end(2, 1, 0)])),
+            ("must join", file(&[&domain, &hostname, &record_of(b'E', &[&[0], &[1], &[0]]), &end(2, 1, 0)])),
+            ("edge of an unknown type", file(&[&domain, &hostname, &record_of(b'E', &[&[2], &[0], &[1]])])),
             (
                 "appears twice",
-                Box::new(|v| {
-                    let first = v["vertices"][0].clone();
-                    v["vertices"].as_array_mut().unwrap().push(first);
-                }),
+                file(&[
+                    &domain,
+                    &hostname,
+                    &record_of(b'E', &[&[0], &[0], &[1]]),
+                    &record_of(b'E', &[&[0], &[0], &[1]]),
+                ]),
             ),
-            ("missing vertex", Box::new(move |v| v["properties"][0][0] = unknown.clone().into())),
+            ("invalid history", file(&[&h(b"outbound/192.0.2.1", &garbled), &end(0, 0, 1)])),
+            ("invalid endpoint", file(&[&h(b"sideways/192.0.2.1", &history), &end(0, 0, 1)])),
             (
-                "does not match",
-                Box::new(|v| {
-                    let props = v["properties"].as_array_mut().unwrap();
-                    let name = props.iter_mut().find(|p| p[1] == "name").unwrap();
-                    name[2] = "somewhere.else".into();
-                }),
-            ),
-            (
-                "invalid history",
-                Box::new(move |v| {
-                    let props = v["properties"].as_array_mut().unwrap();
-                    let history = props.iter_mut().find(|p| p[0] == endpoint.as_str() && p[1] == "history").unwrap();
-                    history[2] = r#"{"days": "lots"}"#.into();
-                }),
+                "out of order",
+                file(&[&h(b"outbound/192.0.2.2", &history), &h(b"outbound/192.0.2.1", &history), &end(0, 0, 2)]),
             ),
             (
-                "not a JSON string",
-                Box::new(|v| {
-                    let props = v["properties"].as_array_mut().unwrap();
-                    let history = props.iter_mut().find(|p| p[1] == "history").unwrap();
-                    history[2] = serde_json::json!({"days": []});
-                }),
+                "out of order or appears twice",
+                file(&[&h(b"outbound/192.0.2.1", &history), &h(b"outbound/192.0.2.1", &history), &end(0, 0, 2)]),
             ),
-            (
-                "must join",
-                Box::new(|v| {
-                    let edge = &mut v["edges"][0];
-                    let (from, to) = (edge[0].clone(), edge[2].clone());
-                    edge[0] = to;
-                    edge[2] = from;
-                }),
-            ),
-            ("invalid vertex id", Box::new(|v| v["edges"][0][0] = "not-a-uuid".into())),
+            ("counts [1, 0, 0] records, but the file has [0, 0, 0]", file(&[&end(1, 0, 0)])),
+            ("data after the end record", file(&[&end(0, 0, 0), b"Z"])),
+            ("unknown record tag 0x7b", file(&[b"{"])),
         ];
-        for (want, edit) in cases {
-            let mut bad = good.clone();
-            edit(&mut bad);
-            fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
+        for (want, bytes) in cases {
+            fs::write(&path, bytes).unwrap();
             let err = format!("{:#}", IndraStore::open(store.dir()).unwrap_err());
             assert!(err.contains(want) && err.contains(&path.display().to_string()), "{want}: {err}");
         }
+        // The empty graph is a valid file.
+        fs::write(&path, file(&[&end(0, 0, 0)])).unwrap();
+        assert!(IndraStore::open(store.dir()).unwrap().endpoints().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_version_1_json_file_is_refused() {
+        let store = IndraStore::temp().unwrap();
+        let legacy = store.dir().join(LEGACY_FILE);
+        fs::write(
+            &legacy,
+            br#"{"format":"tlsledger-reputation-graph","version":1,"vertices":[],"edges":[],"properties":[]}"#,
+        )
+        .unwrap();
+        let err = format!("{:#}", IndraStore::open(store.dir()).unwrap_err());
+        assert!(err.contains(&legacy.display().to_string()) && err.contains("format version 1"), "{err}");
+        assert!(err.contains("tlsledger reputation rebuild"), "{err}");
     }
 
     #[test]
@@ -727,17 +842,21 @@ mod tests {
     }
 
     #[test]
-    fn the_file_is_json_of_the_documented_shape() {
+    fn the_file_has_the_documented_shape() {
         let mut store = IndraStore::temp().unwrap();
         store.link_domain_hostname("example.net", "mx1.example.net").unwrap();
         store.save().unwrap();
-        let file: serde_json::Value = serde_json::from_slice(&fs::read(store.graph_path()).unwrap()).unwrap();
-        assert_eq!(file["format"], FORMAT);
-        assert_eq!(file["version"], VERSION);
-        let domain = vertex_id(store.names.domain, "example.net").hyphenated().to_string();
-        let hostname = vertex_id(store.names.hostname, "mx1.example.net").hyphenated().to_string();
-        assert_eq!(file["edges"], serde_json::json!([[domain, "mx", hostname]]));
-        assert!(file["vertices"].as_array().unwrap().contains(&serde_json::json!([domain, "domain"])));
-        assert!(file["properties"].as_array().unwrap().contains(&serde_json::json!([domain, "name", "example.net"])));
+        let bytes = fs::read(store.graph_path()).unwrap();
+        assert_eq!(&bytes[..16], b"tlsledger-graph\n");
+        assert_eq!(&bytes[16..20], &[2, 0, 0, 0]);
+        let vertices: Vec<&[u8]> = vec![b"V\x00\x0bexample.net", b"V\x01\x0fmx1.example.net"];
+        let rest = &bytes[20..];
+        // Vertices come in id order, so check both without assuming which is first.
+        let (first, second) = if rest.starts_with(vertices[0]) { (0, 1) } else { (1, 0) };
+        assert!(rest.starts_with(vertices[first]), "{rest:?}");
+        let rest = &rest[vertices[first].len()..];
+        assert!(rest.starts_with(vertices[second]), "{rest:?}");
+        let rest = &rest[vertices[second].len()..];
+        assert_eq!(rest, [b"E\x00".as_slice(), &[first as u8, second as u8], b"Z\x02\x01\x00"].concat());
     }
 }

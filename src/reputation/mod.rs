@@ -5,6 +5,8 @@
 //! - `thresholds.rs`: [`thresholds::Thresholds`] from a TOML file with documented defaults.
 //! - `classify.rs`: [`classify::classify`], a pure function of history, thresholds and time, and
 //!   the global guard and domain view.
+//! - `codec.rs`: [`codec::encode`] / [`codec::decode`], the compact binary form of a history that
+//!   `IndraStore` keeps in memory and on disk.
 //! - `store.rs`: [`store::ReputationStore`], where histories and the name graph live between runs,
 //!   and [`store::record`], which folds observations into one; its conformance suite.
 //! - `memory.rs`: [`memory::MemoryStore`], the reference backend in ordered maps, not persisted.
@@ -14,6 +16,7 @@
 //! parameter, so the streaming path and a rebuild from ClickHouse give the same answer.
 
 pub mod classify;
+pub mod codec;
 pub mod history;
 pub mod indra;
 pub mod memory;

@@ -100,6 +100,17 @@ pub trait ReputationStore {
     /// Every endpoint with its history, sorted by key.
     fn endpoints(&self) -> Result<Vec<(EndpointKey, HostHistory)>>;
 
+    /// Calls `visit` with every endpoint and its history, in key order, like
+    /// [`ReputationStore::endpoints`] but one at a time: a backend that keeps histories in a
+    /// compact form decodes one history per call instead of all of them at once (a decoded
+    /// history takes several times the memory of its compact form). The first error stops it.
+    fn for_each_endpoint(&self, visit: &mut dyn FnMut(&EndpointKey, &HostHistory) -> Result<()>) -> Result<()> {
+        for (key, history) in self.endpoints()? {
+            visit(&key, &history)?;
+        }
+        Ok(())
+    }
+
     /// Records that an MX or peer host name resolved to an endpoint IP (idempotent).
     fn link_hostname_ip(&mut self, hostname: &str, ip: &str) -> Result<()>;
 
@@ -227,6 +238,7 @@ macro_rules! reputation_store_suite {
                 round_trip,
                 overwrite,
                 endpoints_sorted,
+                for_each_endpoint_agrees,
                 edges,
                 edges_do_not_make_endpoints,
                 record_groups_and_counts,
@@ -357,6 +369,32 @@ pub(crate) mod conformance {
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    pub fn for_each_endpoint_agrees(store: &mut dyn ReputationStore) -> Result<()> {
+        let mut seen = Vec::new();
+        store.for_each_endpoint(&mut |key, history| {
+            seen.push((key.clone(), history.clone()));
+            Ok(())
+        })?;
+        ensure!(seen.is_empty());
+        for (idx, ip) in ["198.51.100.7", "192.0.2.10", "192.0.2.9", "2001:db8::1"].iter().enumerate() {
+            let direction = if idx % 2 == 0 { Direction::Outbound } else { Direction::Inbound };
+            store.put_history(&key(direction, ip), &sample_history(ip, idx))?;
+        }
+        store.for_each_endpoint(&mut |key, history| {
+            seen.push((key.clone(), history.clone()));
+            Ok(())
+        })?;
+        assert_eq!(seen, store.endpoints()?);
+        // The first error stops the walk and is returned.
+        let mut calls = 0;
+        let res = store.for_each_endpoint(&mut |_, _| {
+            calls += 1;
+            anyhow::bail!("stop")
+        });
+        ensure!(res.is_err() && calls == 1);
+        Ok(())
     }
 
     pub fn missing_endpoint_is_none(store: &mut dyn ReputationStore) -> Result<()> {

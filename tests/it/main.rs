@@ -7,6 +7,7 @@ mod clickhouse;
 mod common;
 mod corpus;
 mod feeds;
+mod ingest;
 mod postfix_lab;
 mod reputation;
 mod rspamd;

@@ -1,0 +1,188 @@
+//! `tlsledger ingest` against real files and real syslog senders: a followed log that keeps
+//! growing while the ingester is killed with SIGKILL and restarted loses no observation and
+//! emits no fragment; util-linux `logger` over TCP (RFC 6587 octet counting) and UDP reaches the
+//! listener and becomes observations.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{observations, repo};
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tlsledger-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn event_ids(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    observations(&bytes).iter().map(|o| o["event_id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Waits (polling, with a deadline) until `done` holds.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+fn ingest(args: &[&str], stdout: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_tlsledger"))
+        .arg("ingest")
+        .args(args)
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(stdout).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tlsledger ingest")
+}
+
+/// Sum of the decision counts of every endpoint in the canonical feed of a state directory.
+fn decisions(state: &Path, out: &Path) -> u64 {
+    let status = Command::new(env!("CARGO_BIN_EXE_tlsledger"))
+        .args(["feed", "--force", "--state"])
+        .arg(state)
+        .arg("--out")
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let feed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("tlsledger-feed.json")).unwrap()).unwrap();
+    feed["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["evidence"]["decisions"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>())
+        .sum()
+}
+
+#[test]
+fn ingest_follow_survives_sigkill_without_loss_or_fragments() {
+    let dir = temp_dir("ingest-kill");
+    let all = dir.join("all.log");
+    let status = Command::new("python3")
+        .arg(repo().join("bench/gen-postfix-log.py"))
+        .args(["--size-mb", "3", "--seed", "7", "--out"])
+        .arg(&all)
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&all).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let third = lines.len() / 3;
+    let log = dir.join("mail.log");
+    let append = |part: &[&str]| {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        for line in part {
+            writeln!(file, "{line}").unwrap();
+        }
+    };
+    let log_arg = log.to_str().unwrap();
+
+    // Reference: the whole file in one uninterrupted run.
+    append(&lines);
+    let reference_out = dir.join("reference.jsonl");
+    let reference_state = dir.join("reference-state");
+    let mut run = ingest(
+        &[
+            "--follow",
+            log_arg,
+            "--state",
+            reference_state.to_str().unwrap(),
+            "--stdout",
+            "--exit-at-end",
+            "--poll-ms",
+            "20",
+        ],
+        &reference_out,
+    );
+    assert!(run.wait().unwrap().success());
+    let reference: BTreeSet<String> = event_ids(&reference_out).into_iter().collect();
+    assert!(reference.len() > 1000, "{} observations", reference.len());
+
+    // The same file growing in three steps, with a SIGKILL in the middle.
+    std::fs::remove_file(&log).unwrap();
+    append(&lines[..third]);
+    let state = dir.join("state");
+    let first_out = dir.join("first.jsonl");
+    let args = ["--follow", log_arg, "--state", state.to_str().unwrap(), "--stdout", "--poll-ms", "20"];
+    let mut first = ingest(&[&args[..], &["--checkpoint-interval-ms", "50"]].concat(), &first_out);
+    wait_for("a first checkpoint", || state.join("checkpoints.json").exists());
+    append(&lines[third..2 * third]);
+    let size = std::fs::metadata(&first_out).unwrap().len();
+    wait_for("observations of the second part", || std::fs::metadata(&first_out).unwrap().len() > size);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    append(&lines[2 * third..]);
+    let second_out = dir.join("second.jsonl");
+    let second = ingest(&[&args[..], &["--exit-at-end", "--stats"]].concat(), &second_out);
+    let output = second.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    seen.extend(event_ids(&first_out));
+    seen.extend(event_ids(&second_out));
+    let lost: Vec<_> = reference.difference(&seen).take(5).collect();
+    let fragments: Vec<_> = seen.difference(&reference).take(5).collect();
+    assert!(lost.is_empty(), "lost observations, e.g. {lost:?}");
+    assert!(fragments.is_empty(), "observations the uninterrupted run does not have, e.g. {fragments:?}");
+    // The reputation state counted every observation once.
+    assert_eq!(decisions(&state, &dir.join("feed")), decisions(&reference_state, &dir.join("reference-feed")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ingest_receives_syslog_from_logger_over_tcp_and_udp() {
+    let dir = temp_dir("ingest-syslog");
+    let out = dir.join("out.jsonl");
+    // High loopback ports below the ephemeral range, distinct from the other harnesses.
+    let (tcp, udp) = (16_514 + std::process::id() % 400, 16_914 + std::process::id() % 400);
+    let tcp_addr = format!("127.0.0.1:{tcp}");
+    let udp_addr = format!("127.0.0.1:{udp}");
+    let daemon =
+        ingest(&["--syslog-tcp", &tcp_addr, "--syslog-udp", &udp_addr, "--no-state", "--stdout", "--stats"], &out);
+    wait_for("the TCP listener", || std::net::TcpStream::connect(&tcp_addr).is_ok());
+    let session = |ip: &str, transport: &str, port: u16| {
+        for message in [
+            format!("connect from client.example[{ip}]"),
+            format!("Anonymous TLS connection established from client.example[{ip}]: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"),
+            format!("disconnect from client.example[{ip}] ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1 commands=7"),
+        ] {
+            let mut logger = Command::new("logger");
+            logger.args(["-n", "127.0.0.1", "-P", &port.to_string(), "-t", "postfix/smtpd", "--id=4242"]);
+            if transport == "tcp" {
+                logger.args(["--tcp", "--octet-count"]);
+            } else {
+                logger.arg("--udp");
+            }
+            assert!(logger.arg(&message).status().expect("logger").success());
+        }
+    };
+    session("192.0.2.71", "tcp", tcp as u16);
+    wait_for("the TCP session's observation", || std::fs::read_to_string(&out).unwrap().contains("192.0.2.71"));
+    session("192.0.2.72", "udp", udp as u16);
+    wait_for("the UDP session's observation", || std::fs::read_to_string(&out).unwrap().contains("192.0.2.72"));
+    Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let output = daemon.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let found = observations(&std::fs::read(&out).unwrap());
+    for (ip, kind) in [("192.0.2.71", "syslog"), ("192.0.2.72", "syslog")] {
+        let o = found.iter().find(|o| o["peer"]["ip"] == ip).unwrap_or_else(|| panic!("no observation of {ip}"));
+        assert_eq!(o["direction"], "inbound");
+        assert_eq!(o["outcome"], "tls");
+        assert_eq!(o["tls"]["protocol"], "TLSv1.3");
+        assert_eq!(o["source"]["kind"], kind);
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("syslog 127.0.0.1: 6 messages"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -240,7 +240,12 @@ impl StateWriter {
 /// Sources that may promote a host: the milter and journald with trusted fields, and log files
 /// when the operator says so (`--trusted-files`).
 pub fn is_trusted_source(observation: &Observation, trusted_files: bool) -> bool {
-    match observation.source.trust.as_str() {
+    is_trusted_source_name(&observation.source.trust, trusted_files)
+}
+
+/// [`is_trusted_source`] by the source's trust name (`source.trust`).
+pub fn is_trusted_source_name(trust: &str, trusted_files: bool) -> bool {
+    match trust {
         "milter" | "journald-trusted" => true,
         "local" => trusted_files,
         _ => false,

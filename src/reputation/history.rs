@@ -218,6 +218,22 @@ impl HostHistory {
         }
     }
 
+    /// Puts a history assembled from rollup rows (see `tlsledger reputation rebuild`) in the
+    /// canonical form [`HostHistory::observe`] keeps: days sorted and capped, the ring sorted
+    /// and capped, names sorted, deduplicated and capped.
+    pub fn finish_rebuild(&mut self) {
+        let days = std::mem::take(&mut self.days);
+        merge_days(&mut self.days, &days);
+        let recent = std::mem::take(&mut self.recent);
+        merge_recent(&mut self.recent, &recent);
+        for (items, max) in [(&mut self.hostnames, 8), (&mut self.domains, 16)] {
+            let all = std::mem::take(items);
+            for item in &all {
+                push_capped(items, item, max);
+            }
+        }
+    }
+
     /// The day statistics from `since_day` on, summed.
     pub fn totals_since(&self, since_day: u32) -> DayStats {
         let mut total = DayStats::default();

@@ -130,13 +130,16 @@ fn clickhouse_schema_apply_is_idempotent_and_refuses_changed_files() {
     let first = server.apply_schema("tlsledger");
     let first_text = String::from_utf8_lossy(&first.stderr);
     assert!(first_text.contains("applied schema/portable/0001_observations.sql"), "{first_text}");
-    assert!(first_text.contains("2 file(s) applied"), "{first_text}");
+    assert!(first_text.contains("3 file(s) applied"), "{first_text}");
     let tables = server.query("SELECT name FROM system.tables WHERE database = 'tlsledger' ORDER BY name");
-    assert_eq!(tables, "endpoint_daily\nendpoint_daily_mv\nobservations\nschema_migrations\n");
+    assert_eq!(
+        tables,
+        "endpoint_daily\nendpoint_daily_mv\nendpoint_history\nendpoint_history_mv\nobservations\nschema_migrations\n"
+    );
 
     let second = server.apply_schema("tlsledger");
     assert!(String::from_utf8_lossy(&second.stderr).contains("is up to date"));
-    assert_eq!(server.query("SELECT count() FROM tlsledger.schema_migrations"), "2\n");
+    assert_eq!(server.query("SELECT count() FROM tlsledger.schema_migrations"), "3\n");
 
     let status = tlsledger(&["schema", "status", "--clickhouse", &server.url], b"");
     let status_text = String::from_utf8_lossy(&status.stdout);
@@ -376,6 +379,12 @@ fn clickhouse_sample_rows_and_rollup_on_the_oldest_engine() {
         results[2],
         "2001:db8::7\tinbound\t1\t0\t0\t0\t2026-11-30 12:00:00\t2026-11-30 12:00:00\tplaintext\t[]\n\
          ::ffff:192.0.2.25\toutbound\t2\t1\t1\t1\t2026-11-30 10:00:00\t2026-11-30 11:00:00\thandshake-failed\t['example.net']\n"
+    );
+    // Day 20787 = 2026-11-30. The handshake failure is a decision but not a certificate failure.
+    assert_eq!(
+        results[3],
+        "2001:db8::7\tinbound\t20787\t0\t1\t0\t0\t1\t0\t0\t0\t0\t[]\t[]\n\
+         ::ffff:192.0.2.25\toutbound\t20787\t1\t0\t1\t1\t2\t0\t5\t5\t256\t['mx.example.net']\t['example.net']\n"
     );
 }
 

@@ -37,6 +37,11 @@ pub const FILES: &[SchemaFile] = &[
         sql: include_str!("../../../schema/portable/0002_endpoint_daily.sql"),
     },
     SchemaFile {
+        set: "portable",
+        name: "0003_endpoint_history.sql",
+        sql: include_str!("../../../schema/portable/0003_endpoint_history.sql"),
+    },
+    SchemaFile {
         set: "modern",
         name: "0001_modern_storage.sql",
         sql: include_str!("../../../schema/modern/0001_modern_storage.sql"),

@@ -24,3 +24,23 @@ SELECT
 FROM endpoint_daily
 GROUP BY peer_ip, direction
 ORDER BY ip, direction;
+
+-- The reputation rollup (0003_endpoint_history.sql), merged as `reputation rebuild` reads it.
+SELECT
+    IPv6NumToString(peer_ip) AS ip,
+    direction,
+    toUInt32(day) AS day_number,
+    uniqExactIfMerge(o_tls),
+    uniqExactIfMerge(o_plaintext),
+    uniqExactIfMerge(o_handshake_failed),
+    uniqExactIfMerge(t_verified),
+    uniqExactIfMerge(s_local),
+    uniqExactIfMerge(cert_failures),
+    minIfMerge(min_protocol),
+    maxIfMerge(max_protocol),
+    minIfMerge(min_bits),
+    groupUniqArrayArrayMerge(hostnames),
+    groupUniqArrayArrayMerge(domains)
+FROM endpoint_history
+GROUP BY peer_ip, direction, day
+ORDER BY ip, direction;

@@ -399,8 +399,8 @@ pub fn tls_policy(
     let version = version.context("an enforcement tier needs the target Postfix version")?;
     let protocols = version.protocols_floor()?;
     text.push_str(&format!(
-        "# Opt-in tier {:?} for Postfix {version}: historically-valid next hops only, never DANE/MTA-STS domains.\n",
-        enforcement.postfix_tier
+        "# Opt-in tier {} for Postfix {version}: historically-valid next hops only, never DANE/MTA-STS domains.\n",
+        enforcement.postfix_tier.as_str()
     ));
     let by_ip: HashMap<&str, &Entry> =
         entries.iter().filter(|e| e.key.direction == Direction::Outbound).map(|e| (e.key.ip.as_str(), e)).collect();

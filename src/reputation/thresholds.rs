@@ -73,6 +73,18 @@ pub enum PostfixTier {
     SecureMatchObserved,
 }
 
+impl PostfixTier {
+    /// The name in the thresholds file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostfixTier::Off => "off",
+            PostfixTier::Encrypt => "encrypt",
+            PostfixTier::Verify => "verify",
+            PostfixTier::SecureMatchObserved => "secure-match-observed",
+        }
+    }
+}
+
 /// `[enforcement]`: everything here is opt-in; the default enforces nothing.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

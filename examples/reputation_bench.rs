@@ -185,6 +185,7 @@ fn generate(seed: u64, idx: u64, n_endpoints: u64) -> Generated {
         recent: ring,
         hostnames: sorted_hostnames.clone(),
         domains: sorted_domains.clone(),
+        ports: vec![25],
     };
     let links = (direction == Direction::Outbound).then_some((sorted_hostnames, sorted_domains));
     Generated { key: EndpointKey { direction, ip }, history, links }

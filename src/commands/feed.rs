@@ -5,22 +5,28 @@
 //! window, no flag is published and classes stay frozen (and the command says so). Dormant
 //! endpoints and those on the `always_allow` list are never listed.
 //!
+//! The TLS policy map gets entries only with an opt-in `[enforcement] postfix_tier`; then the
+//! target Postfix version comes from `--postfix-version` or `postconf -h mail_version`, and the
+//! next hops from the state, `--transport-map FILE` and `--relayhost` ([`crate::feeds::postfix_policy`]).
+//!
 //! After the files are replaced, `--postmap TYPE` and `--makemap TYPE` build indexed databases of
 //! `tls_policy` and `access.tlsledger` with the MTA's own tools ([`crate::feeds::index`]); a
 //! missing or failing tool is an error (exit 2) that leaves the new text files in place.
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::explain::load_thresholds;
 use crate::feeds::index::{self, MakemapType, PostmapType};
+use crate::feeds::postfix_policy::{self, PostfixVersion, Route};
 use crate::feeds::{self, csv, exim, json, postfix, rspamd, sendmail, spamassassin, Entry, Stamp};
 use crate::observation::Direction;
 use crate::reputation::classify::{apply_guard, classify, global_guard};
 use crate::reputation::indra::IndraStore;
 use crate::reputation::store::ReputationStore;
+use crate::reputation::thresholds::{PostfixTier, Thresholds};
 
 /// Options of `tlsledger feed`.
 #[derive(Debug, Clone, clap::Args)]
@@ -70,6 +76,72 @@ pub struct FeedArgs {
     /// The sendmail.cf makemap reads for `TrustedUser` (`makemap -C FILE`).
     #[arg(long, value_name = "FILE")]
     pub sendmail_cf: Option<PathBuf>,
+
+    /// The Postfix release the TLS policy map is for (`3.7`, `3.10.2`); without it, an opt-in
+    /// enforcement tier asks `postconf -h mail_version`.
+    #[arg(long, value_name = "X.Y")]
+    pub postfix_version: Option<PostfixVersion>,
+
+    /// The postconf program (version detection).
+    #[arg(long, value_name = "PATH", default_value = "postconf")]
+    pub postconf_path: PathBuf,
+
+    /// The operator's Postfix transport map (transport(5) text): its SMTP next hops become
+    /// policy keys, and the domains it routes elsewhere get no domain key.
+    #[arg(long, value_name = "FILE")]
+    pub transport_map: Option<PathBuf>,
+
+    /// The Postfix `relayhost` (`[smtp.example]:587`): mail for domains no transport map route
+    /// takes goes there, so it is the policy key for them.
+    #[arg(long, value_name = "NEXTHOP")]
+    pub relayhost: Option<String>,
+}
+
+/// The target Postfix version: given, or asked from postconf (only when a tier needs it).
+fn postfix_version(args: &FeedArgs, thresholds: &Thresholds) -> Result<Option<PostfixVersion>> {
+    if thresholds.enforcement.postfix_tier == PostfixTier::Off {
+        return Ok(None);
+    }
+    if let Some(version) = args.postfix_version {
+        return Ok(Some(version));
+    }
+    let mut command = std::process::Command::new(&args.postconf_path);
+    if let Some(dir) = &args.postfix_config {
+        command.arg("-c").arg(dir);
+    }
+    let output = command.args(["-h", "mail_version"]).output().with_context(|| {
+        format!(
+            "an enforcement tier needs the Postfix version: cannot run {} (give --postfix-version X.Y)",
+            args.postconf_path.display()
+        )
+    })?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{} -h mail_version failed ({}): {}; give --postfix-version X.Y",
+            args.postconf_path.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(Some(text.parse().with_context(|| format!("from {} -h mail_version", args.postconf_path.display()))?))
+}
+
+/// The routes of `--transport-map`, then `--relayhost` as the route of every other domain.
+fn routes(args: &FeedArgs) -> Result<Vec<Route>> {
+    let mut routes = match &args.transport_map {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            postfix_policy::parse_transport_map(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => Vec::new(),
+    };
+    if let Some(relayhost) = &args.relayhost {
+        if !routes.iter().any(|r| r.pattern == "*") {
+            routes.push(postfix_policy::route("*", &format!("smtp:{relayhost}")));
+        }
+    }
+    Ok(routes)
 }
 
 /// The SpamAssassin rule file: rules, not entries, so the churn guard does not apply.
@@ -99,6 +171,8 @@ fn churn_refusal(previous: &str, next: &str, max_ratio: f64) -> Option<String> {
 /// Runs `feed`.
 pub fn run(args: &FeedArgs) -> Result<()> {
     let thresholds = load_thresholds(args.thresholds.as_deref())?;
+    let version = postfix_version(args, &thresholds)?;
+    let routes = routes(args)?;
     let store = IndraStore::open(&args.state)?;
     let now = args.now.unwrap_or_else(Utc::now);
     let mut entries: Vec<Entry> = store
@@ -124,11 +198,16 @@ pub fn run(args: &FeedArgs) -> Result<()> {
         }
     }
     let stamp = Stamp { generated: now, expires: now + chrono::Duration::seconds(thresholds.expiry.feed_ttl.0) };
+    let hops = match thresholds.enforcement.postfix_tier {
+        PostfixTier::Off => Default::default(),
+        _ => postfix_policy::next_hops(&store, &entries, &routes)?,
+    };
+    let tls_policy = postfix_policy::tls_policy(&entries, &hops, &thresholds.enforcement, version, &stamp)?;
     // Files with entries are kept from churning; the others (documents, rules) always publish.
     let files = [
         ("smtp_discard_ehlo.cidr", postfix::discard_map(&entries, Direction::Outbound, &stamp)),
         ("smtpd_discard_ehlo.cidr", postfix::discard_map(&entries, Direction::Inbound, &stamp)),
-        ("tls_policy", postfix::tls_policy(&stamp)),
+        ("tls_policy", tls_policy),
         ("avoid_tls.list", exim::broken_starttls_list(&entries, Direction::Outbound, &stamp)),
         ("no_starttls_clients.list", exim::broken_starttls_list(&entries, Direction::Inbound, &stamp)),
         ("access.tlsledger", sendmail::access(&entries, &stamp)),

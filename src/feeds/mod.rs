@@ -25,6 +25,7 @@ pub mod exim;
 pub mod index;
 pub mod json;
 pub mod postfix;
+pub mod postfix_policy;
 pub mod rspamd;
 pub mod sendmail;
 pub mod spamassassin;

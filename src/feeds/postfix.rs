@@ -6,8 +6,7 @@
 //!   next attempt is noticed. Endpoints with a TLS baseline are never listed (their failures are
 //!   downgrades, and a TLS-required policy would then defer mail).
 //! - `smtpd_discard_ehlo.cidr`, the inbound twin, for clients whose STARTTLS is broken.
-//! - `tls_policy`: empty. Enforcement tiers are opt-in and not implemented yet; an empty, valid
-//!   file can be referenced safely.
+//! - `tls_policy` is written by `postfix_policy.rs`: empty unless the operator opts in.
 //!
 //! Comments are on lines of their own: a `# …` after a cidr value becomes part of the value.
 
@@ -34,14 +33,6 @@ pub fn discard_map(entries: &[Entry], direction: Direction, stamp: &Stamp) -> St
         text.push_str(&format!("# n={} failures={} retry_after {retry}\n", flag.level, flag.failures));
         text.push_str(&format!("{key}\tstarttls\n"));
     }
-    text
-}
-
-/// The TLS policy map: comments only until the opt-in enforcement tiers exist.
-pub fn tls_policy(stamp: &Stamp) -> String {
-    let mut text = String::from("# tlsledger TLS policy -- smtp_tls_policy_maps (texthash: or postmap hash:)\n");
-    text.push_str(&stamp.comment());
-    text.push_str("# Empty on purpose: tlsledger emits no enforcement unless the operator opts in.\n");
     text
 }
 

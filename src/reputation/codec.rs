@@ -12,6 +12,7 @@
 //! ```text
 //! history := first_seen:signed  (last_seen - first_seen):signed  reused
 //!            n_days day*  n_recent recent*  n_hostnames string*  n_domains string*
+//!            n_ports port*        (snapshot version 3 on; version 2 ends after the domains)
 //! day     := (day - previous day, from 0):signed  mask  value*
 //!            mask: bit i set = field i is not zero; fields by_outcome[0..7], by_trust[0..4],
 //!            trusted_sources, cert_failures, min_protocol, max_protocol, min_bits; value*: the
@@ -100,6 +101,10 @@ pub fn encode(history: &HostHistory, out: &mut Vec<u8>) {
             put_str(out, name);
         }
     }
+    put(out, history.ports.len() as u64);
+    for port in &history.ports {
+        put(out, u64::from(*port));
+    }
 }
 
 /// The compact form of `history` as a new vector.
@@ -111,6 +116,15 @@ pub fn to_bytes(history: &HostHistory) -> Vec<u8> {
 
 /// Decodes a whole value made by [`encode`].
 pub fn decode(bytes: &[u8]) -> Result<HostHistory, DecodeError> {
+    decode_layout(bytes, true)
+}
+
+/// Decodes a value of snapshot version 2, which had no ports (they decode as none).
+pub fn decode_v2(bytes: &[u8]) -> Result<HostHistory, DecodeError> {
+    decode_layout(bytes, false)
+}
+
+fn decode_layout(bytes: &[u8], with_ports: bool) -> Result<HostHistory, DecodeError> {
     let mut input = Reader { bytes, at: 0 };
     let first_seen = input.signed()?;
     let last_seen = first_seen.wrapping_add(input.signed()?);
@@ -193,11 +207,20 @@ pub fn decode(bytes: &[u8]) -> Result<HostHistory, DecodeError> {
             list.push(input.string()?);
         }
     }
+    let mut ports = Vec::new();
+    if with_ports {
+        let n = input.count(1)?;
+        ports.reserve_exact(n);
+        for _ in 0..n {
+            let port = input.varint()?;
+            ports.push(u16::try_from(port).map_err(|_| DecodeError::OutOfRange("port"))?);
+        }
+    }
     if input.at != bytes.len() {
         return Err(DecodeError::Trailing(bytes.len() - input.at));
     }
     let [hostnames, domains] = names;
-    Ok(HostHistory { first_seen, last_seen, reused, days, recent, hostnames, domains })
+    Ok(HostHistory { first_seen, last_seen, reused, days, recent, hostnames, domains, ports })
 }
 
 fn day_fields(day: &DayStats) -> [u32; 16] {
@@ -349,6 +372,7 @@ mod tests {
         odd.recent[4].local_policy = true;
         odd.recent[4].trust = Some(Trust::Anonymous);
         odd.hostnames = vec!["z.example".into(), String::new(), "ä.example".into()];
+        odd.ports = vec![u16::MAX, 0, 25];
         check_round_trip(&odd);
     }
 
@@ -374,6 +398,23 @@ mod tests {
             }
         }
         check_round_trip(&history);
+    }
+
+    #[test]
+    fn version_2_values_have_no_ports() {
+        let mut history = sample_history("192.0.2.1", 3);
+        history.ports.clear();
+        let mut bytes = to_bytes(&history);
+        assert_eq!(bytes.pop(), Some(0), "an empty port list is one zero byte at the end");
+        assert_eq!(decode_v2(&bytes), Ok(history.clone()));
+        assert_eq!(decode(&bytes), Err(DecodeError::Truncated));
+        let mut ports = sample_history("192.0.2.1", 3);
+        ports.ports = vec![25, 65_535];
+        assert!(decode_v2(&to_bytes(&ports)).is_err(), "a version-3 value is not a version-2 one");
+        let mut too_big = to_bytes(&history);
+        too_big.pop();
+        too_big.extend_from_slice(&[1, 0x80, 0x80, 0x04]);
+        assert_eq!(decode(&too_big), Err(DecodeError::OutOfRange("port")));
     }
 
     #[test]
@@ -419,14 +460,16 @@ mod tests {
 
     #[test]
     fn the_day_mask_and_hex_ids_keep_it_small() {
-        // One TLS day and one recent observation with an event id as `event_id` makes it.
+        // One TLS day and one recent observation with an event id as `event_id` makes it (plus
+        // one byte for the empty port list of version 3).
         let mut history = sample_history("192.0.2.1", 1);
         history.days.truncate(1);
         history.recent.truncate(1);
         history.hostnames.clear();
         history.domains.clear();
+        history.ports.clear();
         let bytes = to_bytes(&history);
-        assert!(bytes.len() <= 40, "{} bytes: {bytes:?}", bytes.len());
+        assert!(bytes.len() <= 41, "{} bytes: {bytes:?}", bytes.len());
         assert_eq!(hex_id("00000000000000ff"), Some(255));
         assert_eq!(hex_id("00000000000000FF"), None);
         assert_eq!(hex_id("+0000000000000ff"), None);

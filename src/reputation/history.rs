@@ -142,6 +142,10 @@ pub struct HostHistory {
     pub hostnames: Vec<String>,
     /// Recipient domains delivered to it (at most 16).
     pub domains: Vec<String>,
+    /// Server ports it was reached on (outbound `relay=host[ip]:port`, at most 8): with the host
+    /// names, the next hops (`[host]:port`) Postfix looks TLS policies up by.
+    #[serde(default)]
+    pub ports: Vec<u16>,
 }
 
 impl HostHistory {
@@ -197,6 +201,9 @@ impl HostHistory {
         for domain in &observation.domains {
             push_capped(&mut self.domains, domain, 16);
         }
+        if let Some(port) = observation.peer.port {
+            push_port(&mut self.ports, port);
+        }
     }
 
     /// Combines another partial history of the same endpoint into this one.
@@ -215,6 +222,9 @@ impl HostHistory {
         }
         for domain in &other.domains {
             push_capped(&mut self.domains, domain, 16);
+        }
+        for port in &other.ports {
+            push_port(&mut self.ports, *port);
         }
     }
 
@@ -276,6 +286,14 @@ fn merge_recent(recent: &mut Vec<Recent>, other: &[Recent]) {
     }
     if recent.len() > MAX_RECENT {
         recent.drain(..recent.len() - MAX_RECENT);
+    }
+}
+
+/// Adds to the sorted set of ports, which keeps its 8 smallest members (like [`push_capped`]).
+fn push_port(ports: &mut Vec<u16>, port: u16) {
+    if let Err(at) = ports.binary_search(&port) {
+        ports.insert(at, port);
+        ports.truncate(8);
     }
 }
 

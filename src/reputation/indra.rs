@@ -39,6 +39,7 @@
 //! duplicates, each history decodes, key order, the final counts) before the store is returned,
 //! so a truncated or edited file is a clear error naming the path, not a panic or a half-loaded
 //! store. A `graph.json` of format version 1 is refused with a message that says what to do.
+//! Version 2 files (histories without ports) still load; the next save writes version 3.
 //!
 //! **Invariant:** only this module talks to IndraDB.
 
@@ -70,7 +71,7 @@ pub const LEGACY_FILE: &str = "graph.json";
 /// The first bytes of the file: the format name.
 pub const MAGIC: &[u8; 16] = b"tlsledger-graph\n";
 /// The format version, after the magic (little-endian u32).
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Record tags of the file.
 const TAG_VERTEX: u8 = b'V';
@@ -349,7 +350,10 @@ impl IndraStore {
         let mut version = [0u8; 4];
         read_exact(&mut input, &mut version)?;
         let version = u32::from_le_bytes(version);
-        ensure!(version == VERSION, "graph file version {version} is not supported (want {VERSION})");
+        ensure!(
+            version == VERSION || version == 2,
+            "graph file version {version} is not supported (want 2 or {VERSION})"
+        );
         let names = self.names;
         let vertex_types = names.vertex_types();
         let edge_types = names.edge_types();
@@ -402,11 +406,19 @@ impl IndraStore {
                     let key: EndpointKey = key.parse()?;
                     read_bytes(&mut input, &mut history, MAX_HISTORY_BYTES)
                         .with_context(|| format!("endpoint {key}"))?;
-                    codec::decode(&history).with_context(|| format!("endpoint {key}: invalid history"))?;
+                    let bytes: Box<[u8]> = if version == 2 {
+                        // Version 2 histories had no ports: keep them in today's form.
+                        let decoded =
+                            codec::decode_v2(&history).with_context(|| format!("endpoint {key}: invalid history"))?;
+                        codec::to_bytes(&decoded).into_boxed_slice()
+                    } else {
+                        codec::decode(&history).with_context(|| format!("endpoint {key}: invalid history"))?;
+                        history.as_slice().into()
+                    };
                     if let Some((last, _)) = self.histories.last_key_value() {
                         ensure!(*last < key, "endpoint {key} is out of order or appears twice");
                     }
-                    self.histories.insert(key, history.as_slice().into());
+                    self.histories.insert(key, bytes);
                 }
                 TAG_END => {
                     let counts = [read_varint(&mut input)?, read_varint(&mut input)?, read_varint(&mut input)?];
@@ -725,6 +737,27 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_file_loads_without_ports() {
+        let mut history = sample_history("192.0.2.1", 1);
+        history.ports.clear();
+        let mut bytes_v2 = codec::to_bytes(&history);
+        bytes_v2.pop();
+        let mut bytes = file(&[
+            &record_of(b'H', &[&string(b"outbound/192.0.2.1"), &string(&bytes_v2)]),
+            &record_of(b'Z', &[&[0], &[0], &[1]]),
+        ]);
+        bytes[16] = 2;
+        let store = IndraStore::temp().unwrap();
+        fs::write(store.graph_path(), &bytes).unwrap();
+        let mut store = IndraStore::open(store.dir()).unwrap();
+        assert_eq!(store.endpoints().unwrap(), vec![(key(Direction::Outbound, "192.0.2.1"), history.clone())]);
+        store.save().unwrap();
+        let saved = fs::read(store.graph_path()).unwrap();
+        assert_eq!(saved[16], 3, "saved as version 3");
+        assert_eq!(IndraStore::open(store.dir()).unwrap().endpoints().unwrap()[0].1, history);
+    }
+
+    #[test]
     fn a_hand_made_file_loads() {
         let history = codec::to_bytes(&sample_history("192.0.2.1", 1));
         let bytes = file(&[
@@ -767,11 +800,11 @@ mod tests {
         garbled.push(0);
         let mut bad_magic = file(&[&end(0, 0, 0)]);
         bad_magic[0] = b'{';
-        let mut version_3 = file(&[&end(0, 0, 0)]);
-        version_3[16] = 3;
+        let mut version_4 = file(&[&end(0, 0, 0)]);
+        version_4[16] = 4;
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("not a reputation graph file", bad_magic),
-            ("version 3 is not supported", version_3),
+            ("version 4 is not supported", version_4),
             ("unknown type", file(&[&record_of(b'V', &[&[3], &string(b"x")]), &end(1, 0, 0)])),
             ("empty name", file(&[&record_of(b'V', &[&[0], &string(b"")]), &end(1, 0, 0)])),
             ("not UTF-8", file(&[&record_of(b'V', &[&[0], &string(b"\xff")]), &end(1, 0, 0)])),
@@ -848,7 +881,7 @@ mod tests {
         store.save().unwrap();
         let bytes = fs::read(store.graph_path()).unwrap();
         assert_eq!(&bytes[..16], b"tlsledger-graph\n");
-        assert_eq!(&bytes[16..20], &[2, 0, 0, 0]);
+        assert_eq!(&bytes[16..20], &[3, 0, 0, 0]);
         let vertices: Vec<&[u8]> = vec![b"V\x00\x0bexample.net", b"V\x01\x0fmx1.example.net"];
         let rest = &bytes[20..];
         // Vertices come in id order, so check both without assuming which is first.

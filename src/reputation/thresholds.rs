@@ -4,7 +4,9 @@
 //! (FEEDS.md §3); durations are written `30d`, `24h`, `1h`, `90m`, `45s`. Every key is optional:
 //! a missing key keeps its default, an unknown key is an error (a typo must not silently keep a
 //! default). Operators pin overrides in `[overrides]`: `always_allow` (never flagged, never
-//! enforced) and `never_enforce` (flags shown, no enforcement entry).
+//! enforced) and `never_enforce` (flags shown, no enforcement entry). `[enforcement]` is where
+//! the operator opts in to a Postfix TLS policy tier ([`PostfixTier`]) and lists the domains that
+//! DANE or MTA-STS protect (`protected_domains`), which never get an entry.
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -56,13 +58,42 @@ pub struct Thresholds {
     pub overrides: Overrides,
 }
 
+/// The opt-in Postfix `smtp_tls_policy_maps` tier for historically-valid next hops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostfixTier {
+    /// No entries (the default): Postfix stays opportunistic.
+    #[default]
+    Off,
+    /// `encrypt` with a protocol floor: TLS required, certificate not checked.
+    Encrypt,
+    /// `verify`: TLS required and the certificate must match the MX name (trusts DNS).
+    Verify,
+    /// `secure match=<observed names>`: the certificate must match the host names seen so far.
+    SecureMatchObserved,
+}
+
+impl PostfixTier {
+    /// The name in the thresholds file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostfixTier::Off => "off",
+            PostfixTier::Encrypt => "encrypt",
+            PostfixTier::Verify => "verify",
+            PostfixTier::SecureMatchObserved => "secure-match-observed",
+        }
+    }
+}
+
 /// `[enforcement]`: everything here is opt-in; the default enforces nothing.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Enforcement {
-    /// `off` (default). The tiers `encrypt`, `verify`, `secure-match-observed` are not
-    /// implemented yet and are refused rather than silently ignored.
-    pub postfix_tier: String,
+    /// `off` (default), `encrypt`, `verify` or `secure-match-observed`.
+    pub postfix_tier: PostfixTier,
+    /// Domains protected by DANE or MTA-STS: never an enforcement entry for them (their own
+    /// resolver decides). `example.com` is that domain only, `.example.com` its subdomains.
+    pub protected_domains: Vec<String>,
     /// Drop an enforcement entry after this much persistent failure.
     pub enforce_hold_max: Secs,
     /// `relax` (default) or `hold`.
@@ -78,7 +109,8 @@ pub struct Enforcement {
 impl Default for Enforcement {
     fn default() -> Self {
         Enforcement {
-            postfix_tier: "off".to_owned(),
+            postfix_tier: PostfixTier::Off,
+            protected_domains: Vec::new(),
             enforce_hold_max: Secs(24 * 3_600),
             on_persistent_failure: "relax".to_owned(),
             skip_policy_protected: true,
@@ -277,11 +309,14 @@ impl Thresholds {
         {
             bail!("scores in the thresholds file must be finite numbers");
         }
-        if thresholds.enforcement.postfix_tier != "off" {
-            bail!(
-                "enforcement.postfix_tier = {:?} is not implemented yet; only \"off\" is accepted",
-                thresholds.enforcement.postfix_tier
-            );
+        if thresholds.enforcement.postfix_tier != PostfixTier::Off && !thresholds.enforcement.skip_policy_protected {
+            bail!("enforcement.skip_policy_protected must stay true: DANE and MTA-STS domains are never enforced from history");
+        }
+        if let Some(bad) = thresholds.enforcement.protected_domains.iter().find(|d| {
+            let name = d.strip_prefix('.').unwrap_or(d);
+            name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ',' || c == ':' || c == '[')
+        }) {
+            bail!("enforcement.protected_domains: {bad:?} is not a domain");
         }
         if !matches!(thresholds.enforcement.on_persistent_failure.as_str(), "relax" | "hold") {
             bail!("enforcement.on_persistent_failure must be \"relax\" or \"hold\"");
@@ -367,6 +402,27 @@ mod tests {
         assert!(Thresholds::from_toml("[baseline]\nlookback = \"soon\"\n").is_err());
         assert!(Thresholds::from_toml("[downgrade]\nglobal_guard_ratio = 2.0\n").is_err());
         assert!(Thresholds::from_toml("[scores]\nspamassassin_high = nan\n").is_err());
-        assert!(Thresholds::from_toml("[enforcement]\npostfix_tier = \"verify\"\n").is_err(), "not silently ignored");
+        assert!(Thresholds::from_toml("[enforcement]\npostfix_tier = \"dane-only\"\n").is_err(), "not a tier");
+        assert!(Thresholds::from_toml("[enforcement]\npostfix_tier = \"none\"\n").is_err(), "not a tier");
+    }
+
+    #[test]
+    fn enforcement_tiers_are_opt_in() {
+        assert_eq!(Thresholds::default().enforcement.postfix_tier, PostfixTier::Off);
+        for (text, tier) in [
+            ("encrypt", PostfixTier::Encrypt),
+            ("verify", PostfixTier::Verify),
+            ("secure-match-observed", PostfixTier::SecureMatchObserved),
+        ] {
+            let got = Thresholds::from_toml(&format!("[enforcement]\npostfix_tier = \"{text}\"\n")).unwrap();
+            assert_eq!(got.enforcement.postfix_tier, tier);
+        }
+        let got =
+            Thresholds::from_toml("[enforcement]\nprotected_domains = [\"example.com\", \".example.org\"]\n").unwrap();
+        assert_eq!(got.enforcement.protected_domains, ["example.com", ".example.org"]);
+        assert!(Thresholds::from_toml("[enforcement]\nprotected_domains = [\"a b\"]\n").is_err());
+        assert!(Thresholds::from_toml("[enforcement]\nprotected_domains = [\".\"]\n").is_err());
+        let unprotected = "[enforcement]\npostfix_tier = \"encrypt\"\nskip_policy_protected = false\n";
+        assert!(Thresholds::from_toml(unprotected).is_err(), "protected domains are never enforced");
     }
 }

@@ -6,9 +6,16 @@
 # Usage:
 #   tests/harness/postfix-lab.sh up DIR     create the CA and both instances under DIR and start them
 #   tests/harness/postfix-lab.sh send DIR   inject one message per test domain and wait for every final status
+#   tests/harness/postfix-lab.sh send-one DIR RCPT
+#                                           inject one message to RCPT and wait for its status; prints
+#                                           "QUEUE_ID STATUS" (also for broken.test, which `send` skips)
+#   tests/harness/postfix-lab.sh reload DIR postfix-out|postfix-in [PARAM=VALUE | SERVICE/TYPE/PARAM=VALUE]...
+#                                           set main.cf parameters (postconf -e) or master.cf service
+#                                           parameters (postconf -P), reload, and wait for the master's
+#                                           "reload" line and for the old daemons to be gone
 #   tests/harness/postfix-lab.sh down DIR   stop both instances; DIR is left for inspection
 #
-# Environment: LAB_PORT_BASE (default 24000) is the first of six consecutive
+# Environment: LAB_PORT_BASE (default 24000) is the first of seven consecutive
 # TCP ports; give each concurrent lab its own base. Each listener also has its
 # own loopback address, so that every receiver is a distinct endpoint (IP) to
 # tlsledger's reputation engine. Linux routes all of 127.0.0.0/8 to lo, so
@@ -30,6 +37,9 @@
 #   127.0.0.4 +3  receiver (c): no STARTTLS offered
 #   127.0.0.5 +4  receiver (d): STARTTLS with an expired CA-signed certificate for mx.ca.test
 #   127.0.0.6 +5  receiver (e): no STARTTLS offered, like (c), for required.test only
+#   127.0.0.7 +6  receiver (f): STARTTLS offered, but every handshake fails: the listener
+#                 allows only TLS <= 1.2 with the "null" cipher grade (no encryption), which
+#                 no Postfix client offers ("no shared cipher"), for broken.test only
 # swaks and the sender's smtp client (smtp_bind_address) both connect from
 # 127.0.0.1, so every inbound session, on either side, comes from 127.0.0.1.
 #
@@ -40,6 +50,8 @@
 #   plain.test      -> (c) at level may, plaintext delivery
 #   required.test   -> (e) through smtp-policy: policy "encrypt", deferred, "TLS is required, but was not offered"
 #   expired.test    -> (d) through smtp-policy: policy "secure match=mx.ca.test", deferred, certificate expired
+#   broken.test     -> (f) at level may: "Cannot start TLS: handshake failure", deferred (only
+#                      `send-one` sends there, so that `send`'s runs keep their shape)
 # So 127.0.0.4 only ever sees plaintext deliveries and 127.0.0.6 only
 # "TLS required but missing".
 # The smtp-policy transport logs as postfix-out/policy/smtp, the other sender
@@ -61,8 +73,9 @@ RECEIVER_SELFSIGNED_ADDR=127.0.0.3
 RECEIVER_PLAIN_ADDR=127.0.0.4
 RECEIVER_EXPIRED_ADDR=127.0.0.5
 RECEIVER_REQUIRED_ADDR=127.0.0.6
+RECEIVER_BROKEN_ADDR=127.0.0.7
 readonly RECEIVER_ADDRS=("$RECEIVER_CA_ADDR" "$RECEIVER_SELFSIGNED_ADDR" "$RECEIVER_PLAIN_ADDR"
-    "$RECEIVER_EXPIRED_ADDR" "$RECEIVER_REQUIRED_ADDR")
+    "$RECEIVER_EXPIRED_ADDR" "$RECEIVER_REQUIRED_ADDR" "$RECEIVER_BROKEN_ADDR")
 
 die() {
     echo "postfix-lab.sh: $*" >&2
@@ -70,7 +83,7 @@ die() {
 }
 
 usage() {
-    echo "usage: $0 up|send|down DIR" >&2
+    echo "usage: $0 up|send|down DIR, or $0 send-one DIR RCPT" >&2
     exit 2
 }
 
@@ -100,12 +113,14 @@ set_ports() {
     RECEIVER_PLAIN_PORT=$((base + 3))
     RECEIVER_EXPIRED_PORT=$((base + 4))
     RECEIVER_REQUIRED_PORT=$((base + 5))
+    RECEIVER_BROKEN_PORT=$((base + 6))
     LISTENERS=("$SENDER_SMTPD_ADDR:$SENDER_SMTPD_PORT"
         "$RECEIVER_CA_ADDR:$RECEIVER_CA_PORT"
         "$RECEIVER_SELFSIGNED_ADDR:$RECEIVER_SELFSIGNED_PORT"
         "$RECEIVER_PLAIN_ADDR:$RECEIVER_PLAIN_PORT"
         "$RECEIVER_EXPIRED_ADDR:$RECEIVER_EXPIRED_PORT"
-        "$RECEIVER_REQUIRED_ADDR:$RECEIVER_REQUIRED_PORT")
+        "$RECEIVER_REQUIRED_ADDR:$RECEIVER_REQUIRED_PORT"
+        "$RECEIVER_BROKEN_ADDR:$RECEIVER_BROKEN_PORT")
 }
 
 # Succeeds when a socket listens on ADDR:PORT (an IPv4 address), or on PORT of
@@ -351,6 +366,7 @@ selfsigned.test smtp:[$RECEIVER_SELFSIGNED_ADDR]:$RECEIVER_SELFSIGNED_PORT
 plain.test      smtp:[$RECEIVER_PLAIN_ADDR]:$RECEIVER_PLAIN_PORT
 required.test   smtp-policy:[$RECEIVER_REQUIRED_ADDR]:$RECEIVER_REQUIRED_PORT
 expired.test    smtp-policy:[$RECEIVER_EXPIRED_ADDR]:$RECEIVER_EXPIRED_PORT
+broken.test     smtp:[$RECEIVER_BROKEN_ADDR]:$RECEIVER_BROKEN_PORT
 EOF
 
     cat >"$conf/tls_policy" <<EOF
@@ -378,7 +394,7 @@ smtpd_tls_key_file = $ca/mx.key
 smtpd_tls_session_cache_database =
 
 # Every test domain is accepted and its mail is thrown away.
-relay_domains = ${DOMAINS[*]}
+relay_domains = ${DOMAINS[*]} broken.test
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 relay_transport = discard:lab-sink
 default_transport = discard:lab-sink
@@ -404,6 +420,13 @@ $RECEIVER_EXPIRED_ADDR:$RECEIVER_EXPIRED_PORT inet n - n - - smtpd
 # (e) No STARTTLS at all, like (c); only required.test comes here.
 $RECEIVER_REQUIRED_ADDR:$RECEIVER_REQUIRED_PORT inet n - n - - smtpd
   -o smtpd_tls_security_level=none
+# (f) STARTTLS offered, every handshake fails: null ciphers only (TLS 1.3 has none),
+# which clients never offer, so the server answers "no shared cipher".
+$RECEIVER_BROKEN_ADDR:$RECEIVER_BROKEN_PORT inet n - n - - smtpd
+  -o smtpd_tls_protocols=<=TLSv1.2
+  -o smtpd_tls_mandatory_protocols=<=TLSv1.2
+  -o smtpd_tls_ciphers=null
+  -o smtpd_tls_mandatory_ciphers=null
 EOF
     } >"$conf/master.cf"
 }
@@ -509,6 +532,8 @@ RECEIVER_EXPIRED_ADDR=$RECEIVER_EXPIRED_ADDR
 RECEIVER_EXPIRED_PORT=$RECEIVER_EXPIRED_PORT
 RECEIVER_REQUIRED_ADDR=$RECEIVER_REQUIRED_ADDR
 RECEIVER_REQUIRED_PORT=$RECEIVER_REQUIRED_PORT
+RECEIVER_BROKEN_ADDR=$RECEIVER_BROKEN_ADDR
+RECEIVER_BROKEN_PORT=$RECEIVER_BROKEN_PORT
 EOF
 }
 
@@ -665,14 +690,115 @@ queue of $SENDER: $(postqueue -c "$SENDER_CONF" -p 2>&1 | tail -n 20)$(log_tail 
     done
 }
 
+# Waits until every message and session of both instances is finished: every
+# smtpd session has ended, and the receiver has logged a disconnect for every
+# status line of the sender that names a receiver address.
+wait_sessions_ended() {
+    local deadline=$1 what=$2
+    local busy n_connect n_disconnect n_relayed name log relay_re
+    relay_re=$(IFS='|' && echo "${RECEIVER_ADDRS[*]//./\\.}")
+    while :; do
+        busy=""
+        for name in "$SENDER" "$RECEIVER"; do
+            log="$LAB_DIR/$name/maillog"
+            n_connect=$(count_lines "$log" '/smtpd\[[0-9]+\]: connect from ')
+            n_disconnect=$(count_lines "$log" '/smtpd\[[0-9]+\]: disconnect from ')
+            if [[ $n_connect -ne $n_disconnect ]]; then
+                busy+=" $name has $((n_connect - n_disconnect)) open smtpd session(s);"
+            fi
+        done
+        n_relayed=$(count_lines "$SENDER_LOG" ", relay=($relay_re)\\[[0-9.]+\\]:[0-9]+, .* status=")
+        n_disconnect=$(count_lines "$RECEIVER_LOG" '/smtpd\[[0-9]+\]: disconnect from ')
+        if [[ $n_disconnect -lt $n_relayed ]]; then
+            busy+=" $RECEIVER has logged $n_disconnect of $n_relayed sessions;"
+        fi
+        [[ -z "$busy" ]] && return 0
+        if [[ $SECONDS -ge $deadline ]]; then
+            die "after ${WAIT_SECS} s, $what:${busy}$(log_tail "$SENDER")$(log_tail "$RECEIVER")"
+        fi
+        sleep 0.2
+    done
+}
+
+# Loads lab.env and checks that both instances run.
+load_running_lab() {
+    require_tools
+    [[ -r "$LAB_DIR/lab.env" ]] || die "$LAB_DIR/lab.env not found: run '$0 up $LAB_DIR' first"
+    # shellcheck disable=SC1091
+    source "$LAB_DIR/lab.env"
+    master_pid "$SENDER" >/dev/null || die "the $SENDER instance is not running: run '$0 up $LAB_DIR' first"
+    master_pid "$RECEIVER" >/dev/null || die "the $RECEIVER instance is not running: run '$0 up $LAB_DIR' first"
+    mkdir -p "$LAB_DIR/send"
+}
+
+cmd_send_one() {
+    local rcpt=$1
+    load_running_lab
+    local queue_id line
+    queue_id=$(inject "$rcpt" tls "one-$(date -u +%Y%m%dT%H%M%SZ)-$$")
+    local deadline=$((SECONDS + WAIT_SECS))
+    until line=$(grep -E -- ": $queue_id: to=<$rcpt>, .* status=[a-z]+ " "$SENDER_LOG" 2>/dev/null | tail -n 1) &&
+        [[ -n "$line" ]]; do
+        if [[ $SECONDS -ge $deadline ]]; then
+            die "after ${WAIT_SECS} s, no status for $queue_id ($rcpt)$(log_tail "$SENDER")"
+        fi
+        sleep 0.1
+    done
+    wait_sessions_ended "$deadline" "sessions of $queue_id ($rcpt) still open"
+    echo "$queue_id $(sed -E 's/.* status=([a-z]+) .*/\1/' <<<"$line")"
+}
+
+cmd_reload() {
+    local name=$1
+    shift
+    load_running_lab
+    [[ "$name" == "$SENDER" || "$name" == "$RECEIVER" ]] || die "no instance '$name': use $SENDER or $RECEIVER"
+    local conf="$LAB_DIR/$name/conf" log="$LAB_DIR/$name/maillog" setting out
+    for setting in "$@"; do
+        if [[ "${setting%%=*}" == */* ]]; then
+            out=$(postconf -c "$conf" -P "$setting" 2>&1) || die "postconf -P '$setting' failed: $out"
+        else
+            out=$(postconf -c "$conf" -e "$setting" 2>&1) || die "postconf -e '$setting' failed: $out"
+        fi
+    done
+    # The daemons that run now were started with the old configuration.
+    local old_pids master
+    master=$(master_pid "$name")
+    old_pids=$(instance_pids "$name" | grep -v -x "$master" || true)
+    local n_reloads
+    n_reloads=$(count_lines "$log" '/master\[[0-9]+\]: reload ')
+    touch -d '-1 minute' "$conf"/*
+    out=$(postfix -c "$conf" reload 2>&1) || die "postfix reload of $name failed: $out$(log_tail "$name")"
+    local deadline=$((SECONDS + WAIT_SECS)) pid busy
+    while :; do
+        busy=""
+        [[ $(count_lines "$log" '/master\[[0-9]+\]: reload ') -gt $n_reloads ]] || busy="no reload line yet"
+        for pid in $old_pids; do
+            [[ -d "/proc/$pid" && "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == "$LAB_DIR/$name/queue" ]] &&
+                busy+=" old daemon $pid still runs"
+        done
+        [[ -z "$busy" ]] && break
+        if [[ $SECONDS -ge $deadline ]]; then
+            die "after ${WAIT_SECS} s, the reload of $name has not finished: $busy$(log_tail "$name")"
+        fi
+        sleep 0.1
+    done
+    echo "postfix-lab.sh: reloaded $name"
+}
+
 cmd_down() {
     # `down` needs no tools beyond the shell, so that it always cleans up.
     stop_instances "$SENDER" "$RECEIVER"
     echo "postfix-lab.sh: lab in $LAB_DIR is down"
 }
 
-[[ $# -eq 2 ]] || usage
+[[ $# -ge 2 ]] || usage
 command=$1
+case "$command" in
+    send-one) [[ $# -eq 3 ]] || usage ;;
+    reload) [[ $# -ge 3 ]] || usage ;;
+    *) [[ $# -eq 2 ]] || usage ;;
+esac
 [[ -n "$2" ]] || usage
 # Postfix parameters cannot hold paths with white space.
 [[ "$2" != *[[:space:]]* ]] || die "the lab folder must not contain white space: '$2'"
@@ -690,6 +816,8 @@ LAB_DIR=$(cd "$2" && pwd -P)
 case "$command" in
     up) cmd_up ;;
     send) cmd_send ;;
+    send-one) cmd_send_one "$3" ;;
+    reload) cmd_reload "${@:3}" ;;
     down) cmd_down ;;
     *) usage ;;
 esac

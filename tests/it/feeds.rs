@@ -136,6 +136,47 @@ fn an_empty_state_gives_valid_empty_feeds() {
     assert_eq!(json["endpoints"].as_array().unwrap().len(), 0);
 }
 
+/// Issue 5: an opt-in tier needs the target Postfix version, given or detected; without one, or
+/// for a Postfix too old for the attributes, nothing is written and the run fails (exit 2).
+#[test]
+fn enforcement_tiers_need_a_known_postfix_version() {
+    let thresholds_dir = dir("tier-thresholds");
+    std::fs::create_dir_all(&thresholds_dir).unwrap();
+    let thresholds = thresholds_dir.join("encrypt.toml");
+    std::fs::write(&thresholds, "[enforcement]\npostfix_tier = \"encrypt\"\n").unwrap();
+    let state = dir("tier-state");
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "feed",
+            "--state",
+            state.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--thresholds",
+            thresholds.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        tlsledger(&args, b"")
+    };
+    let out = dir("tier-no-postconf");
+    let failed = run(&out, &["--postconf-path", "/nonexistent/postconf"]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--postfix-version"), "{stderr}");
+    assert!(!out.join("tls_policy").exists(), "nothing written");
+    let old = run(&dir("tier-old"), &["--postfix-version", "2.11.3"]);
+    assert!(String::from_utf8_lossy(&old.stderr).contains("too old"), "{}", String::from_utf8_lossy(&old.stderr));
+    assert_eq!(old.status.code(), Some(2));
+    let bad = run(&dir("tier-bad"), &["--postfix-version", "latest"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    let out = dir("tier-ok");
+    let ok = run(&out, &["--postfix-version", "3.7.11"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let policy = std::fs::read_to_string(out.join("tls_policy")).unwrap();
+    assert!(policy.contains("tier encrypt for Postfix 3.7"), "{policy}");
+    assert!(policy.lines().all(|l| l.starts_with('#')), "an empty state has no next hop: {policy}");
+}
+
 /// `parse --state` of `log` into a fresh state folder, then `feed --now 2026-11-11T10:00:00Z
 /// --out OUT` with `extra` options.
 fn generate(name: &str, log: &str, out: &Path, extra: &[&str]) -> std::process::Output {

@@ -6,7 +6,9 @@
 //! certificate, and the inbound sessions on both sides. The same run then goes through the
 //! reputation path (`parse --state`, `explain`): each receiver address is its own endpoint and
 //! must get the class its sessions earn under the one-run thresholds of
-//! `tests/data/lab-thresholds.toml`.
+//! `tests/data/lab-thresholds.toml`. A second lab (`postfix_lab_feeds_drive_postfix`) proves that
+//! the generated Postfix feeds change what a real Postfix does: the discard map skips a broken
+//! STARTTLS at once, and an opt-in `encrypt` entry defers mail whose STARTTLS was stripped.
 //!
 //! The test command installs Postfix and swaks with `tests/harness/install-deps.sh` before
 //! `cargo test`; this test fails, never skips, when they are missing. It needs root, because
@@ -40,10 +42,16 @@ fn find_program(name: &str) -> Option<PathBuf> {
 
 /// Runs `postfix-lab.sh COMMAND DIR` with `LAB_PORT_BASE=port_base`.
 fn run_lab(command: &str, dir: &Path, port_base: u16) -> Output {
+    run_lab_with(command, dir, port_base, &[])
+}
+
+/// Runs `postfix-lab.sh COMMAND DIR ARGS…` with `LAB_PORT_BASE=port_base`.
+fn run_lab_with(command: &str, dir: &Path, port_base: u16, args: &[&str]) -> Output {
     Command::new("bash")
         .arg(lab_script())
         .arg(command)
         .arg(dir)
+        .args(args)
         .env("LAB_PORT_BASE", port_base.to_string())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", lab_script().display()))
@@ -69,27 +77,33 @@ struct Lab {
 }
 
 impl Lab {
-    /// Starts a lab in a fresh folder. The port base comes from `LAB_PORT_BASE` or from the process
-    /// id; when its ports are taken, the next bases are tried.
-    fn up() -> Lab {
+    /// Starts a lab in a fresh folder named after `name`. Each test that runs a lab takes its own
+    /// `slot`, so that labs of one test run never share ports. The port base comes from
+    /// `LAB_PORT_BASE` or from the process id; when its ports are taken, the next bases are tried.
+    fn up(name: &str, slot: u16) -> Lab {
         for tool in ["postfix", "postconf", "postqueue", "swaks", "openssl"] {
             assert!(
                 find_program(tool).is_some(),
                 "`{tool}` is not installed: run tests/harness/install-deps.sh (as root) before cargo test"
             );
         }
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("postfix-lab-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("postfix-lab-{name}-{}", std::process::id()));
         if dir.exists() {
             std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("cannot clear {}: {e}", dir.display()));
         }
-        // Bases from 20000 to 29990 stay below Linux's ephemeral port range.
-        let first_base = match std::env::var("LAB_PORT_BASE") {
-            Ok(value) => value.parse().unwrap_or_else(|_| panic!("LAB_PORT_BASE is not a port: {value:?}")),
-            Err(_) => 20_000 + (std::process::id() % 1000) as u16 * 10,
+        // Bases from 20000 to 29990 stay below Linux's ephemeral port range; a lab takes seven
+        // ports, and slots and attempts step by 10 and 20 so that they never overlap.
+        let first_offset = match std::env::var("LAB_PORT_BASE") {
+            Ok(value) => {
+                let base: u16 = value.parse().unwrap_or_else(|_| panic!("LAB_PORT_BASE is not a port: {value:?}"));
+                base.saturating_sub(20_000)
+            }
+            Err(_) => (std::process::id() % 500) as u16 * 20,
         };
+        let base_of = |attempt: u16| 20_000 + (first_offset + slot * 10 + attempt * 20) % 10_000;
         let mut last_output = None;
         for attempt in 0..5u16 {
-            let port_base = first_base + attempt * 10;
+            let port_base = base_of(attempt);
             let output = run_lab("up", &dir, port_base);
             if output.status.success() {
                 let env = read_lab_env(&dir.join("lab.env"));
@@ -102,7 +116,7 @@ impl Lab {
             }
         }
         // Nothing to stop when `up` failed, but a half-started instance must not outlive the test.
-        let _ = run_lab("down", &dir, first_base);
+        let _ = run_lab("down", &dir, base_of(0));
         check_lab("up", &last_output.expect("at least one attempt"));
         unreachable!("check_lab panics on failure");
     }
@@ -115,6 +129,26 @@ impl Lab {
     /// A port variable of `DIR/lab.env`.
     fn port(&self, name: &str) -> u64 {
         self.var(name).parse().unwrap_or_else(|_| panic!("{name} is not a port: {:?}", self.var(name)))
+    }
+
+    /// `postfix-lab.sh send-one DIR RCPT`: the queue id and the status of the message.
+    fn send_one(&self, rcpt: &str) -> (String, String) {
+        let output = run_lab_with("send-one", &self.dir, self.port_base, &[rcpt]);
+        check_lab("send-one", &output);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let (queue_id, status) = stdout
+            .lines()
+            .last()
+            .and_then(|line| line.split_once(' '))
+            .unwrap_or_else(|| panic!("send-one {rcpt} printed no queue id and status: {stdout}"));
+        (queue_id.to_owned(), status.to_owned())
+    }
+
+    /// `postfix-lab.sh reload DIR INSTANCE SETTINGS…`.
+    fn reload(&self, instance: &str, settings: &[&str]) {
+        let mut args = vec![instance];
+        args.extend_from_slice(settings);
+        check_lab("reload", &run_lab_with("reload", &self.dir, self.port_base, &args));
     }
 
     /// Receiver listener `name` (`CA`, `SELFSIGNED`, …): `RECEIVER_{name}_ADDR` and `_PORT`.
@@ -233,7 +267,7 @@ fn explain(state: &Path, ip: &str, now: &str) -> Value {
 
 #[test]
 fn postfix_lab_outcomes() {
-    let lab = Lab::up();
+    let lab = Lab::up("outcomes", 0);
     check_lab("send", &run_lab("send", &lab.dir, lab.port_base));
 
     let sender_log_path = lab.var("SENDER_LOG").to_owned();
@@ -441,4 +475,188 @@ fn postfix_lab_outcomes() {
         assert!(classification["broken_starttls"].is_null(), "broken_starttls: {context}");
         assert_eq!(classification["dormant"], false, "dormant: {context}");
     }
+}
+
+/// The lines of the delivery attempt that ended in the last `status=` line of `queue_id`: that
+/// line and the lines its `smtp[pid]` logged since its previous status line (Postfix's TLS and
+/// EHLO lines carry no queue id).
+fn attempt_lines<'a>(log: &'a str, queue_id: &str) -> Vec<&'a str> {
+    let lines: Vec<&str> = log.lines().collect();
+    let with_id = format!(" {queue_id}: to=<");
+    let Some(end) = lines.iter().rposition(|l| l.contains(&with_id) && l.contains(" status=")) else {
+        return Vec::new();
+    };
+    let Some(process) = lines[end].split(&format!(" {queue_id}: ")).next().and_then(|p| p.rsplit(' ').next()) else {
+        return Vec::new();
+    };
+    let mut attempt = vec![lines[end]];
+    for line in lines[..end].iter().rev() {
+        if line.contains(&format!(" {process} ")) {
+            if line.contains(" status=") {
+                break;
+            }
+            attempt.push(line);
+        }
+    }
+    attempt.reverse();
+    attempt
+}
+
+/// Runs `tlsledger` and panics with its stderr unless it succeeds.
+fn run_tlsledger(args: &[&str]) -> Output {
+    let output = tlsledger(args, b"");
+    assert!(
+        output.status.success(),
+        "tlsledger {} failed ({}): {}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// `tlsledger parse --state STATE LOG` (trusted file) then `tlsledger feed --state STATE --out OUT`
+/// with `thresholds`, judged a minute from now, and `extra` feed options.
+fn parse_and_feed(log: &str, state: &Path, out: &Path, thresholds: &Path, extra: &[&str]) {
+    let state = state.to_str().expect("UTF-8 state path");
+    run_tlsledger(&["parse", "--output", "none", "--tls-logging", "on", "--trusted-files", "--state", state, log]);
+    let now = (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut args = vec![
+        "feed",
+        "--state",
+        state,
+        "--out",
+        out.to_str().expect("UTF-8 out path"),
+        "--thresholds",
+        thresholds.to_str().expect("UTF-8 thresholds path"),
+        "--now",
+        &now,
+    ];
+    args.extend_from_slice(extra);
+    run_tlsledger(&args);
+}
+
+/// The entries (non-comment lines) of a feed file.
+fn feed_entries(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(str::to_owned).collect()
+}
+
+/// Issue 5: the feeds drive a real Postfix. A receiver whose STARTTLS handshake always fails gets
+/// into the generated discard map, and with it the sender's next delivery there skips STARTTLS
+/// and is delivered at once in plaintext, while the CA-signed receiver still gets TLS. With the
+/// opt-in `encrypt` tier, the historically-valid receiver gets a policy entry under the key
+/// Postfix looks up (`[127.0.0.2]:PORT`, from the transport map and the delivery lines); when its
+/// STARTTLS is then stripped, mail to it is deferred instead of sent in clear, while mail to a
+/// receiver without an entry still goes out.
+#[test]
+fn postfix_lab_feeds_drive_postfix() {
+    let lab = Lab::up("feeds", 1);
+    check_lab("send", &run_lab("send", &lab.dir, lab.port_base));
+    let sender_log_path = lab.var("SENDER_LOG").to_owned();
+    let sender_conf = lab.var("SENDER_CONF").to_owned();
+    let ca = lab.receiver("CA");
+    let broken = lab.receiver("BROKEN");
+    let plain = lab.receiver("PLAIN");
+    let log = || std::fs::read_to_string(&sender_log_path).unwrap();
+
+    // The broken receiver: STARTTLS offered, the handshake fails, the fresh message is deferred.
+    let (first, status) = lab.send_one("user@broken.test");
+    let attempt = attempt_lines(&log(), &first).join("\n");
+    assert_eq!(status, "deferred", "{attempt}");
+    assert!(attempt.contains("Cannot start TLS: handshake failure"), "the lab's broken listener: {attempt}");
+
+    // Its IP goes into the discard map, and nothing else does; the policy map stays empty.
+    let lab_thresholds = repo().join("tests/data/lab-thresholds.toml");
+    let (state, out) = (lab.dir.join("state"), lab.dir.join("feed"));
+    parse_and_feed(&sender_log_path, &state, &out, &lab_thresholds, &[]);
+    let discard = out.join("smtp_discard_ehlo.cidr");
+    assert_eq!(feed_entries(&discard), [format!("{}/32\tstarttls", broken.0)], "{}", discard.display());
+    assert_eq!(feed_entries(&out.join("tls_policy")), Vec::<String>::new(), "no enforcement without opt-in");
+
+    // The sender reads the map; the next message to the broken receiver goes out at once, in clear.
+    let discard_setting = format!("smtp_discard_ehlo_keyword_address_maps = cidr:{}", discard.display());
+    lab.reload("postfix-out", &[&discard_setting]);
+    let (second, status) = lab.send_one("second@broken.test");
+    let attempt = attempt_lines(&log(), &second).join("\n");
+    assert_eq!(status, "sent", "delivered on the first attempt: {attempt}");
+    assert!(attempt.contains("discarding EHLO keywords: STARTTLS"), "{attempt}");
+    assert!(!attempt.contains("TLS connection established"), "plaintext: {attempt}");
+    assert!(attempt.contains(&format!("relay={0}[{0}]:{1}", broken.0, broken.1)), "{attempt}");
+    // tlsledger sees that our own policy decided, not the peer.
+    let seen = parse_log(&sender_log_path);
+    let observation = seen
+        .iter()
+        .find(|o| o["direction"] == "outbound" && has_queue_id(o, &second))
+        .expect("an outbound observation of the second message");
+    assert_eq!(observation["local_policy"], "starttls-discarded", "{observation:#}");
+    assert_eq!(observation["outcome"], "plaintext", "{observation:#}");
+    // The CA-signed receiver still gets TLS.
+    let (trusted, status) = lab.send_one("again@trusted.test");
+    let attempt = attempt_lines(&log(), &trusted).join("\n");
+    assert_eq!(status, "sent", "{attempt}");
+    assert!(attempt.contains(&format!("Trusted TLS connection established to {0}[{0}]:{1}", ca.0, ca.1)), "{attempt}");
+    assert!(!attempt.contains("discarding EHLO keywords"), "{attempt}");
+
+    // Opt in to the encrypt tier. The version comes from the sender's own postconf, the keys from
+    // its transport map and the delivery lines.
+    let enforce = lab.dir.join("enforce-thresholds.toml");
+    let base = std::fs::read_to_string(&lab_thresholds).unwrap();
+    std::fs::write(
+        &enforce,
+        format!("{base}\n[enforcement]\npostfix_tier = \"encrypt\"\nprotected_domains = [\"dane.test\"]\n"),
+    )
+    .unwrap();
+    let postconf = find_program("postconf").expect("postconf");
+    let transport = format!("{sender_conf}/transport");
+    let (state2, out2) = (lab.dir.join("state-enforce"), lab.dir.join("feed-enforce"));
+    parse_and_feed(
+        &sender_log_path,
+        &state2,
+        &out2,
+        &enforce,
+        &[
+            "--postconf-path",
+            postconf.to_str().expect("UTF-8 path"),
+            "--postfix-config",
+            &sender_conf,
+            "--transport-map",
+            &transport,
+        ],
+    );
+    let version = lab.var("POSTFIX_VERSION");
+    let (major, minor) = version.split_once('.').expect("a Postfix version");
+    let minor: u32 = minor.split('.').next().unwrap().parse().unwrap();
+    let floor = if (major.parse::<u32>().unwrap(), minor) >= (3, 6) {
+        "protocols=>=TLSv1.2"
+    } else {
+        "protocols=!SSLv2:!SSLv3:!TLSv1:!TLSv1.1"
+    };
+    let policy = out2.join("tls_policy");
+    // Only the CA-signed receiver earned historically-valid: the self-signed one is
+    // tls-unverified, the plain one never-tls, the broken one flagged, the others unknown.
+    assert_eq!(feed_entries(&policy), [format!("[{}]:{}\tencrypt {floor}", ca.0, ca.1)], "{}", policy.display());
+    let postmap = find_program("postmap").expect("postmap");
+    let looked_up = Command::new(&postmap)
+        .args(["-c", &sender_conf, "-q", &format!("[{}]:{}", ca.0, ca.1), &format!("texthash:{}", policy.display())])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&looked_up.stdout).trim(), format!("encrypt {floor}"), "postmap -q");
+
+    // The sender enforces it; then the receiver's STARTTLS disappears (same address and port).
+    let policy_setting = format!("smtp_tls_policy_maps = texthash:{}", policy.display());
+    lab.reload("postfix-out", &[&policy_setting]);
+    let (before, status) = lab.send_one("before@trusted.test");
+    assert_eq!(status, "sent", "TLS still offered: {}", attempt_lines(&log(), &before).join("\n"));
+    let service = format!("{}:{}/inet/smtpd_tls_security_level=none", ca.0, ca.1);
+    lab.reload("postfix-in", &[&service]);
+    let (stripped, status) = lab.send_one("stripped@trusted.test");
+    let attempt = attempt_lines(&log(), &stripped).join("\n");
+    assert_eq!(status, "deferred", "not sent in clear: {attempt}");
+    assert!(attempt.contains(&format!("TLS is required, but was not offered by host {0}[{0}]", ca.0)), "{attempt}");
+    // A receiver without an entry is not held.
+    let (clear, status) = lab.send_one("user@plain.test");
+    let attempt = attempt_lines(&log(), &clear).join("\n");
+    assert_eq!(status, "sent", "{attempt}");
+    assert!(attempt.contains(&format!("relay={0}[{0}]:{1}", plain.0, plain.1)), "{attempt}");
 }

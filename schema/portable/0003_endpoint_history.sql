@@ -1,5 +1,6 @@
 -- Per-endpoint daily rollup that mirrors the reputation engine's HostHistory day statistics
--- exactly (src/reputation/history.rs: DayStats, reused, first/last seen, host names, domains).
+-- exactly (src/reputation/history.rs: DayStats, reused, first/last seen, host names, domains,
+-- ports).
 -- `tlsledger reputation rebuild --from-clickhouse` rebuilds every history from it with the
 -- -Merge functions, plus the ring of the 16 latest observations per endpoint read from
 -- `observations` with LIMIT 16 BY; the classes it computes are those of the streaming path.
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS endpoint_history
     max_protocol AggregateFunction(maxIf, UInt8, UInt8),
     min_bits AggregateFunction(minIf, UInt32, UInt8),
     hostnames AggregateFunction(groupUniqArrayArray, Array(String)),
-    domains AggregateFunction(groupUniqArrayArray, Array(String))
+    domains AggregateFunction(groupUniqArrayArray, Array(String)),
+    ports AggregateFunction(groupUniqArrayArray, Array(UInt16))
 )
 ENGINE = AggregatingMergeTree()
 PARTITION BY toYYYYMM(day)
@@ -83,7 +85,9 @@ SELECT
         replayed = 0 AND tls_reused = 0 AND isNull(local_policy) AND outcome = 'tls' AND ifNull(tls_bits, toUInt32(0)) > 0) AS min_bits,
     groupUniqArrayArrayState(if(replayed = 0 AND tls_reused = 0 AND isNotNull(peer_hostname),
         [ifNull(peer_hostname, '')], emptyArrayString())) AS hostnames,
-    groupUniqArrayArrayState(if(replayed = 0 AND tls_reused = 0, domains, emptyArrayString())) AS domains
+    groupUniqArrayArrayState(if(replayed = 0 AND tls_reused = 0, domains, emptyArrayString())) AS domains,
+    groupUniqArrayArrayState(if(replayed = 0 AND tls_reused = 0 AND isNotNull(peer_port),
+        [ifNull(peer_port, toUInt16(0))], emptyArrayUInt16())) AS ports
 FROM observations
 GROUP BY day, peer_ip, direction;
 
@@ -132,6 +136,8 @@ SELECT
         replayed = 0 AND tls_reused = 0 AND isNull(local_policy) AND outcome = 'tls' AND ifNull(tls_bits, toUInt32(0)) > 0),
     groupUniqArrayArrayState(if(replayed = 0 AND tls_reused = 0 AND isNotNull(peer_hostname),
         [ifNull(peer_hostname, '')], emptyArrayString())),
-    groupUniqArrayArrayState(if(replayed = 0 AND tls_reused = 0, domains, emptyArrayString()))
+    groupUniqArrayArrayState(if(replayed = 0 AND tls_reused = 0, domains, emptyArrayString())),
+    groupUniqArrayArrayState(if(replayed = 0 AND tls_reused = 0 AND isNotNull(peer_port),
+        [ifNull(peer_port, toUInt16(0))], emptyArrayUInt16()))
 FROM observations
 GROUP BY day, peer_ip, direction;

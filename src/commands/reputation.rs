@@ -61,6 +61,7 @@ struct DayRow {
     min_bits: u32,
     hostnames: Vec<String>,
     domains: Vec<String>,
+    ports: Vec<u16>,
 }
 
 const DAYS_QUERY: &str = "SELECT peer_ip, direction = 'outbound' AS outbound, toUInt32(day) AS day, \
@@ -70,7 +71,7 @@ const DAYS_QUERY: &str = "SELECT peer_ip, direction = 'outbound' AS outbound, to
     uniqExactIfMerge(t_verified), uniqExactIfMerge(t_trusted), uniqExactIfMerge(t_untrusted), uniqExactIfMerge(t_anonymous), \
     uniqExactIfMerge(s_milter), uniqExactIfMerge(s_journald_trusted), uniqExactIfMerge(s_local), uniqExactIfMerge(cert_failures), \
     minIfMerge(min_protocol), maxIfMerge(max_protocol), minIfMerge(min_bits), \
-    groupUniqArrayArrayMerge(hostnames), groupUniqArrayArrayMerge(domains) \
+    groupUniqArrayArrayMerge(hostnames), groupUniqArrayArrayMerge(domains), groupUniqArrayArrayMerge(ports) \
     FROM endpoint_history GROUP BY peer_ip, direction, day ORDER BY peer_ip, direction, day";
 
 /// One of the latest observations of an endpoint (the ring of [`HostHistory::recent`]).
@@ -154,6 +155,7 @@ async fn histories(client: &clickhouse::Client, trusted_files: bool) -> Result<B
         }
         history.hostnames.extend(row.hostnames);
         history.domains.extend(row.domains);
+        history.ports.extend(row.ports);
     }
     let mut recent =
         client.query(&recent_query()).fetch::<RecentRow>().context("cannot read the latest observations")?;

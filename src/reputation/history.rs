@@ -242,6 +242,9 @@ impl HostHistory {
                 push_capped(items, item, max);
             }
         }
+        for port in std::mem::take(&mut self.ports) {
+            push_port(&mut self.ports, port);
+        }
     }
 
     /// The day statistics from `since_day` on, summed.

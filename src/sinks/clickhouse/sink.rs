@@ -11,6 +11,13 @@
 //! transient failures are retried with exponential backoff, then the batch goes to the on-disk
 //! [`Spool`] and is replayed in order once the server answers again (also after a restart);
 //! invalid rows are isolated by splitting the batch and written to the dead-letter file.
+//!
+//! Rows stream to the server while a batch fills (one open INSERT per batch). When a batch is
+//! flushed its INSERT is ended in the background and the next batch starts filling: at most one
+//! batch is in flight, and it is settled (acknowledged, or retried/spooled with its kept rows)
+//! before the next flush ends another. A [`SinkInput::Flush`] settles everything before it
+//! answers. A batch that can neither be sent nor spooled is kept aside in memory and retried at
+//! every flush; it is never merged into a batch whose rows are already streaming.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,6 +123,23 @@ pub struct ClickhouseSink {
     batch_ver: u64,
     /// Why the open stream failed, if it did.
     stream_error: Option<clickhouse::error::Error>,
+    /// The previous batch, whose INSERT is completing on the server while the next one fills
+    /// (at most one: the server writes a part and runs the views at the end of each INSERT,
+    /// which took 0.3 s per 50,000 rows in bench/clickhouse.sh).
+    in_flight: Option<InFlight>,
+    /// Emptied vectors of a settled batch, reused by the next one.
+    spare: Option<(Vec<Observation>, Vec<ObservationRow>)>,
+    /// Batches that could neither be sent nor spooled (disk full or unwritable and the server
+    /// away): retried at every flush, never mixed into a batch that is streaming.
+    kept: Vec<(Vec<Observation>, usize)>,
+}
+
+/// A batch whose INSERT stream was ended and is awaiting the server's answer.
+struct InFlight {
+    answer: tokio::task::JoinHandle<Result<(), clickhouse::error::Error>>,
+    batch: Vec<Observation>,
+    rows: Vec<ObservationRow>,
+    bytes: usize,
 }
 
 impl ClickhouseSink {
@@ -135,6 +159,9 @@ impl ClickhouseSink {
             rows: Vec::new(),
             batch_ver: 0,
             stream_error: None,
+            in_flight: None,
+            spare: None,
+            kept: Vec::new(),
         })
     }
 
@@ -155,6 +182,7 @@ impl ClickhouseSink {
                     Some(SinkInput::Flush(done)) => {
                         // Sent or spooled: either way the rows survive a crash from here on.
                         self.flush().await;
+                        self.settle().await;
                         let _ = done.send(());
                     }
                     Some(SinkInput::Rows(chunk)) => {
@@ -170,6 +198,8 @@ impl ClickhouseSink {
                 _ = ticker.tick() => {
                     if !self.pending.is_empty() {
                         self.flush().await;
+                    } else if self.in_flight.is_some() {
+                        self.settle().await;
                     } else if self.failed_rounds > 0 {
                         self.drain_spool().await;
                     }
@@ -177,8 +207,17 @@ impl ClickhouseSink {
             }
         }
         self.flush().await;
+        self.settle().await;
         self.drain_spool().await;
         self.counters.batches_left_in_spool = self.spool.batches().map_or(0, |b| b.len() as u64);
+        if !self.kept.is_empty() {
+            let rows: usize = self.kept.iter().map(|(batch, _)| batch.len()).sum();
+            eprintln!(
+                "tlsledger: {rows} observations could neither be sent to ClickHouse nor spooled to {} and are lost",
+                self.config.spool_dir.display()
+            );
+            self.counters.batches_left_in_spool += self.kept.len() as u64;
+        }
         self.counters
     }
 
@@ -214,56 +253,83 @@ impl ClickhouseSink {
         self.rows.push(row);
     }
 
-    /// Ends the current batch: completes the streamed INSERT, or retries, isolates or spools it.
+    /// Ends the current batch: its INSERT completes in the background (settled at the next
+    /// flush), or, when its stream failed or could not open, it is retried, isolated or spooled
+    /// at once.
     async fn flush(&mut self) {
+        self.settle().await;
+        self.retry_kept().await;
         if self.pending.is_empty() {
             return;
         }
-        let mut batch = std::mem::take(&mut self.pending);
+        let batch = std::mem::take(&mut self.pending);
         let bytes = std::mem::take(&mut self.pending_bytes);
-        let mut rows = std::mem::take(&mut self.rows);
-        self.flush_batch(&mut batch, bytes, &rows).await;
-        // Reuse the two vectors for the next batch: allocating them afresh made every batch grow
+        let rows = std::mem::take(&mut self.rows);
+        // Reuse the vectors of a settled batch: allocating them afresh made every batch grow
         // them again (copies and page faults: half of the sink thread's time in bench/clickhouse.sh).
-        rows.clear();
-        self.rows = rows;
-        if self.pending.is_empty() {
-            batch.clear();
-            self.pending = batch;
+        if let Some((pending, rows)) = self.spare.take() {
+            self.pending = pending;
+            self.rows = rows;
+        }
+        match (self.open.take(), self.stream_error.take()) {
+            (Some(insert), _) => {
+                let answer = tokio::spawn(insert.end());
+                self.in_flight = Some(InFlight { answer, batch, rows, bytes });
+            }
+            (None, error) => self.finish_batch(batch, rows, bytes, error.map(Err)).await,
         }
     }
 
-    /// Sends, retries, isolates or spools one batch. A batch that cannot even be spooled is moved
-    /// back into `self.pending` (out of `batch`).
-    async fn flush_batch(&mut self, batch: &mut Vec<Observation>, bytes: usize, rows: &[ObservationRow]) {
-        let first = match (self.open.take(), self.stream_error.take()) {
-            (Some(insert), _) => insert.end().await,
-            (None, Some(error)) => Err(error),
-            // No stream was opened because spooled batches are still waiting: keep order.
-            (None, None) => {
-                self.spool_batch(batch, bytes).await;
-                return;
-            }
+    /// Waits for the batch in flight, if any, and acknowledges, retries, isolates or spools it.
+    async fn settle(&mut self) {
+        let Some(InFlight { answer, batch, rows, bytes }) = self.in_flight.take() else { return };
+        let first = match answer.await {
+            Ok(result) => result,
+            // The task died (it cannot panic in practice): resend the batch as after any failure.
+            Err(join_error) => Err(clickhouse::error::Error::Network(Box::new(join_error))),
         };
+        self.finish_batch(batch, rows, bytes, Some(first)).await;
+    }
+
+    /// The end of one batch. `first` is the answer to its streamed INSERT, or `None` when no
+    /// stream was opened because spooled batches are still waiting (order is kept: it is spooled).
+    async fn finish_batch(
+        &mut self,
+        mut batch: Vec<Observation>,
+        mut rows: Vec<ObservationRow>,
+        bytes: usize,
+        first: Option<Result<(), clickhouse::error::Error>>,
+    ) {
         let sent = match first {
-            Ok(()) => {
+            None => false,
+            Some(Ok(())) => {
                 self.acknowledged(rows.len());
                 self.failed_rounds = 0;
                 true
             }
-            Err(error) => {
+            Some(Err(error)) => {
                 self.counters.insert_failures += 1;
                 match classify(&error) {
-                    RetryAction::RejectRows(reason) => self.isolate(batch, rows, reason).await,
+                    RetryAction::RejectRows(reason) => self.isolate(&batch, &rows, reason).await,
                     RetryAction::Retry(reason) => {
                         eprintln!("tlsledger: ClickHouse insert failed ({}); retrying", short(&reason));
-                        self.send_rows(batch, rows, 1).await
+                        self.send_rows(&batch, &rows, 1).await
                     }
                 }
             }
         };
         if !sent {
-            self.spool_batch(batch, bytes).await;
+            self.spool_batch(&mut batch, bytes).await;
+        }
+        batch.clear();
+        rows.clear();
+        self.spare = Some((batch, rows));
+    }
+
+    /// Tries again to spool batches that could not be spooled before.
+    async fn retry_kept(&mut self) {
+        for (mut batch, bytes) in std::mem::take(&mut self.kept) {
+            self.spool_batch(&mut batch, bytes).await;
         }
     }
 
@@ -281,8 +347,7 @@ impl ClickhouseSink {
             Err(error) => {
                 // Last resort: keep the rows in memory and try again at the next flush.
                 eprintln!("tlsledger: cannot spool a batch ({error:#}); keeping it in memory");
-                self.pending_bytes += bytes;
-                self.pending.splice(0..0, batch.drain(..));
+                self.kept.push((std::mem::take(batch), bytes));
             }
         }
     }

@@ -33,7 +33,7 @@ pub enum Command {
     /// and checkpoints current.
     ///
     /// Example: tlsledger ingest --follow /var/log/mail.log --syslog-listen 127.0.0.1:5514 --state /var/lib/tlsledger
-    Ingest(IngestArgs),
+    Ingest(Box<IngestArgs>),
     /// Create, upgrade or inspect the ClickHouse tables.
     ///
     /// Example: tlsledger schema apply --clickhouse http://127.0.0.1:8123

@@ -111,6 +111,19 @@ pub struct IngestArgs {
     #[arg(long, value_name = "MS")]
     pub poll_ms: Option<u64>,
 
+    /// Keep feed files in DIR current (as `tlsledger feed --out DIR`), rewritten after a sync point
+    /// at most every `--feed-interval-secs`.
+    #[arg(long, value_name = "DIR")]
+    pub feed_dir: Option<PathBuf>,
+
+    /// Seconds between feed refreshes [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub feed_interval_secs: Option<u64>,
+
+    /// Thresholds file for the feeds (see `tlsledger feed --thresholds`).
+    #[arg(long, value_name = "FILE")]
+    pub feed_thresholds: Option<PathBuf>,
+
     /// Exit when every followed file has been read to its end and stdin is closed (for batch
     /// runs and tests); without it, ingest runs until SIGTERM or SIGINT.
     #[arg(long)]
@@ -165,6 +178,9 @@ struct FileConfig {
     clickhouse: Option<String>,
     database: Option<String>,
     spool_dir: Option<PathBuf>,
+    feed_dir: Option<PathBuf>,
+    feed_interval_secs: Option<u64>,
+    feed_thresholds: Option<PathBuf>,
 }
 
 /// Settings after merging the file and the flags.
@@ -185,6 +201,9 @@ pub struct Settings {
     max_line_bytes: usize,
     clickhouse: ClickhouseArgs,
     sink: SinkArgs,
+    feed_dir: Option<PathBuf>,
+    feed_interval: Duration,
+    feed_thresholds: Option<PathBuf>,
 }
 
 impl Settings {
@@ -274,7 +293,13 @@ impl Settings {
             max_line_bytes: args.max_line_bytes.or(file.max_line_bytes).unwrap_or(64 * 1024).max(1),
             clickhouse,
             sink,
+            feed_dir: args.feed_dir.clone().or(file.feed_dir.clone()),
+            feed_interval: Duration::from_secs(args.feed_interval_secs.or(file.feed_interval_secs).unwrap_or(60)),
+            feed_thresholds: args.feed_thresholds.clone().or(file.feed_thresholds.clone()),
         };
+        if settings.feed_dir.is_some() && settings.state.is_none() {
+            anyhow::bail!("--feed-dir needs the reputation state: drop --no-state");
+        }
         if settings.follow.is_empty()
             && settings.syslog.udp.is_empty()
             && settings.syslog.tcp.is_empty()
@@ -388,6 +413,10 @@ pub struct IngestCounters {
     pub checkpoints: u64,
     /// Files that could not be read, by message.
     pub file_errors: u64,
+    /// Feed refreshes written.
+    pub feed_refreshes: u64,
+    /// Feed refreshes refused (churn guard) or failed.
+    pub feed_failures: u64,
 }
 
 /// Runs the daemon until a signal (or, with `--exit-at-end`, the end of the input).
@@ -400,6 +429,8 @@ pub fn run(args: &IngestArgs) -> Result<()> {
         eprintln!("  replayed observations skipped{:>10}", counters.replayed_skipped);
         eprintln!("  replayed lines skipped       {:>10}", counters.replay_lines_skipped);
         eprintln!("  file read errors             {:>10}", counters.file_errors);
+        eprintln!("  feed refreshes               {:>10}", counters.feed_refreshes);
+        eprintln!("  feed refreshes not published {:>10}", counters.feed_failures);
         if let Ok(peers) = syslog_counters.lock() {
             for (peer, c) in peers.iter() {
                 eprintln!(
@@ -558,6 +589,8 @@ struct Core<'s> {
     out: Vec<Observation>,
     writer: BufWriter<std::io::Stdout>,
     last_sync: Instant,
+    /// When the feed files were last written (`None`: not yet).
+    last_feed: Option<Instant>,
 }
 
 impl<'s> Core<'s> {
@@ -582,6 +615,7 @@ impl<'s> Core<'s> {
             out: Vec::new(),
             writer: BufWriter::with_capacity(1 << 16, std::io::stdout()),
             last_sync: Instant::now(),
+            last_feed: None,
         })
     }
 
@@ -612,12 +646,15 @@ impl<'s> Core<'s> {
                         // Every followed file was read to its end for several polls: finish.
                         self.correlator.finish(&mut self.out);
                         self.route(sink, state)?;
+                        // The last sync point also refreshes the feeds, whatever the interval.
+                        self.last_feed = None;
                         self.sync(sink, state)?;
                         return Ok(());
                     }
                 }
                 Input::Shutdown(signal) => {
                     tracing_line(&format!("{signal}: writing a last checkpoint and stopping"));
+                    self.last_feed = None;
                     self.sync(sink, state)?;
                     return Ok(());
                 }
@@ -791,7 +828,40 @@ impl<'s> Core<'s> {
             }
             self.counters.checkpoints += 1;
         }
+        self.refresh_feeds();
         Ok(())
+    }
+
+    /// Rewrites the feed files from the state just saved, when `--feed-dir` is set and the
+    /// interval has passed. A refusal (churn guard) or error is reported, never fatal: the
+    /// previous files stay in place.
+    fn refresh_feeds(&mut self) {
+        let (Some(dir), Some(state)) = (&self.settings.feed_dir, &self.settings.state) else { return };
+        if self.last_feed.is_some_and(|at| at.elapsed() < self.settings.feed_interval) {
+            return;
+        }
+        self.last_feed = Some(Instant::now());
+        let mut argv: Vec<std::ffi::OsString> =
+            vec!["feed".into(), "--state".into(), state.into(), "--out".into(), dir.into()];
+        if let Some(thresholds) = &self.settings.feed_thresholds {
+            argv.push("--thresholds".into());
+            argv.push(thresholds.into());
+        }
+        #[derive(clap::Parser)]
+        struct FeedCli {
+            #[command(flatten)]
+            args: crate::commands::feed::FeedArgs,
+        }
+        let result = <FeedCli as clap::Parser>::try_parse_from(argv)
+            .map_err(anyhow::Error::from)
+            .and_then(|cli| crate::commands::feed::run(&cli.args));
+        match result {
+            Ok(()) => self.counters.feed_refreshes += 1,
+            Err(error) => {
+                self.counters.feed_failures += 1;
+                tracing_line(&format!("feed refresh in {}: {error:#}", dir.display()));
+            }
+        }
     }
 
     /// Computes the checkpoint of every file and writes it durably to a temporary file.
@@ -877,6 +947,20 @@ mod tests {
         let mut full = vec!["ingest"];
         full.extend_from_slice(argv);
         Settings::resolve(&Cli::try_parse_from(full).unwrap().args)
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let dir = std::env::temp_dir().join(format!("tlsledger-ingest-example-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ingest.toml");
+        std::fs::write(&file, include_str!("../../examples/ingest.toml")).unwrap();
+        let s = settings(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(s.follow, ["/var/log/mail.log"]);
+        assert_eq!(s.state.as_deref(), Some(Path::new("/var/lib/tlsledger")));
+        assert_eq!(s.syslog.tcp, ["127.0.0.1:5514".parse::<SocketAddr>().unwrap()]);
+        assert!(syslog::allowed(&s.syslog.allow, "::1".parse().unwrap()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

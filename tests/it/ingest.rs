@@ -124,7 +124,11 @@ fn ingest_follow_survives_sigkill_without_loss_or_fragments() {
     first.wait().unwrap();
     append(&lines[2 * third..]);
     let second_out = dir.join("second.jsonl");
-    let second = ingest(&[&args[..], &["--exit-at-end", "--stats"]].concat(), &second_out);
+    let feed_dir = dir.join("live-feed");
+    let second = ingest(
+        &[&args[..], &["--exit-at-end", "--stats", "--feed-dir", feed_dir.to_str().unwrap()]].concat(),
+        &second_out,
+    );
     let output = second.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
@@ -137,6 +141,14 @@ fn ingest_follow_survives_sigkill_without_loss_or_fragments() {
     assert!(fragments.is_empty(), "observations the uninterrupted run does not have, e.g. {fragments:?}");
     // The reputation state counted every observation once.
     assert_eq!(decisions(&state, &dir.join("feed")), decisions(&reference_state, &dir.join("reference-feed")));
+    // The daemon kept its own feed files current: the same endpoints as `tlsledger feed`.
+    let endpoints = |dir: &Path| {
+        let feed: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("tlsledger-feed.json")).unwrap()).unwrap();
+        feed["endpoints"].as_array().unwrap().len()
+    };
+    assert_eq!(endpoints(&feed_dir), endpoints(&dir.join("feed")));
+    assert!(feed_dir.join("smtp_discard_ehlo.cidr").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -184,5 +196,51 @@ fn ingest_receives_syslog_from_logger_over_tcp_and_udp() {
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("syslog 127.0.0.1: 6 messages"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ingest_refuses_and_counts_syslog_senders_outside_the_allow_list() {
+    let dir = temp_dir("ingest-refused");
+    let out = dir.join("out.jsonl");
+    let (tcp, udp) = (17_314 + std::process::id() % 400, 17_714 + std::process::id() % 400);
+    let tcp_addr = format!("127.0.0.1:{tcp}");
+    let udp_addr = format!("127.0.0.1:{udp}");
+    // Only a documentation network may send: loopback is refused.
+    let daemon = ingest(
+        &[
+            "--syslog-tcp",
+            &tcp_addr,
+            "--syslog-udp",
+            &udp_addr,
+            "--syslog-allow",
+            "192.0.2.0/24",
+            "--no-state",
+            "--stdout",
+            "--stats",
+        ],
+        &out,
+    );
+    wait_for("the TCP listener", || std::net::TcpStream::connect(&tcp_addr).is_ok());
+    // A sender of our own: the listener closes the connection without reading, which the
+    // sender sees as end of stream (or a reset) once the refusal has been counted.
+    let mut sender = std::net::TcpStream::connect(&tcp_addr).unwrap();
+    let _ = sender.write_all(b"39 <22>Nov  3 13:35:12 mx1 postfix/smtpd[1]: x");
+    let mut buf = [0u8; 16];
+    let closed = matches!(std::io::Read::read(&mut sender, &mut buf), Ok(0) | Err(_));
+    assert!(closed, "a refused connection is closed");
+    // A datagram too (its refusal is counted asynchronously; not asserted).
+    let _ = Command::new("logger")
+        .args(["-n", "127.0.0.1", "-P", &udp.to_string(), "--udp", "-t", "postfix/smtpd", "connect from x[192.0.2.81]"])
+        .status();
+    Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let output = daemon.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(std::fs::read_to_string(&out).unwrap().is_empty(), "nothing from a refused sender is used");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr.lines().find(|l| l.contains("syslog 127.0.0.1:")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains(": 0 messages"), "{line}");
+    let refused: u64 = line.split(", ").find_map(|part| part.strip_suffix(" refused")?.parse().ok()).unwrap();
+    assert!(refused >= 2, "the readiness probe and the sender are refused: {line}");
     let _ = std::fs::remove_dir_all(&dir);
 }

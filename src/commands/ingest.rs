@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::Zone;
 use crate::commands::clickhouse_args::{ClickhouseArgs, SinkArgs};
+use crate::commands::ingest_metrics::{self, Published, Snapshot};
 use crate::commands::parse::{format_stats, LineCounters, ParseSummary, SinkThread, StateWriter, Stream};
 use crate::correlate::{Config, Correlator, SourceId, TlsLogging};
 use crate::observation::{Observation, Source};
@@ -111,6 +112,14 @@ pub struct IngestArgs {
     #[arg(long, value_name = "MS")]
     pub poll_ms: Option<u64>,
 
+    /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Peers allowed to read the metrics (address or CIDR; repeat). Default: loopback only.
+    #[arg(long, value_name = "CIDR", value_parser = parse_net)]
+    pub metrics_allow: Vec<IpNet>,
+
     /// Keep feed files in DIR current (as `tlsledger feed --out DIR`), rewritten after a sync point
     /// at most every `--feed-interval-secs`.
     #[arg(long, value_name = "DIR")]
@@ -181,6 +190,8 @@ struct FileConfig {
     feed_dir: Option<PathBuf>,
     feed_interval_secs: Option<u64>,
     feed_thresholds: Option<PathBuf>,
+    metrics_listen: Option<SocketAddr>,
+    metrics_allow: Option<Vec<String>>,
 }
 
 /// Settings after merging the file and the flags.
@@ -204,6 +215,8 @@ pub struct Settings {
     feed_dir: Option<PathBuf>,
     feed_interval: Duration,
     feed_thresholds: Option<PathBuf>,
+    metrics_listen: Option<SocketAddr>,
+    metrics_allow: Vec<IpNet>,
 }
 
 impl Settings {
@@ -237,6 +250,18 @@ impl Settings {
                     .map(|text| parse_net(text).map_err(|e| anyhow::anyhow!("syslog_allow: {e}")))
                     .collect::<Result<Vec<_>>>()?,
                 None => vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
+            }
+        };
+        let loopback = || vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")];
+        let metrics_allow = if !args.metrics_allow.is_empty() {
+            args.metrics_allow.clone()
+        } else {
+            match &file.metrics_allow {
+                Some(list) => list
+                    .iter()
+                    .map(|text| parse_net(text).map_err(|e| anyhow::anyhow!("metrics_allow: {e}")))
+                    .collect::<Result<Vec<_>>>()?,
+                None => loopback(),
             }
         };
         let tls_logging = match (&args.tls_logging, &file.tls_logging) {
@@ -296,6 +321,8 @@ impl Settings {
             feed_dir: args.feed_dir.clone().or(file.feed_dir.clone()),
             feed_interval: Duration::from_secs(args.feed_interval_secs.or(file.feed_interval_secs).unwrap_or(60)),
             feed_thresholds: args.feed_thresholds.clone().or(file.feed_thresholds.clone()),
+            metrics_listen: args.metrics_listen.or(file.metrics_listen),
+            metrics_allow,
         };
         if settings.feed_dir.is_some() && settings.state.is_none() {
             anyhow::bail!("--feed-dir needs the reputation state: drop --no-state");
@@ -459,6 +486,7 @@ fn run_with(settings: &Settings) -> Result<(ParseSummary, IngestCounters, Syslog
     let (sender, mut inputs) = mpsc::channel::<Input>(256);
     let stop = Arc::new(AtomicBool::new(false));
     let syslog_counters = SyslogCounters::default();
+    let published = Published::default();
 
     // The runtime of the listeners, the ticker and the signal handlers.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -474,6 +502,10 @@ fn run_with(settings: &Settings) -> Result<(ParseSummary, IngestCounters, Syslog
                     }
                 }
             });
+        }
+        if let Some(addr) = settings.metrics_listen {
+            ingest_metrics::spawn(addr, settings.metrics_allow.clone(), published.clone(), syslog_counters.clone())
+                .await?;
         }
         let ticks = sender.clone();
         tokio::spawn(async move {
@@ -549,7 +581,7 @@ fn run_with(settings: &Settings) -> Result<(ParseSummary, IngestCounters, Syslog
     }
     drop(sender);
 
-    let mut core = Core::new(settings, checkpoints)?;
+    let mut core = Core::new(settings, checkpoints, published)?;
     let result = core.run(&mut inputs, &mut sink, &mut state);
     stop.store(true, Ordering::Relaxed);
     drop(inputs);
@@ -591,10 +623,12 @@ struct Core<'s> {
     last_sync: Instant,
     /// When the feed files were last written (`None`: not yet).
     last_feed: Option<Instant>,
+    /// Where the counters are published for `/metrics`.
+    published: Published,
 }
 
 impl<'s> Core<'s> {
-    fn new(settings: &'s Settings, checkpoints: Checkpoints) -> Result<Self> {
+    fn new(settings: &'s Settings, checkpoints: Checkpoints, published: Published) -> Result<Self> {
         let started_micros = chrono::Utc::now().timestamp_micros();
         let pending = checkpoints
             .files
@@ -616,6 +650,7 @@ impl<'s> Core<'s> {
             writer: BufWriter::with_capacity(1 << 16, std::io::stdout()),
             last_sync: Instant::now(),
             last_feed: None,
+            published,
         })
     }
 
@@ -637,6 +672,7 @@ impl<'s> Core<'s> {
                 Input::Stdin(None) => self.stdin_open = false,
                 Input::Tick => {
                     idle_ticks += 1;
+                    self.publish(sink);
                     if self.settings.exit_at_end
                         && !self.stdin_open
                         && idle_ticks as u128 * 100 >= 4 * self.settings.poll.as_millis().max(100)
@@ -775,6 +811,44 @@ impl<'s> Core<'s> {
         }
         let stream = self.stdin.as_mut().expect("set");
         stream.text_line(&mut self.correlator, &mut self.lines, offset, bytes, &mut self.out);
+    }
+
+    /// Publishes the counters for `/metrics`.
+    fn publish(&self, sink: &Option<SinkThread>) {
+        let mut snapshot = Snapshot::default();
+        let c = &mut snapshot.counters;
+        let correlate = self.correlator.counters();
+        c.insert("lines_total", ("Lines read (files, syslog messages, stdin).", self.lines.lines));
+        c.insert("bytes_total", ("Bytes of those lines.", self.lines.bytes));
+        let unparsed: u64 = self.lines.unparsed.iter().map(|(_, n)| n).sum();
+        c.insert("lines_unparsed_total", ("Lines without a recognisable syslog envelope.", unparsed));
+        c.insert(
+            "lines_malformed_total",
+            ("MTA messages recognised but not following their grammar.", self.lines.malformed),
+        );
+        c.insert("lines_oversized_total", ("Lines longer than the limit, skipped.", self.lines.oversized));
+        c.insert("records_total", ("Lines handed to the correlator.", correlate.records));
+        c.insert("observations_total", ("Observations emitted.", correlate.observations()));
+        c.insert(
+            "checkpoints_total",
+            ("Sync points completed (sinks durable, checkpoint written).", self.counters.checkpoints),
+        );
+        c.insert(
+            "replayed_skipped_total",
+            ("Observations not emitted again after a restart.", self.counters.replayed_skipped),
+        );
+        c.insert("file_errors_total", ("Failed reads of followed files.", self.counters.file_errors));
+        c.insert("feed_refreshes_total", ("Feed refreshes written.", self.counters.feed_refreshes));
+        c.insert("feed_failures_total", ("Feed refreshes refused or failed.", self.counters.feed_failures));
+        if let Some(sink) = sink {
+            c.insert("clickhouse_rows_inserted_total", ("Rows acknowledged by ClickHouse.", sink.inserted()));
+            c.insert("clickhouse_spooled_batches", ("Batches waiting in the spool folder.", sink.spooled_batches()));
+        }
+        for file in self.files.values().filter(|f| !f.closed) {
+            let size = std::fs::metadata(&file.path).map(|m| m.len()).unwrap_or(file.read_end);
+            snapshot.file_lag.insert(file.path.display().to_string(), size.saturating_sub(file.read_end));
+        }
+        self.published.publish(snapshot);
     }
 
     /// Hands the new observations to every sink, skipping those emitted before a restart.

@@ -328,6 +328,20 @@ impl SinkThread {
             .map_err(|_| anyhow::anyhow!("the ClickHouse sink stopped unexpectedly"))
     }
 
+    /// Rows acknowledged by ClickHouse so far.
+    pub(crate) fn inserted(&self) -> u64 {
+        self.inserted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Batches waiting in the spool folder.
+    pub(crate) fn spooled_batches(&self) -> u64 {
+        std::fs::read_dir(&self.spool_dir)
+            .map(|entries| {
+                entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("batch-")).count() as u64
+            })
+            .unwrap_or(0)
+    }
+
     /// Hands over everything sent so far and waits until it is inserted or spooled.
     pub(crate) fn sync(&mut self) -> Result<()> {
         self.send_chunk()?;

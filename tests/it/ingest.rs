@@ -160,8 +160,21 @@ fn ingest_receives_syslog_from_logger_over_tcp_and_udp() {
     let (tcp, udp) = (16_514 + std::process::id() % 400, 16_914 + std::process::id() % 400);
     let tcp_addr = format!("127.0.0.1:{tcp}");
     let udp_addr = format!("127.0.0.1:{udp}");
-    let daemon =
-        ingest(&["--syslog-tcp", &tcp_addr, "--syslog-udp", &udp_addr, "--no-state", "--stdout", "--stats"], &out);
+    let metrics_addr = format!("127.0.0.1:{}", 18_114 + std::process::id() % 400);
+    let daemon = ingest(
+        &[
+            "--syslog-tcp",
+            &tcp_addr,
+            "--syslog-udp",
+            &udp_addr,
+            "--no-state",
+            "--stdout",
+            "--stats",
+            "--metrics-listen",
+            &metrics_addr,
+        ],
+        &out,
+    );
     wait_for("the TCP listener", || std::net::TcpStream::connect(&tcp_addr).is_ok());
     let session = |ip: &str, transport: &str, port: u16| {
         for message in [
@@ -183,6 +196,20 @@ fn ingest_receives_syslog_from_logger_over_tcp_and_udp() {
     wait_for("the TCP session's observation", || std::fs::read_to_string(&out).unwrap().contains("192.0.2.71"));
     session("192.0.2.72", "udp", udp as u16);
     wait_for("the UDP session's observation", || std::fs::read_to_string(&out).unwrap().contains("192.0.2.72"));
+    // Prometheus metrics and health, over plain HTTP.
+    let get = |path: &str| -> String {
+        let mut stream = std::net::TcpStream::connect(&metrics_addr).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+        response
+    };
+    wait_for("both observations in /metrics", || get("/metrics").contains("\ntlsledger_observations_total 2\n"));
+    let metrics = get("/metrics");
+    assert!(metrics.contains("# TYPE tlsledger_lines_total counter\ntlsledger_lines_total 6\n"), "{metrics}");
+    assert!(metrics.contains("tlsledger_syslog_messages_total{peer=\"127.0.0.1\"} 6\n"), "{metrics}");
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    assert!(get("/nothing").starts_with("HTTP/1.1 404"));
     Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
     let output = daemon.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

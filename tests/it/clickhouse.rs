@@ -442,3 +442,70 @@ fn clickhouse_rebuild_gives_the_same_classes_as_streaming() {
         assert!(!a["endpoints"].as_array().unwrap().is_empty(), "{target}");
     }
 }
+
+#[test]
+fn clickhouse_outage_under_ingest_loses_nothing_across_a_restart() {
+    let server = Server::started(3);
+    server.apply_schema("tlsledger");
+    let lab = std::fs::read_to_string(repo().join("examples/postfix-out.maillog")).unwrap();
+    let mut first_half = String::new();
+    let mut second_half = String::new();
+    for round in 0..120u32 {
+        let half = if round < 60 { &mut first_half } else { &mut second_half };
+        for line in lab.lines() {
+            half.push_str(&with_pid_offset(line, round * 100_000));
+            half.push('\n');
+        }
+    }
+    let expected = {
+        let output =
+            tlsledger(&["parse", "--output", "none", "--stats", "-"], format!("{first_half}{second_half}").as_bytes());
+        stat(&output.stderr, "observations")
+    };
+    assert!(expected > 500);
+    let work = spool_dir("ingest-outage-work");
+    std::fs::create_dir_all(&work).unwrap();
+    let log = work.join("mail.log");
+    std::fs::write(&log, &first_half).unwrap();
+    let spool = spool_dir("ingest-outage");
+    let checkpoints = work.join("checkpoints");
+    let ingest = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tlsledger"))
+            .args(["ingest", "--follow", log.to_str().unwrap(), "--no-state", "--clickhouse", &server.url])
+            .args(["--checkpoint-dir", checkpoints.to_str().unwrap(), "--spool-dir", spool.to_str().unwrap()])
+            .args(["--batch-rows", "50", "--batch-period-ms", "50", "--retry-attempts", "1"])
+            .args(["--poll-ms", "20", "--checkpoint-interval-ms", "100"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::park_timeout(std::time::Duration::from_millis(20));
+        }
+    };
+    let rows = || -> u64 { server.query("SELECT count() FROM tlsledger.observations").trim().parse().unwrap() };
+
+    // The daemon loads the first half; the server dies; the second half arrives meanwhile and is
+    // spooled; the server comes back and the daemon replays the spool on its own.
+    let daemon = ingest(&[]);
+    wait("the first rows", &|| rows() > 0);
+    server.kill();
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(second_half.as_bytes()).unwrap();
+    wait("a spooled batch", &|| spooled_batches(&spool) > 0);
+    server.start();
+    wait("the spool to drain", &|| spooled_batches(&spool) == 0 && rows() > 0);
+    Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let output = daemon.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    // A second run finishes the file from the checkpoint (connections still open are replayed).
+    let output = ingest(&["--exit-at-end"]).wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let counts = server.query("SELECT count(), uniqExact(event_id) FROM tlsledger.observations FINAL");
+    assert_eq!(counts, format!("{expected}\t{expected}\n"));
+}

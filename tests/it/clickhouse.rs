@@ -250,22 +250,7 @@ fn clickhouse_unreachable_server_spools_and_replays() {
 fn clickhouse_server_killed_during_a_load_loses_nothing() {
     let server = Server::started(4);
     server.apply_schema("tlsledger");
-    // Enough distinct sessions to span many batches: the lab log repeated under new pids.
-    let lab = std::fs::read_to_string(repo().join("examples/postfix-out.maillog")).unwrap();
-    let mut first_half = String::new();
-    let mut second_half = String::new();
-    for round in 0..200u32 {
-        let half = if round < 100 { &mut first_half } else { &mut second_half };
-        for line in lab.lines() {
-            half.push_str(&with_pid_offset(line, round * 100_000));
-            half.push('\n');
-        }
-    }
-    let expected = {
-        let output =
-            tlsledger(&["parse", "--output", "none", "--stats", "-"], format!("{first_half}{second_half}").as_bytes());
-        stat(&output.stderr, "observations")
-    };
+    let (first_half, second_half, expected) = lab_log_halves(200);
     assert!(expected > 1000);
 
     let spool = spool_dir("killed");
@@ -301,6 +286,24 @@ fn clickhouse_server_killed_during_a_load_loses_nothing() {
     assert_eq!(stat(&output.stderr, "observations"), expected);
     let counts = server.query("SELECT count(), uniqExact(event_id) FROM tlsledger.observations FINAL");
     assert_eq!(counts, format!("{expected}\t{expected}\n"), "loader said:\n{stderr}");
+}
+
+/// Enough distinct sessions to span many batches: the real lab log repeated `rounds` times under
+/// new pids, split in two halves, and the number of observations `parse` finds in the whole.
+fn lab_log_halves(rounds: u32) -> (String, String, u64) {
+    let lab = std::fs::read_to_string(repo().join("examples/postfix-out.maillog")).unwrap();
+    let mut first_half = String::new();
+    let mut second_half = String::new();
+    for round in 0..rounds {
+        let half = if round < rounds / 2 { &mut first_half } else { &mut second_half };
+        for line in lab.lines() {
+            half.push_str(&with_pid_offset(line, round * 100_000));
+            half.push('\n');
+        }
+    }
+    let whole = format!("{first_half}{second_half}");
+    let output = tlsledger(&["parse", "--output", "none", "--stats", "-"], whole.as_bytes());
+    (first_half, second_half, stat(&output.stderr, "observations"))
 }
 
 /// `line` with the pid in its syslog tag (`name[pid]: `) raised by `offset`.
@@ -447,21 +450,7 @@ fn clickhouse_rebuild_gives_the_same_classes_as_streaming() {
 fn clickhouse_outage_under_ingest_loses_nothing_across_a_restart() {
     let server = Server::started(3);
     server.apply_schema("tlsledger");
-    let lab = std::fs::read_to_string(repo().join("examples/postfix-out.maillog")).unwrap();
-    let mut first_half = String::new();
-    let mut second_half = String::new();
-    for round in 0..120u32 {
-        let half = if round < 60 { &mut first_half } else { &mut second_half };
-        for line in lab.lines() {
-            half.push_str(&with_pid_offset(line, round * 100_000));
-            half.push('\n');
-        }
-    }
-    let expected = {
-        let output =
-            tlsledger(&["parse", "--output", "none", "--stats", "-"], format!("{first_half}{second_half}").as_bytes());
-        stat(&output.stderr, "observations")
-    };
+    let (first_half, second_half, expected) = lab_log_halves(120);
     assert!(expected > 500);
     let work = spool_dir("ingest-outage-work");
     std::fs::create_dir_all(&work).unwrap();

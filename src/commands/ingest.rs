@@ -41,6 +41,7 @@ use crate::commands::parse::{format_stats, LineCounters, ParseSummary, SinkThrea
 use crate::correlate::{Config, Correlator, SourceId, TlsLogging};
 use crate::observation::{Observation, Source};
 use crate::sources::follow::{FileEvent, FileKey, FollowConfig, Follower, Resume};
+use crate::sources::journald::{self, JournalConfig, JournalEntry};
 use crate::sources::syslog::{self, SyslogConfig, SyslogCounters, SyslogMessage};
 
 /// Options of `tlsledger ingest`. Every option can also be set in the TOML file given with
@@ -79,6 +80,22 @@ pub struct IngestArgs {
     /// Most syslog TCP connections at once [default: 64].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+
+    /// Read the systemd journal (`journalctl -o json --follow`), resumed from a checkpointed cursor.
+    #[arg(long)]
+    pub journal: bool,
+
+    /// Read the journal files in DIR instead of the system journal (implies --journal).
+    #[arg(long, value_name = "DIR")]
+    pub journal_directory: Option<PathBuf>,
+
+    /// Journal match passed to journalctl (FIELD=VALUE, e.g. _SYSTEMD_UNIT=postfix@-.service; repeat).
+    #[arg(long, value_name = "FIELD=VALUE")]
+    pub journal_match: Vec<String>,
+
+    /// The journalctl program [default: journalctl].
+    #[arg(long, value_name = "PATH")]
+    pub journalctl: Option<PathBuf>,
 
     /// Also read log lines from stdin (at-most-once: nothing to resume from).
     #[arg(long)]
@@ -192,6 +209,10 @@ struct FileConfig {
     feed_thresholds: Option<PathBuf>,
     metrics_listen: Option<SocketAddr>,
     metrics_allow: Option<Vec<String>>,
+    journal: Option<bool>,
+    journal_directory: Option<PathBuf>,
+    journal_match: Option<Vec<String>>,
+    journalctl: Option<PathBuf>,
 }
 
 /// Settings after merging the file and the flags.
@@ -217,9 +238,18 @@ pub struct Settings {
     feed_thresholds: Option<PathBuf>,
     metrics_listen: Option<SocketAddr>,
     metrics_allow: Vec<IpNet>,
+    journal: Option<JournalConfig>,
 }
 
 impl Settings {
+    /// The journal's name in checkpoints and event ids: its directory, or `system`.
+    fn journal_name(&self) -> String {
+        match self.journal.as_ref().and_then(|j| j.directory.as_ref()) {
+            Some(directory) => directory.display().to_string(),
+            None => "system".to_owned(),
+        }
+    }
+
     /// Merges `--config` (if any) under the flags.
     pub fn resolve(args: &IngestArgs) -> Result<Settings> {
         let file: FileConfig = match &args.config {
@@ -323,6 +353,20 @@ impl Settings {
             feed_thresholds: args.feed_thresholds.clone().or(file.feed_thresholds.clone()),
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
             metrics_allow,
+            journal: {
+                let directory = args.journal_directory.clone().or(file.journal_directory.clone());
+                let wanted = args.journal || file.journal.unwrap_or(false) || directory.is_some();
+                wanted.then(|| JournalConfig {
+                    directory,
+                    matches: if args.journal_match.is_empty() {
+                        file.journal_match.clone().unwrap_or_default()
+                    } else {
+                        args.journal_match.clone()
+                    },
+                    cursor: None,
+                    journalctl: args.journalctl.clone().or(file.journalctl.clone()),
+                })
+            },
         };
         if settings.feed_dir.is_some() && settings.state.is_none() {
             anyhow::bail!("--feed-dir needs the reputation state: drop --no-state");
@@ -331,14 +375,15 @@ impl Settings {
             && settings.syslog.udp.is_empty()
             && settings.syslog.tcp.is_empty()
             && !settings.stdin
+            && settings.journal.is_none()
         {
             anyhow::bail!(
-                "nothing to read: give --follow PATH, --syslog-listen ADDR or --stdin (or set them in --config)"
+                "nothing to read: give --follow PATH, --journal, --syslog-listen ADDR or --stdin (or set them in --config)"
             );
         }
-        if !settings.follow.is_empty() && settings.checkpoint_dir.is_none() {
+        if (!settings.follow.is_empty() || settings.journal.is_some()) && settings.checkpoint_dir.is_none() {
             anyhow::bail!(
-                "following files needs a place for checkpoints: give --checkpoint-dir DIR (or a state directory)"
+                "following files or the journal needs a place for checkpoints: give --checkpoint-dir DIR (or a state directory)"
             );
         }
         Ok(settings)
@@ -359,6 +404,8 @@ enum Input {
     Syslog(SyslogMessage),
     /// Lines from stdin starting at `offset`; `None` at its end.
     Stdin(Option<(u64, Vec<u8>)>),
+    /// One entry of the systemd journal.
+    Journal(JournalEntry),
     Tick,
     Shutdown(&'static str),
 }
@@ -385,6 +432,10 @@ struct FileCheckpoint {
     /// (reporter, instance, pid, first offset) of each connection open at the checkpoint.
     #[serde(default)]
     open: Vec<(String, String, u32, u64)>,
+    /// Journal sources: the cursor to resume at, and whether that entry is read again
+    /// (`--cursor`) or not (`--after-cursor`).
+    #[serde(default)]
+    cursor: Option<(String, bool)>,
 }
 
 const CHECKPOINT_FILE: &str = "checkpoints.json";
@@ -427,6 +478,11 @@ struct FileState {
     /// open at the checkpoint (process → offset of its first line).
     replay: Option<(u64, OpenProcesses)>,
     closed: bool,
+    /// Journal sources: the cursor of each position still needed for a checkpoint.
+    cursors: std::collections::BTreeMap<u64, String>,
+    /// Journal sources: positions below this were handled before the restart (the journal is
+    /// resumed at the lowest checkpoint of its sources, so the others see older entries again).
+    skip_below: u64,
 }
 
 /// Counters of a run.
@@ -564,6 +620,31 @@ fn run_with(settings: &Settings) -> Result<(ParseSummary, IngestCounters, Syslog
             follower.run(&mut |event| events.blocking_send(Input::File(event)).map_err(|_| ()), &stop)
         })?)
     };
+    let journal_child: Arc<std::sync::Mutex<Option<std::process::Child>>> = Arc::default();
+    let journal_thread = match &settings.journal {
+        Some(config) => {
+            let mut config = config.clone();
+            // Resume at the lowest checkpoint of the journal's sources (the others skip what
+            // they had already handled).
+            let prefix = format!("journal:{}#", settings.journal_name());
+            config.cursor = checkpoints
+                .files
+                .iter()
+                .filter(|f| f.path.to_string_lossy().starts_with(&prefix))
+                .min_by_key(|f| f.offset)
+                .and_then(|f| f.cursor.clone());
+            let mut child = journald::spawn(&config)?;
+            let stdout = child.stdout.take().context("journalctl has no output pipe")?;
+            *journal_child.lock().map_err(|_| anyhow::anyhow!("poisoned lock"))? = Some(child);
+            let entries = sender.clone();
+            Some(std::thread::Builder::new().name("journal".to_owned()).spawn(move || {
+                journald::read_entries(stdout, &mut |entry| {
+                    entries.blocking_send(Input::Journal(entry)).map_err(|_| ())
+                })
+            })?)
+        }
+        None => None,
+    };
     if settings.stdin {
         let lines = sender.clone();
         let max = settings.max_line_bytes;
@@ -586,6 +667,15 @@ fn run_with(settings: &Settings) -> Result<(ParseSummary, IngestCounters, Syslog
     stop.store(true, Ordering::Relaxed);
     drop(inputs);
     if let Some(thread) = follower_thread {
+        let _ = thread.join();
+    }
+    if let Ok(mut child) = journal_child.lock() {
+        if let Some(child) = child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    if let Some(thread) = journal_thread {
         let _ = thread.join();
     }
     let _ = runtime_thread.join();
@@ -625,7 +715,12 @@ struct Core<'s> {
     last_feed: Option<Instant>,
     /// Where the counters are published for `/metrics`.
     published: Published,
+    /// Journal sources by (sequence space, trusted).
+    journal_keys: HashMap<(String, bool), FileKey>,
 }
+
+/// Keys of journal sources start here, far above the follower's.
+const JOURNAL_KEYS: FileKey = 1 << 62;
 
 impl<'s> Core<'s> {
     fn new(settings: &'s Settings, checkpoints: Checkpoints, published: Published) -> Result<Self> {
@@ -651,6 +746,7 @@ impl<'s> Core<'s> {
             last_sync: Instant::now(),
             last_feed: None,
             published,
+            journal_keys: HashMap::new(),
         })
     }
 
@@ -668,6 +764,10 @@ impl<'s> Core<'s> {
                     self.file_event(event);
                 }
                 Input::Syslog(message) => self.syslog_message(message),
+                Input::Journal(entry) => {
+                    idle_ticks = 0;
+                    self.journal_entry(entry);
+                }
                 Input::Stdin(Some((offset, bytes))) => self.stdin_line(offset, &bytes),
                 Input::Stdin(None) => self.stdin_open = false,
                 Input::Tick => {
@@ -706,39 +806,14 @@ impl<'s> Core<'s> {
     fn file_event(&mut self, event: FileEvent) {
         match event {
             FileEvent::Opened { key, path, fingerprint, offset } => {
-                let name = path.display().to_string();
-                let source = Source { kind: "file".to_owned(), name: name.clone(), trust: "local".to_owned() };
-                let id = self.correlator.add_source_keyed(source, &format!("{name}#{fingerprint:016x}"));
-                let arc = Arc::clone(self.correlator.source(id).expect("just added"));
                 let reference = std::fs::metadata(&path)
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                     .map_or(self.started_micros, |d| d.as_micros() as i64);
-                let checkpoint = self.pending.remove(&fingerprint).filter(|f| f.offset == offset);
-                let (emitted, replay) = match checkpoint {
-                    Some(f) => {
-                        let open = f.open.into_iter().map(|(r, i, pid, first)| ((r, i, pid), first)).collect();
-                        (f.emitted.into_iter().collect(), Some((f.replay_until, open)))
-                    }
-                    None => (VecDeque::new(), None),
-                };
-                let skip = emitted.iter().map(|(id, _): &(String, u64)| id.clone()).collect();
-                self.files.insert(
-                    key,
-                    FileState {
-                        source: id,
-                        arc,
-                        stream: Stream::new(id, self.settings.log_zone, reference),
-                        path,
-                        fingerprint,
-                        read_end: offset,
-                        emitted,
-                        skip,
-                        replay,
-                        closed: false,
-                    },
-                );
+                let source =
+                    Source { kind: "file".to_owned(), name: path.display().to_string(), trust: "local".to_owned() };
+                self.open_state(key, source, path, fingerprint, offset, reference);
             }
             FileEvent::Lines { key, offset, bytes } => {
                 let Some(file) = self.files.get_mut(&key) else { return };
@@ -784,6 +859,79 @@ impl<'s> Core<'s> {
                 self.counters.file_errors += 1;
                 tracing_line(&format!("cannot read {}: {message}", path.display()));
             }
+        }
+    }
+
+    /// Starts the state of a file generation (or journal source) read from `offset`, with the
+    /// replay information of its checkpoint when the checkpoint is for that very position.
+    fn open_state(
+        &mut self,
+        key: FileKey,
+        source: Source,
+        path: PathBuf,
+        fingerprint: u64,
+        offset: u64,
+        reference: i64,
+    ) {
+        let name = source.name.clone();
+        let id = self.correlator.add_source_keyed(source, &format!("{name}#{fingerprint:016x}"));
+        let arc = Arc::clone(self.correlator.source(id).expect("just added"));
+        let journal = name.starts_with("journal:");
+        // A journal source resumes at its own checkpoint whatever entry comes first.
+        let checkpoint = self.pending.remove(&fingerprint).filter(|f| journal || f.offset == offset);
+        let skip_below = checkpoint.as_ref().filter(|_| journal).map_or(0, |f| f.offset);
+        let (emitted, replay) = match checkpoint {
+            Some(f) => {
+                let open = f.open.into_iter().map(|(r, i, pid, first)| ((r, i, pid), first)).collect();
+                (f.emitted.into_iter().collect(), Some((f.replay_until, open)))
+            }
+            None => (VecDeque::new(), None),
+        };
+        let skip = emitted.iter().map(|(id, _): &(String, u64)| id.clone()).collect();
+        self.files.insert(
+            key,
+            FileState {
+                source: id,
+                arc,
+                stream: Stream::new(id, self.settings.log_zone, reference),
+                path,
+                fingerprint,
+                read_end: offset.max(skip_below),
+                emitted,
+                skip,
+                replay,
+                closed: false,
+                cursors: Default::default(),
+                skip_below,
+            },
+        );
+    }
+
+    /// One journal entry: its (sequence space, trust) is a source of its own, positioned by the
+    /// journal's sequence number.
+    fn journal_entry(&mut self, entry: JournalEntry) {
+        let name = format!("journal:{}", self.settings.journal_name());
+        let trust = if entry.trusted { "journald-trusted" } else { "journald" };
+        let fingerprint = crate::observation::event_id_prefix(&format!("{name}\0{}\0{trust}", entry.seqnum_id));
+        let next_key = JOURNAL_KEYS + self.journal_keys.len() as FileKey;
+        let key = *self.journal_keys.entry((entry.seqnum_id.clone(), entry.trusted)).or_insert(next_key);
+        if !self.files.contains_key(&key) {
+            let source = Source { kind: "journald".to_owned(), name: name.clone(), trust: trust.to_owned() };
+            let path = PathBuf::from(format!("{name}#{trust}"));
+            self.open_state(key, source, path, fingerprint, entry.seqnum, self.started_micros);
+        }
+        let file = self.files.get_mut(&key).expect("opened");
+        if entry.seqnum < file.skip_below {
+            self.counters.replay_lines_skipped += 1;
+            return;
+        }
+        file.cursors.insert(entry.seqnum, entry.cursor);
+        let mut line = entry.line.into_bytes();
+        line.push(b'\n');
+        self.file_event(FileEvent::Lines { key, offset: entry.seqnum, bytes: line });
+        // Positions are sequence numbers, not bytes: the next one is just after this entry.
+        if let Some(file) = self.files.get_mut(&key) {
+            file.read_end = entry.seqnum + 1;
         }
     }
 
@@ -959,6 +1107,15 @@ impl<'s> Core<'s> {
                 }
                 _ => (file.read_end, self.correlator.open_processes(file.source)),
             };
+            // Journal sources resume by cursor: the entry at `offset`, or just after the last one.
+            let cursor = match file.cursors.range(offset..).next() {
+                Some((_, cursor)) => Some((cursor.clone(), true)),
+                None => file.cursors.range(..offset).next_back().map(|(_, cursor)| (cursor.clone(), false)),
+            };
+            if let Some(&keep_from) = file.cursors.range(..offset).next_back().map(|(seqnum, _)| seqnum) {
+                // Keep the last cursor before `offset` (the after-cursor position), drop older ones.
+                file.cursors = file.cursors.split_off(&keep_from);
+            }
             files.push(FileCheckpoint {
                 path: file.path.clone(),
                 fingerprint: format!("{:016x}", file.fingerprint),
@@ -966,6 +1123,7 @@ impl<'s> Core<'s> {
                 emitted: file.emitted.iter().cloned().collect(),
                 replay_until,
                 open,
+                cursor,
             });
         }
         for key in finished {
@@ -979,6 +1137,7 @@ impl<'s> Core<'s> {
             emitted: f.emitted.clone(),
             replay_until: f.replay_until,
             open: f.open.clone(),
+            cursor: f.cursor.clone(),
         }));
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let body = serde_json::to_vec_pretty(&Checkpoints { version: 1, files })?;

@@ -2,5 +2,6 @@
 //! later). Sources do IO and framing only; they never interpret MTA messages.
 
 pub mod follow;
+pub mod journald;
 pub mod lines;
 pub mod syslog;

@@ -64,12 +64,18 @@ for mta in "${mtas[@]}"; do
             # that a base system may lack; the binary comes from unpack.sh.
             packages+=(libdb5.3 libgnutls30 libgnutls-dane0 libidn12 libidn2-0 libnsl2 libpcre2-8-0 libcrypt1)
             ;;
+        journald)
+            # systemd-journal-remote writes real journal files from export-format input, so
+            # the journald source is tested against journalctl reading real journals without
+            # a running journald.
+            packages+=(systemd-journal-remote)
+            ;;
         sendmail | opensmtpd)
             echo "install-deps.sh: the $mta lab is not written yet (it will be unpacked privately with apt-get download + dpkg -x)" >&2
             exit 2
             ;;
         *)
-            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd, spamassassin, exim)" >&2
+            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd, spamassassin, exim, journald)" >&2
             exit 2
             ;;
     esac

@@ -407,6 +407,8 @@ enum Input {
     /// One entry of the systemd journal.
     Journal(JournalEntry),
     Tick,
+    /// SIGHUP: read the configuration again.
+    Reload,
     Shutdown(&'static str),
 }
 
@@ -505,7 +507,7 @@ pub struct IngestCounters {
 /// Runs the daemon until a signal (or, with `--exit-at-end`, the end of the input).
 pub fn run(args: &IngestArgs) -> Result<()> {
     let settings = Settings::resolve(args)?;
-    let (summary, counters, syslog_counters) = run_with(&settings)?;
+    let (summary, counters, syslog_counters) = run_with(&settings, args)?;
     if args.stats {
         eprint!("{}", format_stats(&summary));
         eprintln!("  checkpoints written          {:>10}", counters.checkpoints);
@@ -526,7 +528,7 @@ pub fn run(args: &IngestArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_with(settings: &Settings) -> Result<(ParseSummary, IngestCounters, SyslogCounters)> {
+fn run_with(settings: &Settings, args: &IngestArgs) -> Result<(ParseSummary, IngestCounters, SyslogCounters)> {
     let checkpoints = match &settings.checkpoint_dir {
         Some(dir) => Checkpoints::load(dir)?,
         None => Checkpoints::default(),
@@ -579,11 +581,21 @@ fn run_with(settings: &Settings) -> Result<(ParseSummary, IngestCounters, Syslog
             let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
                 return;
             };
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            let _ = signals.send(Input::Shutdown(name)).await;
+            let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+            loop {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                    _ = hup.recv() => {
+                        if signals.send(Input::Reload).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                let _ = signals.send(Input::Shutdown(name)).await;
+                return;
+            }
         });
         anyhow::Ok(())
     })?;
@@ -597,6 +609,7 @@ fn run_with(settings: &Settings) -> Result<(ParseSummary, IngestCounters, Syslog
             })
         })?
     };
+    let follow_patterns: Arc<std::sync::Mutex<Option<Vec<String>>>> = Arc::default();
     let follower_thread = if settings.follow.is_empty() {
         None
     } else {
@@ -615,9 +628,9 @@ fn run_with(settings: &Settings) -> Result<(ParseSummary, IngestCounters, Syslog
             },
             &resume,
         );
-        let (events, stop) = (sender.clone(), Arc::clone(&stop));
+        let (events, stop, patterns) = (sender.clone(), Arc::clone(&stop), Arc::clone(&follow_patterns));
         Some(std::thread::Builder::new().name("follow".to_owned()).spawn(move || {
-            follower.run(&mut |event| events.blocking_send(Input::File(event)).map_err(|_| ()), &stop)
+            follower.run(&mut |event| events.blocking_send(Input::File(event)).map_err(|_| ()), &stop, &patterns)
         })?)
     };
     let journal_child: Arc<std::sync::Mutex<Option<std::process::Child>>> = Arc::default();
@@ -662,7 +675,7 @@ fn run_with(settings: &Settings) -> Result<(ParseSummary, IngestCounters, Syslog
     }
     drop(sender);
 
-    let mut core = Core::new(settings, checkpoints, published)?;
+    let mut core = Core::new(settings.clone(), args.clone(), checkpoints, published, follow_patterns)?;
     let result = core.run(&mut inputs, &mut sink, &mut state);
     stop.store(true, Ordering::Relaxed);
     drop(inputs);
@@ -696,8 +709,12 @@ fn run_with(settings: &Settings) -> Result<(ParseSummary, IngestCounters, Syslog
 }
 
 /// The single-threaded heart: parse, correlate, route, checkpoint.
-struct Core<'s> {
-    settings: &'s Settings,
+struct Core {
+    settings: Settings,
+    /// The command line, to read the configuration again on SIGHUP.
+    args: IngestArgs,
+    /// New follow patterns for the follower thread (SIGHUP).
+    follow_patterns: Arc<std::sync::Mutex<Option<Vec<String>>>>,
     correlator: Correlator,
     lines: LineCounters,
     counters: IngestCounters,
@@ -722,9 +739,16 @@ struct Core<'s> {
 /// Keys of journal sources start here, far above the follower's.
 const JOURNAL_KEYS: FileKey = 1 << 62;
 
-impl<'s> Core<'s> {
-    fn new(settings: &'s Settings, checkpoints: Checkpoints, published: Published) -> Result<Self> {
+impl Core {
+    fn new(
+        settings: Settings,
+        args: IngestArgs,
+        checkpoints: Checkpoints,
+        published: Published,
+        follow_patterns: Arc<std::sync::Mutex<Option<Vec<String>>>>,
+    ) -> Result<Self> {
         let started_micros = chrono::Utc::now().timestamp_micros();
+        let tls_logging = settings.tls_logging;
         let pending = checkpoints
             .files
             .into_iter()
@@ -732,14 +756,14 @@ impl<'s> Core<'s> {
             .collect();
         Ok(Core {
             settings,
-            correlator: Correlator::new(Config { tls_logging: settings.tls_logging, ..Config::default() }),
+            correlator: Correlator::new(Config { tls_logging, ..Config::default() }),
             lines: LineCounters::default(),
             counters: IngestCounters::default(),
             files: HashMap::new(),
             pending,
             syslog_sources: HashMap::new(),
             stdin: None,
-            stdin_open: settings.stdin,
+            stdin_open: args.stdin,
             started_micros,
             out: Vec::new(),
             writer: BufWriter::with_capacity(1 << 16, std::io::stdout()),
@@ -747,6 +771,8 @@ impl<'s> Core<'s> {
             last_feed: None,
             published,
             journal_keys: HashMap::new(),
+            args,
+            follow_patterns,
         })
     }
 
@@ -788,6 +814,7 @@ impl<'s> Core<'s> {
                         return Ok(());
                     }
                 }
+                Input::Reload => self.reload(),
                 Input::Shutdown(signal) => {
                     tracing_line(&format!("{signal}: writing a last checkpoint and stopping"));
                     self.last_feed = None;
@@ -961,6 +988,53 @@ impl<'s> Core<'s> {
         stream.text_line(&mut self.correlator, &mut self.lines, offset, bytes, &mut self.out);
     }
 
+    /// SIGHUP: reads the configuration file again and applies what can change while running
+    /// (follow patterns, feed settings, checkpoint interval); a bad file keeps the old settings.
+    fn reload(&mut self) {
+        let new = match Settings::resolve(&self.args) {
+            Ok(new) => new,
+            Err(error) => {
+                tracing_line(&format!("SIGHUP: configuration not reloaded ({error:#}); keeping the running one"));
+                return;
+            }
+        };
+        if new.follow != self.settings.follow {
+            if let Ok(mut slot) = self.follow_patterns.lock() {
+                *slot = Some(new.follow.clone());
+            }
+        }
+        let old = std::mem::replace(&mut self.settings, new);
+        let restart_needed = old.syslog.udp != self.settings.syslog.udp
+            || old.syslog.tcp != self.settings.syslog.tcp
+            || old.syslog.allow != self.settings.syslog.allow
+            || old.state != self.settings.state
+            || old.checkpoint_dir != self.settings.checkpoint_dir
+            || old.clickhouse.clickhouse != self.settings.clickhouse.clickhouse
+            || old.metrics_listen != self.settings.metrics_listen
+            || old.journal.as_ref().map(|j| &j.directory) != self.settings.journal.as_ref().map(|j| &j.directory)
+            || old.follow.is_empty() != self.settings.follow.is_empty();
+        // What only a restart can change keeps its running value.
+        self.settings.syslog = old.syslog;
+        self.settings.state = old.state;
+        self.settings.checkpoint_dir = old.checkpoint_dir;
+        self.settings.clickhouse = old.clickhouse;
+        self.settings.sink = old.sink;
+        self.settings.metrics_listen = old.metrics_listen;
+        self.settings.metrics_allow = old.metrics_allow;
+        self.settings.journal = old.journal;
+        self.settings.stdin = old.stdin;
+        self.settings.trusted_files = old.trusted_files;
+        tracing_line(&format!(
+            "SIGHUP: configuration reloaded (follow: {}){}",
+            self.settings.follow.join(", "),
+            if restart_needed {
+                "; listener, state, checkpoint, ClickHouse, metrics or journal changes need a restart"
+            } else {
+                ""
+            }
+        ));
+    }
+
     /// Publishes the counters for `/metrics`.
     fn publish(&self, sink: &Option<SinkThread>) {
         let mut snapshot = Snapshot::default();
@@ -1030,8 +1104,8 @@ impl<'s> Core<'s> {
     /// checkpoint: a crash in between (microseconds) would count one interval twice in the state.
     fn sync(&mut self, sink: &mut Option<SinkThread>, state: &mut Option<StateWriter>) -> Result<()> {
         self.last_sync = Instant::now();
-        let prepared = match &self.settings.checkpoint_dir {
-            Some(dir) => Some((dir.clone(), self.prepare_checkpoint(dir)?)),
+        let prepared = match self.settings.checkpoint_dir.clone() {
+            Some(dir) => Some((dir.clone(), self.prepare_checkpoint(&dir)?)),
             None => None,
         };
         self.writer.flush()?;

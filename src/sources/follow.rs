@@ -149,8 +149,18 @@ impl Follower {
 
     /// Polls until `send` fails (the receiver hung up) or `stop` is set. `send` blocks when the
     /// consumer is slow.
-    pub fn run(mut self, send: &mut dyn FnMut(FileEvent) -> Result<(), ()>, stop: &std::sync::atomic::AtomicBool) {
+    /// A new set of patterns (SIGHUP) can be handed over through `patterns`; it takes effect at
+    /// the next poll.
+    pub fn run(
+        mut self,
+        send: &mut dyn FnMut(FileEvent) -> Result<(), ()>,
+        stop: &std::sync::atomic::AtomicBool,
+        patterns: &std::sync::Mutex<Option<Vec<String>>>,
+    ) {
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(new) = patterns.lock().ok().and_then(|mut slot| slot.take()) {
+                self.config.patterns = new;
+            }
             if self.poll(send).is_err() {
                 return;
             }
@@ -162,7 +172,21 @@ impl Follower {
     /// (it has nothing to say: the consumer hung up).
     #[allow(clippy::result_unit_err)]
     pub fn poll(&mut self, send: &mut dyn FnMut(FileEvent) -> Result<(), ()>) -> Result<(), ()> {
-        for path in self.paths() {
+        let paths = self.paths();
+        // Files no longer named (deleted, or dropped from the patterns): read to their end, then
+        // closed, like rotated files.
+        let gone: Vec<PathBuf> = self
+            .current
+            .keys()
+            .filter(|path| !paths.contains(path) || std::fs::metadata(path).is_err())
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(generation) = self.current.remove(&path) {
+                self.draining.push(generation);
+            }
+        }
+        for path in paths {
             let metadata = match std::fs::metadata(&path) {
                 Ok(metadata) => metadata,
                 Err(_) => continue,
@@ -437,6 +461,31 @@ mod tests {
         // Truncated and rewritten past the read position between two polls: the head changed.
         std::fs::write(&log, "other head\nand more text here\n").unwrap();
         assert_eq!(poll(&mut f), ["closed 3", "open 4 @0", "lines 4 @0 other head|and more text here|"]);
+    }
+
+    #[test]
+    fn deleted_files_and_dropped_patterns_are_drained_then_closed() {
+        let dir = tempdir();
+        let log = dir.join("mail.log");
+        append(&log, "one\n");
+        let mut f = follower(&dir, &[]);
+        assert_eq!(poll(&mut f), ["open 1 @0", "lines 1 @0 one|"]);
+        std::fs::remove_file(&log).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..DRAIN_POLLS {
+            got.extend(poll(&mut f));
+        }
+        assert_eq!(got, ["closed 1"]);
+        let other = dir.join("other.txt");
+        append(&other, "two\n");
+        f.config.patterns = vec![other.display().to_string()];
+        assert_eq!(poll(&mut f), ["open 2 @0", "lines 2 @0 two|"]);
+        f.config.patterns = vec![];
+        let mut got = Vec::new();
+        for _ in 0..DRAIN_POLLS {
+            got.extend(poll(&mut f));
+        }
+        assert_eq!(got, ["closed 2"]);
     }
 
     #[test]

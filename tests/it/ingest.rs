@@ -271,3 +271,48 @@ fn ingest_refuses_and_counts_syslog_senders_outside_the_allow_list() {
     assert!(refused >= 2, "the readiness probe and the sender are refused: {line}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ingest_sighup_reloads_the_follow_patterns() {
+    let dir = temp_dir("ingest-sighup");
+    let (first, second) = (dir.join("first.log"), dir.join("second.log"));
+    let session = |ip: &str| {
+        format!(
+            "2026-11-30T12:00:00.000000+00:00 mx1 postfix/smtpd[77]: connect from c.example[{ip}]\n\
+             2026-11-30T12:00:01.000000+00:00 mx1 postfix/smtpd[77]: disconnect from c.example[{ip}] ehlo=1 quit=1 commands=2\n"
+        )
+    };
+    std::fs::write(&first, session("192.0.2.61")).unwrap();
+    std::fs::write(&second, session("192.0.2.62")).unwrap();
+    let config = dir.join("ingest.toml");
+    let write_config = |files: &[&Path]| {
+        let list: Vec<String> = files.iter().map(|f| format!("{:?}", f.display().to_string())).collect();
+        std::fs::write(&config, format!("follow = [{}]\npoll_ms = 20\n", list.join(", "))).unwrap();
+    };
+    write_config(&[&first]);
+    let out = dir.join("out.jsonl");
+    let checkpoints = dir.join("checkpoints");
+    let daemon = ingest(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--no-state",
+            "--stdout",
+            "--checkpoint-dir",
+            checkpoints.to_str().unwrap(),
+        ],
+        &out,
+    );
+    let seen = |ip: &str| std::fs::read_to_string(&out).unwrap().contains(ip);
+    wait_for("the first file's session", || seen("192.0.2.61"));
+    assert!(!seen("192.0.2.62"), "the second file is not followed yet");
+    write_config(&[&first, &second]);
+    Command::new("kill").args(["-HUP", &daemon.id().to_string()]).status().unwrap();
+    wait_for("the second file's session after SIGHUP", || seen("192.0.2.62"));
+    Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let output = daemon.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SIGHUP: configuration reloaded"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

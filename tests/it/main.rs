@@ -8,6 +8,7 @@ mod common;
 mod corpus;
 mod feeds;
 mod ingest;
+mod milter;
 mod postfix_lab;
 mod reputation;
 mod rspamd;

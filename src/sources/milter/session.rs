@@ -357,7 +357,8 @@ mod tests {
 
     #[test]
     fn trust_from_verify_or_cert_subject() {
-        let cases: &[(&[(&str, &str)], Option<Trust>)] = &[
+        type Macros<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Macros<'_>, Option<Trust>)] = &[
             (&[("{verify}", "OK")], Some(Trust::Trusted)),
             (&[("{verify}", "FAIL")], Some(Trust::Untrusted)),
             (&[("{verify}", "NO")], Some(Trust::Anonymous)),

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::explain::ExplainArgs;
 use crate::commands::feed::FeedArgs;
 use crate::commands::ingest::IngestArgs;
+use crate::commands::milter::MilterArgs;
 use crate::commands::parse::ParseArgs;
 use crate::commands::reputation::ReputationCommand;
 use crate::commands::schema::SchemaCommand;
@@ -34,6 +35,11 @@ pub enum Command {
     ///
     /// Example: tlsledger ingest --follow /var/log/mail.log --syslog-listen 127.0.0.1:5514 --state /var/lib/tlsledger
     Ingest(Box<IngestArgs>),
+    /// Run the milter: record every inbound SMTP session's TLS live from the MTA, and add the
+    /// X-TLSLedger header to each message (never stops mail: every error answers continue).
+    ///
+    /// Example: tlsledger milter --listen inet:127.0.0.1:10025 --state /var/lib/tlsledger
+    Milter(Box<MilterArgs>),
     /// Create, upgrade or inspect the ClickHouse tables.
     ///
     /// Example: tlsledger schema apply --clickhouse http://127.0.0.1:8123

@@ -44,6 +44,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingest(args) => commands::ingest::run(&args),
+        Command::Milter(args) => commands::milter::run(&args),
         Command::Schema(command) => commands::schema::run(&command),
         Command::Explain(args) => commands::explain::run(&args),
         Command::Feed(args) => commands::feed::run(&args),

@@ -72,6 +72,8 @@ pub struct Observation {
 pub enum Mta {
     /// Postfix.
     Postfix,
+    /// Sendmail (seen by the milter only, so far).
+    Sendmail,
 }
 
 /// Which side of the SMTP connection we were.
@@ -192,7 +194,7 @@ pub struct Failure {
 /// Where the lines of an observation came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Source {
-    /// `file`, `stdin` (later also `syslog`, `journald`, `milter`).
+    /// `file`, `stdin`, `syslog`, `milter` (later also `journald`).
     pub kind: String,
     /// The file path, `-` for stdin.
     pub name: String,

@@ -23,7 +23,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 echo "== installing test dependencies (Debian packages)"
-bash tests/harness/install-deps.sh postfix clickhouse rspamd spamassassin exim journald
+bash tests/harness/install-deps.sh postfix clickhouse rspamd spamassassin exim journald milter
 # Sendmail and Exim conflict with Postfix: makemap and exim are used from private unpacks.
 bash tests/harness/unpack.sh sendmail-bin .ci-work/pkgs/sendmail-bin
 bash tests/harness/unpack.sh exim4-daemon-light .ci-work/pkgs/exim4-daemon-light

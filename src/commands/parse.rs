@@ -225,6 +225,18 @@ impl StateWriter {
         Ok(())
     }
 
+    /// The stored history of `key`, with what is pending folded in first (the milter classifies
+    /// a sender with every session recorded so far).
+    pub(crate) fn history(
+        &mut self,
+        key: &crate::reputation::store::EndpointKey,
+    ) -> Result<Option<crate::reputation::history::HostHistory>> {
+        if !self.pending.is_empty() {
+            self.fold()?;
+        }
+        self.store.history(key)
+    }
+
     /// Folds what is pending and saves the store (atomically): a checkpoint.
     pub(crate) fn sync(&mut self) -> Result<()> {
         self.fold()?;

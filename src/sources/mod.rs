@@ -1,7 +1,9 @@
-//! Sources: where log bytes come from (files and stdin today; syslog, journald and the milter
-//! later). Sources do IO and framing only; they never interpret MTA messages.
+//! Sources: where log bytes come from (files, stdin, syslog; journald later), and the milter,
+//! which receives sessions from the MTA itself. Log sources do IO and framing only; they never
+//! interpret MTA messages.
 
 pub mod follow;
 pub mod journald;
 pub mod lines;
+pub mod milter;
 pub mod syslog;

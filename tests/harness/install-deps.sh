@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh: installs the Debian packages that the real-MTA test labs need.
 #
-# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, rspamd, spamassassin, exim)
+# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, rspamd, spamassassin, exim, milter)
 #
 # The one place that installs Debian packages for the tests; clickhouse.sh install and
 # rspamd.sh install call it.
@@ -59,6 +59,11 @@ for mta in "${mtas[@]}"; do
             # tests); the spamd service is kept from starting by the policy-rc.d below.
             packages+=(spamassassin)
             ;;
+        milter)
+            # miltertest (from OpenDKIM's sources) speaks the MTA side of the milter protocol
+            # from Lua scripts: the protocol edge-case tests of tests/it/milter.rs.
+            packages+=(miltertest)
+            ;;
         exim)
             # The run-time libraries of exim4-daemon-light (Depends of Debian 12's package)
             # that a base system may lack; the binary comes from unpack.sh.
@@ -75,7 +80,7 @@ for mta in "${mtas[@]}"; do
             exit 2
             ;;
         *)
-            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd, spamassassin, exim, journald)" >&2
+            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd, spamassassin, exim, journald, milter)" >&2
             exit 2
             ;;
     esac

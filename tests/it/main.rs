@@ -9,6 +9,7 @@ mod corpus;
 mod feeds;
 mod ingest;
 mod journald;
+mod milter;
 mod postfix_lab;
 mod reputation;
 mod rspamd;

@@ -108,6 +108,7 @@ pub const COLUMNS: &[&str] = &[
 fn mta_code(mta: Mta) -> i8 {
     match mta {
         Mta::Postfix => 1,
+        Mta::Sendmail => 3,
     }
 }
 
@@ -230,6 +231,7 @@ impl ObservationRow {
             end_ts,
             mta: match self.mta {
                 1 => Mta::Postfix,
+                3 => Mta::Sendmail,
                 _ => return None,
             },
             reporter: Arc::from(self.reporter),

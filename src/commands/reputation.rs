@@ -72,7 +72,7 @@ pub fn run(command: &ReputationCommand) -> Result<()> {
         anyhow::Ok(counts)
     })?;
     store.save()?;
-    let endpoints = store.endpoints()?.len();
+    let endpoints = store.n_endpoints()?;
     drop(store);
     std::fs::rename(staging.join(GRAPH_FILE), state.join(GRAPH_FILE))
         .with_context(|| format!("cannot move the rebuilt state into {}", state.display()))?;

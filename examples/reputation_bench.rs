@@ -228,6 +228,7 @@ fn measure(dir: PathBuf) -> Result<()> {
     let start = Instant::now();
     let store = IndraStore::open(&dir)?;
     let loaded = start.elapsed().as_secs_f64();
+    let (rss_loaded, hwm_loaded) = (status_kb("VmRSS"), status_kb("VmHWM"));
     let thresholds = Thresholds::default();
     let start = Instant::now();
     let mut n_endpoints = 0u64;
@@ -252,11 +253,20 @@ fn measure(dir: PathBuf) -> Result<()> {
     println!("endpoints={n_endpoints}");
     println!("load_secs={loaded:.3}");
     println!("classify_secs={classified:.3}");
+    println!("rss_after_load_kb={rss_loaded}");
+    println!("peak_rss_after_load_kb={hwm_loaded}");
     println!(
         "classes=unknown:{} never-tls:{} tls-unverified:{} historically-valid:{} flagged:{n_flagged}",
         by_class[0], by_class[1], by_class[2], by_class[3]
     );
     Ok(())
+}
+
+/// A `kB` figure of `/proc/self/status` (Linux), 0 when there is none.
+fn status_kb(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let line = status.lines().find_map(|line| line.strip_prefix(field)?.strip_prefix(':'));
+    line.and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
 }
 
 fn main() -> Result<()> {

@@ -65,7 +65,8 @@
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::hash::Hasher as _;
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -189,26 +190,28 @@ impl VertexNames {
     }
 }
 
-/// The endpoint histories in codec.rs form: the section as loaded or last saved, and the
-/// histories written since.
-#[derive(Debug, Default)]
-struct Histories {
-    /// Records `key length, key text, history length, history bytes`, in key order: exactly the
-    /// history section of the file.
-    section: Vec<u8>,
-    /// The offset of each record in `section`.
-    offsets: Vec<u64>,
-    /// Histories written since the section was loaded or saved; they shadow the section.
-    changed: BTreeMap<EndpointKey, Box<[u8]>>,
+/// One endpoint of the loaded section: where its name ends in [`Histories::keys`] (it starts
+/// where the previous one ends) and where its history bytes are in the file.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    key_end: u32,
+    len: u32,
+    at: u64,
 }
 
-/// The key text and the history bytes of the record at `at` of a checked section.
-fn record_at(section: &[u8], at: usize) -> Result<(&str, &[u8], usize)> {
-    let mut at = at;
-    let key = take_bytes(section, &mut at, MAX_NAME_BYTES)?;
-    let key = std::str::from_utf8(key).context("endpoint name: not UTF-8")?;
-    let history = take_bytes(section, &mut at, MAX_HISTORY_BYTES)?;
-    Ok((key, history, at))
+/// The endpoint histories in codec.rs form: the section of the file as loaded or last saved,
+/// read from that file when needed, and the histories written since, in memory.
+#[derive(Debug, Default)]
+struct Histories {
+    /// The file the section was loaded from or last saved to. It stays open: a later save (by
+    /// this or another process) renames a new file over the name, so this one never changes.
+    file: Option<File>,
+    /// The endpoint names of the section (`outbound/192.0.2.1`), one after the other.
+    keys: String,
+    /// The section's endpoints, in key order.
+    slots: Vec<Slot>,
+    /// Histories written since the section was loaded or saved; they shadow the section.
+    changed: BTreeMap<EndpointKey, Box<[u8]>>,
 }
 
 /// Compares the text form of a key (`outbound/192.0.2.1`) with a key, in the order of
@@ -233,106 +236,135 @@ fn parse_key(text: &str, key: &mut EndpointKey) -> Result<()> {
     Ok(())
 }
 
-impl Histories {
-    /// Checks a section read from a file (`count` records, in strictly increasing key order,
-    /// valid endpoint names and lengths) and indexes it.
-    fn from_section(section: Vec<u8>, count: u64) -> Result<Self> {
-        // Each record takes at least 4 bytes, so a larger count is garbled; checked before the
-        // reservation below.
-        ensure!(count <= section.len() as u64 / 4, "the history section cannot hold {count} records");
-        let mut offsets = Vec::with_capacity(count as usize);
-        let mut at = 0;
-        let mut previous: Option<&str> = None;
-        let mut key = EndpointKey { direction: Direction::Outbound, ip: String::new() };
-        while at < section.len() {
-            let number = offsets.len();
-            let (text, _, next) = record_at(&section, at).with_context(|| format!("history record {number}"))?;
-            parse_key(text, &mut key)?;
-            if let Some(previous) = previous {
-                ensure!(previous < text, "endpoint {text} is out of order or appears twice");
+/// Reads `buf.len()` bytes of `file` at `at`, without moving its cursor.
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
+}
+
+/// Reads `buf.len()` bytes of `file` at `at` (this moves the cursor, which nothing else uses).
+#[cfg(windows)]
+fn read_at(file: &File, mut buf: &mut [u8], mut at: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buf, at)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                at += n as u64;
             }
-            previous = Some(text);
-            offsets.push(at as u64);
-            at = next;
         }
-        ensure!(offsets.len() as u64 == count, "the history section holds {} records, not {count}", offsets.len());
-        Ok(Histories { section, offsets, changed: BTreeMap::new() })
+    }
+    Ok(())
+}
+
+/// Bytes read from the section file at once while walking it in order.
+const WINDOW_BYTES: usize = 1 << 20;
+
+/// A window on the section file, so walking every history in order reads it in large pieces.
+struct Window<'a> {
+    file: &'a File,
+    bytes: Vec<u8>,
+    start: u64,
+}
+
+impl<'a> Window<'a> {
+    fn new(file: &'a File) -> Self {
+        Window { file, bytes: Vec::new(), start: 0 }
     }
 
-    /// The record number of `key` in the section, if it is there.
-    fn find(&self, key: &EndpointKey) -> Result<Option<usize>> {
-        let (mut low, mut high) = (0, self.offsets.len());
+    /// The `len` bytes at `at`, which must lie before `end`, the end of the section.
+    fn get(&mut self, at: u64, len: u32, end: u64) -> std::io::Result<&[u8]> {
+        let window_end = self.start + self.bytes.len() as u64;
+        if at < self.start || at + u64::from(len) > window_end {
+            let want = (end - at).min(WINDOW_BYTES.max(len as usize) as u64) as usize;
+            self.bytes.resize(want, 0);
+            read_at(self.file, &mut self.bytes, at)?;
+            self.start = at;
+        }
+        let from = (at - self.start) as usize;
+        Ok(&self.bytes[from..from + len as usize])
+    }
+}
+
+impl Histories {
+    /// The name of the section's endpoint `number`.
+    fn key_text(&self, number: usize) -> &str {
+        let start = if number == 0 { 0 } else { self.slots[number - 1].key_end as usize };
+        &self.keys[start..self.slots[number].key_end as usize]
+    }
+
+    /// The end of the section in its file.
+    fn section_end(&self) -> u64 {
+        self.slots.last().map_or(0, |slot| slot.at + u64::from(slot.len))
+    }
+
+    /// The file of the section; only an empty section has none.
+    fn file(&self) -> Result<&File> {
+        self.file.as_ref().context("a history section without its file")
+    }
+
+    /// The section's record number of `key`, if it is there.
+    fn find(&self, key: &EndpointKey) -> Option<usize> {
+        let (mut low, mut high) = (0, self.slots.len());
         while low < high {
             let mid = low + (high - low) / 2;
-            let (text, _, _) = record_at(&self.section, self.offsets[mid] as usize)?;
-            match cmp_key_text(text, key) {
+            match cmp_key_text(self.key_text(mid), key) {
                 CmpOrdering::Less => low = mid + 1,
                 CmpOrdering::Greater => high = mid,
-                CmpOrdering::Equal => return Ok(Some(mid)),
+                CmpOrdering::Equal => return Some(mid),
             }
         }
-        Ok(None)
+        None
     }
 
     /// The stored bytes of `key`'s history.
-    fn get(&self, key: &EndpointKey) -> Result<Option<&[u8]>> {
+    fn get(&self, key: &EndpointKey) -> Result<Option<Box<[u8]>>> {
         if let Some(bytes) = self.changed.get(key) {
-            return Ok(Some(bytes));
+            return Ok(Some(bytes.clone()));
         }
-        let Some(number) = self.find(key)? else { return Ok(None) };
-        Ok(Some(record_at(&self.section, self.offsets[number] as usize)?.1))
+        let Some(number) = self.find(key) else { return Ok(None) };
+        let slot = self.slots[number];
+        let mut bytes = vec![0u8; slot.len as usize];
+        read_at(self.file()?, &mut bytes, slot.at).context("cannot read the history")?;
+        Ok(Some(bytes.into_boxed_slice()))
+    }
+
+    /// Every endpoint in key order, the section merged with the changes, and where its history
+    /// is: `Ok(slot)` in the section, `Err(bytes)` changed.
+    fn merged(&self, visit: &mut dyn FnMut(&EndpointKey, Result<Slot, &[u8]>) -> Result<()>) -> Result<()> {
+        let mut changed = self.changed.iter().peekable();
+        let mut key = EndpointKey { direction: Direction::Outbound, ip: String::new() };
+        for (number, slot) in self.slots.iter().enumerate() {
+            parse_key(self.key_text(number), &mut key)?;
+            while let Some((changed_key, changed_bytes)) = changed.next_if(|(k, _)| **k <= key) {
+                visit(changed_key, Err(changed_bytes))?;
+            }
+            if !self.changed.contains_key(&key) {
+                visit(&key, Ok(*slot))?;
+            }
+        }
+        for (changed_key, changed_bytes) in changed {
+            visit(changed_key, Err(changed_bytes))?;
+        }
+        Ok(())
     }
 
     /// Every endpoint and its history bytes, in key order: the section merged with the changes.
     fn for_each(&self, visit: &mut dyn FnMut(&EndpointKey, &[u8]) -> Result<()>) -> Result<()> {
-        let mut changed = self.changed.iter().peekable();
-        let mut key = EndpointKey { direction: Direction::Outbound, ip: String::new() };
-        for offset in &self.offsets {
-            let (text, bytes, _) = record_at(&self.section, *offset as usize)?;
-            parse_key(text, &mut key)?;
-            while let Some((changed_key, changed_bytes)) = changed.next_if(|(k, _)| **k <= key) {
-                visit(changed_key, changed_bytes)?;
+        let mut window = self.file.as_ref().map(Window::new);
+        let end = self.section_end();
+        self.merged(&mut |key, found| match found {
+            Err(bytes) => visit(key, bytes),
+            Ok(slot) => {
+                let window = window.as_mut().context("a history section without its file")?;
+                visit(key, window.get(slot.at, slot.len, end).context("cannot read the histories")?)
             }
-            if self.changed.contains_key(&key) {
-                continue;
-            }
-            visit(&key, bytes)?;
-        }
-        for (changed_key, changed_bytes) in changed {
-            visit(changed_key, changed_bytes)?;
-        }
-        Ok(())
+        })
     }
 
     /// The number of endpoints.
-    fn len(&self) -> Result<usize> {
-        let mut n_new = 0;
-        for key in self.changed.keys() {
-            n_new += usize::from(self.find(key)?.is_none());
-        }
-        Ok(self.offsets.len() + n_new)
-    }
-
-    /// Folds the changed histories into a new section.
-    fn compact(&mut self) -> Result<()> {
-        if self.changed.is_empty() {
-            return Ok(());
-        }
-        let mut section = Vec::with_capacity(self.section.len() + self.changed.values().map(|b| b.len() + 32).sum::<usize>());
-        let mut offsets = Vec::with_capacity(self.offsets.len() + self.changed.len());
-        let mut text = String::new();
-        self.for_each(&mut |key, bytes| {
-            offsets.push(section.len() as u64);
-            text.clear();
-            text.push_str(direction_name(key.direction));
-            text.push('/');
-            text.push_str(&key.ip);
-            put_bytes(&mut section, text.as_bytes());
-            put_bytes(&mut section, bytes);
-            Ok(())
-        })?;
-        *self = Histories { section, offsets, changed: BTreeMap::new() };
-        Ok(())
+    fn len(&self) -> usize {
+        self.slots.len() + self.changed.keys().filter(|key| self.find(key).is_none()).count()
     }
 }
 
@@ -370,11 +402,7 @@ impl IndraStore {
         let path = store.graph_path();
         match File::open(&path) {
             Ok(file) => {
-                let load = |store: &mut IndraStore| {
-                    let file_len = file.metadata()?.len();
-                    store.load(BufReader::with_capacity(1 << 20, file), file_len)
-                };
-                load(&mut store).with_context(|| format!("cannot load the reputation graph {}", path.display()))?;
+                store.load(file).with_context(|| format!("cannot load the reputation graph {}", path.display()))?;
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let legacy = store.dir.join(LEGACY_FILE);
@@ -416,7 +444,7 @@ impl IndraStore {
 
     /// The number of endpoints with a history, without decoding any.
     pub fn n_endpoints(&self) -> Result<usize> {
-        self.histories.len()
+        Ok(self.histories.len())
     }
 
     /// The id of vertex `t`/`name` if it exists; an error if the id belongs to another name.
@@ -476,7 +504,8 @@ impl IndraStore {
         let found = indradb::util::extract_vertices(self.db.get(query)?).context("IndraDB returned no vertices")?;
         let mut names = Vec::with_capacity(found.len());
         for vertex in found {
-            let (_, name) = self.vertex_names.get(vertex.id).with_context(|| format!("vertex {} has no name", vertex.id))?;
+            let (_, name) =
+                self.vertex_names.get(vertex.id).with_context(|| format!("vertex {} has no name", vertex.id))?;
             names.push(name.to_owned());
         }
         names.sort();
@@ -484,12 +513,13 @@ impl IndraStore {
         Ok(names)
     }
 
-    /// Writes the whole store in the file format (see the module doc); the histories must be
-    /// compacted.
-    fn write_snapshot(&self, out: &mut impl Write) -> Result<()> {
-        ensure!(self.histories.changed.is_empty(), "the histories must be compacted before they are written");
-        out.write_all(MAGIC)?;
-        out.write_all(&VERSION.to_le_bytes())?;
+    /// Writes the whole store in the file format (see the module doc) and returns the index of
+    /// the history section it wrote (without its file).
+    fn write_snapshot(&self, out: &mut impl Write) -> Result<Histories> {
+        // The position in the file, for the index of the new section.
+        let mut out = Counted { out, pos: 0 };
+        out.put(MAGIC)?;
+        out.put(&VERSION.to_le_bytes())?;
         let mut buf = Vec::with_capacity(1024);
         let vertices = indradb::util::extract_vertices(self.db.get(indradb::AllVertexQuery)?)
             .context("IndraDB returned no vertices for AllVertexQuery")?;
@@ -503,7 +533,7 @@ impl IndraStore {
             buf.push(TAG_VERTEX);
             buf.push(code);
             put_bytes(&mut buf, name.as_bytes());
-            out.write_all(&buf)?;
+            out.put(&buf)?;
         }
         let edges = match self.db.get(indradb::AllEdgeQuery)?.pop() {
             Some(indradb::QueryOutputValue::Edges(edges)) => edges,
@@ -512,7 +542,10 @@ impl IndraStore {
         ensure!(edges.windows(2).all(|pair| pair[0] < pair[1]), "IndraDB listed edges out of order");
         let edge_types = self.names.edge_types();
         let number = |id: &Uuid| {
-            vertices.binary_search_by(|v| v.id.cmp(id)).map(|n| n as u64).map_err(|_| anyhow::anyhow!("edge to a missing vertex {id}"))
+            vertices
+                .binary_search_by(|v| v.id.cmp(id))
+                .map(|n| n as u64)
+                .map_err(|_| anyhow::anyhow!("edge to a missing vertex {id}"))
         };
         for edge in &edges {
             let code = edge_types.iter().position(|(t, _, _)| *t == edge.t);
@@ -522,28 +555,69 @@ impl IndraStore {
             buf.push(code as u8);
             codec::put(&mut buf, number(&edge.outbound_id)?);
             codec::put(&mut buf, number(&edge.inbound_id)?);
-            out.write_all(&buf)?;
+            out.put(&buf)?;
         }
-        let section = &self.histories.section;
+        // The section is streamed: its length first (without reading a history), then the
+        // records, from the old file or the changes, with their checksum.
+        let (mut n_histories, mut len) = (0u64, 0u64);
+        self.histories.merged(&mut |key, found| {
+            let key_len = direction_name(key.direction).len() + 1 + key.ip.len();
+            let history_len = found.map_or_else(|bytes| bytes.len(), |slot| slot.len as usize);
+            n_histories += 1;
+            len += (varint_len(key_len as u64) + key_len + varint_len(history_len as u64) + history_len) as u64;
+            Ok(())
+        })?;
         buf.clear();
         buf.push(TAG_HISTORIES);
-        codec::put(&mut buf, self.histories.offsets.len() as u64);
-        codec::put(&mut buf, section.len() as u64);
-        out.write_all(&buf)?;
-        out.write_all(section)?;
-        out.write_all(&XxHash3_64::oneshot(section).to_le_bytes())?;
+        codec::put(&mut buf, n_histories);
+        codec::put(&mut buf, len);
+        out.put(&buf)?;
+        let mut hasher = XxHash3_64::with_seed(0);
+        let mut written = Histories::default();
+        let mut window = self.histories.file.as_ref().map(Window::new);
+        let end = self.histories.section_end();
+        let mut text = String::new();
+        self.histories.merged(&mut |key, found| {
+            text.clear();
+            text.push_str(direction_name(key.direction));
+            text.push('/');
+            text.push_str(&key.ip);
+            let bytes = match found {
+                Err(bytes) => bytes,
+                Ok(slot) => {
+                    let window = window.as_mut().context("a history section without its file")?;
+                    window.get(slot.at, slot.len, end).context("cannot read the histories")?
+                }
+            };
+            buf.clear();
+            put_bytes(&mut buf, text.as_bytes());
+            codec::put(&mut buf, bytes.len() as u64);
+            hasher.write(&buf);
+            hasher.write(bytes);
+            out.put(&buf)?;
+            let at = out.pos;
+            out.put(bytes)?;
+            written.keys.push_str(&text);
+            let key_end = u32::try_from(written.keys.len()).context("more than 4 GB of endpoint names")?;
+            let len = u32::try_from(bytes.len()).context("a history of more than 4 GB")?;
+            written.slots.push(Slot { key_end, len, at });
+            Ok(())
+        })?;
+        out.put(&hasher.finish().to_le_bytes())?;
         buf.clear();
         buf.push(TAG_END);
-        for count in [vertices.len(), edges.len(), self.histories.offsets.len()] {
+        for count in [vertices.len(), edges.len(), written.slots.len()] {
             codec::put(&mut buf, count as u64);
         }
-        out.write_all(&buf)?;
-        Ok(())
+        out.put(&buf)?;
+        Ok(written)
     }
 
     /// Checks a saved store record by record and inserts it (into an empty store); on an error
     /// the caller drops the half-built store. `file_len` bounds the history section.
-    fn load(&mut self, mut input: impl BufRead, file_len: u64) -> Result<()> {
+    fn load(&mut self, file: File) -> Result<()> {
+        let file_len = file.metadata()?.len();
+        let mut input = Tracked { inner: BufReader::with_capacity(1 << 20, file.try_clone()?), pos: 0, hasher: None };
         let mut magic = [0u8; 16];
         read_exact(&mut input, &mut magic)?;
         ensure!(&magic == MAGIC, "not a reputation graph file (it does not start with {MAGIC:?})");
@@ -571,7 +645,9 @@ impl IndraStore {
                 TAG_VERTEX => {
                     let number = vertices.len();
                     let code = read_byte(&mut input)?;
-                    let t = *vertex_types.get(usize::from(code)).with_context(|| format!("vertex {number}: unknown type"))?;
+                    let t = *vertex_types
+                        .get(usize::from(code))
+                        .with_context(|| format!("vertex {number}: unknown type"))?;
                     let name = read_string(&mut input, &mut text, MAX_NAME_BYTES)
                         .with_context(|| format!("vertex {number}: invalid name"))?;
                     ensure!(!name.is_empty(), "vertex {number}: empty name");
@@ -622,15 +698,13 @@ impl IndraStore {
                         len <= file_len,
                         "not a complete graph file: a history section of {len} bytes in a file of {file_len}"
                     );
-                    let mut section = vec![0u8; len as usize];
-                    read_exact(&mut input, &mut section)?;
-                    let mut checksum = [0u8; 8];
-                    read_exact(&mut input, &mut checksum)?;
+                    // Each record takes at least 4 bytes, so a larger count is garbled; checked
+                    // before the reservation below.
                     ensure!(
-                        u64::from_le_bytes(checksum) == XxHash3_64::oneshot(&section),
-                        "the history section does not match its checksum (the file was damaged or edited)"
+                        n_histories <= len / 4,
+                        "a history section of {len} bytes cannot hold {n_histories} records"
                     );
-                    self.histories = Histories::from_section(section, n_histories)?;
+                    self.histories = read_histories(&mut input, file, n_histories, len)?;
                     break (counts, n_histories);
                 }
                 TAG_END => bail!("the end record comes before the history section"),
@@ -646,7 +720,7 @@ impl IndraStore {
         let counts = [read_varint(&mut input)?, read_varint(&mut input)?, read_varint(&mut input)?];
         let want = [n_vertices, n_edges, n_histories];
         ensure!(counts == want, "the end record counts {counts:?} records, but the file has {want:?}");
-        ensure!(input.fill_buf()?.is_empty(), "data after the end record");
+        ensure!(input.read(&mut [0u8])? == 0, "data after the end record");
         Ok(())
     }
 }
@@ -654,32 +728,89 @@ impl IndraStore {
 /// Items per IndraDB bulk insert while loading.
 const BATCH: usize = 65_536;
 
+/// A writer that counts the bytes written.
+struct Counted<W> {
+    out: W,
+    pos: u64,
+}
+
+impl<W: Write> Counted<W> {
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.pos += bytes.len() as u64;
+        self.out.write_all(bytes)
+    }
+}
+
+/// The file being loaded: counts the bytes read, and hashes them while `hasher` is set.
+struct Tracked<R> {
+    inner: R,
+    pos: u64,
+    hasher: Option<XxHash3_64>,
+}
+
+impl<R: Read> Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.write(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// Reads and checks the history section of `len` bytes and `count` records that starts at the
+/// input's position (see the module doc), and indexes it; the histories stay in `file`.
+fn read_histories(input: &mut Tracked<impl Read>, file: File, count: u64, len: u64) -> Result<Histories> {
+    let end = input.pos + len;
+    input.hasher = Some(XxHash3_64::with_seed(0));
+    let mut histories = Histories { slots: Vec::with_capacity(count as usize), ..Histories::default() };
+    let (mut text, mut scratch) = (Vec::new(), Vec::new());
+    let mut key = EndpointKey { direction: Direction::Outbound, ip: String::new() };
+    while input.pos < end {
+        let number = histories.slots.len();
+        let name = read_string(input, &mut text, MAX_NAME_BYTES).with_context(|| format!("history record {number}"))?;
+        parse_key(name, &mut key)?;
+        if number > 0 {
+            ensure!(histories.key_text(number - 1) < name, "endpoint {name} is out of order or appears twice");
+        }
+        let history_len = read_varint(input)?;
+        ensure!(
+            history_len <= MAX_HISTORY_BYTES,
+            "endpoint {name}: a history of {history_len} bytes (more than {MAX_HISTORY_BYTES})"
+        );
+        let at = input.pos;
+        // Read only for the checksum: histories are decoded when they are read.
+        scratch.resize(history_len as usize, 0);
+        read_exact(input, &mut scratch)?;
+        ensure!(input.pos <= end, "endpoint {name}: the record runs past the end of the history section");
+        histories.keys.push_str(name);
+        let key_end = u32::try_from(histories.keys.len()).context("more than 4 GB of endpoint names")?;
+        histories.slots.push(Slot { key_end, len: history_len as u32, at });
+    }
+    let hash = input.hasher.take().map(|hasher| hasher.finish());
+    let mut checksum = [0u8; 8];
+    read_exact(input, &mut checksum)?;
+    ensure!(
+        Some(u64::from_le_bytes(checksum)) == hash,
+        "the history section does not match its checksum (the file was damaged or edited)"
+    );
+    let n = histories.slots.len();
+    ensure!(n as u64 == count, "the history section holds {n} records, not {count}");
+    histories.file = Some(file);
+    Ok(histories)
+}
+
+/// The length of `value` as a LEB128 varint.
+fn varint_len(value: u64) -> usize {
+    (64 - value.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     codec::put(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
 }
 
-/// Reads a length and that many bytes (at most `max`) from `bytes` at `at`, and moves `at`.
-fn take_bytes<'a>(bytes: &'a [u8], at: &mut usize, max: u64) -> Result<&'a [u8]> {
-    let mut len = 0u64;
-    let mut shift = 0;
-    loop {
-        let byte = *bytes.get(*at).context("a record runs past the end of the section")?;
-        *at += 1;
-        ensure!(shift < 63 || byte <= 1, "a number does not fit in 64 bits");
-        len |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-    }
-    ensure!(len <= max, "a length of {len} bytes (more than {max})");
-    let end = at.checked_add(len as usize).filter(|end| *end <= bytes.len());
-    let end = end.context("a record runs past the end of the section")?;
-    let found = &bytes[*at..end];
-    *at = end;
-    Ok(found)
-}
 /// Fills `buf`; the end of the file is reported as an incomplete file.
 fn read_exact(input: &mut impl Read, buf: &mut [u8]) -> Result<()> {
     input.read_exact(buf).map_err(|err| {
@@ -742,7 +873,7 @@ impl IndraStore {
 impl ReputationStore for IndraStore {
     fn history(&self, key: &EndpointKey) -> Result<Option<HostHistory>> {
         match self.histories.get(key)? {
-            Some(bytes) => Ok(Some(self.decode(key, bytes)?)),
+            Some(bytes) => Ok(Some(self.decode(key, &bytes)?)),
             None => Ok(None),
         }
     }
@@ -753,7 +884,7 @@ impl ReputationStore for IndraStore {
     }
 
     fn endpoints(&self) -> Result<Vec<(EndpointKey, HostHistory)>> {
-        let mut endpoints = Vec::with_capacity(self.histories.offsets.len());
+        let mut endpoints = Vec::with_capacity(self.histories.slots.len());
         self.for_each_endpoint(&mut |key, history| {
             endpoints.push((key.clone(), history.clone()));
             Ok(())
@@ -799,19 +930,22 @@ impl ReputationStore for IndraStore {
         let lock_path = self.dir.join(LOCK_FILE);
         let lock = File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
         lock.lock().with_context(|| format!("cannot lock {}", lock_path.display()))?;
-        self.histories.compact()?;
         let temp = self.dir.join(TEMP_FILE);
-        let write = || -> Result<()> {
+        let write = || -> Result<Histories> {
             let mut writer = BufWriter::with_capacity(1 << 20, File::create(&temp)?);
-            self.write_snapshot(&mut writer)?;
+            let written = self.write_snapshot(&mut writer)?;
             let file = writer.into_inner().map_err(std::io::IntoInnerError::into_error)?;
             file.sync_all()?;
-            Ok(())
+            Ok(written)
         };
-        write().with_context(|| format!("cannot write {}", temp.display()))?;
+        let mut written = write().with_context(|| format!("cannot write {}", temp.display()))?;
         let path = self.graph_path();
         fs::rename(&temp, &path).with_context(|| format!("cannot rename {} to {}", temp.display(), path.display()))?;
         sync_dir(&self.dir).with_context(|| format!("cannot sync the folder {}", self.dir.display()))?;
+        // The new file holds every history now: read them from it (the lock keeps other
+        // savers from replacing it before it is open).
+        written.file = Some(File::open(&path).with_context(|| format!("cannot reopen {}", path.display()))?);
+        self.histories = written;
         // Dropping the file releases the lock.
         drop(lock);
         Ok(())
@@ -988,7 +1122,8 @@ mod tests {
     /// number each name gets.
     fn vertex_records(vertices: &[(u8, &str)]) -> (Vec<Vec<u8>>, Vec<u8>) {
         let types = Names::new().vertex_types();
-        let mut sorted: Vec<_> = vertices.iter().map(|(t, name)| (vertex_id(types[*t as usize], name), *t, *name)).collect();
+        let mut sorted: Vec<_> =
+            vertices.iter().map(|(t, name)| (vertex_id(types[*t as usize], name), *t, *name)).collect();
         sorted.sort();
         let records = sorted.iter().map(|(_, t, name)| record_of(b'V', &[&[*t], &string(name.as_bytes())])).collect();
         let numbers = vertices
@@ -1035,9 +1170,8 @@ mod tests {
         let (domain, hostname) = (n[0], n[1]);
         let no_histories = histories(&[]);
         let end = |v: u8, e: u8, h: u8| record_of(b'Z', &[&[v], &[e], &[h]]);
-        let with_histories = |records: &[(&[u8], &[u8])], n_histories: u8| {
-            file(&[&histories(records), &end(0, 0, n_histories)])
-        };
+        let with_histories =
+            |records: &[(&[u8], &[u8])], n_histories: u8| file(&[&histories(records), &end(0, 0, n_histories)]);
         let mut bad_magic = file(&[&no_histories, &end(0, 0, 0)]);
         bad_magic[0] = b'{';
         let mut version_4 = file(&[&no_histories, &end(0, 0, 0)]);
@@ -1112,7 +1246,10 @@ mod tests {
         fs::write(&path, file(&[&histories(&records), &record_of(b'Z', &[&[0], &[0], &[2]])])).unwrap();
         let store = IndraStore::open(store.dir()).unwrap();
         assert_eq!(store.n_endpoints().unwrap(), 2);
-        assert_eq!(store.history(&key(Direction::Outbound, "192.0.2.1")).unwrap(), Some(sample_history("192.0.2.1", 1)));
+        assert_eq!(
+            store.history(&key(Direction::Outbound, "192.0.2.1")).unwrap(),
+            Some(sample_history("192.0.2.1", 1))
+        );
         let want = format!("invalid history of outbound/192.0.2.2 in {}", path.display());
         let err = format!("{:#}", store.history(&key(Direction::Outbound, "192.0.2.2")).unwrap_err());
         assert!(err.contains(&want), "{err}");
@@ -1123,6 +1260,23 @@ mod tests {
         });
         assert!(format!("{:#}", err.unwrap_err()).contains(&want));
         assert_eq!(seen, 1, "the good history first, then the error");
+    }
+
+    #[test]
+    fn a_loaded_store_keeps_reading_its_own_file_after_another_save() {
+        // Histories are read from the file that was loaded; another save renames a new file
+        // over the name, so the loaded store still sees its own snapshot.
+        let mut store = filled();
+        store.save().unwrap();
+        let want = store.endpoints().unwrap();
+        let reader = IndraStore::open(store.dir()).unwrap();
+        let mut writer = IndraStore::open(store.dir()).unwrap();
+        writer.put_history(&key(Direction::Outbound, "192.0.2.1"), &sample_history("192.0.2.1", 7)).unwrap();
+        writer.save().unwrap();
+        assert_eq!(reader.endpoints().unwrap(), want);
+        assert_eq!(reader.history(&key(Direction::Outbound, "192.0.2.1")).unwrap(), Some(want[1].1.clone()));
+        let now = IndraStore::open(store.dir()).unwrap().history(&key(Direction::Outbound, "192.0.2.1")).unwrap();
+        assert_eq!(now, Some(sample_history("192.0.2.1", 7)));
     }
 
     #[test]
@@ -1142,7 +1296,8 @@ mod tests {
         store.save().unwrap();
         let mut store = IndraStore::open(store.dir()).unwrap();
         assert_eq!(store.endpoints().unwrap(), reference.endpoints().unwrap());
-        for (ip, seed) in [("192.0.2.10", 2), ("192.0.2.40", 3), ("192.0.2.50", 4), ("192.0.2.70", 5), ("192.0.2.60", 6)]
+        for (ip, seed) in
+            [("192.0.2.10", 2), ("192.0.2.40", 3), ("192.0.2.50", 4), ("192.0.2.70", 5), ("192.0.2.60", 6)]
         {
             put(&mut store, &mut reference, ip, seed);
             assert_eq!(store.endpoints().unwrap(), reference.endpoints().unwrap());
@@ -1204,6 +1359,9 @@ mod tests {
         assert!(rest.starts_with(vertices[second]), "{rest:?}");
         let rest = &rest[vertices[second].len()..];
         let empty_section = [b"H\x00\x00".as_slice(), &XxHash3_64::oneshot(&[]).to_le_bytes()].concat();
-        assert_eq!(rest, [b"E\x00".as_slice(), &[first as u8, second as u8], &empty_section, b"Z\x02\x01\x00"].concat());
+        assert_eq!(
+            rest,
+            [b"E\x00".as_slice(), &[first as u8, second as u8], &empty_section, b"Z\x02\x01\x00"].concat()
+        );
     }
 }

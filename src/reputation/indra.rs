@@ -27,8 +27,10 @@
 //!
 //! Persistence: [`IndraStore::open`] loads `DIR/graph.bin` (a missing file is an empty store) and
 //! [`ReputationStore::save`] writes it. The file is our own binary format: [`MAGIC`], the version
-//! [`VERSION`] (u32, little-endian), then records, each a tag byte and its fields (integers are
-//! LEB128 varints, strings a length and UTF-8 bytes):
+//! [`VERSION`] (u32, little-endian), two size hints (the number of vertices and the bytes of
+//! their names, so the loader allocates its tables once; the counts that are checked are those of
+//! the end record), then records, each a tag byte and its fields (integers are LEB128 varints,
+//! strings a length and UTF-8 bytes):
 //!
 //! ```text
 //! V type name          a vertex (type 0 domain, 1 hostname, 2 ip), in increasing id order;
@@ -523,6 +525,9 @@ impl IndraStore {
         let mut buf = Vec::with_capacity(1024);
         let vertices = indradb::util::extract_vertices(self.db.get(indradb::AllVertexQuery)?)
             .context("IndraDB returned no vertices for AllVertexQuery")?;
+        codec::put(&mut buf, vertices.len() as u64);
+        codec::put(&mut buf, self.vertex_names.text.len() as u64);
+        out.put(&buf)?;
         // IndraDB lists vertices in id order, which the file requires; edges are then numbered
         // by a binary search.
         ensure!(vertices.windows(2).all(|pair| pair[0].id < pair[1].id), "IndraDB listed vertices out of id order");
@@ -630,12 +635,20 @@ impl IndraStore {
              `tlsledger reputation rebuild`, or move the file away to start empty"
         );
         ensure!(version == VERSION, "graph file version {version} is not supported (want {VERSION})");
+        // Size hints, so the tables are allocated once; a vertex record takes at least 4 bytes.
+        let (n_vertices_hint, name_bytes_hint) = (read_varint(&mut input)?, read_varint(&mut input)?);
+        ensure!(
+            n_vertices_hint <= file_len / 4 && name_bytes_hint <= file_len,
+            "not a complete graph file: the size hints ({n_vertices_hint} vertices, {name_bytes_hint} bytes of names) do not fit in a file of {file_len} bytes"
+        );
+        self.vertex_names.by_id.reserve(n_vertices_hint as usize);
+        self.vertex_names.text.reserve(name_bytes_hint as usize);
         let names = self.names;
         let vertex_types = names.vertex_types();
         let edge_types = names.edge_types();
         // Per vertex number: its id and type number, to check and build the edges; freed
         // before the history section is read.
-        let mut vertices: Vec<(Uuid, u8)> = Vec::new();
+        let mut vertices: Vec<(Uuid, u8)> = Vec::with_capacity(n_vertices_hint as usize);
         let mut n_edges = 0u64;
         let mut last_edge: Option<Edge> = None;
         let mut batch = Vec::with_capacity(BATCH);
@@ -726,7 +739,7 @@ impl IndraStore {
 }
 
 /// Items per IndraDB bulk insert while loading.
-const BATCH: usize = 65_536;
+const BATCH: usize = 4_096;
 
 /// A writer that counts the bytes written.
 struct Counted<W> {
@@ -1082,6 +1095,7 @@ mod tests {
     fn file(records: &[&[u8]]) -> Vec<u8> {
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&VERSION.to_le_bytes());
+        bytes.extend_from_slice(&[0, 0]);
         for record in records {
             bytes.extend_from_slice(record);
         }
@@ -1154,10 +1168,12 @@ mod tests {
             store.endpoints().unwrap(),
             vec![(key(Direction::Outbound, "192.0.2.1"), sample_history("192.0.2.1", 1))]
         );
-        // Saving it writes the same bytes.
+        // Saving it writes the same bytes, but for the size hints (3 vertices, 35 bytes of names).
         let mut store = store;
         store.save().unwrap();
-        assert_eq!(fs::read(store.graph_path()).unwrap(), bytes);
+        let mut want = bytes.clone();
+        want.splice(20..22, [3, 35]);
+        assert_eq!(fs::read(store.graph_path()).unwrap(), want);
     }
 
     #[test]
@@ -1222,6 +1238,11 @@ mod tests {
             ("the end record comes before the history section", file(&[&end(0, 0, 0)])),
             ("after the history section", file(&[&no_histories, &no_histories, &end(0, 0, 0)])),
             ("unknown record tag 0x7b", file(&[b"{"])),
+            ("size hints (1000 vertices, 0 bytes of names) do not fit", {
+                let mut bytes = file(&[&no_histories, &end(0, 0, 0)]);
+                bytes.splice(20..21, [0xe8, 0x07]);
+                bytes
+            }),
         ];
         for (want, bytes) in cases {
             fs::write(&path, bytes).unwrap();
@@ -1350,8 +1371,9 @@ mod tests {
         let bytes = fs::read(store.graph_path()).unwrap();
         assert_eq!(&bytes[..16], b"tlsledger-graph\n");
         assert_eq!(&bytes[16..20], &[3, 0, 0, 0]);
+        assert_eq!(&bytes[20..22], &[2, 26], "size hints: 2 vertices, 26 bytes of names");
         let vertices: Vec<&[u8]> = vec![b"V\x00\x0bexample.net", b"V\x01\x0fmx1.example.net"];
-        let rest = &bytes[20..];
+        let rest = &bytes[22..];
         // Vertices come in id order, so check both without assuming which is first.
         let (first, second) = if rest.starts_with(vertices[0]) { (0, 1) } else { (1, 0) };
         assert!(rest.starts_with(vertices[first]), "{rest:?}");

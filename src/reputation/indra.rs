@@ -73,7 +73,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, ensure, Context, Result};
-use indradb::{BulkInsertItem, Database, Edge, Identifier, MemoryDatastore, QueryExt, SpecificVertexQuery, Vertex};
+use indradb::{Database, Edge, Identifier, MemoryDatastore, QueryExt, SpecificVertexQuery, Vertex};
 use rustc_hash::FxHashMap;
 use twox_hash::XxHash3_64;
 use uuid::Uuid;
@@ -643,103 +643,185 @@ impl IndraStore {
         );
         self.vertex_names.by_id.reserve(n_vertices_hint as usize);
         self.vertex_names.text.reserve(name_bytes_hint as usize);
-        let names = self.names;
-        let vertex_types = names.vertex_types();
-        let edge_types = names.edge_types();
-        // Per vertex number: its id and type number, to check and build the edges; freed
-        // before the history section is read.
-        let mut vertices: Vec<(Uuid, u8)> = Vec::with_capacity(n_vertices_hint as usize);
-        let mut n_edges = 0u64;
-        let mut last_edge: Option<Edge> = None;
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut text = Vec::new();
-        let n_histories = loop {
-            match read_byte(&mut input)? {
-                TAG_VERTEX => {
-                    let number = vertices.len();
-                    let code = read_byte(&mut input)?;
-                    let t = *vertex_types
-                        .get(usize::from(code))
-                        .with_context(|| format!("vertex {number}: unknown type"))?;
-                    let name = read_string(&mut input, &mut text, MAX_NAME_BYTES)
-                        .with_context(|| format!("vertex {number}: invalid name"))?;
-                    ensure!(!name.is_empty(), "vertex {number}: empty name");
-                    let id = vertex_id(t, name);
-                    if let Some((last_id, _)) = vertices.last() {
-                        ensure!(
-                            *last_id < id,
-                            "vertex {}/{name} is out of id order, appears twice or its id is taken",
-                            t.as_str()
-                        );
-                    }
-                    self.vertex_names.insert(id, code, name)?;
-                    vertices.push((id, code));
-                    batch.push(BulkInsertItem::Vertex(Vertex::with_id(id, t)));
-                }
-                TAG_EDGE => {
-                    let (t, from_t, to_t) =
-                        *edge_types.get(usize::from(read_byte(&mut input)?)).context("edge of an unknown type")?;
-                    let (from, to) = (read_varint(&mut input)?, read_varint(&mut input)?);
-                    let vertex = |number: u64| {
-                        usize::try_from(number).ok().and_then(|n| vertices.get(n)).copied().with_context(|| {
-                            format!("edge {from} -{}-> {to}: no vertex {number} before it", t.as_str())
-                        })
-                    };
-                    let ((from_id, from_code), (to_id, to_code)) = (vertex(from)?, vertex(to)?);
-                    ensure!(
-                        (vertex_types[usize::from(from_code)], vertex_types[usize::from(to_code)]) == (from_t, to_t),
-                        "edge {from} -{}-> {to} must join a {} and a {} vertex",
-                        t.as_str(),
-                        from_t.as_str(),
-                        to_t.as_str()
-                    );
-                    let edge = Edge::new(from_id, t, to_id);
-                    if let Some(last) = &last_edge {
-                        ensure!(*last < edge, "edge {from} -{}-> {to} is out of order or appears twice", t.as_str());
-                    }
-                    last_edge = Some(edge.clone());
-                    n_edges += 1;
-                    batch.push(BulkInsertItem::Edge(edge));
-                }
-                TAG_HISTORIES => {
-                    self.db.bulk_insert(std::mem::take(&mut batch))?;
-                    let counts = (vertices.len() as u64, n_edges);
-                    drop(std::mem::take(&mut vertices));
-                    let n_histories = read_varint(&mut input)?;
-                    let len = read_varint(&mut input)?;
-                    ensure!(
-                        len <= file_len,
-                        "not a complete graph file: a history section of {len} bytes in a file of {file_len}"
-                    );
-                    // Each record takes at least 4 bytes, so a larger count is garbled; checked
-                    // before the reservation below.
-                    ensure!(
-                        n_histories <= len / 4,
-                        "a history section of {len} bytes cannot hold {n_histories} records"
-                    );
-                    self.histories = read_histories(&mut input, file, n_histories, len)?;
-                    break (counts, n_histories);
-                }
-                TAG_END => bail!("the end record comes before the history section"),
-                tag => bail!("unknown record tag {tag:#04x}"),
-            }
-            if batch.len() >= BATCH {
-                self.db.bulk_insert(std::mem::take(&mut batch))?;
-            }
-        };
-        let ((n_vertices, n_edges), n_histories) = n_histories;
-        let tag = read_byte(&mut input)?;
-        ensure!(tag == TAG_END, "record tag {tag:#04x} after the history section (want the end record)");
-        let counts = [read_varint(&mut input)?, read_varint(&mut input)?, read_varint(&mut input)?];
-        let want = [n_vertices, n_edges, n_histories];
-        ensure!(counts == want, "the end record counts {counts:?} records, but the file has {want:?}");
-        ensure!(input.read(&mut [0u8])? == 0, "data after the end record");
+        // IndraDB's inserts (a B-tree search per vertex, four per edge) take most of the time,
+        // so they run on a thread of their own while this one reads and checks the file.
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let (back_tx, back_rx) = std::sync::mpsc::channel();
+        let db = &self.db;
+        let (read, inserted) = std::thread::scope(|scope| {
+            let inserter = scope.spawn(move || insert_graph(db, &rx, &back_tx));
+            let mut graph = GraphSender { tx, back_rx, chunk: Vec::with_capacity(CHUNK) };
+            let read = read_records(
+                &mut input,
+                file,
+                file_len,
+                self.names,
+                &mut self.vertex_names,
+                n_vertices_hint,
+                &mut graph,
+            );
+            // Closing the channel ends the inserter.
+            drop(graph);
+            (read, inserter.join())
+        });
+        // The inserter fails only on a bug; its error explains a failed send, so it comes first.
+        inserted.map_err(|_| anyhow::anyhow!("the graph inserter panicked"))??;
+        self.histories = read?;
         Ok(())
     }
 }
 
-/// Items per IndraDB bulk insert while loading.
-const BATCH: usize = 4_096;
+/// Vertices and edges per message to the inserter thread.
+const CHUNK: usize = 4_096;
+
+/// A vertex or an edge for IndraDB.
+enum GraphItem {
+    Vertex(Vertex),
+    Edge(Edge),
+}
+
+/// Sends checked graph items to the inserter thread in chunks, reusing the chunks it returns.
+struct GraphSender {
+    tx: std::sync::mpsc::SyncSender<Vec<GraphItem>>,
+    back_rx: std::sync::mpsc::Receiver<Vec<GraphItem>>,
+    chunk: Vec<GraphItem>,
+}
+
+impl GraphSender {
+    fn push(&mut self, item: GraphItem) -> Result<()> {
+        self.chunk.push(item);
+        if self.chunk.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is pending.
+    fn flush(&mut self) -> Result<()> {
+        let next = self.back_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let chunk = std::mem::replace(&mut self.chunk, next);
+        self.tx.send(chunk).map_err(|_| anyhow::anyhow!("the graph inserter stopped"))
+    }
+}
+
+/// The inserter thread: inserts the chunks it receives, in order, and returns them emptied.
+fn insert_graph(
+    db: &Database<MemoryDatastore>,
+    rx: &std::sync::mpsc::Receiver<Vec<GraphItem>>,
+    back_tx: &std::sync::mpsc::Sender<Vec<GraphItem>>,
+) -> Result<()> {
+    for mut chunk in rx {
+        for item in chunk.drain(..) {
+            match item {
+                GraphItem::Vertex(vertex) => {
+                    ensure!(db.create_vertex(&vertex)?, "vertex {} exists twice", vertex.id);
+                }
+                // Both ends were checked before, so IndraDB finds them.
+                GraphItem::Edge(edge) => ensure!(db.create_edge(&edge)?, "edge {edge:?}: a vertex is missing"),
+            }
+        }
+        // The reader may have finished already; then the chunk is just dropped.
+        let _ = back_tx.send(chunk);
+    }
+    Ok(())
+}
+
+/// Reads and checks the records after the header: sends the graph to `graph`, fills
+/// `vertex_names`, and returns the indexed history section.
+fn read_records(
+    input: &mut Tracked<impl Read>,
+    file: File,
+    file_len: u64,
+    names: Names,
+    vertex_names: &mut VertexNames,
+    n_vertices_hint: u64,
+    graph: &mut GraphSender,
+) -> Result<Histories> {
+    let vertex_types = names.vertex_types();
+    let edge_types = names.edge_types();
+    // Per vertex number: its id and type number, to check and build the edges; freed
+    // before the history section is read.
+    let mut vertices: Vec<(Uuid, u8)> = Vec::with_capacity(n_vertices_hint as usize);
+    let mut n_edges = 0u64;
+    let mut last_edge: Option<Edge> = None;
+    let mut text = Vec::new();
+    let n_histories = loop {
+        match read_byte(input)? {
+            TAG_VERTEX => {
+                let number = vertices.len();
+                let code = read_byte(input)?;
+                let t =
+                    *vertex_types.get(usize::from(code)).with_context(|| format!("vertex {number}: unknown type"))?;
+                let name = read_string(input, &mut text, MAX_NAME_BYTES)
+                    .with_context(|| format!("vertex {number}: invalid name"))?;
+                ensure!(!name.is_empty(), "vertex {number}: empty name");
+                let id = vertex_id(t, name);
+                if let Some((last_id, _)) = vertices.last() {
+                    ensure!(
+                        *last_id < id,
+                        "vertex {}/{name} is out of id order, appears twice or its id is taken",
+                        t.as_str()
+                    );
+                }
+                vertex_names.insert(id, code, name)?;
+                vertices.push((id, code));
+                graph.push(GraphItem::Vertex(Vertex::with_id(id, t)))?;
+            }
+            TAG_EDGE => {
+                let (t, from_t, to_t) =
+                    *edge_types.get(usize::from(read_byte(input)?)).context("edge of an unknown type")?;
+                let (from, to) = (read_varint(input)?, read_varint(input)?);
+                let vertex =
+                    |number: u64| {
+                        usize::try_from(number).ok().and_then(|n| vertices.get(n)).copied().with_context(|| {
+                            format!("edge {from} -{}-> {to}: no vertex {number} before it", t.as_str())
+                        })
+                    };
+                let ((from_id, from_code), (to_id, to_code)) = (vertex(from)?, vertex(to)?);
+                ensure!(
+                    (vertex_types[usize::from(from_code)], vertex_types[usize::from(to_code)]) == (from_t, to_t),
+                    "edge {from} -{}-> {to} must join a {} and a {} vertex",
+                    t.as_str(),
+                    from_t.as_str(),
+                    to_t.as_str()
+                );
+                let edge = Edge::new(from_id, t, to_id);
+                if let Some(last) = &last_edge {
+                    ensure!(*last < edge, "edge {from} -{}-> {to} is out of order or appears twice", t.as_str());
+                }
+                last_edge = Some(edge.clone());
+                graph.push(GraphItem::Edge(edge))?;
+                n_edges += 1;
+            }
+            TAG_HISTORIES => {
+                let counts = (vertices.len() as u64, n_edges);
+                drop(std::mem::take(&mut vertices));
+                graph.flush()?;
+                let n_histories = read_varint(input)?;
+                let len = read_varint(input)?;
+                ensure!(
+                    len <= file_len,
+                    "not a complete graph file: a history section of {len} bytes in a file of {file_len}"
+                );
+                // Each record takes at least 4 bytes, so a larger count is garbled; checked
+                // before the reservation below.
+                ensure!(n_histories <= len / 4, "a history section of {len} bytes cannot hold {n_histories} records");
+                let histories = read_histories(input, file, n_histories, len)?;
+                break (counts, n_histories, histories);
+            }
+            TAG_END => bail!("the end record comes before the history section"),
+            tag => bail!("unknown record tag {tag:#04x}"),
+        }
+    };
+    let ((n_vertices, n_edges), n_histories, histories) = n_histories;
+    let tag = read_byte(input)?;
+    ensure!(tag == TAG_END, "record tag {tag:#04x} after the history section (want the end record)");
+    let counts = [read_varint(input)?, read_varint(input)?, read_varint(input)?];
+    let want = [n_vertices, n_edges, n_histories];
+    ensure!(counts == want, "the end record counts {counts:?} records, but the file has {want:?}");
+    ensure!(input.read(&mut [0u8])? == 0, "data after the end record");
+    Ok(histories)
+}
 
 /// A writer that counts the bytes written.
 struct Counted<W> {

@@ -18,9 +18,12 @@
 //!
 //! - vertex names: one string buffer and a hash map from vertex id to a (offset, length, type)
 //!   slot in it, instead of a `name` property per vertex;
-//! - histories: the history section of the file as it was loaded or last saved (one buffer of
-//!   `key, codec.rs bytes` records in key order, plus the offset of each record), and a map of
-//!   the histories written since, which shadow the section until the next save folds them in.
+//! - histories: not in memory. The store keeps the file it loaded (or last saved) open, and an
+//!   index of its history section: the endpoint names in key order and where each history is in
+//!   the file. A history is read (one positioned read) and decoded when it is asked for; walking
+//!   all of them reads the section in 1 MB pieces. Histories written since sit in a map that
+//!   shadows the section until the next save writes the merged section to the new file. The open
+//!   file never changes under the store: a save renames a new file over the name.
 //!
 //! A vertex whose id is taken by another name (a hash collision) is an error, never a silent
 //! merge.
@@ -50,7 +53,7 @@
 //! `graph.bin.tmp` is never read. IndraDB's own `sync` is not used: it writes a temporary file
 //! in the system temp folder (maybe another file system, so the rename is not atomic) and does
 //! not fsync. Loading streams the vertex and edge records and checks each (types, names, edge
-//! ends, order, so no duplicates), reads the history section in one piece, checks its checksum
+//! ends, order, so no duplicates), streams the history section through its checksum
 //! and walks its records (endpoint names, key order, lengths), and checks the final counts, all
 //! before the store is returned: a truncated or edited file is a clear error naming the path, not
 //! a panic or a half-loaded store. A history is decoded only when it is read; one that does not
@@ -58,9 +61,11 @@
 //! naming the endpoint then. Files of version 2 (`graph.bin`) and 1 (`graph.json`) are refused
 //! with a message that says what to do.
 //!
-//! Memory: a loaded store holds the section as read (about 0.5 kB per busy endpoint), 8 bytes of
-//! offset per endpoint, about 45 bytes per vertex name and IndraDB's vertices and edges. A save
-//! after changes builds the new section before it drops the old one, so it briefly needs both.
+//! Memory: a loaded store holds about 40 bytes per endpoint (its name and where its history is),
+//! about 45 bytes per vertex name, IndraDB's vertices and edges, and the histories written since
+//! the load or the last save. Loading inserts into IndraDB on a second thread while the file is
+//! read and checked; IndraDB's inserts (a B-tree search per vertex, four per edge) are most of
+//! the load time.
 //!
 //! **Invariant:** only this module talks to IndraDB.
 
@@ -201,6 +206,15 @@ struct Slot {
     at: u64,
 }
 
+/// Where [`Histories::merged`] found a history.
+#[derive(Debug, Clone, Copy)]
+enum Found<'a> {
+    /// In the section of the file.
+    Section(Slot),
+    /// Written since; these are its bytes.
+    Changed(&'a [u8]),
+}
+
 /// The endpoint histories in codec.rs form: the section of the file as loaded or last saved,
 /// read from that file when needed, and the histories written since, in memory.
 #[derive(Debug, Default)]
@@ -332,21 +346,21 @@ impl Histories {
     }
 
     /// Every endpoint in key order, the section merged with the changes, and where its history
-    /// is: `Ok(slot)` in the section, `Err(bytes)` changed.
-    fn merged(&self, visit: &mut dyn FnMut(&EndpointKey, Result<Slot, &[u8]>) -> Result<()>) -> Result<()> {
+    /// is.
+    fn merged(&self, visit: &mut dyn FnMut(&EndpointKey, Found<'_>) -> Result<()>) -> Result<()> {
         let mut changed = self.changed.iter().peekable();
         let mut key = EndpointKey { direction: Direction::Outbound, ip: String::new() };
         for (number, slot) in self.slots.iter().enumerate() {
             parse_key(self.key_text(number), &mut key)?;
             while let Some((changed_key, changed_bytes)) = changed.next_if(|(k, _)| **k <= key) {
-                visit(changed_key, Err(changed_bytes))?;
+                visit(changed_key, Found::Changed(changed_bytes))?;
             }
             if !self.changed.contains_key(&key) {
-                visit(&key, Ok(*slot))?;
+                visit(&key, Found::Section(*slot))?;
             }
         }
         for (changed_key, changed_bytes) in changed {
-            visit(changed_key, Err(changed_bytes))?;
+            visit(changed_key, Found::Changed(changed_bytes))?;
         }
         Ok(())
     }
@@ -356,8 +370,8 @@ impl Histories {
         let mut window = self.file.as_ref().map(Window::new);
         let end = self.section_end();
         self.merged(&mut |key, found| match found {
-            Err(bytes) => visit(key, bytes),
-            Ok(slot) => {
+            Found::Changed(bytes) => visit(key, bytes),
+            Found::Section(slot) => {
                 let window = window.as_mut().context("a history section without its file")?;
                 visit(key, window.get(slot.at, slot.len, end).context("cannot read the histories")?)
             }
@@ -567,7 +581,10 @@ impl IndraStore {
         let (mut n_histories, mut len) = (0u64, 0u64);
         self.histories.merged(&mut |key, found| {
             let key_len = direction_name(key.direction).len() + 1 + key.ip.len();
-            let history_len = found.map_or_else(|bytes| bytes.len(), |slot| slot.len as usize);
+            let history_len = match found {
+                Found::Section(slot) => slot.len as usize,
+                Found::Changed(bytes) => bytes.len(),
+            };
             n_histories += 1;
             len += (varint_len(key_len as u64) + key_len + varint_len(history_len as u64) + history_len) as u64;
             Ok(())
@@ -588,8 +605,8 @@ impl IndraStore {
             text.push('/');
             text.push_str(&key.ip);
             let bytes = match found {
-                Err(bytes) => bytes,
-                Ok(slot) => {
+                Found::Changed(bytes) => bytes,
+                Found::Section(slot) => {
                     let window = window.as_mut().context("a history section without its file")?;
                     window.get(slot.at, slot.len, end).context("cannot read the histories")?
                 }

@@ -36,10 +36,10 @@
 //! strings a length and UTF-8 bytes):
 //!
 //! ```text
-//! V type name          a vertex (type 0 domain, 1 hostname, 2 ip), in increasing id order;
+//! V type name          a vertex (type 0 domain, 1 hostname, 2 ip), in decreasing id order;
 //!                      vertices are numbered in file order
 //! E type from to       an edge (type 0 mx, 1 resolves) between two earlier vertices, by number,
-//!                      in increasing (from id, type, to id) order
+//!                      in decreasing (from id, type, to id) order
 //! H count length section checksum
 //!                      the histories: `length` bytes of `count` records, each an endpoint
 //!                      (`outbound/192.0.2.1`) and its codec.rs bytes, in key order; then the
@@ -542,10 +542,12 @@ impl IndraStore {
         codec::put(&mut buf, vertices.len() as u64);
         codec::put(&mut buf, self.vertex_names.text.len() as u64);
         out.put(&buf)?;
-        // IndraDB lists vertices in id order, which the file requires; edges are then numbered
+        // IndraDB lists vertices in id order; the file wants them reversed, because IndraDB's
+        // B-trees (a linear search in each node) insert at the front with one comparison per
+        // level, and at the end with a whole node's worth. Edges are then numbered
         // by a binary search.
         ensure!(vertices.windows(2).all(|pair| pair[0].id < pair[1].id), "IndraDB listed vertices out of id order");
-        for vertex in &vertices {
+        for vertex in vertices.iter().rev() {
             let (code, name) =
                 self.vertex_names.get(vertex.id).with_context(|| format!("vertex {} has no name", vertex.id))?;
             buf.clear();
@@ -563,10 +565,10 @@ impl IndraStore {
         let number = |id: &Uuid| {
             vertices
                 .binary_search_by(|v| v.id.cmp(id))
-                .map(|n| n as u64)
+                .map(|n| (vertices.len() - 1 - n) as u64)
                 .map_err(|_| anyhow::anyhow!("edge to a missing vertex {id}"))
         };
-        for edge in &edges {
+        for edge in edges.iter().rev() {
             let code = edge_types.iter().position(|(t, _, _)| *t == edge.t);
             let code = code.with_context(|| format!("edge of unknown type {}", edge.t.as_str()))?;
             buf.clear();
@@ -775,7 +777,7 @@ fn read_records(
                 let id = vertex_id(t, name);
                 if let Some((last_id, _)) = vertices.last() {
                     ensure!(
-                        *last_id < id,
+                        *last_id > id,
                         "vertex {}/{name} is out of id order, appears twice or its id is taken",
                         t.as_str()
                     );
@@ -804,7 +806,7 @@ fn read_records(
                 );
                 let edge = Edge::new(from_id, t, to_id);
                 if let Some(last) = &last_edge {
-                    ensure!(*last < edge, "edge {from} -{}-> {to} is out of order or appears twice", t.as_str());
+                    ensure!(*last > edge, "edge {from} -{}-> {to} is out of order or appears twice", t.as_str());
                 }
                 last_edge = Some(edge.clone());
                 graph.push(GraphItem::Edge(edge))?;
@@ -1231,13 +1233,13 @@ mod tests {
         bytes
     }
 
-    /// The vertex records of `(type, name)`, in id order as the file wants them, and the
+    /// The vertex records of `(type, name)`, in decreasing id order as the file wants them, and the
     /// number each name gets.
     fn vertex_records(vertices: &[(u8, &str)]) -> (Vec<Vec<u8>>, Vec<u8>) {
         let types = Names::new().vertex_types();
         let mut sorted: Vec<_> =
             vertices.iter().map(|(t, name)| (vertex_id(types[*t as usize], name), *t, *name)).collect();
-        sorted.sort();
+        sorted.sort_by(|a, b| b.cmp(a));
         let records = sorted.iter().map(|(_, t, name)| record_of(b'V', &[&[*t], &string(name.as_bytes())])).collect();
         let numbers = vertices
             .iter()
@@ -1251,7 +1253,7 @@ mod tests {
         let history = codec::to_bytes(&sample_history("192.0.2.1", 1));
         let (vertices, n) = vertex_records(&[(0, "example.net"), (1, "mx1.example.net"), (2, "192.0.2.1")]);
         let mut edges = [record_of(b'E', &[&[0], &[n[0]], &[n[1]]]), record_of(b'E', &[&[1], &[n[1]], &[n[2]]])];
-        // Edges go in (from id, type, to id) order, and vertex numbers follow ids.
+        // Edges go in decreasing (from id, type, to id) order: increasing vertex numbers here.
         if n[1] < n[0] {
             edges.swap(0, 1);
         }

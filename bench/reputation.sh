@@ -10,6 +10,8 @@
 #   * classify-all time: the pure classify() with default thresholds over every
 #     endpoint, walked with for_each_endpoint (target <= 5 s);
 #   * peak RSS of that process, from /usr/bin/time -f %M (target <= 1 GB, 10^9 bytes).
+# It also prints the CPU seconds each load took (all threads) and the load average,
+# because on a busy machine other processes stretch the wall-clock times.
 #
 # Steps:
 #   1. Build the driver with `cargo build --release --example reputation_bench`.
@@ -80,7 +82,7 @@ fi
 build_figures=$(tail -n +2 "$PARAMS")
 
 # Step 3.
-best_load="" best_classify="" peak_kb=0 classes=""
+best_load="" best_classify="" peak_kb=0 classes="" load_cpu="" load_avg=""
 for run in $(seq "$RUNS"); do
     log "Measuring, run $run of $RUNS."
     if ! out=$(/usr/bin/time -f "peak_rss_kb=%M" "$DRIVER" measure "$STORE" 2>&1); then
@@ -93,6 +95,8 @@ for run in $(seq "$RUNS"); do
     classify=$(field classify_secs)
     kb=$(field peak_rss_kb)
     classes=$(field classes)
+    load_cpu="$load_cpu $(field load_cpu_secs)"
+    load_avg="$load_avg $(cut -d ' ' -f 1 /proc/loadavg)"
     best_load=$(awk -v b="$best_load" -v t="$load" 'BEGIN { if (b == "" || t < b) b = t; print b }')
     best_classify=$(awk -v b="$best_classify" -v t="$classify" 'BEGIN { if (b == "" || t < b) b = t; print b }')
     if [ "$kb" -gt "$peak_kb" ]; then
@@ -103,7 +107,8 @@ done
 # Step 4.
 printf '\nstore: %s (%s)\n' "$STORE" "$want_params"
 echo "$build_figures" | sed 's/^/  /'
-printf '  classes at NOW: %s\n\n' "$classes"
+printf '  classes at NOW: %s\n' "$classes"
+printf '  load CPU seconds per run (all threads):%s; load average at each run end:%s\n\n' "$load_cpu" "$load_avg"
 status=0
 verdict() {
     awk -v name="$1" -v value="$2" -v target="$3" -v unit="$4" \

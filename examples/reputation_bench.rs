@@ -226,9 +226,10 @@ fn build(dir: PathBuf, n_endpoints: u64, seed: u64) -> Result<()> {
 }
 
 fn measure(dir: PathBuf) -> Result<()> {
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_secs());
     let store = IndraStore::open(&dir)?;
-    let loaded = start.elapsed().as_secs_f64();
+    let (loaded, load_cpu) = (start.elapsed().as_secs_f64(), cpu_secs() - cpu_start);
+    let (rss_loaded, hwm_loaded) = (status_kb("VmRSS"), status_kb("VmHWM"));
     let thresholds = Thresholds::default();
     let start = Instant::now();
     let mut n_endpoints = 0u64;
@@ -253,11 +254,33 @@ fn measure(dir: PathBuf) -> Result<()> {
     println!("endpoints={n_endpoints}");
     println!("load_secs={loaded:.3}");
     println!("classify_secs={classified:.3}");
+    println!("load_cpu_secs={load_cpu:.3}");
+    println!("rss_after_load_kb={rss_loaded}");
+    println!("peak_rss_after_load_kb={hwm_loaded}");
     println!(
         "classes=unknown:{} never-tls:{} tls-unverified:{} historically-valid:{} flagged:{n_flagged}",
         by_class[0], by_class[1], by_class[2], by_class[3]
     );
     Ok(())
+}
+
+/// CPU seconds (user + system, all threads) of this process so far, from `/proc/self/stat`
+/// (Linux, at the usual 100 clock ticks per second); 0 when there is none. Other processes on
+/// a busy machine stretch wall-clock times, much less this one.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces): utime and
+    // stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = rest.split_whitespace().skip(11).take(2).filter_map(|f| f.parse::<u64>().ok()).sum();
+    ticks as f64 / 100.0
+}
+
+/// A `kB` figure of `/proc/self/status` (Linux), 0 when there is none.
+fn status_kb(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let line = status.lines().find_map(|line| line.strip_prefix(field)?.strip_prefix(':'));
+    line.and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
 }
 
 fn main() -> Result<()> {

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use super::explain::load_thresholds;
 use crate::feeds::index::{self, MakemapType, PostmapType};
 use crate::feeds::postfix_policy::{self, PostfixVersion, Route};
-use crate::feeds::{self, csv, exim, json, postfix, rspamd, sendmail, spamassassin, Entry, Stamp};
+use crate::feeds::{self, csv, exim, json, postfix, rspamd, sendmail, spamassassin, Entry, Stamp, Summary};
 use crate::observation::Direction;
 use crate::reputation::classify::{apply_guard, classify, global_guard};
 use crate::reputation::indra::IndraStore;
@@ -175,15 +175,15 @@ pub fn run(args: &FeedArgs) -> Result<()> {
     let routes = routes(args)?;
     let store = IndraStore::open(&args.state)?;
     let now = args.now.unwrap_or_else(Utc::now);
-    let mut entries: Vec<Entry> = store
-        .endpoints()?
-        .into_iter()
-        .map(|(key, history)| {
-            let classification = classify(key.direction, &key.ip, &history, &thresholds, now.timestamp());
-            Entry { key, history, classification }
-        })
-        .filter(|entry| !entry.classification.expired)
-        .collect();
+    // One history decoded at a time: an entry keeps only the summary the feeds show.
+    let mut entries: Vec<Entry> = Vec::new();
+    store.for_each_endpoint(&mut |key, history| {
+        let classification = classify(key.direction, &key.ip, history, &thresholds, now.timestamp());
+        if !classification.expired {
+            entries.push(Entry { key: key.clone(), summary: Summary::of(history), classification });
+        }
+        Ok(())
+    })?;
     let trip = {
         let refs: Vec<_> = entries.iter().map(|e| &e.classification).collect();
         global_guard(&refs, &thresholds, now.timestamp())

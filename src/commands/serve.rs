@@ -184,12 +184,13 @@ impl App {
         let (mut broken, mut downgrade) = (0u64, 0u64);
         if let Some(store) = self.store()? {
             let now = chrono::Utc::now().timestamp();
-            for (key, history) in store.endpoints()? {
-                let c = classify(key.direction, &key.ip, &history, &self.thresholds, now);
+            store.for_each_endpoint(&mut |key, history| {
+                let c = classify(key.direction, &key.ip, history, &self.thresholds, now);
                 *by_class.entry(c.class.as_str()).or_insert(0u64) += 1;
                 broken += u64::from(c.broken_starttls.is_some());
                 downgrade += u64::from(c.downgrade.is_some());
-            }
+                Ok(())
+            })?;
         }
         for (class, n) in &by_class {
             body.push_str(&format!("tlsledger_endpoints{{class=\"{class}\"}} {n}\n"));

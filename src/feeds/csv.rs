@@ -28,7 +28,7 @@ pub fn feed(entries: &[Entry], _stamp: &Stamp) -> String {
     );
     for entry in entries {
         let c = &entry.classification;
-        let total = entry.history.totals_since(0);
+        let total = &entry.summary.totals;
         let count =
             |outcome: Outcome| Outcome::ALL.iter().position(|o| *o == outcome).map_or(0, |idx| total.by_outcome[idx]);
         let severity = c.downgrade.as_ref().map_or(String::new(), |d| format!("{:?}", d.severity).to_lowercase());
@@ -48,9 +48,9 @@ pub fn feed(entries: &[Entry], _stamp: &Stamp) -> String {
             count(Outcome::Tls).to_string(),
             (count(Outcome::Plaintext) + count(Outcome::StarttlsNotOffered)).to_string(),
             count(Outcome::HandshakeFailed).to_string(),
-            rfc3339(entry.history.first_seen),
-            rfc3339(entry.history.last_seen),
-            field(&entry.history.hostnames.join(" ")),
+            rfc3339(entry.summary.first_seen),
+            rfc3339(entry.summary.last_seen),
+            field(&entry.summary.hostnames.join(" ")),
         ];
         text.push_str(&row.join(","));
         text.push('\n');

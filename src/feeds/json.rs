@@ -71,14 +71,13 @@ pub fn feed(entries: &[Entry], guard: Option<&GuardTrip>, stamp: &Stamp) -> serd
     let endpoints = entries
         .iter()
         .map(|entry| {
-            let total = entry.history.totals_since(0);
+            let total = &entry.summary.totals;
             let decisions = Outcome::ALL
                 .iter()
                 .zip(total.by_outcome)
                 .filter(|(_, n)| *n > 0)
                 .map(|(outcome, n)| (outcome.as_str(), n))
                 .collect();
-            let max_protocol = entry.history.days.iter().map(|d| d.max_protocol).max().unwrap_or(0);
             let c = &entry.classification;
             EndpointDoc {
                 direction: match entry.key.direction {
@@ -86,8 +85,8 @@ pub fn feed(entries: &[Entry], guard: Option<&GuardTrip>, stamp: &Stamp) -> serd
                     crate::observation::Direction::Inbound => "inbound",
                 },
                 ip: &entry.key.ip,
-                names: &entry.history.hostnames,
-                domains: &entry.history.domains,
+                names: &entry.summary.hostnames,
+                domains: &entry.summary.domains,
                 class: c.class.as_str(),
                 baseline: c.baseline.as_str(),
                 downgrade_suspect: c.downgrade.as_ref(),
@@ -95,11 +94,11 @@ pub fn feed(entries: &[Entry], guard: Option<&GuardTrip>, stamp: &Stamp) -> serd
                 dormant: c.dormant,
                 evidence: Evidence {
                     decisions,
-                    distinct_days: entry.history.days.len(),
+                    distinct_days: entry.summary.distinct_days,
                     min_protocol: protocol_name(total.min_protocol),
-                    max_protocol: protocol_name(max_protocol),
-                    first_seen: entry.history.first_seen,
-                    last_seen: entry.history.last_seen,
+                    max_protocol: protocol_name(entry.summary.max_protocol),
+                    first_seen: entry.summary.first_seen,
+                    last_seen: entry.summary.last_seen,
                 },
             }
         })

@@ -38,7 +38,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use crate::reputation::classify::Classification;
-use crate::reputation::history::HostHistory;
+use crate::reputation::history::{DayStats, HostHistory};
 use crate::reputation::store::EndpointKey;
 
 /// One classified endpoint, the input of every feed.
@@ -46,10 +46,48 @@ use crate::reputation::store::EndpointKey;
 pub struct Entry {
     /// Direction and IP.
     pub key: EndpointKey,
-    /// Its history.
-    pub history: HostHistory,
+    /// What the feeds show of its history.
+    pub summary: Summary,
     /// Its verdict.
     pub classification: Classification,
+}
+
+/// The part of a [`HostHistory`] the feeds show, so a feed of every endpoint holds a few
+/// hundred bytes per endpoint instead of whole histories (days and the ring of observations).
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// The sum of all days ([`HostHistory::totals_since`] day 0).
+    pub totals: DayStats,
+    /// Days with at least one decision.
+    pub distinct_days: usize,
+    /// The highest protocol of any day (as in [`DayStats::max_protocol`]).
+    pub max_protocol: u8,
+    /// First and last observation (Unix seconds).
+    pub first_seen: i64,
+    /// See `first_seen`.
+    pub last_seen: i64,
+    /// Host names of the endpoint.
+    pub hostnames: Vec<String>,
+    /// Recipient domains delivered via it.
+    pub domains: Vec<String>,
+    /// Server ports it was reached on (next-hop keys of the TLS policy map).
+    pub ports: Vec<u16>,
+}
+
+impl Summary {
+    /// The summary of `history`.
+    pub fn of(history: &HostHistory) -> Self {
+        Summary {
+            totals: history.totals_since(0),
+            distinct_days: history.days.len(),
+            max_protocol: history.days.iter().map(|d| d.max_protocol).max().unwrap_or(0),
+            first_seen: history.first_seen,
+            last_seen: history.last_seen,
+            hostnames: history.hostnames.clone(),
+            domains: history.domains.clone(),
+            ports: history.ports.clone(),
+        }
+    }
 }
 
 /// When a feed was made and until when it may be used.
@@ -109,7 +147,7 @@ pub(crate) mod testing {
     pub fn entry(direction: Direction, ip: &str, broken: bool) -> Entry {
         Entry {
             key: EndpointKey { direction, ip: ip.to_owned() },
-            history: HostHistory::default(),
+            summary: Summary::default(),
             classification: Classification {
                 class: Class::Unknown,
                 baseline: Class::Unknown,

@@ -210,9 +210,9 @@ pub fn next_hops(
     let mut hops: BTreeMap<String, NextHop> = BTreeMap::new();
     let outbound: Vec<&Entry> = entries.iter().filter(|e| e.key.direction == Direction::Outbound).collect();
     let ports: HashMap<&str, &[u16]> =
-        outbound.iter().map(|e| (e.key.ip.as_str(), e.history.ports.as_slice())).collect();
+        outbound.iter().map(|e| (e.key.ip.as_str(), e.summary.ports.as_slice())).collect();
     let domains: BTreeSet<String> =
-        outbound.iter().flat_map(|e| e.history.domains.iter().map(|d| dns_name(d))).collect();
+        outbound.iter().flat_map(|e| e.summary.domains.iter().map(|d| dns_name(d))).collect();
     let ips_of = |names: &BTreeSet<String>| -> Result<BTreeSet<String>> {
         let mut ips = BTreeSet::new();
         for name in names {
@@ -271,9 +271,9 @@ pub fn next_hops(
     // Delivery lines: servers reached by address, or by name on a port other than 25.
     for entry in &outbound {
         let Ok(ip) = entry.key.ip.parse::<IpAddr>() else { continue };
-        for hostname in &entry.history.hostnames {
+        for hostname in &entry.summary.hostnames {
             let by_address = hostname.parse::<IpAddr>().ok() == Some(ip);
-            for port in &entry.history.ports {
+            for port in &entry.summary.ports {
                 let hop = NextHop {
                     by_address,
                     names: if by_address || !plain_name(hostname) {
@@ -286,7 +286,7 @@ pub fn next_hops(
                     } else {
                         store.ips_of_hostname(hostname)?.into_iter().collect()
                     },
-                    domains: entry.history.domains.iter().map(|d| dns_name(d)).collect(),
+                    domains: entry.summary.domains.iter().map(|d| dns_name(d)).collect(),
                 };
                 if by_address {
                     for key in address_keys(ip, *port) {
@@ -543,7 +543,7 @@ mod tests {
             .into_iter()
             .map(|(key, history)| {
                 let classification = classify(key.direction, &key.ip, &history, &thresholds, now);
-                Entry { key, history, classification }
+                Entry { key, summary: crate::feeds::Summary::of(&history), classification }
             })
             .collect();
         (store, entries)

@@ -372,6 +372,8 @@ struct Checkpoints {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct FileCheckpoint {
+    /// The path under which the generation was first read (its name in event ids, which stay
+    /// the same when a restart finds it under a rotated name).
     path: PathBuf,
     fingerprint: String,
     offset: u64,
@@ -385,7 +387,15 @@ struct FileCheckpoint {
     /// (reporter, instance, pid, first offset) of each connection open at the checkpoint.
     #[serde(default)]
     open: Vec<(String, String, u32, u64)>,
+    /// A generation read to its end and closed (rotated away): kept so that a restart does not
+    /// read it again when the patterns match its rotated name (the latest
+    /// [`MAX_FINISHED_CHECKPOINTS`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    finished: bool,
 }
+
+/// Finished generations kept in `checkpoints.json`.
+const MAX_FINISHED_CHECKPOINTS: usize = 256;
 
 const CHECKPOINT_FILE: &str = "checkpoints.json";
 
@@ -415,7 +425,10 @@ struct FileState {
     source: SourceId,
     arc: Arc<Source>,
     stream: Stream,
+    /// The path it was opened under in this run (for the lag metric).
     path: PathBuf,
+    /// The path it was first read under (checkpoint and event ids).
+    name: PathBuf,
     fingerprint: u64,
     /// Offset after the last line handed to the correlator.
     read_end: u64,
@@ -614,6 +627,8 @@ struct Core<'s> {
     files: HashMap<FileKey, FileState>,
     /// Checkpoints of files not opened (yet) in this run, by fingerprint: kept as they are.
     pending: HashMap<u64, FileCheckpoint>,
+    /// Generations read to their end, oldest first (at most [`MAX_FINISHED_CHECKPOINTS`]).
+    finished: VecDeque<FileCheckpoint>,
     syslog_sources: HashMap<(&'static str, IpAddr), (Stream, u64)>,
     stdin: Option<Stream>,
     stdin_open: bool,
@@ -630,11 +645,9 @@ struct Core<'s> {
 impl<'s> Core<'s> {
     fn new(settings: &'s Settings, checkpoints: Checkpoints, published: Published) -> Result<Self> {
         let started_micros = chrono::Utc::now().timestamp_micros();
-        let pending = checkpoints
-            .files
-            .into_iter()
-            .filter_map(|f| Some((u64::from_str_radix(&f.fingerprint, 16).ok()?, f)))
-            .collect();
+        let (finished, live): (Vec<_>, Vec<_>) = checkpoints.files.into_iter().partition(|f| f.finished);
+        let pending =
+            live.into_iter().filter_map(|f| Some((u64::from_str_radix(&f.fingerprint, 16).ok()?, f))).collect();
         Ok(Core {
             settings,
             correlator: Correlator::new(Config { tls_logging: settings.tls_logging, ..Config::default() }),
@@ -642,6 +655,7 @@ impl<'s> Core<'s> {
             counters: IngestCounters::default(),
             files: HashMap::new(),
             pending,
+            finished: finished.into(),
             syslog_sources: HashMap::new(),
             stdin: None,
             stdin_open: settings.stdin,
@@ -706,7 +720,19 @@ impl<'s> Core<'s> {
     fn file_event(&mut self, event: FileEvent) {
         match event {
             FileEvent::Opened { key, path, fingerprint, offset } => {
-                let name = path.display().to_string();
+                let print = format!("{fingerprint:016x}");
+                let checkpoint = match self.pending.remove(&fingerprint) {
+                    Some(f) => Some(f),
+                    None => self
+                        .finished
+                        .iter()
+                        .position(|f| f.fingerprint == print)
+                        .and_then(|idx| self.finished.remove(idx)),
+                }
+                .filter(|f| f.offset == offset);
+                // Resumed under a rotated name: keep the name it was first read under.
+                let first_path = checkpoint.as_ref().map_or_else(|| path.clone(), |f| f.path.clone());
+                let name = first_path.display().to_string();
                 let source = Source { kind: "file".to_owned(), name: name.clone(), trust: "local".to_owned() };
                 let id = self.correlator.add_source_keyed(source, &format!("{name}#{fingerprint:016x}"));
                 let arc = Arc::clone(self.correlator.source(id).expect("just added"));
@@ -715,7 +741,6 @@ impl<'s> Core<'s> {
                     .ok()
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                     .map_or(self.started_micros, |d| d.as_micros() as i64);
-                let checkpoint = self.pending.remove(&fingerprint).filter(|f| f.offset == offset);
                 let (emitted, replay) = match checkpoint {
                     Some(f) => {
                         let open = f.open.into_iter().map(|(r, i, pid, first)| ((r, i, pid), first)).collect();
@@ -731,6 +756,7 @@ impl<'s> Core<'s> {
                         arc,
                         stream: Stream::new(id, self.settings.log_zone, reference),
                         path,
+                        name: first_path,
                         fingerprint,
                         read_end: offset,
                         emitted,
@@ -946,6 +972,15 @@ impl<'s> Core<'s> {
             let low_water = self.correlator.low_water(file.source);
             if file.closed && low_water.is_none() {
                 finished.push(*key);
+                self.finished.push_back(FileCheckpoint {
+                    path: file.name.clone(),
+                    fingerprint: format!("{:016x}", file.fingerprint),
+                    offset: file.read_end,
+                    emitted: Vec::new(),
+                    replay_until: file.read_end,
+                    open: Vec::new(),
+                    finished: true,
+                });
                 continue;
             }
             let offset = low_water.map_or(file.read_end, |low| low.min(file.read_end));
@@ -960,12 +995,13 @@ impl<'s> Core<'s> {
                 _ => (file.read_end, self.correlator.open_processes(file.source)),
             };
             files.push(FileCheckpoint {
-                path: file.path.clone(),
+                path: file.name.clone(),
                 fingerprint: format!("{:016x}", file.fingerprint),
                 offset,
                 emitted: file.emitted.iter().cloned().collect(),
                 replay_until,
                 open,
+                finished: false,
             });
         }
         for key in finished {
@@ -979,8 +1015,22 @@ impl<'s> Core<'s> {
             emitted: f.emitted.clone(),
             replay_until: f.replay_until,
             open: f.open.clone(),
+            finished: false,
         }));
         files.sort_by(|a, b| a.path.cmp(&b.path));
+        // Then the finished generations, oldest first.
+        while self.finished.len() > MAX_FINISHED_CHECKPOINTS {
+            self.finished.pop_front();
+        }
+        files.extend(self.finished.iter().map(|f| FileCheckpoint {
+            path: f.path.clone(),
+            fingerprint: f.fingerprint.clone(),
+            offset: f.offset,
+            emitted: Vec::new(),
+            replay_until: f.offset,
+            open: Vec::new(),
+            finished: true,
+        }));
         let body = serde_json::to_vec_pretty(&Checkpoints { version: 1, files })?;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let next = dir.join(format!(".{CHECKPOINT_FILE}.next"));

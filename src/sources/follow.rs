@@ -16,8 +16,8 @@
 //!   see research/PIPELINE.md). The new generation is read from 0.
 //!
 //! A generation is read once per run whatever names it takes: a path whose fingerprint belongs to
-//! a generation being read, or to one finished in this run (the last [`MAX_FINISHED`]), is a
-//! rotated name or a copy of it and is not opened again. A current generation whose path
+//! a generation being read, or whose file (fingerprint and inode) was drained in this run (the
+//! last [`MAX_FINISHED`]), is a rotated name or a copy of it and is not opened again. A current generation whose path
 //! vanished is drained like a renamed one.
 //!
 //! On start, a path whose current fingerprint matches a checkpoint resumes at the checkpoint's
@@ -144,10 +144,11 @@ pub struct Follower {
     draining: Vec<Generation>,
     /// Checkpoint positions by fingerprint, used once at the first open of a matching file.
     resume: HashMap<u64, u64>,
-    /// Fingerprints of generations closed in this run, oldest first (at most [`MAX_FINISHED`]).
-    finished: VecDeque<u64>,
-    /// The same fingerprints, for lookups.
-    finished_set: HashSet<u64>,
+    /// Generations drained to their end in this run (fingerprint and the inode last read),
+    /// oldest first (at most [`MAX_FINISHED`]).
+    finished: VecDeque<(u64, (u64, u64))>,
+    /// The same, for lookups.
+    finished_set: HashSet<(u64, (u64, u64))>,
     next_key: FileKey,
 }
 
@@ -206,10 +207,8 @@ impl Follower {
                             generation.quiet = 0;
                             self.draining.push(generation);
                         }
-                        None => {
-                            send(FileEvent::Closed { key: generation.key })?;
-                            self.remember_finished(generation.fingerprint);
-                        }
+                        // No copy to go on in: the same inode now holds the next generation.
+                        None => send(FileEvent::Closed { key: generation.key })?,
                     }
                     false
                 }
@@ -227,10 +226,8 @@ impl Follower {
                             generation.quiet = 0;
                             self.draining.push(generation);
                         }
-                        None => {
-                            send(FileEvent::Closed { key: generation.key })?;
-                            self.remember_finished(generation.fingerprint);
-                        }
+                        // No copy to go on in: the same inode now holds the next generation.
+                        None => send(FileEvent::Closed { key: generation.key })?,
                     }
                 } else {
                     self.draining.push(generation);
@@ -273,7 +270,7 @@ impl Follower {
             }
             if generation.quiet >= DRAIN_POLLS {
                 send(FileEvent::Closed { key: generation.key })?;
-                self.remember_finished(generation.fingerprint);
+                self.remember_finished(generation.fingerprint, generation.inode);
             } else {
                 still_draining.push(generation);
             }
@@ -282,9 +279,9 @@ impl Follower {
         Ok(())
     }
 
-    fn remember_finished(&mut self, fingerprint: u64) {
-        if self.finished_set.insert(fingerprint) {
-            self.finished.push_back(fingerprint);
+    fn remember_finished(&mut self, fingerprint: u64, inode: (u64, u64)) {
+        if self.finished_set.insert((fingerprint, inode)) {
+            self.finished.push_back((fingerprint, inode));
             if self.finished.len() > MAX_FINISHED {
                 let oldest = self.finished.pop_front().expect("not empty");
                 self.finished_set.remove(&oldest);
@@ -292,10 +289,10 @@ impl Follower {
         }
     }
 
-    /// True when `fingerprint` is a generation being read (under another name, or draining) or
-    /// finished in this run.
-    fn known(&self, fingerprint: u64) -> bool {
-        self.finished_set.contains(&fingerprint)
+    /// True when `fingerprint` is a generation being read (under another name, or draining; a
+    /// copy has another inode) or the file `inode` is one drained in this run (a rotated name).
+    fn known(&self, fingerprint: u64, inode: (u64, u64)) -> bool {
+        self.finished_set.contains(&(fingerprint, inode))
             || self.current.values().any(|g| g.fingerprint == fingerprint)
             || self.draining.iter().any(|g| g.fingerprint == fingerprint)
     }
@@ -321,7 +318,7 @@ impl Follower {
     fn open(&mut self, path: &Path, inode: (u64, u64)) -> std::io::Result<Option<(Generation, u64)>> {
         let mut file = File::open(path)?;
         let Some(fingerprint) = fingerprint(&mut file)? else { return Ok(None) };
-        if self.known(fingerprint) {
+        if self.known(fingerprint, inode) {
             return Ok(None);
         }
         let len = file.metadata()?.len();
@@ -650,6 +647,30 @@ mod tests {
             poll(&mut f),
             ["open 2 @0", "lines 2 @0 c1|", "open 3 @0", "lines 3 @0 b1 longer|", "lines 1 @3 a2|"]
         );
+    }
+
+    /// A new file that starts with the same line as a drained one is another generation: only
+    /// the drained file itself (its inode) is a rotated name.
+    #[test]
+    fn a_new_file_with_a_known_first_line_is_read() {
+        let dir = tempdir();
+        let log = dir.join("mail.log");
+        let config = FollowConfig {
+            patterns: vec![log.display().to_string()],
+            poll: Duration::from_millis(1),
+            max_line_bytes: 100,
+        };
+        let mut f = Follower::new(config, &[]);
+        append(&log, "same\n1\n");
+        assert_eq!(poll(&mut f), ["open 1 @0", "lines 1 @0 same|1|"]);
+        std::fs::rename(&log, dir.join("elsewhere")).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..DRAIN_POLLS + 1 {
+            got.extend(poll(&mut f));
+        }
+        assert_eq!(got, ["closed 1"]);
+        append(&log, "same\n2\n");
+        assert_eq!(poll(&mut f), ["open 2 @0", "lines 2 @0 same|2|"]);
     }
 
     fn tempdir() -> PathBuf {

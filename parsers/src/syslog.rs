@@ -359,6 +359,9 @@ fn rfc5424(input: &str, pri: Option<u8>) -> Result<SyslogLine<'_>, Error> {
     let rest = rest.strip_prefix(' ').unwrap_or(rest);
     let message = skip_structured_data(rest).ok_or(Error::NotSyslog)?;
     let message = message.strip_prefix(' ').unwrap_or(message);
+    // rsyslog's RSYSLOG_SyslogProtocol23Format writes `%msg%`, which for a message received as
+    // RFC 3164 still starts with the space after `tag:`: `- -  connect from …`.
+    let message = message.strip_prefix(' ').unwrap_or(message);
     let message = message.strip_prefix('\u{feff}').unwrap_or(message);
     let hostname = if hostname == "-" { "" } else { hostname };
     let appname = if appname == "-" { "" } else { appname };
@@ -535,6 +538,15 @@ mod tests {
                 "mx1.example.org",
                 "postfix/smtp",
                 Some(12345),
+            ),
+            (
+                // rsyslog forwarding an RFC 3164 message with its RFC 5424 template.
+                format!("<13>1 2026-11-30T18:18:39+00:00 vm postfix/smtpd 5000 - -  {TLS}"),
+                Framing::Rfc5424,
+                Some(13),
+                "vm",
+                "postfix/smtpd",
+                Some(5000),
             ),
             (
                 format!("<22>1 2024-11-03T13:35:12Z mx1 postfix-out/smtp 9 ID47 [ex@1 a=\"x\\]y\"][b@2] \u{feff}{TLS}"),

@@ -421,6 +421,8 @@ struct Checkpoints {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct FileCheckpoint {
+    /// The path under which the generation was first read (its name in event ids, which stay
+    /// the same when a restart finds it under a rotated name).
     path: PathBuf,
     fingerprint: String,
     offset: u64,
@@ -438,7 +440,15 @@ struct FileCheckpoint {
     /// (`--cursor`) or not (`--after-cursor`).
     #[serde(default)]
     cursor: Option<(String, bool)>,
+    /// A generation read to its end and closed (rotated away): kept so that a restart does not
+    /// read it again when the patterns match its rotated name (the latest
+    /// [`MAX_FINISHED_CHECKPOINTS`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    finished: bool,
 }
+
+/// Finished generations kept in `checkpoints.json`.
+const MAX_FINISHED_CHECKPOINTS: usize = 256;
 
 const CHECKPOINT_FILE: &str = "checkpoints.json";
 
@@ -468,7 +478,10 @@ struct FileState {
     source: SourceId,
     arc: Arc<Source>,
     stream: Stream,
+    /// The path it was opened under in this run (for the lag metric).
     path: PathBuf,
+    /// The path it was first read under (checkpoint and event ids).
+    name: PathBuf,
     fingerprint: u64,
     /// Offset after the last line handed to the correlator.
     read_end: u64,
@@ -721,6 +734,8 @@ struct Core {
     files: HashMap<FileKey, FileState>,
     /// Checkpoints of files not opened (yet) in this run, by fingerprint: kept as they are.
     pending: HashMap<u64, FileCheckpoint>,
+    /// Generations read to their end, oldest first (at most [`MAX_FINISHED_CHECKPOINTS`]).
+    finished: VecDeque<FileCheckpoint>,
     syslog_sources: HashMap<(&'static str, IpAddr), (Stream, u64)>,
     stdin: Option<Stream>,
     stdin_open: bool,
@@ -749,11 +764,9 @@ impl Core {
     ) -> Result<Self> {
         let started_micros = chrono::Utc::now().timestamp_micros();
         let tls_logging = settings.tls_logging;
-        let pending = checkpoints
-            .files
-            .into_iter()
-            .filter_map(|f| Some((u64::from_str_radix(&f.fingerprint, 16).ok()?, f)))
-            .collect();
+        let (finished, live): (Vec<_>, Vec<_>) = checkpoints.files.into_iter().partition(|f| f.finished);
+        let pending =
+            live.into_iter().filter_map(|f| Some((u64::from_str_radix(&f.fingerprint, 16).ok()?, f))).collect();
         Ok(Core {
             settings,
             correlator: Correlator::new(Config { tls_logging, ..Config::default() }),
@@ -761,6 +774,7 @@ impl Core {
             counters: IngestCounters::default(),
             files: HashMap::new(),
             pending,
+            finished: finished.into(),
             syslog_sources: HashMap::new(),
             stdin: None,
             stdin_open: args.stdin,
@@ -833,14 +847,29 @@ impl Core {
     fn file_event(&mut self, event: FileEvent) {
         match event {
             FileEvent::Opened { key, path, fingerprint, offset } => {
+                let print = format!("{fingerprint:016x}");
+                let checkpoint = match self.pending.remove(&fingerprint) {
+                    Some(f) => Some(f),
+                    None => self
+                        .finished
+                        .iter()
+                        .position(|f| f.fingerprint == print)
+                        .and_then(|idx| self.finished.remove(idx)),
+                }
+                .filter(|f| f.offset == offset);
+                // Resumed under a rotated name: keep the name it was first read under.
+                let first_path = checkpoint.as_ref().map_or_else(|| path.clone(), |f| f.path.clone());
+                let source = Source {
+                    kind: "file".to_owned(),
+                    name: first_path.display().to_string(),
+                    trust: "local".to_owned(),
+                };
                 let reference = std::fs::metadata(&path)
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                     .map_or(self.started_micros, |d| d.as_micros() as i64);
-                let source =
-                    Source { kind: "file".to_owned(), name: path.display().to_string(), trust: "local".to_owned() };
-                self.open_state(key, source, path, fingerprint, offset, reference);
+                self.open_state(key, source, path, first_path, fingerprint, offset, reference, checkpoint);
             }
             FileEvent::Lines { key, offset, bytes } => {
                 let Some(file) = self.files.get_mut(&key) else { return };
@@ -891,21 +920,22 @@ impl Core {
 
     /// Starts the state of a file generation (or journal source) read from `offset`, with the
     /// replay information of its checkpoint when the checkpoint is for that very position.
+    #[allow(clippy::too_many_arguments)]
     fn open_state(
         &mut self,
         key: FileKey,
         source: Source,
         path: PathBuf,
+        name: PathBuf,
         fingerprint: u64,
         offset: u64,
         reference: i64,
+        checkpoint: Option<FileCheckpoint>,
     ) {
-        let name = source.name.clone();
-        let id = self.correlator.add_source_keyed(source, &format!("{name}#{fingerprint:016x}"));
+        let source_name = source.name.clone();
+        let id = self.correlator.add_source_keyed(source, &format!("{source_name}#{fingerprint:016x}"));
         let arc = Arc::clone(self.correlator.source(id).expect("just added"));
-        let journal = name.starts_with("journal:");
-        // A journal source resumes at its own checkpoint whatever entry comes first.
-        let checkpoint = self.pending.remove(&fingerprint).filter(|f| journal || f.offset == offset);
+        let journal = source_name.starts_with("journal:");
         let skip_below = checkpoint.as_ref().filter(|_| journal).map_or(0, |f| f.offset);
         let (emitted, replay) = match checkpoint {
             Some(f) => {
@@ -922,6 +952,7 @@ impl Core {
                 arc,
                 stream: Stream::new(id, self.settings.log_zone, reference),
                 path,
+                name,
                 fingerprint,
                 read_end: offset.max(skip_below),
                 emitted,
@@ -945,7 +976,18 @@ impl Core {
         if !self.files.contains_key(&key) {
             let source = Source { kind: "journald".to_owned(), name: name.clone(), trust: trust.to_owned() };
             let path = PathBuf::from(format!("{name}#{trust}"));
-            self.open_state(key, source, path, fingerprint, entry.seqnum, self.started_micros);
+            // A journal source resumes at its own checkpoint whatever entry comes first.
+            let checkpoint = self.pending.remove(&fingerprint);
+            self.open_state(
+                key,
+                source,
+                path.clone(),
+                path,
+                fingerprint,
+                entry.seqnum,
+                self.started_micros,
+                checkpoint,
+            );
         }
         let file = self.files.get_mut(&key).expect("opened");
         if entry.seqnum < file.skip_below {
@@ -1168,6 +1210,16 @@ impl Core {
             let low_water = self.correlator.low_water(file.source);
             if file.closed && low_water.is_none() {
                 finished.push(*key);
+                self.finished.push_back(FileCheckpoint {
+                    path: file.name.clone(),
+                    fingerprint: format!("{:016x}", file.fingerprint),
+                    offset: file.read_end,
+                    emitted: Vec::new(),
+                    replay_until: file.read_end,
+                    open: Vec::new(),
+                    cursor: None,
+                    finished: true,
+                });
                 continue;
             }
             let offset = low_water.map_or(file.read_end, |low| low.min(file.read_end));
@@ -1191,13 +1243,14 @@ impl Core {
                 file.cursors = file.cursors.split_off(&keep_from);
             }
             files.push(FileCheckpoint {
-                path: file.path.clone(),
+                path: file.name.clone(),
                 fingerprint: format!("{:016x}", file.fingerprint),
                 offset,
                 emitted: file.emitted.iter().cloned().collect(),
                 replay_until,
                 open,
                 cursor,
+                finished: false,
             });
         }
         for key in finished {
@@ -1212,8 +1265,23 @@ impl Core {
             replay_until: f.replay_until,
             open: f.open.clone(),
             cursor: f.cursor.clone(),
+            finished: false,
         }));
         files.sort_by(|a, b| a.path.cmp(&b.path));
+        // Then the finished generations, oldest first.
+        while self.finished.len() > MAX_FINISHED_CHECKPOINTS {
+            self.finished.pop_front();
+        }
+        files.extend(self.finished.iter().map(|f| FileCheckpoint {
+            path: f.path.clone(),
+            fingerprint: f.fingerprint.clone(),
+            offset: f.offset,
+            emitted: Vec::new(),
+            replay_until: f.offset,
+            open: Vec::new(),
+            cursor: None,
+            finished: true,
+        }));
         let body = serde_json::to_vec_pretty(&Checkpoints { version: 1, files })?;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let next = dir.join(format!(".{CHECKPOINT_FILE}.next"));

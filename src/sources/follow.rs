@@ -9,18 +9,27 @@
 //! - **rename + create**: the path now names another inode. The old generation is kept open and
 //!   read to its end until it has been quiet for [`DRAIN_POLLS`] polls (the MTA may still write a
 //!   few lines before it reopens its log), then closed; the new file is read from offset 0.
-//! - **copytruncate**: the same inode got shorter than the read position. What was written
-//!   between the last read and the truncation is in the copy and cannot be read here (every
-//!   tailer has this window, see research/PIPELINE.md); the new generation is read from 0.
+//! - **copytruncate**: the same inode got shorter than the read position (or starts with other
+//!   content). When the patterns also match the copy (`mail.log*`), the generation goes on in the
+//!   copy from its read position, so nothing is lost; otherwise what was written between the last
+//!   read and the truncation is in the copy and cannot be read here (every tailer has this window,
+//!   see research/PIPELINE.md). The new generation is read from 0.
+//!
+//! A generation is read once per run whatever names it takes: a path whose fingerprint belongs to
+//! a generation being read, or whose file (fingerprint and inode) was drained in this run (the
+//! last [`MAX_FINISHED`]), is a rotated name or a copy of it and is not opened again. A current generation whose path
+//! vanished is drained like a renamed one.
 //!
 //! On start, a path whose current fingerprint matches a checkpoint resumes at the checkpoint's
 //! offset (from 0 if the file is now shorter); any other file is read from its beginning.
+//! Checkpoints therefore list finished generations too (the ingest core keeps the latest), so
+//! that rotated files matched by the patterns are not read again after a restart.
 //!
 //! **Invariants:** lines are sent whole, in order, with their stream offsets; a line longer than
 //! `max_line_bytes` is never buffered (it is reported as oversized and skipped to its newline);
 //! the channel is bounded, so a slow consumer pauses reading (back-pressure, nothing dropped).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -32,6 +41,9 @@ pub const FINGERPRINT_BYTES: usize = 256;
 
 /// Polls without new data after which a rotated-away generation is closed.
 pub const DRAIN_POLLS: u32 = 3;
+
+/// Finished generations remembered by fingerprint (rotated names are not read again).
+pub const MAX_FINISHED: usize = 4096;
 
 /// Bytes read per call.
 const READ_BYTES: usize = 256 * 1024;
@@ -132,6 +144,11 @@ pub struct Follower {
     draining: Vec<Generation>,
     /// Checkpoint positions by fingerprint, used once at the first open of a matching file.
     resume: HashMap<u64, u64>,
+    /// Generations drained to their end in this run (fingerprint and the inode last read),
+    /// oldest first (at most [`MAX_FINISHED`]).
+    finished: VecDeque<(u64, (u64, u64))>,
+    /// The same, for lookups.
+    finished_set: HashSet<(u64, (u64, u64))>,
     next_key: FileKey,
 }
 
@@ -143,6 +160,8 @@ impl Follower {
             current: HashMap::new(),
             draining: Vec::new(),
             resume: resume.iter().map(|r| (r.fingerprint, r.offset)).collect(),
+            finished: VecDeque::new(),
+            finished_set: HashSet::new(),
             next_key: 1,
         }
     }
@@ -173,41 +192,59 @@ impl Follower {
     #[allow(clippy::result_unit_err)]
     pub fn poll(&mut self, send: &mut dyn FnMut(FileEvent) -> Result<(), ()>) -> Result<(), ()> {
         let paths = self.paths();
-        // Files no longer named (deleted, or dropped from the patterns): read to their end, then
-        // closed, like rotated files.
-        let gone: Vec<PathBuf> = self
-            .current
-            .keys()
-            .filter(|path| !paths.contains(path) || std::fs::metadata(path).is_err())
-            .cloned()
-            .collect();
+        // A current path that is gone (deleted, or renamed with nothing in its place yet).
+        let gone: Vec<PathBuf> = self.current.keys().filter(|p| !paths.contains(p) || !p.exists()).cloned().collect();
         for path in gone {
-            if let Some(generation) = self.current.remove(&path) {
-                self.draining.push(generation);
-            }
+            let generation = self.current.remove(&path).expect("present");
+            self.draining.push(generation);
         }
-        for path in paths {
-            let metadata = match std::fs::metadata(&path) {
+        for path in &paths {
+            let metadata = match std::fs::metadata(path) {
                 Ok(metadata) => metadata,
                 Err(_) => continue,
             };
             let inode = (metadata.dev(), metadata.ino());
-            let rotated = match self.current.get(&path) {
+            let rotated = match self.current.get(path) {
                 Some(generation) if generation.inode != inode => true,
-                Some(generation) if metadata.len() < generation.read || changed_head(&path, generation.fingerprint) => {
+                Some(generation) if metadata.len() < generation.read || changed_head(path, generation.fingerprint) => {
                     // copytruncate: the same file got shorter, or starts with other content.
-                    let generation = self.current.remove(&path).expect("present");
-                    send(FileEvent::Closed { key: generation.key })?;
+                    let mut generation = self.current.remove(path).expect("present");
+                    match find_copy(&paths, path, &generation) {
+                        Some((file, inode)) => {
+                            // The rest of the generation is in its copy: drain it from there.
+                            generation.file = file;
+                            generation.inode = inode;
+                            generation.quiet = 0;
+                            self.draining.push(generation);
+                        }
+                        // No copy to go on in: the same inode now holds the next generation.
+                        None => send(FileEvent::Closed { key: generation.key })?,
+                    }
                     false
                 }
                 _ => false,
             };
             if rotated {
-                let generation = self.current.remove(&path).expect("present");
-                self.draining.push(generation);
+                let mut generation = self.current.remove(path).expect("present");
+                if truncated(&mut generation) {
+                    // Renamed after a copytruncate that was not seen (two rotations between
+                    // polls): the open file holds a newer generation now, the rest is in a copy.
+                    match find_copy(&paths, path, &generation) {
+                        Some((file, inode)) => {
+                            generation.file = file;
+                            generation.inode = inode;
+                            generation.quiet = 0;
+                            self.draining.push(generation);
+                        }
+                        // No copy to go on in: the same inode now holds the next generation.
+                        None => send(FileEvent::Closed { key: generation.key })?,
+                    }
+                } else {
+                    self.draining.push(generation);
+                }
             }
-            if !self.current.contains_key(&path) {
-                match self.open(&path, inode) {
+            if !self.current.contains_key(path) {
+                match self.open(path, inode) {
                     Ok(Some((generation, fingerprint))) => {
                         send(FileEvent::Opened {
                             key: generation.key,
@@ -224,7 +261,7 @@ impl Follower {
                     }
                 }
             }
-            let generation = self.current.get_mut(&path).expect("inserted");
+            let generation = self.current.get_mut(path).expect("inserted");
             if let Err(error) = read_new(generation, self.config.max_line_bytes, send) {
                 match error {
                     ReadError::HungUp => return Err(()),
@@ -243,12 +280,31 @@ impl Follower {
             }
             if generation.quiet >= DRAIN_POLLS {
                 send(FileEvent::Closed { key: generation.key })?;
+                self.remember_finished(generation.fingerprint, generation.inode);
             } else {
                 still_draining.push(generation);
             }
         }
         self.draining = still_draining;
         Ok(())
+    }
+
+    fn remember_finished(&mut self, fingerprint: u64, inode: (u64, u64)) {
+        if self.finished_set.insert((fingerprint, inode)) {
+            self.finished.push_back((fingerprint, inode));
+            if self.finished.len() > MAX_FINISHED {
+                let oldest = self.finished.pop_front().expect("not empty");
+                self.finished_set.remove(&oldest);
+            }
+        }
+    }
+
+    /// True when `fingerprint` is a generation being read (under another name, or draining; a
+    /// copy has another inode) or the file `inode` is one drained in this run (a rotated name).
+    fn known(&self, fingerprint: u64, inode: (u64, u64)) -> bool {
+        self.finished_set.contains(&(fingerprint, inode))
+            || self.current.values().any(|g| g.fingerprint == fingerprint)
+            || self.draining.iter().any(|g| g.fingerprint == fingerprint)
     }
 
     /// The files the patterns name now, in a stable order.
@@ -267,10 +323,14 @@ impl Follower {
         paths
     }
 
-    /// Opens a new generation once its first line is complete; `None` until then.
+    /// Opens a new generation once its first line is complete; `None` until then, and for a
+    /// rotated name or a copy of a generation known in this run.
     fn open(&mut self, path: &Path, inode: (u64, u64)) -> std::io::Result<Option<(Generation, u64)>> {
         let mut file = File::open(path)?;
         let Some(fingerprint) = fingerprint(&mut file)? else { return Ok(None) };
+        if self.known(fingerprint, inode) {
+            return Ok(None);
+        }
         let len = file.metadata()?.len();
         let offset = match self.resume.remove(&fingerprint) {
             Some(offset) if offset <= len => offset,
@@ -283,6 +343,35 @@ impl Follower {
             Generation { key, fingerprint, file, inode, read: offset, partial: Vec::new(), skipping: None, quiet: 0 };
         Ok(Some((generation, fingerprint)))
     }
+}
+
+/// After `generation` was truncated at `path`: another of `paths` that starts with the same
+/// first line and holds at least what was read (the copy that copytruncate made), opened at the
+/// read position.
+fn find_copy(paths: &[PathBuf], path: &Path, generation: &Generation) -> Option<(File, (u64, u64))> {
+    for other in paths.iter().filter(|p| p.as_path() != path) {
+        let Ok(mut file) = File::open(other) else { continue };
+        let Ok(metadata) = file.metadata() else { continue };
+        let inode = (metadata.dev(), metadata.ino());
+        if inode == generation.inode || metadata.len() < generation.read {
+            continue;
+        }
+        if fingerprint(&mut file).ok().flatten() == Some(generation.fingerprint)
+            && file.seek(SeekFrom::Start(generation.read)).is_ok()
+        {
+            return Some((file, inode));
+        }
+    }
+    None
+}
+
+/// True when the generation's open file got shorter than the read position or no longer starts
+/// with its first line. The read position is kept.
+fn truncated(generation: &mut Generation) -> bool {
+    let len = generation.file.metadata().map_or(0, |m| m.len());
+    let head = fingerprint(&mut generation.file);
+    let restored = generation.file.seek(SeekFrom::Start(generation.read));
+    len < generation.read || restored.is_err() || !matches!(head, Ok(Some(print)) if print == generation.fingerprint)
 }
 
 /// True when the file at `path` no longer starts with the generation's first line (truncated
@@ -509,6 +598,114 @@ mod tests {
             poll(&mut follower(&dir, &[Resume { fingerprint: print, offset: 999 }])),
             ["open 1 @0", "lines 1 @0 one|two|three|"]
         );
+    }
+
+    /// Rotated names in the patterns (`mail.log*`): a renamed generation is drained, never read
+    /// again under its new name; a copytruncate copy carries the generation on from its read
+    /// position (nothing lost in the window); a vanished path is drained; a restart resumes a
+    /// finished generation at its end.
+    #[test]
+    fn rotated_names_and_copies_are_read_once() {
+        let dir = tempdir();
+        let log = dir.join("mail.log");
+        let rotated = dir.join("mail.log.1");
+        let glob = |dir: &Path| FollowConfig {
+            patterns: vec![dir.join("mail.log*").display().to_string()],
+            poll: Duration::from_millis(1),
+            max_line_bytes: 100,
+        };
+        let mut f = Follower::new(glob(&dir), &[]);
+        append(&log, "a\nb\n");
+        assert_eq!(poll(&mut f), ["open 1 @0", "lines 1 @0 a|b|"]);
+        // Rename + create, with a late line in the old file.
+        std::fs::rename(&log, &rotated).unwrap();
+        append(&rotated, "late\n");
+        append(&log, "c\n");
+        assert_eq!(poll(&mut f), ["open 2 @0", "lines 2 @0 c|", "lines 1 @4 late|"]);
+        let mut got = Vec::new();
+        for _ in 0..DRAIN_POLLS + 2 {
+            got.extend(poll(&mut f));
+        }
+        assert_eq!(got, ["closed 1"], "mail.log.1 is not opened again");
+        // copytruncate: a line is written after the last read and before the copy.
+        append(&log, "d\n");
+        std::fs::rename(&rotated, dir.join("mail.log.2")).unwrap();
+        std::fs::copy(&log, &rotated).unwrap();
+        std::fs::OpenOptions::new().write(true).truncate(true).open(&log).unwrap();
+        append(&log, "e\n");
+        assert_eq!(poll(&mut f), ["open 3 @0", "lines 3 @0 e|", "lines 2 @2 d|"]);
+        let mut got = Vec::new();
+        for _ in 0..DRAIN_POLLS + 2 {
+            got.extend(poll(&mut f));
+        }
+        assert_eq!(got, ["closed 2"]);
+        // The current file vanishes (no create): drained and closed.
+        std::fs::remove_file(&log).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..DRAIN_POLLS + 2 {
+            got.extend(poll(&mut f));
+        }
+        assert_eq!(got, ["closed 3"]);
+        // A restart whose checkpoint lists the finished generations at their ends.
+        let print = |path: &Path| fingerprint(&mut File::open(path).unwrap()).unwrap().unwrap();
+        let resume = [
+            Resume { fingerprint: print(&dir.join("mail.log.2")), offset: 9 },
+            Resume { fingerprint: print(&rotated), offset: 4 },
+        ];
+        let mut f = Follower::new(glob(&dir), &resume);
+        assert_eq!(poll(&mut f), ["open 1 @4", "open 2 @9"]);
+    }
+
+    /// A copytruncate and then a rename between two polls: the open file was truncated and holds
+    /// the next generation, so the rest of the old one is read from its copy, and the next
+    /// generation from its beginning under its rotated name.
+    #[test]
+    fn copytruncate_then_rename_between_polls() {
+        let dir = tempdir();
+        let log = dir.join("mail.log");
+        let config = FollowConfig {
+            patterns: vec![dir.join("mail.log*").display().to_string()],
+            poll: Duration::from_millis(1),
+            max_line_bytes: 100,
+        };
+        let mut f = Follower::new(config, &[]);
+        append(&log, "a1\n");
+        assert_eq!(poll(&mut f), ["open 1 @0", "lines 1 @0 a1|"]);
+        append(&log, "a2\n");
+        std::fs::copy(&log, dir.join("mail.log.1")).unwrap();
+        std::fs::OpenOptions::new().write(true).truncate(true).open(&log).unwrap();
+        append(&log, "b1 longer\n");
+        std::fs::rename(dir.join("mail.log.1"), dir.join("mail.log.2")).unwrap();
+        std::fs::rename(&log, dir.join("mail.log.1")).unwrap();
+        append(&log, "c1\n");
+        assert_eq!(
+            poll(&mut f),
+            ["open 2 @0", "lines 2 @0 c1|", "open 3 @0", "lines 3 @0 b1 longer|", "lines 1 @3 a2|"]
+        );
+    }
+
+    /// A new file that starts with the same line as a drained one is another generation: only
+    /// the drained file itself (its inode) is a rotated name.
+    #[test]
+    fn a_new_file_with_a_known_first_line_is_read() {
+        let dir = tempdir();
+        let log = dir.join("mail.log");
+        let config = FollowConfig {
+            patterns: vec![log.display().to_string()],
+            poll: Duration::from_millis(1),
+            max_line_bytes: 100,
+        };
+        let mut f = Follower::new(config, &[]);
+        append(&log, "same\n1\n");
+        assert_eq!(poll(&mut f), ["open 1 @0", "lines 1 @0 same|1|"]);
+        std::fs::rename(&log, dir.join("elsewhere")).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..DRAIN_POLLS + 1 {
+            got.extend(poll(&mut f));
+        }
+        assert_eq!(got, ["closed 1"]);
+        append(&log, "same\n2\n");
+        assert_eq!(poll(&mut f), ["open 2 @0", "lines 2 @0 same|2|"]);
     }
 
     fn tempdir() -> PathBuf {

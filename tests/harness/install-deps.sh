@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh: installs the Debian packages that the real-MTA test labs need.
 #
-# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, rspamd, spamassassin, exim, milter)
+# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, rspamd, spamassassin, exim, journald, milter, ingest)
 #
 # The one place that installs Debian packages for the tests; clickhouse.sh install and
 # rspamd.sh install call it.
@@ -64,6 +64,13 @@ for mta in "${mtas[@]}"; do
             # from Lua scripts: the protocol edge-case tests of tests/it/milter.rs.
             packages+=(miltertest)
             ;;
+        ingest)
+            # The `tlsledger ingest` tests and bench/syslog.sh run a private rsyslogd (own
+            # config, pid file and work directory, never the system service: the policy-rc.d
+            # below keeps it from starting) and logrotate with a private state file; logger
+            # comes from bsdutils (essential).
+            packages+=(rsyslog logrotate)
+            ;;
         exim)
             # The run-time libraries of exim4-daemon-light (Depends of Debian 12's package)
             # that a base system may lack; the binary comes from unpack.sh.
@@ -80,7 +87,7 @@ for mta in "${mtas[@]}"; do
             exit 2
             ;;
         *)
-            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd, spamassassin, exim, journald, milter)" >&2
+            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd, spamassassin, exim, journald, milter, ingest)" >&2
             exit 2
             ;;
     esac

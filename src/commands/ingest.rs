@@ -69,6 +69,10 @@ pub struct IngestArgs {
     #[arg(long, value_name = "ADDR")]
     pub syslog_tcp: Vec<SocketAddr>,
 
+    /// Receive syslog on a unix datagram socket created at PATH (as /dev/log; mode 0660).
+    #[arg(long, value_name = "PATH")]
+    pub syslog_unix: Vec<PathBuf>,
+
     /// Syslog senders allowed (address or CIDR; repeat). Default: loopback only.
     #[arg(long, value_name = "CIDR", value_parser = parse_net)]
     pub syslog_allow: Vec<IpNet>,
@@ -188,6 +192,7 @@ struct FileConfig {
     syslog_listen: Option<Vec<SocketAddr>>,
     syslog_udp: Option<Vec<SocketAddr>>,
     syslog_tcp: Option<Vec<SocketAddr>>,
+    syslog_unix: Option<Vec<PathBuf>>,
     syslog_allow: Option<Vec<String>>,
     max_message_bytes: Option<usize>,
     max_connections: Option<usize>,
@@ -329,6 +334,11 @@ impl Settings {
             syslog: SyslogConfig {
                 udp,
                 tcp,
+                unix: if args.syslog_unix.is_empty() {
+                    file.syslog_unix.clone().unwrap_or_default()
+                } else {
+                    args.syslog_unix.clone()
+                },
                 allow,
                 max_message_bytes: args.max_message_bytes.or(file.max_message_bytes).unwrap_or(64 * 1024),
                 max_connections: args.max_connections.or(file.max_connections).unwrap_or(64),
@@ -374,6 +384,7 @@ impl Settings {
         if settings.follow.is_empty()
             && settings.syslog.udp.is_empty()
             && settings.syslog.tcp.is_empty()
+            && settings.syslog.unix.is_empty()
             && !settings.stdin
             && settings.journal.is_none()
         {
@@ -562,7 +573,7 @@ fn run_with(settings: &Settings, args: &IngestArgs) -> Result<(ParseSummary, Ing
     // The runtime of the listeners, the ticker and the signal handlers.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        if !settings.syslog.udp.is_empty() || !settings.syslog.tcp.is_empty() {
+        if !settings.syslog.udp.is_empty() || !settings.syslog.tcp.is_empty() || !settings.syslog.unix.is_empty() {
             let (messages_tx, mut messages_rx) = mpsc::channel::<SyslogMessage>(1024);
             syslog::spawn(settings.syslog.clone(), messages_tx, syslog_counters.clone()).await?;
             let forward = sender.clone();
@@ -818,6 +829,7 @@ impl Core {
                         && idle_ticks as u128 * 100 >= 4 * self.settings.poll.as_millis().max(100)
                         && self.settings.syslog.udp.is_empty()
                         && self.settings.syslog.tcp.is_empty()
+                        && self.settings.syslog.unix.is_empty()
                     {
                         // Every followed file was read to its end for several polls: finish.
                         self.correlator.finish(&mut self.out);
@@ -1007,7 +1019,11 @@ impl Core {
     fn syslog_message(&mut self, message: SyslogMessage) {
         let key = (message.transport, message.peer);
         if !self.syslog_sources.contains_key(&key) {
-            let name = format!("syslog-{}:{}", message.transport, message.peer);
+            let name = match message.transport {
+                // Unix-socket senders have no address.
+                "unix" => "syslog-unix".to_owned(),
+                transport => format!("syslog-{transport}:{}", message.peer),
+            };
             let source = Source { kind: "syslog".to_owned(), name: name.clone(), trust: "syslog".to_owned() };
             // Positions restart with the process: the run's start time keeps event ids unique.
             let id = self.correlator.add_source_keyed(source, &format!("{name}@{}", self.started_micros));
@@ -1048,6 +1064,7 @@ impl Core {
         let old = std::mem::replace(&mut self.settings, new);
         let restart_needed = old.syslog.udp != self.settings.syslog.udp
             || old.syslog.tcp != self.settings.syslog.tcp
+            || old.syslog.unix != self.settings.syslog.unix
             || old.syslog.allow != self.settings.syslog.allow
             || old.state != self.settings.state
             || old.checkpoint_dir != self.settings.checkpoint_dir

@@ -1,4 +1,4 @@
-//! Syslog receivers: UDP (one message per datagram) and TCP with RFC 6587 framing (octet
+//! Syslog receivers: UDP and unix datagram sockets (one message per datagram) and TCP with RFC 6587 framing (octet
 //! counting, `LEN SP MSG`, or LF-terminated non-transparent framing, detected per message as
 //! rsyslog does).
 //!
@@ -41,6 +41,9 @@ pub struct SyslogConfig {
     pub udp: Vec<SocketAddr>,
     /// Addresses to accept TCP on.
     pub tcp: Vec<SocketAddr>,
+    /// Unix datagram sockets to create and receive on (like `/dev/log`); local senders only,
+    /// guarded by the socket file's permissions (mode 0660), not by the allow-list.
+    pub unix: Vec<std::path::PathBuf>,
     /// Senders allowed; everything else is refused and counted.
     pub allow: Vec<IpNet>,
     /// Longest message accepted; longer ones are skipped and counted.
@@ -101,7 +104,55 @@ pub async fn spawn(config: SyslogConfig, sender: Sender<SyslogMessage>, counters
         let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot bind syslog TCP {addr}"))?;
         tokio::spawn(tcp_accept_loop(listener, Arc::clone(&config), sender.clone(), counters.clone()));
     }
+    for path in &config.unix {
+        let socket = bind_unix(path)?;
+        tokio::spawn(unix_loop(socket, Arc::clone(&config), sender.clone(), counters.clone()));
+    }
     Ok(())
+}
+
+/// The address unix-socket senders are counted under (they have none).
+pub const UNIX_PEER: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+
+/// Binds a unix datagram socket at `path`, replacing a stale socket (never another kind of file).
+fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixDatagram> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(metadata) = std::fs::symlink_metadata(path) {
+        anyhow::ensure!(metadata.file_type().is_socket(), "{} exists and is not a socket", path.display());
+        std::fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))?;
+    }
+    let socket = tokio::net::UnixDatagram::bind(path)
+        .with_context(|| format!("cannot bind syslog socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    Ok(socket)
+}
+
+async fn unix_loop(
+    socket: tokio::net::UnixDatagram,
+    config: Arc<SyslogConfig>,
+    sender: Sender<SyslogMessage>,
+    counters: SyslogCounters,
+) {
+    let mut buf = vec![0u8; config.max_message_bytes.clamp(1, 65_535) + 1];
+    let hostname = local_hostname();
+    loop {
+        let Ok(n) = socket.recv(&mut buf).await else { continue };
+        if n > config.max_message_bytes {
+            count(&counters, UNIX_PEER, |c| c.oversized += 1);
+            continue;
+        }
+        let bytes = with_hostname(trim_trailer(&buf[..n]), &hostname);
+        let len = bytes.len() as u64;
+        match sender.try_send(SyslogMessage { transport: "unix", peer: UNIX_PEER, bytes }) {
+            Ok(()) => count(&counters, UNIX_PEER, |c| {
+                c.messages += 1;
+                c.bytes += len;
+            }),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => count(&counters, UNIX_PEER, |c| c.dropped += 1),
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
 }
 
 async fn udp_loop(
@@ -249,6 +300,43 @@ async fn read_frames<R: tokio::io::AsyncBufRead + Unpin>(
     }
 }
 
+/// This machine's name, for local messages that carry none.
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Local senders (glibc `syslog()`, `logger -u`) write `<PRI>Mmm dd hh:mm:ss TAG: MSG` to the
+/// socket, without the HOSTNAME field of RFC 3164: it is inserted, as rsyslog's imuxsock does.
+/// Messages in other forms (RFC 5424 has its own hostname field) pass unchanged.
+fn with_hostname(message: &[u8], hostname: &str) -> Vec<u8> {
+    let after_pri = match message.first() {
+        Some(b'<') => memchr::memchr(b'>', &message[..message.len().min(5)]).map(|end| end + 1),
+        _ => None,
+    };
+    let Some(start) = after_pri else { return message.to_vec() };
+    let stamp = &message[start..];
+    // `Mmm dd hh:mm:ss ` with a letter first and colons where RFC 3164 puts them.
+    let rfc3164 = stamp.len() > 16
+        && stamp[0].is_ascii_alphabetic()
+        && stamp[3] == b' '
+        && stamp[9] == b':'
+        && stamp[12] == b':'
+        && stamp[15] == b' ';
+    if !rfc3164 {
+        return message.to_vec();
+    }
+    let mut out = Vec::with_capacity(message.len() + hostname.len() + 1);
+    out.extend_from_slice(&message[..start + 16]);
+    out.extend_from_slice(hostname.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(&message[start + 16..]);
+    out
+}
+
 /// Drops the trailing LF / CRLF / NUL some senders add.
 fn trim_trailer(bytes: &[u8]) -> &[u8] {
     let mut end = bytes.len();
@@ -263,8 +351,14 @@ mod tests {
     use super::*;
 
     async fn frames(input: &[u8], max: usize) -> (Vec<String>, Result<(), FramingError>, PeerCounters) {
-        let config =
-            SyslogConfig { udp: vec![], tcp: vec![], allow: vec![], max_message_bytes: max, max_connections: 1 };
+        let config = SyslogConfig {
+            udp: vec![],
+            tcp: vec![],
+            unix: vec![],
+            allow: vec![],
+            max_message_bytes: max,
+            max_connections: 1,
+        };
         let (tx, mut rx) = tokio::sync::mpsc::channel(100);
         let counters = SyslogCounters::default();
         let peer: IpAddr = "127.0.0.1".parse().unwrap();
@@ -293,6 +387,21 @@ mod tests {
         assert!(frames(b"12345678901 x", 12).await.1.is_err());
         // A truncated last frame is dropped, not delivered short.
         assert_eq!(frames(b"10 abc", 12).await.0, Vec::<String>::new());
+    }
+
+    #[test]
+    fn local_messages_get_the_hostname() {
+        let local = b"<13>Nov 30 18:41:40 postfix/smtpd[4343]: connect from x[192.0.2.1]";
+        assert_eq!(
+            with_hostname(local, "mx1"),
+            b"<13>Nov 30 18:41:40 mx1 postfix/smtpd[4343]: connect from x[192.0.2.1]".to_vec()
+        );
+        let rfc5424 = b"<13>1 2026-11-30T18:41:40Z mx1 postfix/smtpd 4343 - - x";
+        assert_eq!(with_hostname(rfc5424, "other"), rfc5424.to_vec());
+        assert_eq!(with_hostname(b"<13>", "h"), b"<13>".to_vec());
+        assert_eq!(with_hostname(b"", "h"), b"".to_vec());
+        let line = String::from_utf8(with_hostname(local, "mx1")).unwrap();
+        assert_eq!(parsers::parse_record(&line).unwrap().header.appname, "postfix/smtpd");
     }
 
     #[test]

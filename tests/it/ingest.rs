@@ -163,6 +163,7 @@ fn ingest_receives_syslog_from_logger_over_tcp_and_udp() {
     let tcp_addr = format!("127.0.0.1:{tcp}");
     let udp_addr = format!("127.0.0.1:{udp}");
     let metrics_addr = format!("127.0.0.1:{}", 18_114 + std::process::id() % 400);
+    let unix_socket = dir.join("log.sock");
     let daemon = ingest(
         &[
             "--syslog-tcp",
@@ -174,6 +175,8 @@ fn ingest_receives_syslog_from_logger_over_tcp_and_udp() {
             "--stats",
             "--metrics-listen",
             &metrics_addr,
+            "--syslog-unix",
+            unix_socket.to_str().unwrap(),
         ],
         &out,
     );
@@ -198,6 +201,18 @@ fn ingest_receives_syslog_from_logger_over_tcp_and_udp() {
     wait_for("the TCP session's observation", || std::fs::read_to_string(&out).unwrap().contains("192.0.2.71"));
     session("192.0.2.72", "udp", udp as u16);
     wait_for("the UDP session's observation", || std::fs::read_to_string(&out).unwrap().contains("192.0.2.72"));
+    // A unix datagram socket, as /dev/log (logger -u).
+    for message in [
+        "connect from client.example[192.0.2.73]",
+        "disconnect from client.example[192.0.2.73] ehlo=1 quit=1 commands=2",
+    ] {
+        let status = Command::new("logger")
+            .args(["-u", unix_socket.to_str().unwrap(), "-t", "postfix/smtpd", "--id=4343", message])
+            .status()
+            .expect("logger");
+        assert!(status.success());
+    }
+    wait_for("the unix socket session's observation", || std::fs::read_to_string(&out).unwrap().contains("192.0.2.73"));
     // Prometheus metrics and health, over plain HTTP.
     let get = |path: &str| -> String {
         let mut stream = std::net::TcpStream::connect(&metrics_addr).unwrap();
@@ -206,9 +221,10 @@ fn ingest_receives_syslog_from_logger_over_tcp_and_udp() {
         std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
         response
     };
-    wait_for("both observations in /metrics", || get("/metrics").contains("\ntlsledger_observations_total 2\n"));
+    wait_for("the observations in /metrics", || get("/metrics").contains("\ntlsledger_observations_total 3\n"));
     let metrics = get("/metrics");
-    assert!(metrics.contains("# TYPE tlsledger_lines_total counter\ntlsledger_lines_total 6\n"), "{metrics}");
+    assert!(metrics.contains("# TYPE tlsledger_lines_total counter\ntlsledger_lines_total 8\n"), "{metrics}");
+    assert!(metrics.contains("tlsledger_syslog_messages_total{peer=\"::\"} 2\n"), "{metrics}");
     assert!(metrics.contains("tlsledger_syslog_messages_total{peer=\"127.0.0.1\"} 6\n"), "{metrics}");
     assert!(get("/healthz").starts_with("HTTP/1.1 200"));
     assert!(get("/nothing").starts_with("HTTP/1.1 404"));

@@ -163,6 +163,10 @@ pub struct IngestArgs {
     #[arg(long)]
     pub stats: bool,
 
+    /// Format of the daemon's own log on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
     /// Whether the MTA logs a TLS line for every TLS connection (see `tlsledger parse --help`).
     #[arg(long, value_enum)]
     pub tls_logging: Option<TlsLogging>,
@@ -530,6 +534,7 @@ pub struct IngestCounters {
 
 /// Runs the daemon until a signal (or, with `--exit-at-end`, the end of the input).
 pub fn run(args: &IngestArgs) -> Result<()> {
+    init_logging(args.log_format);
     let settings = Settings::resolve(args)?;
     let (summary, counters, syslog_counters) = run_with(&settings, args)?;
     if args.stats {
@@ -842,7 +847,7 @@ impl Core {
                 }
                 Input::Reload => self.reload(),
                 Input::Shutdown(signal) => {
-                    tracing_line(&format!("{signal}: writing a last checkpoint and stopping"));
+                    tracing::info!("{signal}: writing a last checkpoint and stopping");
                     self.last_feed = None;
                     self.sync(sink, state)?;
                     return Ok(());
@@ -925,7 +930,7 @@ impl Core {
             }
             FileEvent::Error { path, message } => {
                 self.counters.file_errors += 1;
-                tracing_line(&format!("cannot read {}: {message}", path.display()));
+                tracing::warn!(path = %path.display(), "cannot read the file: {message}");
             }
         }
     }
@@ -1052,7 +1057,7 @@ impl Core {
         let new = match Settings::resolve(&self.args) {
             Ok(new) => new,
             Err(error) => {
-                tracing_line(&format!("SIGHUP: configuration not reloaded ({error:#}); keeping the running one"));
+                tracing::error!("SIGHUP: configuration not reloaded ({error:#}); keeping the running one");
                 return;
             }
         };
@@ -1083,15 +1088,15 @@ impl Core {
         self.settings.journal = old.journal;
         self.settings.stdin = old.stdin;
         self.settings.trusted_files = old.trusted_files;
-        tracing_line(&format!(
-            "SIGHUP: configuration reloaded (follow: {}){}",
-            self.settings.follow.join(", "),
-            if restart_needed {
-                "; listener, state, checkpoint, ClickHouse, metrics or journal changes need a restart"
-            } else {
-                ""
-            }
-        ));
+        let follow = self.settings.follow.join(", ");
+        if restart_needed {
+            tracing::warn!(
+                %follow,
+                "SIGHUP: configuration reloaded; listener, state, checkpoint, ClickHouse, metrics or journal changes need a restart"
+            );
+        } else {
+            tracing::info!(%follow, "SIGHUP: configuration reloaded");
+        }
     }
 
     /// Publishes the counters for `/metrics`.
@@ -1214,7 +1219,7 @@ impl Core {
             Ok(()) => self.counters.feed_refreshes += 1,
             Err(error) => {
                 self.counters.feed_failures += 1;
-                tracing_line(&format!("feed refresh in {}: {error:#}", dir.display()));
+                tracing::warn!(feed_dir = %dir.display(), "feed refresh not published: {error:#}");
             }
         }
     }
@@ -1319,9 +1324,23 @@ fn replay_wanted(open: &OpenProcesses, offset: u64, line: &[u8]) -> bool {
     open.get(&key).is_some_and(|first| *first <= offset)
 }
 
-/// A log line on stderr (the daemon's own messages).
-fn tracing_line(message: &str) {
-    eprintln!("tlsledger ingest: {message}");
+/// The daemon's own log on stderr: `tracing` events, human-readable or one JSON object per line.
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false);
+    let _ = match format {
+        LogFormat::Human => builder.with_ansi(false).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-11-30T18:00:00Z  INFO message`.
+    #[default]
+    Human,
+    /// One JSON object per line (`timestamp`, `level`, `fields`).
+    Json,
 }
 
 #[cfg(test)]

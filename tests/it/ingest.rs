@@ -263,6 +263,8 @@ fn ingest_refuses_and_counts_syslog_senders_outside_the_allow_list() {
             "--no-state",
             "--stdout",
             "--stats",
+            "--log-format",
+            "json",
         ],
         &out,
     );
@@ -283,6 +285,10 @@ fn ingest_refuses_and_counts_syslog_senders_outside_the_allow_list() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(std::fs::read_to_string(&out).unwrap().is_empty(), "nothing from a refused sender is used");
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // The daemon's own log is JSON with --log-format json.
+    let event = stderr.lines().find(|l| l.contains("SIGTERM")).unwrap_or_else(|| panic!("{stderr}"));
+    let event: serde_json::Value = serde_json::from_str(event).unwrap_or_else(|e| panic!("{e}: {event}"));
+    assert_eq!(event["level"], "INFO");
     let line = stderr.lines().find(|l| l.contains("syslog 127.0.0.1:")).unwrap_or_else(|| panic!("{stderr}"));
     assert!(line.contains(": 0 messages"), "{line}");
     let refused: u64 = line.split(", ").find_map(|part| part.strip_suffix(" refused")?.parse().ok()).unwrap();

@@ -6,7 +6,6 @@
 //! the core has published within [`STALE_AFTER`], else 503 (a stuck core, e.g. a sink that hangs).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,8 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -117,8 +115,8 @@ pub async fn spawn(addr: SocketAddr, allow: Vec<IpNet>, published: Published, sy
             let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else { continue };
             let (published, syslog) = (published.clone(), syslog.clone());
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let response = match request.uri().path() {
+                crate::commands::serve::serve_http1(stream, move |request| {
+                    match request.uri().path() {
                         "/metrics" => Response::builder()
                             .header("content-type", "text/plain; version=0.0.4")
                             .body(Full::new(Bytes::from(published.render(&syslog)))),
@@ -130,15 +128,9 @@ pub async fn spawn(addr: SocketAddr, allow: Vec<IpNet>, published: Published, sy
                             .status(StatusCode::NOT_FOUND)
                             .body(Full::new(Bytes::from("not found\n"))),
                     }
-                    .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(io, service)
-                    .await;
+                    .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+                })
+                .await;
                 drop(permit);
             });
         }

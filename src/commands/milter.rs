@@ -224,7 +224,7 @@ pub fn run(args: &MilterArgs) -> Result<()> {
     let served = runtime.block_on(async {
         let bound = Bound::bind(&args.listen).await?;
         eprintln!("tlsledger: milter listening on {}", bound.local());
-        milter::run(bound, settings, outlet, shutdown_signal()).await
+        milter::run(bound, settings, outlet, crate::commands::serve::shutdown_signal()).await
     });
     drop(runtime);
     // The writer stops after what the sessions queued before they closed.
@@ -241,18 +241,6 @@ pub fn run(args: &MilterArgs) -> Result<()> {
         counters.classify_timeouts.load(Ordering::Relaxed),
     );
     served
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-        return;
-    }
-    let _ = ctrl_c.await;
 }
 
 #[cfg(test)]

@@ -280,16 +280,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             }
             let app = Arc::clone(&app);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let response = app.respond(&request);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(io, service)
-                    .await;
+                serve_http1(stream, move |request| app.respond(request)).await;
                 drop(permit);
             });
         }
@@ -298,7 +289,26 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     })
 }
 
-async fn shutdown_signal() {
+/// Serves one HTTP/1.1 connection with `respond` (10 s to send the request headers).
+pub(crate) async fn serve_http1(
+    stream: tokio::net::TcpStream,
+    respond: impl Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
+) {
+    let respond = Arc::new(respond);
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let response = respond(&request);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(io, service)
+        .await;
+}
+
+/// Resolves at SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

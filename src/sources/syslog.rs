@@ -143,14 +143,8 @@ async fn unix_loop(
             continue;
         }
         let bytes = with_hostname(trim_trailer(&buf[..n]), &hostname);
-        let len = bytes.len() as u64;
-        match sender.try_send(SyslogMessage { transport: "unix", peer: UNIX_PEER, bytes }) {
-            Ok(()) => count(&counters, UNIX_PEER, |c| {
-                c.messages += 1;
-                c.bytes += len;
-            }),
-            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => count(&counters, UNIX_PEER, |c| c.dropped += 1),
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+        if !offer(&sender, &counters, SyslogMessage { transport: "unix", peer: UNIX_PEER, bytes }) {
+            return;
         }
     }
 }
@@ -175,14 +169,8 @@ async fn udp_loop(
             continue;
         }
         let bytes = trim_trailer(&buf[..n]).to_vec();
-        let len = bytes.len() as u64;
-        match sender.try_send(SyslogMessage { transport: "udp", peer, bytes }) {
-            Ok(()) => count(&counters, peer, |c| {
-                c.messages += 1;
-                c.bytes += len;
-            }),
-            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => count(&counters, peer, |c| c.dropped += 1),
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+        if !offer(&sender, &counters, SyslogMessage { transport: "udp", peer, bytes }) {
+            return;
         }
     }
 }
@@ -298,6 +286,21 @@ async fn read_frames<R: tokio::io::AsyncBufRead + Unpin>(
             c.bytes += len;
         });
     }
+}
+
+/// Hands a datagram's message on without waiting: counted as delivered, or as dropped when the
+/// pipeline is full (datagram senders cannot be slowed down). False when the pipeline is gone.
+fn offer(sender: &Sender<SyslogMessage>, counters: &SyslogCounters, message: SyslogMessage) -> bool {
+    let (peer, len) = (message.peer, message.bytes.len() as u64);
+    match sender.try_send(message) {
+        Ok(()) => count(counters, peer, |c| {
+            c.messages += 1;
+            c.bytes += len;
+        }),
+        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => count(counters, peer, |c| c.dropped += 1),
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return false,
+    }
+    true
 }
 
 /// This machine's name, for local messages that carry none.

@@ -65,6 +65,9 @@ struct Client {
     pending_policy: Option<&'static str>,
     /// `TLS library problem` lines logged before their connection was known.
     pending_reasons: Vec<String>,
+    /// Offset of the first line behind `pending_policy` / `pending_reasons`, so a reader that
+    /// restarts at [`State::low_water`] reads it again.
+    pending_offset: Option<u64>,
     last_micros: i64,
 }
 
@@ -78,6 +81,9 @@ struct Connection {
     last_micros: i64,
     source: Option<SourceId>,
     offset: u64,
+    /// The earliest line this connection's state depends on (its first line, or an earlier
+    /// pending line of its process): where a restarted reader must start to rebuild it.
+    needs_from: u64,
     lines: u32,
     tls: Option<TlsInfo>,
     /// Handshake failure detail (`SSL_connect error … : -1`, `lost connection after STARTTLS`).
@@ -127,20 +133,31 @@ impl State {
     /// The offset of the earliest line of `source` that an open connection still needs: a
     /// reader that restarts from here loses nothing that is still open.
     pub fn low_water(&self, source: SourceId) -> Option<u64> {
-        let clients = self.clients.values().filter_map(|client| client.conn.as_deref());
-        let servers = self.servers.values().map(|session| &*session.conn);
-        clients.chain(servers).filter(|conn| conn.source == Some(source)).map(|conn| conn.offset).min()
+        self.open_processes(source).into_iter().map(|(_, offset)| offset).min()
     }
 
     /// The processes with an open connection from `source`, with the offset of its first line.
+    ///
+    /// A client process counts from its earliest pending line (a `TLS library problem` or a
+    /// discarded EHLO keyword logged before the connection it belongs to); pending lines belong
+    /// to the source of the process's connection, or to `source` when it has none.
     pub fn open_processes(&self, source: SourceId) -> Vec<(ProcessKey, u64)> {
-        let clients = self.clients.iter().filter_map(|(key, client)| Some((*key, client.conn.as_deref()?)));
-        let servers = self.servers.iter().map(|(key, session)| (*key, &*session.conn));
-        clients
-            .chain(servers)
-            .filter(|(_, conn)| conn.source == Some(source))
-            .map(|(key, conn)| (key, conn.offset))
-            .collect()
+        let clients = self.clients.iter().filter_map(|(key, client)| {
+            let ours = client.conn.as_deref().is_none_or(|conn| conn.source == Some(source));
+            let conn = client.conn.as_deref().filter(|conn| conn.source == Some(source)).map(|conn| conn.needs_from);
+            let pending = client.pending_offset.filter(|_| ours);
+            let offset = match (conn, pending) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }?;
+            Some((*key, offset))
+        });
+        let servers = self
+            .servers
+            .iter()
+            .filter(|(_, session)| session.conn.source == Some(source))
+            .map(|(key, session)| (*key, session.conn.needs_from));
+        clients.chain(servers).collect()
     }
 
     /// Handles one event of daemon `service` from `process`.
@@ -234,10 +251,17 @@ impl State {
             Event::HandshakeError { peer, detail, .. } => {
                 let client = self.clients.entry(process).or_default();
                 let reasons = std::mem::take(&mut client.pending_reasons);
+                let pending_offset = client.pending_offset;
+                if client.pending_policy.is_none() {
+                    client.pending_offset = None;
+                }
                 let conn = self.client_conn_for(ctx, process, peer, |c| {
                     c.tls.is_none() && c.handshake.is_none() && c.deliveries == 0
                 });
                 conn.handshake = Some(format!("SSL_connect error: {detail}"));
+                if !reasons.is_empty() {
+                    conn.needs_from = conn.needs_from.min(pending_offset.unwrap_or(conn.needs_from));
+                }
                 conn.reasons.extend(reasons);
             }
             Event::TlsLibraryProblem { reason, .. } => {
@@ -248,7 +272,10 @@ impl State {
                         touch(conn, now);
                         push_bounded(&mut conn.reasons, reason, MAX_REASONS);
                     }
-                    _ => push_bounded(&mut client.pending_reasons, reason, MAX_REASONS),
+                    _ => {
+                        client.pending_offset.get_or_insert(ctx.meta.offset);
+                        push_bounded(&mut client.pending_reasons, reason, MAX_REASONS)
+                    }
                 }
             }
             Event::CertVerifyFailed { peer, reason } => {
@@ -287,7 +314,9 @@ impl State {
                 if let Some(conn) = client.conn.take() {
                     self.emit(ctx, process, Direction::Outbound, conn);
                 }
-                self.clients.entry(process).or_default().pending_policy = Some(policy);
+                let client = self.clients.entry(process).or_default();
+                client.pending_policy = Some(policy);
+                client.pending_offset.get_or_insert(ctx.meta.offset);
             }
             Event::Delivery(delivery) => self.client_delivery(ctx, process, delivery),
             _ => ctx.counters.ignored += 1,
@@ -332,6 +361,10 @@ impl State {
         let client = self.clients.entry(process).or_default();
         client.last_micros = now;
         let pending_policy = client.pending_policy.take();
+        let pending_offset = client.pending_offset;
+        if pending_policy.is_some() && client.pending_reasons.is_empty() {
+            client.pending_offset = None;
+        }
         let mut fallback = false;
         let join = match client.conn.as_ref() {
             Some(conn) if same_peer(conn, &peer) => {
@@ -352,14 +385,24 @@ impl State {
             touch(conn, now);
             conn
         } else {
+            // A plaintext retry takes its `after_tls_failure` from the failed connection: a
+            // restarted reader must see that one again to rebuild it.
+            let mut inherited_from = None;
             if let Some(mut old) = client.conn.take() {
                 if fallback {
                     old.delivered.get_or_insert(false);
+                    inherited_from = Some(old.needs_from);
                 }
                 emit(seen, ctx, process, Direction::Outbound, old);
             }
             let mut conn = Connection::new(&peer, &ctx.meta);
             conn.after_tls_failure = fallback;
+            if let Some(from) = inherited_from {
+                conn.needs_from = conn.needs_from.min(from);
+            }
+            if pending_policy.is_some() {
+                conn.needs_from = conn.needs_from.min(pending_offset.unwrap_or(conn.needs_from));
+            }
             conn.local_policy = pending_policy;
             client.conn.insert(conn)
         };
@@ -578,6 +621,7 @@ impl Connection {
             last_micros: meta.ts_micros,
             source: Some(meta.source),
             offset: meta.offset,
+            needs_from: meta.offset,
             lines: 1,
             ..Connection::default()
         })
@@ -931,6 +975,38 @@ mod tests {
     }
 
     const TLS_A: &str = "Nov 30 10:00:00 mx postfix/smtp[100]: Trusted TLS connection established to a.example[192.0.2.1]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256";
+
+    /// After each line, the correlator's low-water mark for the source (`None`: nothing open).
+    fn low_waters(lines: &[&str]) -> Vec<Option<u64>> {
+        let mut correlator = Correlator::new(Config::default());
+        let source =
+            correlator.add_source(Source { kind: "file".to_owned(), name: "t".to_owned(), trust: "local".to_owned() });
+        let mut years = parsers::YearInference::new(2026, 12);
+        let mut clock = crate::clock::LogClock::new(crate::clock::Zone::Utc);
+        let (mut out, mut offset, mut marks) = (Vec::new(), 0, Vec::new());
+        for line in lines {
+            let record = parsers::parse_line(line, &mut years).unwrap();
+            let ts_micros = clock.micros(record.header.timestamp.as_ref().unwrap());
+            correlator.push(&record, LineMeta { source, offset, ts_micros }, &mut out);
+            marks.push(correlator.low_water(source));
+            offset += 100;
+        }
+        marks
+    }
+
+    #[test]
+    fn the_low_water_mark_covers_the_lines_a_connection_depends_on() {
+        let marks = low_waters(&[
+            // A TLS library problem logged before its connection: pending, needed from 0.
+            "Nov 30 10:00:00 mx postfix/smtp[7]: warning: TLS library problem: error:0A000410:SSL routines::sslv3 alert handshake failure:../ssl/record/rec_layer_s3.c:1584:SSL alert number 40:",
+            "Nov 30 10:00:01 mx postfix/smtp[7]: SSL_connect error to a.example[192.0.2.1]:25: -1",
+            // The plaintext retry inherits `after_tls_failure` from the failed connection.
+            "Nov 30 10:00:02 mx postfix/smtp[7]: AAAAA11111: to=<u@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)",
+            // A new connection of the same process that depends on nothing earlier.
+            "Nov 30 10:00:03 mx postfix/smtp[7]: Trusted TLS connection established to b.example[192.0.2.2]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+        ]);
+        assert_eq!(marks, [Some(0), Some(0), Some(0), Some(300)]);
+    }
 
     #[test]
     fn tls_line_joins_following_deliveries_of_the_pid() {

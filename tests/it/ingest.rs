@@ -164,7 +164,7 @@ fn ingest_receives_syslog_from_logger_over_tcp_and_udp() {
     let udp_addr = format!("127.0.0.1:{udp}");
     let metrics_addr = format!("127.0.0.1:{}", 18_114 + std::process::id() % 400);
     let unix_socket = dir.join("log.sock");
-    let daemon = ingest(
+    let daemon = Reaped(Some(ingest(
         &[
             "--syslog-tcp",
             &tcp_addr,
@@ -179,7 +179,7 @@ fn ingest_receives_syslog_from_logger_over_tcp_and_udp() {
             unix_socket.to_str().unwrap(),
         ],
         &out,
-    );
+    )));
     wait_for("the TCP listener", || std::net::TcpStream::connect(&tcp_addr).is_ok());
     let session = |ip: &str, transport: &str, port: u16| {
         for message in [
@@ -229,7 +229,7 @@ fn ingest_receives_syslog_from_logger_over_tcp_and_udp() {
     assert!(get("/healthz").starts_with("HTTP/1.1 200"));
     assert!(get("/nothing").starts_with("HTTP/1.1 404"));
     Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
-    let output = daemon.wait_with_output().unwrap();
+    let output = daemon.take().wait_with_output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let found = observations(&std::fs::read(&out).unwrap());
     for (ip, kind) in [("192.0.2.71", "syslog"), ("192.0.2.72", "syslog")] {
@@ -252,7 +252,7 @@ fn ingest_refuses_and_counts_syslog_senders_outside_the_allow_list() {
     let tcp_addr = format!("127.0.0.1:{tcp}");
     let udp_addr = format!("127.0.0.1:{udp}");
     // Only a documentation network may send: loopback is refused.
-    let daemon = ingest(
+    let daemon = Reaped(Some(ingest(
         &[
             "--syslog-tcp",
             &tcp_addr,
@@ -267,7 +267,7 @@ fn ingest_refuses_and_counts_syslog_senders_outside_the_allow_list() {
             "json",
         ],
         &out,
-    );
+    )));
     wait_for("the TCP listener", || std::net::TcpStream::connect(&tcp_addr).is_ok());
     // A sender of our own: the listener closes the connection without reading, which the
     // sender sees as end of stream (or a reset) once the refusal has been counted.
@@ -281,7 +281,7 @@ fn ingest_refuses_and_counts_syslog_senders_outside_the_allow_list() {
         .args(["-n", "127.0.0.1", "-P", &udp.to_string(), "--udp", "-t", "postfix/smtpd", "connect from x[192.0.2.81]"])
         .status();
     Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
-    let output = daemon.wait_with_output().unwrap();
+    let output = daemon.take().wait_with_output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(std::fs::read_to_string(&out).unwrap().is_empty(), "nothing from a refused sender is used");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -316,7 +316,7 @@ fn ingest_sighup_reloads_the_follow_patterns() {
     write_config(&[&first]);
     let out = dir.join("out.jsonl");
     let checkpoints = dir.join("checkpoints");
-    let daemon = ingest(
+    let daemon = Reaped(Some(ingest(
         &[
             "--config",
             config.to_str().unwrap(),
@@ -326,7 +326,7 @@ fn ingest_sighup_reloads_the_follow_patterns() {
             checkpoints.to_str().unwrap(),
         ],
         &out,
-    );
+    )));
     let seen = |ip: &str| std::fs::read_to_string(&out).unwrap().contains(ip);
     wait_for("the first file's session", || seen("192.0.2.61"));
     assert!(!seen("192.0.2.62"), "the second file is not followed yet");
@@ -334,7 +334,7 @@ fn ingest_sighup_reloads_the_follow_patterns() {
     Command::new("kill").args(["-HUP", &daemon.id().to_string()]).status().unwrap();
     wait_for("the second file's session after SIGHUP", || seen("192.0.2.62"));
     Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
-    let output = daemon.wait_with_output().unwrap();
+    let output = daemon.take().wait_with_output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("SIGHUP: configuration reloaded"), "{stderr}");
@@ -388,6 +388,10 @@ impl Reaped {
 
     fn take(mut self) -> std::process::Child {
         self.0.take().expect("not taken")
+    }
+
+    fn id(&self) -> u32 {
+        self.0.as_ref().expect("not taken").id()
     }
 }
 

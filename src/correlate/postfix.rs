@@ -126,6 +126,17 @@ struct Session {
 
 impl State {
     /// Connections and sessions currently open.
+    /// The instances (interned names) known to log TLS summaries, and on which side (`true`:
+    /// server, inbound): the evidence [`TlsLogging::Auto`] decides by.
+    pub fn tls_logging_seen(&self) -> impl Iterator<Item = (u32, bool)> + '_ {
+        self.tls_logging_seen.iter().copied()
+    }
+
+    /// Restores evidence from [`State::tls_logging_seen`] of an earlier run.
+    pub fn restore_tls_logging_seen(&mut self, name: u32, inbound: bool) {
+        self.tls_logging_seen.insert((name, inbound));
+    }
+
     pub fn open(&self) -> usize {
         self.clients.len() + self.servers.len()
     }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -730,4 +730,45 @@ fn ingest_follow_counts_each_line_once_across_logrotate_and_sigkill() {
     assert_eq!(got.len(), want.len(), "seed {seed}");
     assert!(want.values().all(|d| d.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>() == 1));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--tls-logging auto` (the default) calls a connection without a TLS line plaintext only for an
+/// instance seen logging TLS summaries. That evidence is kept with the checkpoint: after a restart
+/// the first plaintext delivery is still plaintext, as in one uninterrupted run.
+#[test]
+fn ingest_keeps_the_tls_logging_evidence_across_a_restart() {
+    let dir = temp_dir("ingest-tls-evidence");
+    let log = dir.join("mail.log");
+    let tls = "2026-11-20T08:00:00+00:00 mx postfix/smtp[100]: Trusted TLS connection established to mx.a.example[192.0.2.1]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n\
+               2026-11-20T08:00:01+00:00 mx postfix/smtp[100]: 3F1A2B3C4D: to=<u@a.example>, relay=mx.a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)\n";
+    let plain = "2026-11-20T08:05:00+00:00 mx postfix/smtp[101]: 3F1A2B3C4E: to=<u@b.example>, relay=mx.b.example[192.0.2.2]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)\n";
+    let outcomes = |out: &Path| -> Vec<(String, String)> {
+        observations(&std::fs::read(out).unwrap())
+            .iter()
+            .map(|o| (o["peer"]["ip"].as_str().unwrap_or("").to_owned(), o["outcome"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let run = |name: &str, state: &Path| -> PathBuf {
+        let out = dir.join(name);
+        let args = ["--follow", log.to_str().unwrap(), "--state", state.to_str().unwrap(), "--stdout", "--exit-at-end"];
+        let output = ingest(&args, &out).wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        out
+    };
+
+    // One run over both lines: the instance logs TLS, so the second delivery is plaintext.
+    std::fs::write(&log, format!("{tls}{plain}")).unwrap();
+    let reference = outcomes(&run("reference.jsonl", &dir.join("reference-state")));
+    assert_eq!(reference, [("192.0.2.1".into(), "tls".into()), ("192.0.2.2".into(), "plaintext".into())]);
+
+    // The same lines in two runs: the second run sees only the plaintext delivery.
+    std::fs::write(&log, tls).unwrap();
+    let state = dir.join("state");
+    assert_eq!(outcomes(&run("first.jsonl", &state)), [("192.0.2.1".to_owned(), "tls".to_owned())]);
+    let checkpoints = std::fs::read_to_string(state.join("checkpoints.json")).unwrap();
+    assert!(checkpoints.contains("\"tls_logging\""), "{checkpoints}");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    file.write_all(plain.as_bytes()).unwrap();
+    drop(file);
+    assert_eq!(outcomes(&run("second.jsonl", &state)), [("192.0.2.2".to_owned(), "plaintext".to_owned())]);
 }

@@ -125,7 +125,6 @@ struct Session {
 }
 
 impl State {
-    /// Connections and sessions currently open.
     /// The instances (interned names) known to log TLS summaries, and on which side (`true`:
     /// server, inbound): the evidence [`TlsLogging::Auto`] decides by.
     pub fn tls_logging_seen(&self) -> impl Iterator<Item = (u32, bool)> + '_ {
@@ -137,6 +136,7 @@ impl State {
         self.tls_logging_seen.insert((name, inbound));
     }
 
+    /// Connections and sessions currently open.
     pub fn open(&self) -> usize {
         self.clients.len() + self.servers.len()
     }

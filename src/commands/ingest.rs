@@ -960,9 +960,15 @@ impl Core {
         checkpoint: Option<FileCheckpoint>,
     ) {
         let source_name = source.name.clone();
-        let id = self.correlator.add_source_keyed(source, &format!("{source_name}#{fingerprint:016x}"));
-        let arc = Arc::clone(self.correlator.source(id).expect("just added"));
         let journal = source_name.starts_with("journal:");
+        // A file generation's event ids depend on its content (the fingerprint), not on the name
+        // it was found under: a generation first read as `mail.log` by a run that was killed
+        // before its checkpoint is found as `mail.log.1` after a rotation, and the lines it
+        // emits again must carry the same ids (ClickHouse collapses them with FINAL).
+        let id_key =
+            if journal { format!("{source_name}#{fingerprint:016x}") } else { format!("file#{fingerprint:016x}") };
+        let id = self.correlator.add_source_keyed(source, &id_key);
+        let arc = Arc::clone(self.correlator.source(id).expect("just added"));
         let skip_below = checkpoint.as_ref().filter(|_| journal).map_or(0, |f| f.offset);
         let (emitted, replay) = match checkpoint {
             Some(f) => {

@@ -537,7 +537,8 @@ impl Random {
 /// killed with SIGKILL at random points and restarted.
 ///
 /// What it proves: every session number comes out on stdout at least once (at-least-once across
-/// kills and rotations), no observation is a fragment (every one is a whole TLS session), and the
+/// kills and rotations), every one is in ClickHouse exactly once (`FINAL`), no observation is a
+/// fragment (every one is a whole TLS session), and the
 /// reputation state counts every session exactly once, the same counts per endpoint as one
 /// uninterrupted run over all the lines, whatever the follower saw of the rotations (renames,
 /// truncations, a truncation and a rename between two polls, rotations while it was dead).
@@ -606,12 +607,21 @@ fn ingest_follow_counts_each_line_once_across_logrotate_and_sigkill() {
     };
     let state = dir.join("state");
     let pattern = format!("{}*", log.display());
+    let clickhouse = crate::clickhouse::Server::started(9);
+    clickhouse.apply_schema("rotation");
+    let spool = dir.join("spool");
     let start_ingester = |run: usize, exit_at_end: bool| {
         let mut args = vec![
             "--follow".to_owned(),
             pattern.clone(),
             "--state".to_owned(),
             state.display().to_string(),
+            "--clickhouse".to_owned(),
+            clickhouse.url.clone(),
+            "--database".to_owned(),
+            "rotation".to_owned(),
+            "--spool-dir".to_owned(),
+            spool.display().to_string(),
             "--stdout".to_owned(),
             "--poll-ms".to_owned(),
             "20".to_owned(),
@@ -729,6 +739,13 @@ fn ingest_follow_counts_each_line_once_across_logrotate_and_sigkill() {
     assert!(differ.is_empty(), "seed {seed}: reputation counts (reference, got) differ, e.g. {differ:?}");
     assert_eq!(got.len(), want.len(), "seed {seed}");
     assert!(want.values().all(|d| d.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>() == 1));
+    // ClickHouse: every session exactly once (observations emitted again after a kill carry the
+    // same event id, which `FINAL` collapses).
+    let counts = clickhouse.query(
+        "SELECT count(), uniqExact(event_id), uniqExact(peer_hostname), countIf(outcome != 'tls') \
+         FROM rotation.observations FINAL",
+    );
+    assert_eq!(counts, format!("{n_sessions}\t{n_sessions}\t{n_sessions}\t0\n"), "seed {seed}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

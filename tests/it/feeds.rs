@@ -64,21 +64,7 @@ fn postmap_query(key: &str, map: &Path) -> Option<String> {
 fn feed_files_are_read_by_the_real_consumers() {
     let state = dir("state");
     let out = dir("out");
-    let parsed = tlsledger(
-        &[
-            "parse",
-            "--output",
-            "none",
-            "--tls-logging",
-            "on",
-            "--trusted-files",
-            "--state",
-            state.to_str().unwrap(),
-            "-",
-        ],
-        log().as_bytes(),
-    );
-    assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
+    crate::common::parse_into_state(&state, "-", log().as_bytes(), &[]);
     let feed = tlsledger(
         &["feed", "--state", state.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", "2026-11-11T10:00:00Z"],
         b"",
@@ -633,21 +619,7 @@ fn exim_delivery(name: &str, out: &Path, port: u16) -> String {
 #[test]
 fn opt_in_exim_and_sendmail_tiers_are_rate_limited_and_hold_mail_in_a_real_exim() {
     let state = dir("tiers-state");
-    let parsed = tlsledger(
-        &[
-            "parse",
-            "--output",
-            "none",
-            "--tls-logging",
-            "on",
-            "--trusted-files",
-            "--state",
-            state.to_str().unwrap(),
-            "-",
-        ],
-        loopback_valid_log().as_bytes(),
-    );
-    assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
+    crate::common::parse_into_state(&state, "-", loopback_valid_log().as_bytes(), &[]);
     let thresholds = write_temp(
         "tiers.toml",
         "[enforcement]\nexim_tier = \"verify\"\nsendmail_tier = \"encrypt\"\nmax_promotions_per_hour = 1\n",

@@ -123,6 +123,7 @@ const INPUTS: &[&str] = &[
     "tests/data/corpus/kumina-postfix_exporter.log",
     "tests/data/corpus/synthetic-framings.txt",
     "tests/data/corpus/fail2ban-postfix.log",
+    "tests/data/postfix/tls-loglevel2-out.maillog",
 ];
 
 const PARSE: &[&str] = &["parse", "--reference-time", "2026-11-30T00:00:00Z", "--log-zone", "utc"];
@@ -133,7 +134,7 @@ fn clickhouse_schema_apply_is_idempotent_and_refuses_changed_files() {
     let first = server.apply_schema("tlsledger");
     let first_text = String::from_utf8_lossy(&first.stderr);
     assert!(first_text.contains("applied schema/portable/0001_observations.sql"), "{first_text}");
-    assert!(first_text.contains("3 file(s) applied"), "{first_text}");
+    assert!(first_text.contains("4 file(s) applied"), "{first_text}");
     let tables = server.query("SELECT name FROM system.tables WHERE database = 'tlsledger' ORDER BY name");
     assert_eq!(
         tables,
@@ -142,7 +143,7 @@ fn clickhouse_schema_apply_is_idempotent_and_refuses_changed_files() {
 
     let second = server.apply_schema("tlsledger");
     assert!(String::from_utf8_lossy(&second.stderr).contains("is up to date"));
-    assert_eq!(server.query("SELECT count() FROM tlsledger.schema_migrations"), "3\n");
+    assert_eq!(server.query("SELECT count() FROM tlsledger.schema_migrations"), "4\n");
 
     let status = tlsledger(&["schema", "status", "--clickhouse", &server.url], b"");
     let status_text = String::from_utf8_lossy(&status.stdout);
@@ -332,6 +333,18 @@ fn clickhouse_rejected_rows_go_to_the_dead_letter_file() {
             .trim()
             .trim_end_matches(';')
             .replace("CREATE TABLE IF NOT EXISTS observations", "CREATE TABLE broken.observations"),
+    );
+    let cert_columns: String = include_str!("../../schema/portable/0004_observation_cert.sql")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    server.query(
+        cert_columns
+            .trim()
+            .trim_end_matches(';')
+            .replace("ALTER TABLE observations", "ALTER TABLE broken.observations")
+            .as_str(),
     );
     let spool = spool_dir("dead-letter");
     let output = tlsledger(

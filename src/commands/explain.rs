@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::observation::Direction;
 use crate::reputation::classify::{classify, domain_class, Class, Classification};
-use crate::reputation::history::{protocol_name, HostHistory};
+use crate::reputation::history::{protocol_name, CertSeen, HostHistory};
 use crate::reputation::indra::{IndraStore, GRAPH_FILE, LEGACY_FILE};
 use crate::reputation::store::{EndpointKey, ReputationStore};
 use crate::reputation::thresholds::Thresholds;
@@ -66,6 +66,21 @@ pub struct EndpointReport {
     pub hostnames: Vec<String>,
     /// Recipient domains delivered to it.
     pub domains: Vec<String>,
+    /// Certificates it presented (where logged), oldest first, with the other IPs the graph
+    /// saw present the same one.
+    pub certificates: Vec<CertificateReport>,
+}
+
+/// A certificate of an endpoint in a report.
+#[derive(Debug, Serialize)]
+pub struct CertificateReport {
+    /// What the history keeps of it.
+    #[serde(flatten)]
+    pub seen: CertSeen,
+    /// True for the one seen last.
+    pub current: bool,
+    /// Other IPs that presented it.
+    pub also_presented_by: Vec<String>,
 }
 
 /// What `explain` prints.
@@ -142,7 +157,15 @@ pub fn explain(store: &dyn ReputationStore, target: &str, thresholds: &Threshold
             let key = EndpointKey { direction, ip: ip.clone() };
             if let Some(history) = store.history(&key)? {
                 let classification = classify(direction, ip, &history, thresholds, now);
-                endpoints.push(endpoint_report(&key, &history, classification));
+                let mut report = endpoint_report(&key, &history, classification);
+                for certificate in &mut report.certificates {
+                    certificate.also_presented_by = store
+                        .ips_of_certificate(&certificate.seen.identity)?
+                        .into_iter()
+                        .filter(|other| other != ip)
+                        .collect();
+                }
+                endpoints.push(report);
             }
         }
     }
@@ -186,6 +209,15 @@ fn endpoint_report(key: &EndpointKey, history: &HostHistory, classification: Cla
         recent,
         hostnames: history.hostnames.clone(),
         domains: history.domains.clone(),
+        certificates: history
+            .certs
+            .iter()
+            .map(|seen| CertificateReport {
+                seen: seen.clone(),
+                current: history.current_cert().is_some_and(|c| c.identity == seen.identity),
+                also_presented_by: Vec::new(),
+            })
+            .collect(),
     }
 }
 
@@ -227,6 +259,31 @@ pub fn format_report(report: &Report) -> String {
         }
         if !endpoint.domains.is_empty() {
             text.push_str(&format!("  domains: {}\n", endpoint.domains.join(", ")));
+        }
+        if endpoint.certificates.len() > 1 {
+            text.push_str(&format!(
+                "  certificate changed: {} certificates seen (informational: rotation is routine)\n",
+                endpoint.certificates.len()
+            ));
+        }
+        for certificate in &endpoint.certificates {
+            let seen = &certificate.seen;
+            let day = |secs: i64| {
+                DateTime::from_timestamp(secs, 0).map_or_else(|| secs.to_string(), |t| t.format("%Y-%m-%d").to_string())
+            };
+            text.push_str(&format!(
+                "  certificate{}: {} (issuer {}) {}, {} times, {} .. {}\n",
+                if certificate.current { " (current)" } else { "" },
+                seen.subject.as_deref().unwrap_or("?"),
+                seen.issuer.as_deref().unwrap_or("?"),
+                seen.identity,
+                seen.count,
+                day(seen.first_seen),
+                day(seen.last_seen)
+            ));
+            if !certificate.also_presented_by.is_empty() {
+                text.push_str(&format!("    also presented by: {}\n", certificate.also_presented_by.join(", ")));
+            }
         }
         text.push_str("  because:\n");
         for line in &c.evidence {

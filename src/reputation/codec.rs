@@ -13,6 +13,8 @@
 //! history := first_seen:signed  (last_seen - first_seen):signed  reused
 //!            n_days day*  n_recent recent*  n_hostnames string*  n_domains string*
 //!            n_ports port*        (snapshot version 3 on; version 2 ends after the domains)
+//!            [n_certs cert*]      (snapshot version 5 on; versions 3-4 end after the ports,
+//!                                  which decodes as no certificates)
 //! day     := (day - previous day, from 0):signed  mask  value*
 //!            mask: bit i set = field i is not zero; fields by_outcome[0..7], by_trust[0..4],
 //!            trusted_sources, cert_failures, min_protocol, max_protocol, min_bits; value*: the
@@ -22,6 +24,9 @@
 //!            1 + trust_index) | local_policy (6) | cert_failure (7) | trusted_source (8) |
 //!            event id is 16 lower-case hex digits (9)
 //!            event_id: 8 bytes big-endian when bit 9 is set, else a string
+//! cert    := identity:string  subject:opt  issuer:opt  (first_seen - history first_seen):signed
+//!            (last_seen - first_seen):signed  count
+//! opt     := 0 (none) | length + 1  UTF-8 bytes
 //! string  := length  UTF-8 bytes
 //! ```
 //!
@@ -30,7 +35,7 @@
 
 use crate::observation::{Outcome, Trust};
 
-use super::history::{DayStats, HostHistory, Recent};
+use super::history::{CertSeen, DayStats, HostHistory, Recent};
 
 /// Why bytes are not a history.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,6 +110,22 @@ pub fn encode(history: &HostHistory, out: &mut Vec<u8>) {
     for port in &history.ports {
         put(out, u64::from(*port));
     }
+    put(out, history.certs.len() as u64);
+    for cert in &history.certs {
+        put_str(out, &cert.identity);
+        for name in [&cert.subject, &cert.issuer] {
+            match name {
+                None => put(out, 0),
+                Some(name) => {
+                    put(out, name.len() as u64 + 1);
+                    out.extend_from_slice(name.as_bytes());
+                }
+            }
+        }
+        put_signed(out, cert.first_seen.wrapping_sub(history.first_seen));
+        put_signed(out, cert.last_seen.wrapping_sub(cert.first_seen));
+        put(out, u64::from(cert.count));
+    }
 }
 
 /// The compact form of `history` as a new vector.
@@ -114,17 +135,18 @@ pub fn to_bytes(history: &HostHistory) -> Vec<u8> {
     out
 }
 
-/// Decodes a whole value made by [`encode`].
+/// Decodes a whole value made by [`encode`], or by the encoder of snapshot versions 3–4, which
+/// ended after the ports (no certificates: a value of version 4 is a value of version 5).
 pub fn decode(bytes: &[u8]) -> Result<HostHistory, DecodeError> {
-    decode_layout(bytes, true)
+    decode_layout(bytes, true, true)
 }
 
 /// Decodes a value of snapshot version 2, which had no ports (they decode as none).
 pub fn decode_v2(bytes: &[u8]) -> Result<HostHistory, DecodeError> {
-    decode_layout(bytes, false)
+    decode_layout(bytes, false, false)
 }
 
-fn decode_layout(bytes: &[u8], with_ports: bool) -> Result<HostHistory, DecodeError> {
+fn decode_layout(bytes: &[u8], with_ports: bool, with_certs: bool) -> Result<HostHistory, DecodeError> {
     let mut input = Reader { bytes, at: 0 };
     let first_seen = input.signed()?;
     let last_seen = first_seen.wrapping_add(input.signed()?);
@@ -216,11 +238,33 @@ fn decode_layout(bytes: &[u8], with_ports: bool) -> Result<HostHistory, DecodeEr
             ports.push(u16::try_from(port).map_err(|_| DecodeError::OutOfRange("port"))?);
         }
     }
+    let mut certs = Vec::new();
+    if with_certs && input.at < bytes.len() {
+        let n = input.count(6)?;
+        certs.reserve_exact(n);
+        for _ in 0..n {
+            let identity = input.string()?;
+            let mut names = [None, None];
+            for name in &mut names {
+                let len = input.varint()?;
+                if len > 0 {
+                    let len = usize::try_from(len - 1).map_err(|_| DecodeError::Truncated)?;
+                    let bytes = input.take(len)?;
+                    *name = Some(std::str::from_utf8(bytes).map_err(|_| DecodeError::NotUtf8)?.to_owned());
+                }
+            }
+            let cert_first = first_seen.wrapping_add(input.signed()?);
+            let cert_last = cert_first.wrapping_add(input.signed()?);
+            let count = input.u32("cert count")?;
+            let [subject, issuer] = names;
+            certs.push(CertSeen { identity, subject, issuer, first_seen: cert_first, last_seen: cert_last, count });
+        }
+    }
     if input.at != bytes.len() {
         return Err(DecodeError::Trailing(bytes.len() - input.at));
     }
     let [hostnames, domains] = names;
-    Ok(HostHistory { first_seen, last_seen, reused, days, recent, hostnames, domains, ports })
+    Ok(HostHistory { first_seen, last_seen, reused, days, recent, hostnames, domains, ports, certs })
 }
 
 fn day_fields(day: &DayStats) -> [u32; 16] {
@@ -342,7 +386,7 @@ mod tests {
         check_round_trip(&HostHistory::default());
         let sample = sample_history("192.0.2.1", 3);
         let bytes = check_round_trip(&sample);
-        assert!(bytes.len() < 200, "{} bytes", bytes.len());
+        assert!(bytes.len() < 200 + 100, "{} bytes (about 100 of them two certificates)", bytes.len());
         // Unsorted, extreme and unusual values survive too.
         let mut odd = sample.clone();
         odd.first_seen = i64::MIN;
@@ -404,24 +448,34 @@ mod tests {
     fn version_2_values_have_no_ports() {
         let mut history = sample_history("192.0.2.1", 3);
         history.ports.clear();
+        history.certs.clear();
         let mut bytes = to_bytes(&history);
-        assert_eq!(bytes.pop(), Some(0), "an empty port list is one zero byte at the end");
+        assert_eq!(bytes.pop(), Some(0), "an empty certificate list is one zero byte at the end");
+        assert_eq!(decode(&bytes), Ok(history.clone()), "a version-4 value (no certificates) decodes");
+        assert_eq!(bytes.pop(), Some(0), "an empty port list is one zero byte before it");
         assert_eq!(decode_v2(&bytes), Ok(history.clone()));
         assert_eq!(decode(&bytes), Err(DecodeError::Truncated));
         let mut ports = sample_history("192.0.2.1", 3);
         ports.ports = vec![25, 65_535];
         assert!(decode_v2(&to_bytes(&ports)).is_err(), "a version-3 value is not a version-2 one");
         let mut too_big = to_bytes(&history);
-        too_big.pop();
+        too_big.truncate(too_big.len() - 2);
         too_big.extend_from_slice(&[1, 0x80, 0x80, 0x04]);
         assert_eq!(decode(&too_big), Err(DecodeError::OutOfRange("port")));
     }
 
     #[test]
     fn every_truncation_is_an_error() {
-        let bytes = to_bytes(&sample_history("192.0.2.1", 3));
+        let history = sample_history("192.0.2.1", 3);
+        let bytes = to_bytes(&history);
+        let mut without_certs = history.clone();
+        without_certs.certs.clear();
+        // The one cut that is a whole value: a version-4 value, which ends before the certificates
+        // (the graph file's checksum, not the codec, catches a history cut there).
+        let v4_len = to_bytes(&without_certs).len() - 1;
         for len in 0..bytes.len() {
-            assert_eq!(decode(&bytes[..len]), Err(DecodeError::Truncated), "{len}");
+            let want = if len == v4_len { Ok(without_certs.clone()) } else { Err(DecodeError::Truncated) };
+            assert_eq!(decode(&bytes[..len]), want, "{len}");
         }
         let mut longer = bytes.clone();
         longer.push(0);
@@ -468,8 +522,9 @@ mod tests {
         history.hostnames.clear();
         history.domains.clear();
         history.ports.clear();
+        history.certs.clear();
         let bytes = to_bytes(&history);
-        assert!(bytes.len() <= 41, "{} bytes: {bytes:?}", bytes.len());
+        assert!(bytes.len() <= 42, "{} bytes: {bytes:?}", bytes.len());
         assert_eq!(hex_id("00000000000000ff"), Some(255));
         assert_eq!(hex_id("00000000000000FF"), None);
         assert_eq!(hex_id("+0000000000000ff"), None);

@@ -11,6 +11,10 @@
 //! connection whose plaintext our own policy caused (`local_policy`) and a replayed verdict
 //! (`replayed`, no connection made) are not counted as decisions, but the former is kept in the
 //! ring because it shows that the next attempt happened (broken-STARTTLS lifecycle).
+//!
+//! Certificates ([`CertSeen`], where the MTA logs them): the [`MAX_CERTS`] most recently seen
+//! identities (fingerprint, else subject and issuer) with first/last seen and a count. A new
+//! certificate is not a failure (rotation is routine, FEEDS.md §3.3): it is shown, not judged.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +24,25 @@ use crate::observation::{Observation, Outcome, Trust};
 pub const MAX_DAYS: usize = 100;
 /// Latest observations kept per endpoint.
 pub const MAX_RECENT: usize = 16;
+/// Certificate identities kept per endpoint (the most recently seen).
+pub const MAX_CERTS: usize = 4;
+
+/// A certificate the endpoint presented, by identity ([`crate::observation::Cert::identity`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CertSeen {
+    /// The fingerprint (upper case) when logged, else `subject / issuer`.
+    pub identity: String,
+    /// The subject as logged (Postfix: CN).
+    pub subject: Option<String>,
+    /// The issuer as logged (Postfix: CN).
+    pub issuer: Option<String>,
+    /// First and last observation with it (Unix seconds).
+    pub first_seen: i64,
+    /// See `first_seen`.
+    pub last_seen: i64,
+    /// Observations with it.
+    pub count: u32,
+}
 
 /// A protocol's rank: 0 unknown, 1 SSLv3, 2 TLSv1, 3 TLSv1.1, 4 TLSv1.2, 5 TLSv1.3.
 pub fn protocol_rank(protocol: Option<&str>) -> u8 {
@@ -146,6 +169,9 @@ pub struct HostHistory {
     /// names, the next hops (`[host]:port`) Postfix looks TLS policies up by.
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// Certificates seen, oldest first, at most [`MAX_CERTS`] (the most recently seen).
+    #[serde(default)]
+    pub certs: Vec<CertSeen>,
 }
 
 impl HostHistory {
@@ -204,6 +230,24 @@ impl HostHistory {
         if let Some(port) = observation.peer.port {
             push_port(&mut self.ports, port);
         }
+        if let Some(cert) = tls.and_then(|t| t.cert.as_ref()) {
+            if let Some(identity) = cert.identity() {
+                let seen = CertSeen {
+                    identity,
+                    subject: cert.subject.clone(),
+                    issuer: cert.issuer.clone(),
+                    first_seen: ts,
+                    last_seen: ts,
+                    count: 1,
+                };
+                merge_certs(&mut self.certs, std::slice::from_ref(&seen));
+            }
+        }
+    }
+
+    /// The certificate seen last, if any was logged.
+    pub fn current_cert(&self) -> Option<&CertSeen> {
+        self.certs.iter().max_by(|a, b| (a.last_seen, &a.identity).cmp(&(b.last_seen, &b.identity)))
     }
 
     /// Combines another partial history of the same endpoint into this one.
@@ -226,6 +270,7 @@ impl HostHistory {
         for port in &other.ports {
             push_port(&mut self.ports, *port);
         }
+        merge_certs(&mut self.certs, &other.certs);
     }
 
     /// Puts a history assembled from rollup rows (see `tlsledger reputation rebuild`) in the
@@ -245,6 +290,8 @@ impl HostHistory {
         for port in std::mem::take(&mut self.ports) {
             push_port(&mut self.ports, port);
         }
+        let certs = std::mem::take(&mut self.certs);
+        merge_certs(&mut self.certs, &certs);
     }
 
     /// The day statistics from `since_day` on, summed.
@@ -290,6 +337,30 @@ fn merge_recent(recent: &mut Vec<Recent>, other: &[Recent]) {
     if recent.len() > MAX_RECENT {
         recent.drain(..recent.len() - MAX_RECENT);
     }
+}
+
+/// Adds certificates by identity (counts summed, first/last seen widened, names kept from the
+/// first that had them), keeps the [`MAX_CERTS`] most recently seen, oldest first.
+fn merge_certs(certs: &mut Vec<CertSeen>, other: &[CertSeen]) {
+    for item in other {
+        match certs.iter_mut().find(|c| c.identity == item.identity) {
+            Some(have) => {
+                have.first_seen = have.first_seen.min(item.first_seen);
+                have.last_seen = have.last_seen.max(item.last_seen);
+                have.count = have.count.saturating_add(item.count);
+                if have.subject.is_none() {
+                    have.subject.clone_from(&item.subject);
+                }
+                if have.issuer.is_none() {
+                    have.issuer.clone_from(&item.issuer);
+                }
+            }
+            None => certs.push(item.clone()),
+        }
+    }
+    certs.sort_by(|a, b| (b.last_seen, &b.identity).cmp(&(a.last_seen, &a.identity)));
+    certs.truncate(MAX_CERTS);
+    certs.sort_by(|a, b| (a.first_seen, &a.identity).cmp(&(b.first_seen, &b.identity)));
 }
 
 /// Adds to the sorted set of ports, which keeps its 8 smallest members (like [`push_capped`]).

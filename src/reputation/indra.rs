@@ -7,8 +7,8 @@
 //! the same id:
 //!
 //! ```text
-//! domain ──mx──► hostname ──resolves──► ip
-//! example.net    mx1.example.net        192.0.2.1
+//! domain ──mx──► hostname ──resolves──► ip ──presents──► certificate
+//! example.net    mx1.example.net        192.0.2.1            2F:DC:…:62 (its identity)
 //! ```
 //!
 //! Everything per vertex or per endpoint that is not a relation sits beside the graph, in flat
@@ -36,9 +36,9 @@
 //! strings a length and UTF-8 bytes):
 //!
 //! ```text
-//! V type name          a vertex (type 0 domain, 1 hostname, 2 ip), in decreasing id order;
+//! V type name          a vertex (type 0 domain, 1 hostname, 2 ip, 3 certificate), in decreasing id order;
 //!                      vertices are numbered in file order
-//! E type from to       an edge (type 0 mx, 1 resolves) between two earlier vertices, by number,
+//! E type from to       an edge (type 0 mx, 1 resolves, 2 presents) between two earlier vertices, by number,
 //!                      in decreasing (from id, type, to id) order
 //! H count length section checksum
 //!                      the histories: `length` bytes of `count` records, each an endpoint
@@ -58,8 +58,9 @@
 //! before the store is returned: a truncated or edited file is a clear error naming the path, not
 //! a panic or a half-loaded store. A history is decoded only when it is read; one that does not
 //! decode (only a writer bug can make one, since the checksum covers the section) is an error
-//! naming the endpoint then. Older files (versions 2 and 3 of `graph.bin`, 1 of `graph.json`) are refused
-//! with a message that says what to do.
+//! naming the endpoint then. Version 4 files (no certificates) load as they are: their histories
+//! are valid version-5 histories. Older files (versions 2 and 3 of `graph.bin`, 1 of `graph.json`)
+//! are refused with a message that says what to do.
 //!
 //! Memory: a loaded store holds about 40 bytes per endpoint (its name and where its history is),
 //! about 45 bytes per vertex name, IndraDB's vertices and edges, and the histories written since
@@ -99,7 +100,9 @@ pub const LEGACY_FILE: &str = "graph.json";
 /// The first bytes of the file: the format name.
 pub const MAGIC: &[u8; 16] = b"tlsledger-graph\n";
 /// The format version, after the magic (little-endian u32).
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
+/// The oldest format version still loaded (4: no certificate vertices, same histories).
+pub const OLDEST_VERSION: u32 = 4;
 
 /// Record tags of the file.
 const TAG_VERTEX: u8 = b'V';
@@ -119,6 +122,8 @@ struct Names {
     ip: Identifier,
     mx: Identifier,
     resolves: Identifier,
+    certificate: Identifier,
+    presents: Identifier,
 }
 
 impl Names {
@@ -126,12 +131,20 @@ impl Names {
         // The names are constants made of ASCII letters, so IndraDB's validation (at most 255
         // characters of letters, digits, `-` and `_`) cannot fail.
         let id = |name: &str| Identifier::new(name).expect("a valid constant identifier");
-        Names { domain: id("domain"), hostname: id("hostname"), ip: id("ip"), mx: id("mx"), resolves: id("resolves") }
+        Names {
+            domain: id("domain"),
+            hostname: id("hostname"),
+            ip: id("ip"),
+            mx: id("mx"),
+            resolves: id("resolves"),
+            certificate: id("certificate"),
+            presents: id("presents"),
+        }
     }
 
     /// Vertex types by their number in the file.
-    fn vertex_types(&self) -> [Identifier; 3] {
-        [self.domain, self.hostname, self.ip]
+    fn vertex_types(&self) -> [Identifier; 4] {
+        [self.domain, self.hostname, self.ip, self.certificate]
     }
 
     /// The number of a vertex type in the file.
@@ -140,8 +153,12 @@ impl Names {
     }
 
     /// Edge types by their number in the file, with the vertex types they join.
-    fn edge_types(&self) -> [(Identifier, Identifier, Identifier); 2] {
-        [(self.mx, self.domain, self.hostname), (self.resolves, self.hostname, self.ip)]
+    fn edge_types(&self) -> [(Identifier, Identifier, Identifier); 3] {
+        [
+            (self.mx, self.domain, self.hostname),
+            (self.resolves, self.hostname, self.ip),
+            (self.presents, self.ip, self.certificate),
+        ]
     }
 }
 
@@ -649,11 +666,11 @@ impl IndraStore {
         read_exact(&mut input, &mut version)?;
         let version = u32::from_le_bytes(version);
         ensure!(
-            version >= VERSION,
+            version >= OLDEST_VERSION,
             "graph file version {version} is not supported (want {VERSION}): rebuild the state with \
              `tlsledger reputation rebuild`, or move the file away to start empty"
         );
-        ensure!(version == VERSION, "graph file version {version} is not supported (want {VERSION})");
+        ensure!(version <= VERSION, "graph file version {version} is not supported (want {VERSION})");
         // Size hints, so the tables are allocated once; a vertex record takes at least 4 bytes.
         let (n_vertices_hint, name_bytes_hint) = (read_varint(&mut input)?, read_varint(&mut input)?);
         ensure!(
@@ -1039,6 +1056,21 @@ impl ReputationStore for IndraStore {
         self.neighbours(self.names.ip, ip, self.names.resolves, true, self.names.hostname)
     }
 
+    fn link_ip_certificate(&mut self, ip: &str, certificate: &str) -> Result<()> {
+        let names = self.names;
+        let from = self.ensure_vertex(names.ip, ip)?;
+        let to = self.ensure_vertex(names.certificate, certificate)?;
+        self.link(from, names.presents, to)
+    }
+
+    fn certificates_of_ip(&self, ip: &str) -> Result<Vec<String>> {
+        self.neighbours(self.names.ip, ip, self.names.presents, false, self.names.certificate)
+    }
+
+    fn ips_of_certificate(&self, certificate: &str) -> Result<Vec<String>> {
+        self.neighbours(self.names.certificate, certificate, self.names.presents, true, self.names.ip)
+    }
+
     fn save(&mut self) -> Result<()> {
         fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
         let lock_path = self.dir.join(LOCK_FILE);
@@ -1291,9 +1323,9 @@ mod tests {
             |records: &[(&[u8], &[u8])], n_histories: u8| file(&[&histories(records), &end(0, 0, n_histories)]);
         let mut bad_magic = file(&[&no_histories, &end(0, 0, 0)]);
         bad_magic[0] = b'{';
-        let mut version_5 = file(&[&no_histories, &end(0, 0, 0)]);
-        version_5[16] = 5;
-        let mut version_3 = version_5.clone();
+        let mut version_6 = file(&[&no_histories, &end(0, 0, 0)]);
+        version_6[16] = 6;
+        let mut version_3 = version_6.clone();
         version_3[16] = 3;
         let mut bad_checksum = histories(&[(b"outbound/192.0.2.1", &history)]);
         let last = bad_checksum.len() - 1;
@@ -1306,9 +1338,9 @@ mod tests {
         let v = |t: u8, name: &[u8]| record_of(b'V', &[&[t], &string(name)]);
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("not a reputation graph file", bad_magic),
-            ("version 5 is not supported", version_5),
-            ("version 3 is not supported (want 4): rebuild the state", version_3),
-            ("unknown type", file(&[&v(3, b"x"), &no_histories, &end(1, 0, 0)])),
+            ("version 6 is not supported", version_6),
+            ("version 3 is not supported (want 5): rebuild the state", version_3),
+            ("unknown type", file(&[&v(4, b"x"), &no_histories, &end(1, 0, 0)])),
             ("empty name", file(&[&v(0, b""), &no_histories, &end(1, 0, 0)])),
             ("not UTF-8", file(&[&v(0, b"\xff"), &no_histories, &end(1, 0, 0)])),
             ("more than 4096", file(&[&record_of(b'V', &[&[0], &[0xff, 0xff, 0x03]]), &end(1, 0, 0)])),
@@ -1316,7 +1348,7 @@ mod tests {
             ("out of id order", file(&[second, first, &no_histories, &end(2, 0, 0)])),
             ("no vertex 2", file(&[first, second, &edge(0, 0, 2), &no_histories, &end(2, 1, 0)])),
             ("must join", file(&[first, second, &edge(0, hostname, domain), &no_histories, &end(2, 1, 0)])),
-            ("edge of an unknown type", file(&[first, second, &edge(2, 0, 1)])),
+            ("edge of an unknown type", file(&[first, second, &edge(3, 0, 1)])),
             (
                 "appears twice",
                 file(&[first, second, &edge(0, domain, hostname), &edge(0, domain, hostname), &no_histories]),
@@ -1353,6 +1385,17 @@ mod tests {
         // The empty graph is a valid file.
         fs::write(&path, file(&[&no_histories, &end(0, 0, 0)])).unwrap();
         assert!(IndraStore::open(store.dir()).unwrap().endpoints().unwrap().is_empty());
+        // A version-4 file (before certificates) loads: its histories are version-5 ones.
+        let mut old_history = sample_history("192.0.2.1", 1);
+        old_history.certs.clear();
+        let mut v4_bytes = codec::to_bytes(&old_history);
+        assert_eq!(v4_bytes.pop(), Some(0), "version 4 had no certificate count");
+        let mut version_4 = with_histories(&[(b"outbound/192.0.2.1", &v4_bytes)], 1);
+        version_4[16] = 4;
+        fs::write(&path, &version_4).unwrap();
+        let loaded = IndraStore::open(store.dir()).unwrap();
+        let key = EndpointKey { direction: Direction::Outbound, ip: "192.0.2.1".to_owned() };
+        assert_eq!(loaded.history(&key).unwrap(), Some(old_history));
     }
 
     #[test]
@@ -1471,7 +1514,7 @@ mod tests {
         store.save().unwrap();
         let bytes = fs::read(store.graph_path()).unwrap();
         assert_eq!(&bytes[..16], b"tlsledger-graph\n");
-        assert_eq!(&bytes[16..20], &[4, 0, 0, 0]);
+        assert_eq!(&bytes[16..20], &[5, 0, 0, 0]);
         assert_eq!(&bytes[20..22], &[2, 26], "size hints: 2 vertices, 26 bytes of names");
         let vertices: Vec<&[u8]> = vec![b"V\x00\x0bexample.net", b"V\x01\x0fmx1.example.net"];
         let rest = &bytes[22..];

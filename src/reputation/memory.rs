@@ -19,6 +19,8 @@ pub struct MemoryStore {
     hostname_ips: BTreeMap<String, BTreeSet<String>>,
     ip_hostnames: BTreeMap<String, BTreeSet<String>>,
     domain_hostnames: BTreeMap<String, BTreeSet<String>>,
+    ip_certificates: BTreeMap<String, BTreeSet<String>>,
+    certificate_ips: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl MemoryStore {
@@ -67,6 +69,20 @@ impl ReputationStore for MemoryStore {
 
     fn hostnames_of_ip(&self, ip: &str) -> Result<Vec<String>> {
         Ok(members(&self.ip_hostnames, ip))
+    }
+
+    fn link_ip_certificate(&mut self, ip: &str, certificate: &str) -> Result<()> {
+        self.ip_certificates.entry(ip.to_owned()).or_default().insert(certificate.to_owned());
+        self.certificate_ips.entry(certificate.to_owned()).or_default().insert(ip.to_owned());
+        Ok(())
+    }
+
+    fn certificates_of_ip(&self, ip: &str) -> Result<Vec<String>> {
+        Ok(members(&self.ip_certificates, ip))
+    }
+
+    fn ips_of_certificate(&self, certificate: &str) -> Result<Vec<String>> {
+        Ok(members(&self.certificate_ips, certificate))
     }
 
     fn save(&mut self) -> Result<()> {

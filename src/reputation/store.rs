@@ -127,6 +127,16 @@ pub trait ReputationStore {
     /// deduplicated.
     fn hostnames_of_ip(&self, ip: &str) -> Result<Vec<String>>;
 
+    /// Records that `ip` presented the certificate `certificate` (its identity,
+    /// [`crate::observation::Cert::identity`]).
+    fn link_ip_certificate(&mut self, ip: &str, certificate: &str) -> Result<()>;
+
+    /// The certificates `ip` presented, sorted.
+    fn certificates_of_ip(&self, ip: &str) -> Result<Vec<String>>;
+
+    /// The IPs that presented `certificate`, sorted.
+    fn ips_of_certificate(&self, certificate: &str) -> Result<Vec<String>>;
+
     /// Makes everything written so far durable (atomic: a crash at any point leaves the previous
     /// or the new state, never a torn one).
     fn save(&mut self) -> Result<()>;
@@ -147,6 +157,8 @@ pub struct RecordCounts {
     pub hostname_links: u64,
     /// Distinct domain → host name links written.
     pub domain_links: u64,
+    /// Distinct IP → certificate links written.
+    pub certificate_links: u64,
 }
 
 impl RecordCounts {
@@ -158,6 +170,7 @@ impl RecordCounts {
         self.new_endpoints += other.new_endpoints;
         self.hostname_links += other.hostname_links;
         self.domain_links += other.domain_links;
+        self.certificate_links += other.certificate_links;
     }
 }
 
@@ -179,6 +192,7 @@ pub fn record(
     let mut by_endpoint: BTreeMap<EndpointKey, Vec<&Observation>> = BTreeMap::new();
     let mut hostname_ips: BTreeSet<(String, String)> = BTreeSet::new();
     let mut domain_hostnames: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut ip_certificates: BTreeSet<(String, String)> = BTreeSet::new();
     for observation in observations {
         let outbound = observation.direction == Direction::Outbound;
         let hostname = observation.peer.hostname.as_deref().map(dns_name).filter(|h| !h.is_empty());
@@ -195,6 +209,9 @@ pub fn record(
             counts.skipped += 1;
             continue;
         };
+        if let Some(identity) = observation.tls.as_ref().and_then(|t| t.cert.as_ref()).and_then(|c| c.identity()) {
+            ip_certificates.insert((ip.to_owned(), identity));
+        }
         let key = EndpointKey { direction: observation.direction, ip: ip.to_owned() };
         by_endpoint.entry(key).or_default().push(observation);
     }
@@ -218,6 +235,10 @@ pub fn record(
         store.link_domain_hostname(domain, hostname).with_context(|| format!("cannot link {domain} to {hostname}"))?;
     }
     counts.domain_links = domain_hostnames.len() as u64;
+    for (ip, certificate) in &ip_certificates {
+        store.link_ip_certificate(ip, certificate).with_context(|| format!("cannot link {ip} to {certificate}"))?;
+    }
+    counts.certificate_links = ip_certificates.len() as u64;
     Ok(counts)
 }
 
@@ -242,7 +263,8 @@ macro_rules! reputation_store_suite {
                 edges,
                 edges_do_not_make_endpoints,
                 record_groups_and_counts,
-                record_merges_with_stored_history
+                record_merges_with_stored_history,
+                certificates
             );
         }
     };
@@ -268,7 +290,7 @@ pub(crate) mod conformance {
     use anyhow::{ensure, Result};
 
     use super::{record, EndpointKey, RecordCounts, ReputationStore};
-    use crate::observation::{Direction, Failure, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust};
+    use crate::observation::{Cert, Direction, Failure, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust};
     use crate::reputation::history::HostHistory;
 
     /// Seconds after which the test observations happen.
@@ -303,17 +325,27 @@ pub(crate) mod conformance {
 
     /// One observation of `peer` at `T0 + at`, with id `id`.
     pub fn observation(peer: &Peer<'_>, at: i64, kind: Kind, id: usize) -> Observation {
-        let tls = |trust: Trust, protocol: &str| {
+        let tls = |trust: Trust, protocol: &str, cert: Cert| {
             Some(TlsInfo {
                 trust: Some(trust),
                 protocol: Some(protocol.to_owned()),
                 bits: Some(256),
+                cert: Some(cert),
                 ..TlsInfo::default()
             })
         };
+        let hostname = peer.hostname.unwrap_or("unknown");
+        // A CA-signed certificate logged with its fingerprint; a self-signed one by names only.
+        let signed = Cert {
+            subject: Some(hostname.to_owned()),
+            issuer: Some("Example CA".to_owned()),
+            fingerprint: Some("2f:dc:d6:54".to_owned()),
+            pkey_fingerprint: Some("AD:EA:28:86".to_owned()),
+        };
+        let own = Cert { subject: Some(hostname.to_owned()), issuer: Some(hostname.to_owned()), ..Cert::default() };
         let (outcome, tls, failure) = match kind {
-            Kind::Valid => (Outcome::Tls, tls(Trust::Trusted, "TLSv1.3"), None),
-            Kind::Untrusted => (Outcome::Tls, tls(Trust::Untrusted, "TLSv1.2"), None),
+            Kind::Valid => (Outcome::Tls, tls(Trust::Trusted, "TLSv1.3", signed), None),
+            Kind::Untrusted => (Outcome::Tls, tls(Trust::Untrusted, "TLSv1.2", own), None),
             Kind::Plain => (Outcome::Plaintext, None, None),
             Kind::Handshake => (
                 Outcome::HandshakeFailed,
@@ -369,6 +401,30 @@ pub(crate) mod conformance {
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// Certificates: the history keeps each identity with its names and times; the graph links
+    /// the IP to it both ways.
+    pub fn certificates(store: &mut dyn ReputationStore) -> Result<()> {
+        let history = sample_history("192.0.2.1", 1);
+        let identities: Vec<&str> = history.certs.iter().map(|c| c.identity.as_str()).collect();
+        assert_eq!(identities, ["2F:DC:D6:54", "mx.example.net / mx.example.net"], "{:?}", history.certs);
+        assert_eq!(history.certs[0].count, 2, "two valid observations");
+        assert_eq!(history.current_cert().map(|c| c.identity.as_str()), Some("2F:DC:D6:54"));
+        let a = outbound("192.0.2.1", "mx1.example.net", &["example.net"]);
+        let b = outbound("192.0.2.2", "mx2.example.net", &["example.net"]);
+        let observations = [observation(&a, 0, Kind::Valid, 1), observation(&b, 10, Kind::Valid, 2)];
+        let counts = record(store, &observations, |_| true)?;
+        assert_eq!(counts.certificate_links, 2);
+        assert_eq!(store.certificates_of_ip("192.0.2.1")?, ["2F:DC:D6:54"]);
+        // One certificate on two addresses (a shared certificate, or a MITM presenting one).
+        assert_eq!(store.ips_of_certificate("2F:DC:D6:54")?, ["192.0.2.1", "192.0.2.2"]);
+        assert!(store.certificates_of_ip("192.0.2.3")?.is_empty());
+        assert!(store.ips_of_certificate("no such certificate")?.is_empty());
+        let stored = store.history(&key(Direction::Outbound, "192.0.2.1"))?.expect("recorded");
+        assert_eq!(stored.certs.len(), 1);
+        assert_eq!(stored.certs[0].subject.as_deref(), Some("mx1.example.net"));
+        Ok(())
     }
 
     pub fn for_each_endpoint_agrees(store: &mut dyn ReputationStore) -> Result<()> {
@@ -537,6 +593,7 @@ pub(crate) mod conformance {
             new_endpoints: 3,
             hostname_links: 2,
             domain_links: 3,
+            certificate_links: 2,
         };
         assert_eq!(counts, want);
 

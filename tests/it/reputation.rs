@@ -124,3 +124,51 @@ fn explain_without_state_or_unknown_target_is_a_clear_error() {
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("nothing is known about 192.0.2.99"));
 }
+
+/// Certificates from the real level-2 Postfix log (tests/data/postfix/README.md) land in the
+/// histories and in the graph (`ip -presents-> certificate`), survive the state file across runs,
+/// and `explain` shows them with the other addresses that presented the same certificate.
+#[test]
+fn certificates_are_kept_per_endpoint_and_linked_in_the_graph() {
+    let state = state_dir("certificates");
+    let log = crate::common::repo().join("tests/data/postfix/tls-loglevel2-out.maillog");
+    crate::common::parse_into_state(&state, log.to_str().unwrap(), b"", &[]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let ca_lines: Vec<&str> = text.lines().filter(|l| l.contains("127.0.0.2[127.0.0.2]:26501: subject_CN=")).collect();
+    let fingerprint = ca_lines[0].split("fingerprint=").nth(1).unwrap().split(',').next().unwrap().to_owned();
+    let report = explain(&state, "127.0.0.2");
+    let ca = endpoint(&report, "outbound/127.0.0.2");
+    let certificates = ca["certificates"].as_array().unwrap();
+    assert_eq!(certificates.len(), 1, "{ca:#}");
+    assert_eq!(certificates[0]["identity"], fingerprint.as_str());
+    assert_eq!(certificates[0]["subject"], "mx.ca.test");
+    assert_eq!(certificates[0]["issuer"], "tlsledger lab CA");
+    assert_eq!(certificates[0]["count"], ca_lines.len());
+    assert_eq!(certificates[0]["current"], true);
+    assert_eq!(certificates[0]["also_presented_by"], serde_json::json!([]));
+
+    // A second run (the state is loaded from graph.bin): another address presents the same
+    // certificate, and the first one a new certificate.
+    let second = format!(
+        "Nov 30 20:10:00 out postfix/smtp[777]: mx.other.test[192.0.2.99]:25: subject_CN=mx.ca.test, issuer_CN=tlsledger lab CA, fingerprint={fingerprint}, pkey_fingerprint=00:11\n\
+         Nov 30 20:10:00 out postfix/smtp[777]: Trusted TLS connection established to mx.other.test[192.0.2.99]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n\
+         Nov 30 20:10:01 out postfix/smtp[777]: 4F1A2B3C4D: to=<u@other.test>, relay=mx.other.test[192.0.2.99]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)\n\
+         Nov 30 20:11:00 out postfix/smtp[778]: 127.0.0.2[127.0.0.2]:26501: subject_CN=mx.ca.test, issuer_CN=New CA, fingerprint=AA:BB, pkey_fingerprint=CC:DD\n\
+         Nov 30 20:11:00 out postfix/smtp[778]: Trusted TLS connection established to 127.0.0.2[127.0.0.2]:26501: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n\
+         Nov 30 20:11:01 out postfix/smtp[778]: 4F1A2B3C4E: to=<u@trusted.test>, relay=127.0.0.2[127.0.0.2]:26501, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)\n"
+    );
+    crate::common::parse_into_state(&state, "-", second.as_bytes(), &["--reference-time", "2026-11-30T21:00:00Z"]);
+    let report = explain(&state, "127.0.0.2");
+    let ca = endpoint(&report, "outbound/127.0.0.2");
+    let certificates = ca["certificates"].as_array().unwrap();
+    assert_eq!(certificates.len(), 2, "{ca:#}");
+    let old = certificates.iter().find(|c| c["identity"] == fingerprint.as_str()).unwrap();
+    assert_eq!(old["current"], false);
+    assert_eq!(old["also_presented_by"], serde_json::json!(["192.0.2.99"]));
+    let new = certificates.iter().find(|c| c["identity"] == "AA:BB").unwrap();
+    assert_eq!((new["current"].as_bool(), new["issuer"].as_str()), (Some(true), Some("New CA")));
+    let text = tlsledger(&["explain", "127.0.0.2", "--state", state.to_str().unwrap()], b"");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("certificate changed: 2 certificates seen"), "{text}");
+    assert!(text.contains("also presented by: 192.0.2.99"), "{text}");
+}

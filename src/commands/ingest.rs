@@ -42,7 +42,7 @@ use crate::correlate::{Config, Correlator, SourceId, TlsLogging};
 use crate::observation::{Observation, Source};
 use crate::sources::follow::{FileEvent, FileKey, FollowConfig, Follower, Resume};
 use crate::sources::journald::{self, JournalConfig, JournalEntry};
-use crate::sources::syslog::{self, SyslogConfig, SyslogCounters, SyslogMessage};
+use crate::sources::syslog::{self, SyslogBatch, SyslogConfig, SyslogCounters};
 
 /// Options of `tlsledger ingest`. Every option can also be set in the TOML file given with
 /// `--config` (same names, with `_` for `-`); a flag given on the command line wins.
@@ -416,7 +416,7 @@ fn parse_net(text: &str) -> Result<IpNet, String> {
 #[derive(Debug)]
 enum Input {
     File(FileEvent),
-    Syslog(SyslogMessage),
+    Syslog(SyslogBatch),
     /// Lines from stdin starting at `offset`; `None` at its end.
     Stdin(Option<(u64, Vec<u8>)>),
     /// One entry of the systemd journal.
@@ -587,7 +587,7 @@ fn run_with(settings: &Settings, args: &IngestArgs) -> Result<(ParseSummary, Ing
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         if !settings.syslog.udp.is_empty() || !settings.syslog.tcp.is_empty() || !settings.syslog.unix.is_empty() {
-            let (messages_tx, mut messages_rx) = mpsc::channel::<SyslogMessage>(1024);
+            let (messages_tx, mut messages_rx) = mpsc::channel::<SyslogBatch>(1024);
             syslog::spawn(settings.syslog.clone(), messages_tx, syslog_counters.clone()).await?;
             let forward = sender.clone();
             tokio::spawn(async move {
@@ -829,7 +829,7 @@ impl Core {
                     idle_ticks = 0;
                     self.file_event(event);
                 }
-                Input::Syslog(message) => self.syslog_message(message),
+                Input::Syslog(batch) => self.syslog_batch(batch),
                 Input::Journal(entry) => {
                     idle_ticks = 0;
                     self.journal_entry(entry);
@@ -1037,7 +1037,7 @@ impl Core {
         }
     }
 
-    fn syslog_message(&mut self, message: SyslogMessage) {
+    fn syslog_batch(&mut self, message: SyslogBatch) {
         let key = (message.transport, message.peer);
         if !self.syslog_sources.contains_key(&key) {
             let name = match message.transport {
@@ -1052,8 +1052,10 @@ impl Core {
             self.syslog_sources.insert(key, (stream, 0));
         }
         let (stream, position) = self.syslog_sources.get_mut(&key).expect("inserted");
-        *position += 1;
-        stream.text_line(&mut self.correlator, &mut self.lines, *position, &message.bytes, &mut self.out);
+        for line in message.messages() {
+            *position += 1;
+            stream.text_line(&mut self.correlator, &mut self.lines, *position, line, &mut self.out);
+        }
     }
 
     fn stdin_line(&mut self, offset: u64, bytes: &[u8]) {

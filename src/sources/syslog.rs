@@ -18,20 +18,64 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc::Sender;
 use tokio::sync::Semaphore;
 
-/// One received message.
+/// Messages of one sender received together: the complete frames of one TCP read (at most
+/// [`BATCH_BYTES`] of them), or one datagram. One channel send and one counter update per batch
+/// instead of per message is what lets the receiver keep up with rsyslog's imtcp.
 #[derive(Debug)]
-pub struct SyslogMessage {
-    /// `udp` or `tcp`.
+pub struct SyslogBatch {
+    /// `udp`, `tcp` or `unix`.
     pub transport: &'static str,
     /// The sender's address.
     pub peer: IpAddr,
-    /// The message (the syslog line, without framing).
-    pub bytes: Vec<u8>,
+    /// The messages (syslog lines, without framing) back to back.
+    pub data: Vec<u8>,
+    /// Where each message ends in `data`.
+    pub ends: Vec<usize>,
+}
+
+/// A TCP batch is handed on when it holds this many bytes, even if more input is buffered.
+pub const BATCH_BYTES: usize = 256 * 1024;
+
+impl SyslogBatch {
+    fn new(transport: &'static str, peer: IpAddr) -> Self {
+        SyslogBatch { transport, peer, data: Vec::new(), ends: Vec::new() }
+    }
+
+    /// A batch of one message.
+    fn one(transport: &'static str, peer: IpAddr, bytes: Vec<u8>) -> Self {
+        let end = bytes.len();
+        SyslogBatch { transport, peer, data: bytes, ends: vec![end] }
+    }
+
+    fn push(&mut self, message: &[u8]) {
+        self.data.extend_from_slice(message);
+        self.ends.push(self.data.len());
+    }
+
+    /// The messages, in the order received.
+    pub fn messages(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let message = &self.data[start..end];
+            start = end;
+            message
+        })
+    }
+
+    /// How many messages it holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
 }
 
 /// Settings of the receivers.
@@ -94,7 +138,7 @@ pub fn allowed(allow: &[IpNet], peer: IpAddr) -> bool {
 
 /// Binds every listener (so a bad address fails at once) and spawns their tasks on the current
 /// runtime; messages go to `sender`.
-pub async fn spawn(config: SyslogConfig, sender: Sender<SyslogMessage>, counters: SyslogCounters) -> Result<()> {
+pub async fn spawn(config: SyslogConfig, sender: Sender<SyslogBatch>, counters: SyslogCounters) -> Result<()> {
     let config = Arc::new(config);
     for addr in &config.udp {
         let socket = UdpSocket::bind(addr).await.with_context(|| format!("cannot bind syslog UDP {addr}"))?;
@@ -131,7 +175,7 @@ fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixDatagram> {
 async fn unix_loop(
     socket: tokio::net::UnixDatagram,
     config: Arc<SyslogConfig>,
-    sender: Sender<SyslogMessage>,
+    sender: Sender<SyslogBatch>,
     counters: SyslogCounters,
 ) {
     let mut buf = vec![0u8; config.max_message_bytes.clamp(1, 65_535) + 1];
@@ -143,7 +187,7 @@ async fn unix_loop(
             continue;
         }
         let bytes = with_hostname(trim_trailer(&buf[..n]), &hostname);
-        if !offer(&sender, &counters, SyslogMessage { transport: "unix", peer: UNIX_PEER, bytes }) {
+        if !offer(&sender, &counters, SyslogBatch::one("unix", UNIX_PEER, bytes)) {
             return;
         }
     }
@@ -152,7 +196,7 @@ async fn unix_loop(
 async fn udp_loop(
     socket: UdpSocket,
     config: Arc<SyslogConfig>,
-    sender: Sender<SyslogMessage>,
+    sender: Sender<SyslogBatch>,
     counters: SyslogCounters,
 ) {
     // One byte more than the limit tells an oversized datagram from one of exactly the limit.
@@ -169,7 +213,7 @@ async fn udp_loop(
             continue;
         }
         let bytes = trim_trailer(&buf[..n]).to_vec();
-        if !offer(&sender, &counters, SyslogMessage { transport: "udp", peer, bytes }) {
+        if !offer(&sender, &counters, SyslogBatch::one("udp", peer, bytes)) {
             return;
         }
     }
@@ -178,7 +222,7 @@ async fn udp_loop(
 async fn tcp_accept_loop(
     listener: TcpListener,
     config: Arc<SyslogConfig>,
-    sender: Sender<SyslogMessage>,
+    sender: Sender<SyslogBatch>,
     counters: SyslogCounters,
 ) {
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
@@ -197,7 +241,8 @@ async fn tcp_accept_loop(
         tokio::spawn(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
-            if let Err(FramingError) = read_frames(BufReader::new(stream), &config, peer, &sender, &counters).await {
+            let mut reader = BufReader::with_capacity(64 * 1024, stream);
+            if let Err(FramingError) = read_frames(&mut reader, &config, peer, &sender, &counters).await {
                 count(&counters, peer, |c| c.framing_errors += 1);
             }
         });
@@ -209,89 +254,142 @@ async fn tcp_accept_loop(
 struct FramingError;
 
 /// Reads RFC 6587 frames until the peer closes; each frame is octet-counted when it starts with
-/// a digit, else LF-terminated.
-async fn read_frames<R: tokio::io::AsyncBufRead + Unpin>(
-    mut reader: R,
+/// a digit, else LF-terminated. Complete frames are handed on in batches: whenever the buffered
+/// input holds no further whole frame (so nothing waits for the sender's next bytes), when a
+/// batch reaches [`BATCH_BYTES`], and at the end of the connection.
+async fn read_frames<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
     config: &SyslogConfig,
     peer: IpAddr,
-    sender: &Sender<SyslogMessage>,
+    sender: &Sender<SyslogBatch>,
     counters: &SyslogCounters,
 ) -> Result<(), FramingError> {
     let max = config.max_message_bytes.max(1);
     let mut frame = Vec::new();
-    loop {
-        let first = match reader.fill_buf().await {
-            Ok([]) | Err(_) => return Ok(()),
-            Ok(bytes) => bytes[0],
-        };
-        frame.clear();
-        let oversized = if first.is_ascii_digit() {
-            let mut digits = Vec::with_capacity(8);
-            // `LEN SP`: at most 9 digits.
-            if (&mut reader).take(10).read_until(b' ', &mut digits).await.is_err() || digits.last() != Some(&b' ') {
-                return Err(FramingError);
-            }
-            let len: usize = std::str::from_utf8(&digits[..digits.len() - 1])
-                .ok()
-                .and_then(|d| d.parse().ok())
-                .ok_or(FramingError)?;
-            if len > max {
-                let skipped =
-                    tokio::io::copy(&mut (&mut reader).take(len as u64), &mut tokio::io::sink()).await.unwrap_or(0);
-                if skipped < len as u64 {
-                    return Ok(());
-                }
-                true
-            } else {
-                frame.resize(len, 0);
-                if reader.read_exact(&mut frame).await.is_err() {
-                    return Ok(());
-                }
-                false
-            }
-        } else {
-            let n = (&mut reader).take(max as u64 + 1).read_until(b'\n', &mut frame).await.unwrap_or(0);
-            if n == 0 {
-                return Ok(());
-            }
-            if frame.last() != Some(&b'\n') && frame.len() > max {
-                // Skip the rest of the long line.
-                let mut rest = Vec::new();
-                loop {
-                    rest.clear();
-                    let n = (&mut reader).take(64 * 1024).read_until(b'\n', &mut rest).await.unwrap_or(0);
-                    if n == 0 || rest.last() == Some(&b'\n') {
-                        break;
-                    }
-                }
-                true
-            } else {
-                false
-            }
-        };
-        if oversized {
-            count(counters, peer, |c| c.oversized += 1);
-            continue;
-        }
-        let bytes = trim_trailer(&frame).to_vec();
-        if bytes.is_empty() {
-            continue;
-        }
-        let len = bytes.len() as u64;
-        if sender.send(SyslogMessage { transport: "tcp", peer, bytes }).await.is_err() {
+    let mut batch = SyslogBatch::new("tcp", peer);
+    let result = loop {
+        // Before a read that may wait for the sender, what is complete goes on.
+        if !batch.is_empty() && !frame_buffered(reader.buffer()) && !hand_on(sender, counters, &mut batch).await {
             return Ok(());
         }
-        count(counters, peer, |c| {
-            c.messages += 1;
-            c.bytes += len;
-        });
+        match read_frame(reader, max, &mut frame).await {
+            Frame::End => break Ok(()),
+            Frame::Error => break Err(FramingError),
+            Frame::Oversized => count(counters, peer, |c| c.oversized += 1),
+            Frame::Complete => {
+                let message = trim_trailer(&frame);
+                if !message.is_empty() {
+                    batch.push(message);
+                    if batch.data.len() >= BATCH_BYTES && !hand_on(sender, counters, &mut batch).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    };
+    // The complete frames before the end (or before a framing error) are delivered.
+    if !batch.is_empty() {
+        hand_on(sender, counters, &mut batch).await;
+    }
+    result
+}
+
+/// True when `buffered` starts with a whole frame (or with bytes that are no frame, which
+/// [`read_frame`] reports at once): reading it will not wait for the sender.
+fn frame_buffered(buffered: &[u8]) -> bool {
+    match buffered.first() {
+        None => false,
+        Some(first) if first.is_ascii_digit() => {
+            let Some(space) = buffered.iter().take(11).position(|b| *b == b' ') else {
+                return buffered.len() >= 11;
+            };
+            match std::str::from_utf8(&buffered[..space]).ok().and_then(|d| d.parse::<usize>().ok()) {
+                Some(len) => buffered.len() > space + len,
+                None => true,
+            }
+        }
+        Some(_) => memchr::memchr(b'\n', buffered).is_some(),
+    }
+}
+
+/// Sends `batch` (waiting while the pipeline is full: back-pressure on the TCP sender), counts
+/// it, and leaves it empty. False when the pipeline is gone.
+async fn hand_on(sender: &Sender<SyslogBatch>, counters: &SyslogCounters, batch: &mut SyslogBatch) -> bool {
+    let full = std::mem::replace(batch, SyslogBatch::new(batch.transport, batch.peer));
+    let (peer, n, bytes) = (full.peer, full.len() as u64, full.data.len() as u64);
+    if sender.send(full).await.is_err() {
+        return false;
+    }
+    count(counters, peer, |c| {
+        c.messages += n;
+        c.bytes += bytes;
+    });
+    true
+}
+
+/// What [`read_frame`] found.
+enum Frame {
+    /// A frame is in the buffer.
+    Complete,
+    /// A frame longer than the limit was skipped.
+    Oversized,
+    /// The connection ended (or broke); a partial last frame is dropped.
+    End,
+    /// Neither framing: the connection must be closed.
+    Error,
+}
+
+/// Reads one frame into `frame`.
+async fn read_frame<R: AsyncRead + Unpin>(reader: &mut BufReader<R>, max: usize, frame: &mut Vec<u8>) -> Frame {
+    let first = match reader.fill_buf().await {
+        Ok([]) | Err(_) => return Frame::End,
+        Ok(bytes) => bytes[0],
+    };
+    frame.clear();
+    if first.is_ascii_digit() {
+        let mut digits = Vec::with_capacity(8);
+        // `LEN SP`: at most 9 digits.
+        if (&mut *reader).take(10).read_until(b' ', &mut digits).await.is_err() || digits.last() != Some(&b' ') {
+            return Frame::Error;
+        }
+        let Some(len) = std::str::from_utf8(&digits[..digits.len() - 1]).ok().and_then(|d| d.parse::<usize>().ok())
+        else {
+            return Frame::Error;
+        };
+        if len > max {
+            let skipped = tokio::io::copy(&mut (&mut *reader).take(len as u64), &mut tokio::io::sink()).await.unwrap_or(0);
+            return if skipped < len as u64 { Frame::End } else { Frame::Oversized };
+        }
+        frame.resize(len, 0);
+        if reader.read_exact(frame).await.is_err() {
+            return Frame::End;
+        }
+        Frame::Complete
+    } else {
+        let n = (&mut *reader).take(max as u64 + 1).read_until(b'\n', frame).await.unwrap_or(0);
+        if n == 0 {
+            return Frame::End;
+        }
+        if frame.last() != Some(&b'\n') && frame.len() > max {
+            // Skip the rest of the long line.
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                let n = (&mut *reader).take(64 * 1024).read_until(b'\n', &mut rest).await.unwrap_or(0);
+                if n == 0 || rest.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+            return Frame::Oversized;
+        }
+        Frame::Complete
     }
 }
 
 /// Hands a datagram's message on without waiting: counted as delivered, or as dropped when the
 /// pipeline is full (datagram senders cannot be slowed down). False when the pipeline is gone.
-fn offer(sender: &Sender<SyslogMessage>, counters: &SyslogCounters, message: SyslogMessage) -> bool {
-    let (peer, len) = (message.peer, message.bytes.len() as u64);
+fn offer(sender: &Sender<SyslogBatch>, counters: &SyslogCounters, message: SyslogBatch) -> bool {
+    let (peer, len) = (message.peer, message.data.len() as u64);
     match sender.try_send(message) {
         Ok(()) => count(counters, peer, |c| {
             c.messages += 1;
@@ -365,11 +463,11 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::channel(100);
         let counters = SyslogCounters::default();
         let peer: IpAddr = "127.0.0.1".parse().unwrap();
-        let result = read_frames(input, &config, peer, &tx, &counters).await;
+        let result = read_frames(&mut BufReader::new(input), &config, peer, &tx, &counters).await;
         drop(tx);
         let mut got = Vec::new();
-        while let Some(message) = rx.recv().await {
-            got.push(String::from_utf8_lossy(&message.bytes).into_owned());
+        while let Some(batch) = rx.recv().await {
+            got.extend(batch.messages().map(|m| String::from_utf8_lossy(m).into_owned()));
         }
         let counts = counters.lock().unwrap().get(&peer).cloned().unwrap_or_default();
         (got, result, counts)
@@ -390,6 +488,84 @@ mod tests {
         assert!(frames(b"12345678901 x", 12).await.1.is_err());
         // A truncated last frame is dropped, not delivered short.
         assert_eq!(frames(b"10 abc", 12).await.0, Vec::<String>::new());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn frames_of_one_read_travel_as_one_batch() {
+        let config = SyslogConfig {
+            udp: vec![],
+            tcp: vec![],
+            unix: vec![],
+            allow: vec![],
+            max_message_bytes: 1024,
+            max_connections: 1,
+        };
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut input = Vec::new();
+        for n in 0..2_000 {
+            let message = format!("<13>Nov 30 12:00:00 mx postfix/smtpd[{n}]: connect from c{n}[192.0.2.1]");
+            input.extend_from_slice(format!("{} {message}", message.len()).as_bytes());
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(10_000);
+        let counters = SyslogCounters::default();
+        // A 16 KiB read buffer: each refill is one batch of the whole frames it completes.
+        let mut reader = BufReader::with_capacity(16 * 1024, input.as_slice());
+        read_frames(&mut reader, &config, peer, &tx, &counters).await.unwrap();
+        drop(tx);
+        let (mut batches, mut got) = (0, Vec::new());
+        while let Some(batch) = rx.recv().await {
+            batches += 1;
+            assert_eq!((batch.transport, batch.peer), ("tcp", peer));
+            got.extend(batch.messages().map(|m| String::from_utf8_lossy(m).into_owned()));
+        }
+        assert_eq!(got.len(), 2_000);
+        assert!(got.iter().enumerate().all(|(n, m)| m.contains(&format!("smtpd[{n}]:"))), "in order");
+        let reads = input.len().div_ceil(16 * 1024);
+        assert!(batches <= reads + 1, "{batches} batches for {reads} reads");
+        let counts = counters.lock().unwrap().get(&peer).cloned().unwrap();
+        assert_eq!(counts.messages, 2_000);
+        assert_eq!(counts.bytes, got.iter().map(|m| m.len() as u64).sum::<u64>());
+    }
+
+    #[test]
+    fn whole_frames_in_the_buffer() {
+        assert!(!frame_buffered(b""));
+        assert!(frame_buffered(b"5 hello"));
+        assert!(!frame_buffered(b"5 hell"));
+        assert!(!frame_buffered(b"12"));
+        assert!(frame_buffered(b"12345678901"), "no space in 11 bytes: a framing error, reported at once");
+        assert!(frame_buffered(b"<13>a line\n"));
+        assert!(!frame_buffered(b"<13>a partial line"));
+    }
+
+    /// A sender that stops in the middle of a frame does not hold back the frames before it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_partial_frame_does_not_hold_back_complete_ones() {
+        let config = SyslogConfig {
+            udp: vec![],
+            tcp: vec![],
+            unix: vec![],
+            allow: vec![],
+            max_message_bytes: 1024,
+            max_connections: 1,
+        };
+        let (client, server) = tokio::io::duplex(4096);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(10);
+        let counters = SyslogCounters::default();
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let reading = tokio::spawn(async move {
+            let mut reader = BufReader::new(server);
+            read_frames(&mut reader, &config, peer, &tx, &counters).await.is_ok()
+        });
+        let mut client = client;
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"<13>one\n<13>two\n<13>thr").await.unwrap();
+        let first = rx.recv().await.expect("the complete frames, before the third one ends");
+        assert_eq!(first.messages().collect::<Vec<_>>(), [b"<13>one".as_slice(), b"<13>two"]);
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"ee\n").await.unwrap();
+        drop(client);
+        let second = rx.recv().await.unwrap();
+        assert_eq!(second.messages().collect::<Vec<_>>(), [b"<13>three".as_slice()]);
+        assert!(reading.await.unwrap());
     }
 
     #[test]

@@ -4,14 +4,16 @@
 --
 -- Every peer with TLS connections in the range, weakest first: the lowest protocol it negotiated,
 -- the cipher of its weakest connection (lowest protocol, then fewest bits), its best protocol and
--- how many TLS connections it had. Connections whose protocol the log did not give are left out.
+-- how many TLS connections it had; `fewest_bits` is the smallest cipher strength of any of them.
+-- Connections whose protocol the log did not give are left out.
 SELECT
     direction,
     replaceRegexpOne(IPv6NumToString(peer_ip), '^::ffff:', '') AS peer,
     max(ifNull(peer_hostname, '')) AS hostname,
     argMin(protocol, strength) AS weakest_protocol,
     argMin(cipher, strength) AS weakest_cipher,
-    min(bits) AS weakest_bits,
+    argMin(bits, strength) AS weakest_bits,
+    min(bits) AS fewest_bits,
     argMax(protocol, strength) AS best_protocol,
     count() AS connections,
     max(ts) AS last_seen

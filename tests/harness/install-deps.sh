@@ -82,6 +82,10 @@ for mta in "${mtas[@]}"; do
             # a running journald.
             packages+=(systemd-journal-remote)
             ;;
+        report)
+            # Headless Chromium loads the `tlsledger report --format html` page in the tests.
+            packages+=(chromium)
+            ;;
         sendmail | opensmtpd)
             echo "install-deps.sh: the $mta lab is not written yet (it will be unpacked privately with apt-get download + dpkg -x)" >&2
             exit 2

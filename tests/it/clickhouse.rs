@@ -15,10 +15,10 @@ use tlsledger::sinks::clickhouse::ClickhouseConfig;
 
 use crate::common::{observations, repo, stat, tlsledger};
 
-/// A private server; stopped on drop.
-struct Server {
+/// A private server; stopped on drop. Test indexes in use: 0-7 here, 8-9 in report.rs.
+pub(crate) struct Server {
     dir: PathBuf,
-    url: String,
+    pub(crate) url: String,
     ports: [u16; 3],
 }
 
@@ -36,7 +36,7 @@ impl Server {
     }
 
     /// `new` and `start`.
-    fn started(index: u16) -> Server {
+    pub(crate) fn started(index: u16) -> Server {
         let server = Server::new(index);
         server.start();
         server
@@ -73,7 +73,7 @@ impl Server {
     }
 
     /// Runs `sql` in `database`.
-    fn query_in(&self, database: &str, sql: &str) -> String {
+    pub(crate) fn query_in(&self, database: &str, sql: &str) -> String {
         let url = format!("{}/?database={database}", self.url);
         let output = Command::new("curl")
             .args(["-sS", "--fail-with-body", "--data-binary", sql, &url])
@@ -84,7 +84,7 @@ impl Server {
         body
     }
 
-    fn apply_schema(&self, database: &str) -> std::process::Output {
+    pub(crate) fn apply_schema(&self, database: &str) -> std::process::Output {
         let output = tlsledger(&["schema", "apply", "--clickhouse", &self.url, "--database", database], b"");
         assert!(output.status.success(), "schema apply: {}", String::from_utf8_lossy(&output.stderr));
         output

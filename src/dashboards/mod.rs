@@ -18,22 +18,24 @@
 //! An unknown placeholder is an error, never passed through. [`grafana_sql`] maps the same
 //! placeholders to the Grafana ClickHouse plugin's macros that work on old servers.
 
+pub mod grafana;
+
 use anyhow::{bail, Context, Result};
 
 /// Every dashboard file, in name order: (file name, text).
 pub const FILES: &[(&str, &str)] = &[
-    ("01_protocol_share.sql", include_str!("../dashboards/01_protocol_share.sql")),
-    ("02_cipher_share.sql", include_str!("../dashboards/02_cipher_share.sql")),
-    ("03_weakest_peers.sql", include_str!("../dashboards/03_weakest_peers.sql")),
-    ("04_impact_protocol.sql", include_str!("../dashboards/04_impact_protocol.sql")),
-    ("05_impact_cipher.sql", include_str!("../dashboards/05_impact_cipher.sql")),
-    ("06_verification.sql", include_str!("../dashboards/06_verification.sql")),
-    ("07_handshake_failures.sql", include_str!("../dashboards/07_handshake_failures.sql")),
-    ("08_broken_starttls.sql", include_str!("../dashboards/08_broken_starttls.sql")),
-    ("09_downgrades.sql", include_str!("../dashboards/09_downgrades.sql")),
-    ("10_inbound_tls_share.sql", include_str!("../dashboards/10_inbound_tls_share.sql")),
-    ("11_session_reuse.sql", include_str!("../dashboards/11_session_reuse.sql")),
-    ("12_plaintext_to_tls_domains.sql", include_str!("../dashboards/12_plaintext_to_tls_domains.sql")),
+    ("01_protocol_share.sql", include_str!("../../dashboards/01_protocol_share.sql")),
+    ("02_cipher_share.sql", include_str!("../../dashboards/02_cipher_share.sql")),
+    ("03_weakest_peers.sql", include_str!("../../dashboards/03_weakest_peers.sql")),
+    ("04_impact_protocol.sql", include_str!("../../dashboards/04_impact_protocol.sql")),
+    ("05_impact_cipher.sql", include_str!("../../dashboards/05_impact_cipher.sql")),
+    ("06_verification.sql", include_str!("../../dashboards/06_verification.sql")),
+    ("07_handshake_failures.sql", include_str!("../../dashboards/07_handshake_failures.sql")),
+    ("08_broken_starttls.sql", include_str!("../../dashboards/08_broken_starttls.sql")),
+    ("09_downgrades.sql", include_str!("../../dashboards/09_downgrades.sql")),
+    ("10_inbound_tls_share.sql", include_str!("../../dashboards/10_inbound_tls_share.sql")),
+    ("11_session_reuse.sql", include_str!("../../dashboards/11_session_reuse.sql")),
+    ("12_plaintext_to_tls_domains.sql", include_str!("../../dashboards/12_plaintext_to_tls_domains.sql")),
 ];
 
 /// The placeholders a dashboard may use (dashboards/README.md "Placeholders").

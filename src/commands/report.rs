@@ -133,7 +133,12 @@ pub fn run(args: &ReportArgs) -> Result<()> {
             let table = query::select(&client, &sql, args.timeout_secs).await.with_context(|| {
                 format!("dashboard {} (dashboards/{}) failed on {}", dashboard.name, dashboard.file, config.database)
             })?;
-            sections.push(Section { title: dashboard.display_title(&params), dashboard, table });
+            sections.push(Section {
+                title: dashboard.display_title(&params),
+                description: dashboard.display_description(&params),
+                dashboard,
+                table,
+            });
         }
         anyhow::Ok(Report {
             generated_at: Utc::now().timestamp(),

@@ -149,11 +149,12 @@ impl Dashboard {
 
     /// The title with its placeholders shown as the values (`TLSv1.1`, not `'TLSv1.1'`).
     pub fn display_title(&self, params: &Params) -> String {
-        let mut title = self.title.clone();
-        for (name, value) in params.display_values() {
-            title = title.replace(&format!("{{{name}}}"), &value);
-        }
-        title
+        params.display(&self.title)
+    }
+
+    /// The description with its placeholders shown as the values.
+    pub fn display_description(&self, params: &Params) -> String {
+        params.display(&self.description)
     }
 }
 
@@ -281,6 +282,15 @@ impl Params {
             "cipher" => quote(&self.cipher),
             other => bail!("unknown placeholder {{{other}}}"),
         })
+    }
+
+    /// `text` (a title or description) with every placeholder shown as its value.
+    pub fn display(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for (name, value) in self.display_values() {
+            text = text.replace(&format!("{{{name}}}"), &value);
+        }
+        text
     }
 
     /// (name, value as shown to people) of every placeholder.

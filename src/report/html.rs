@@ -100,7 +100,7 @@ fn section_html(out: &mut String, section: &Section, max_rows: usize) {
         "<section id=\"{id}\"><h2>{title}</h2><p class=\"desc\">{desc}</p>\n",
         id = escape(&section.dashboard.name),
         title = escape(&section.title),
-        desc = escape(&section.dashboard.description),
+        desc = escape(&section.description),
     );
     if section.table.rows.is_empty() {
         out.push_str("<p class=\"empty\">No rows in this range.</p></section>\n");
@@ -191,7 +191,7 @@ fn time_series(
 fn stacked_svg(out: &mut String, caption: &str, xs: &[String], legend: &[String], stacks: &[Vec<f64>]) {
     let (width, plot_h, left, top) = (760.0_f64, 180.0_f64, 56.0_f64, 24.0_f64);
     let plot_w = width - left - 12.0;
-    let legend_rows = legend.len().div_ceil(4) as f64;
+    let legend_rows = legend.len().div_ceil(3) as f64;
     let height = top + plot_h + 34.0 + legend_rows * 16.0;
     let max = stacks.iter().map(|s| s.iter().sum::<f64>()).fold(0.0, f64::max);
     let max = if max > 0.0 { max } else { 1.0 };
@@ -251,8 +251,8 @@ fn stacked_svg(out: &mut String, caption: &str, xs: &[String], legend: &[String]
         }
     }
     for (i, name) in legend.iter().enumerate() {
-        let lx = left + (i % 4) as f64 * 170.0;
-        let ly = bottom + 30.0 + (i / 4) as f64 * 16.0;
+        let lx = left + (i % 3) as f64 * 230.0;
+        let ly = bottom + 30.0 + (i / 3) as f64 * 16.0;
         let _ = write!(
             out,
             "<rect x=\"{lx}\" y=\"{ry}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{tx}\" y=\"{ty}\">{name}</text>",
@@ -260,7 +260,7 @@ fn stacked_svg(out: &mut String, caption: &str, xs: &[String], legend: &[String]
             color = PALETTE[i.min(PALETTE.len() - 1)],
             tx = lx + 14.0,
             ty = ly,
-            name = escape(&cut_chars(name, 26))
+            name = escape(&cut_chars(name, 34))
         );
     }
     out.push_str("</svg>\n");

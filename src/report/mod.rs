@@ -8,7 +8,8 @@
 //!
 //! The JSON form is a documented interface (README "tlsledger report"): one object with the
 //! range, the parameters and `dashboards`, an array with one object per dashboard
-//! (`name`, `title`, `file`, `columns`, `rows`; each row an object keyed by column name).
+//! (`name`, `title`, `description`, `file`, `columns`, `rows`; each row an object keyed by
+//! column name).
 //! Fields are only ever added.
 
 pub mod html;
@@ -25,6 +26,8 @@ pub struct Section {
     pub dashboard: Dashboard,
     /// Its title with the parameter values filled in.
     pub title: String,
+    /// Its description with the parameter values filled in.
+    pub description: String,
     /// Its rows.
     pub table: ResultTable,
 }
@@ -74,6 +77,7 @@ impl Report {
                 json!({
                     "name": section.dashboard.name,
                     "title": section.title,
+                    "description": section.description,
                     "file": format!("dashboards/{}", section.dashboard.file),
                     "columns": section.table.columns,
                     "rows": rows,
@@ -231,7 +235,12 @@ pub(crate) mod tests {
                     "impact_protocol" => peers.clone(),
                     _ => ResultTable::default(),
                 };
-                Section { title: dashboard.display_title(&params), dashboard, table }
+                Section {
+                    title: dashboard.display_title(&params),
+                    description: dashboard.display_description(&params),
+                    dashboard,
+                    table,
+                }
             })
             .collect();
         Report {

@@ -5,7 +5,7 @@
 //! the crate; the settings `output_format_json_quote_64bit_integers=0` (18.16 quotes 64-bit
 //! integers by default, modern servers since 25.8 do not: pinned so both give numbers) and
 //! `max_execution_time`. Values keep ClickHouse's text forms: DateTime as `YYYY-MM-DD hh:mm:ss`,
-//! Enum as its name, Array as a JSON array.
+//! Enum as its name, Array as a JSON array; floats always as JSON floats (`1.0`, not `1`).
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -60,7 +60,14 @@ pub fn parse_json_compact(body: &[u8]) -> Result<ResultTable> {
     let mut rows = parsed.data;
     for row in &mut rows {
         for (value, column) in row.iter_mut().zip(&columns) {
-            if is_integer(&column.kind) {
+            if is_float(&column.kind) {
+                // ClickHouse writes 1.0 as `1`: keep floats floats for consumers of the JSON.
+                if let Some(n) = value.as_f64() {
+                    if let Some(number) = serde_json::Number::from_f64(n) {
+                        *value = serde_json::Value::Number(number);
+                    }
+                }
+            } else if is_integer(&column.kind) {
                 if let serde_json::Value::String(text) = value {
                     if let Ok(n) = text.parse::<i64>() {
                         *value = n.into();
@@ -72,6 +79,11 @@ pub fn parse_json_compact(body: &[u8]) -> Result<ResultTable> {
         }
     }
     Ok(ResultTable { columns, rows })
+}
+
+fn is_float(kind: &str) -> bool {
+    let kind = kind.strip_prefix("Nullable(").and_then(|k| k.strip_suffix(')')).unwrap_or(kind);
+    matches!(kind, "Float64" | "Float32")
 }
 
 fn is_integer(kind: &str) -> bool {
@@ -93,6 +105,8 @@ mod tests {
         assert_eq!(table.rows[0][1], serde_json::json!("7"));
         assert_eq!(table.rows[1][0], serde_json::json!(3));
         assert_eq!(table.column("a"), Some(2));
+        let floats = parse_json_compact(br#"{"meta":[{"name":"f","type":"Float64"}],"data":[[1],[0.5]]}"#).unwrap();
+        assert_eq!(serde_json::to_string(&floats.rows).unwrap(), "[[1.0],[0.5]]");
         assert!(parse_json_compact(b"Code: 62. DB::Exception: Syntax error").is_err());
     }
 }

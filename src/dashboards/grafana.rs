@@ -67,10 +67,8 @@ pub fn dashboard(dashboards: &[Dashboard]) -> Result<Value> {
             y += height;
         }
     }
-    let protocol_options: Vec<Value> = PROTOCOLS
-        .iter()
-        .map(|p| json!({ "text": p, "value": p, "selected": *p == "TLSv1.1" }))
-        .collect();
+    let protocol_options: Vec<Value> =
+        PROTOCOLS.iter().map(|p| json!({ "text": p, "value": p, "selected": *p == "TLSv1.1" })).collect();
     Ok(json!({
         "uid": DASHBOARD_UID,
         "title": "tlsledger: TLS of SMTP connections",

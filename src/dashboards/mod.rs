@@ -186,7 +186,9 @@ fn parse_chart(text: &str) -> Result<Chart> {
             series: take("series"),
             facet: take("facet"),
         },
-        "bars" => Chart::Bars { label: take("label").context("bars needs label=")?, y: take("y").context("bars needs y=")? },
+        "bars" => {
+            Chart::Bars { label: take("label").context("bars needs label=")?, y: take("y").context("bars needs y=")? }
+        }
         other => bail!("unknown chart kind {other:?} (none, timeseries, bars)"),
     };
     if let Some(key) = options.keys().next() {
@@ -236,7 +238,11 @@ impl Params {
     /// Checks every value; the errors say which option is wrong.
     pub fn validate(&self) -> Result<()> {
         if self.from < 0 || self.to > MAX_SECONDS || self.from >= self.to {
-            bail!("the time range must be non-empty and within 1970-01-01..2106-02-07 (from {} to {})", self.from, self.to);
+            bail!(
+                "the time range must be non-empty and within 1970-01-01..2106-02-07 (from {} to {})",
+                self.from,
+                self.to
+            );
         }
         if !(60..=31 * 86_400).contains(&self.bucket_s) {
             bail!("the bucket must be between 60 seconds and 31 days (got {} seconds)", self.bucket_s);

@@ -95,9 +95,9 @@ pub fn page(report: &Report, max_rows: usize) -> String {
 }
 
 fn section_html(out: &mut String, section: &Section, max_rows: usize) {
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<section id=\"{id}\"><h2>{title}</h2><p class=\"desc\">{desc}</p>\n",
+        "<section id=\"{id}\"><h2>{title}</h2><p class=\"desc\">{desc}</p>",
         id = escape(&section.dashboard.name),
         title = escape(&section.title),
         desc = escape(&section.description),
@@ -133,7 +133,7 @@ fn table_html(out: &mut String, table: &ResultTable, max_rows: usize) {
     }
     out.push_str("</tbody></table>\n");
     if table.rows.len() > max_rows {
-        let _ = write!(out, "<p class=\"empty\">{} more rows (see --format json).</p>\n", table.rows.len() - max_rows);
+        let _ = writeln!(out, "<p class=\"empty\">{} more rows (see --format json).</p>", table.rows.len() - max_rows);
     }
 }
 

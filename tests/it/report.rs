@@ -112,17 +112,24 @@ fn report_dashboards_give_the_hand_derived_numbers_of_the_known_log() {
         column(weakest, "peer"),
         ["\"192.0.2.20\"", "\"192.0.2.30\"", "\"192.0.2.60\"", "\"192.0.2.50\"", "\"198.51.100.7\"", "\"192.0.2.10\""]
     );
-    assert_eq!((&weakest[1]["weakest_protocol"], &weakest[1]["weakest_bits"], &weakest[1]["fewest_bits"]), (&json!("TLSv1"), &json!(256), &json!(128)));
+    assert_eq!(
+        (&weakest[1]["weakest_protocol"], &weakest[1]["weakest_bits"], &weakest[1]["fewest_bits"]),
+        (&json!("TLSv1"), &json!(256), &json!(128))
+    );
 
     // Impact: only mx.old never negotiated more than TLSv1.1, and only it used nothing but the
     // cipher: 4 connections carrying 5 messages (one connection delivered two).
     for name in ["impact_protocol", "impact_cipher"] {
         let impact = rows(&week, name);
         assert_eq!(impact.len(), 1, "{name}: {impact:#?}");
-        assert_eq!((&impact[0]["peer"], &impact[0]["connections"], &impact[0]["messages"]), (&json!("192.0.2.20"), &json!(4), &json!(5)));
+        assert_eq!(
+            (&impact[0]["peer"], &impact[0]["connections"], &impact[0]["messages"]),
+            (&json!("192.0.2.20"), &json!(4), &json!(5))
+        );
     }
     assert_eq!(rows(&week, "impact_protocol")[0]["best_protocol"], "TLSv1.1");
-    let up_to_12 = json_report(&server, "known", &["--since", "7d", "--dashboard", "impact_protocol", "--protocol", "TLSv1.2"]);
+    let up_to_12 =
+        json_report(&server, "known", &["--since", "7d", "--dashboard", "impact_protocol", "--protocol", "TLSv1.2"]);
     assert_eq!(up_to_12["dashboards"].as_array().unwrap().len(), 1);
     assert_eq!(
         column(rows(&up_to_12, "impact_protocol"), "peer"),
@@ -138,7 +145,11 @@ fn report_dashboards_give_the_hand_derived_numbers_of_the_known_log() {
     let verification = rows(&week, "verification");
     let rate = |domain: &str| {
         let row = verification.iter().find(|r| r["domain"] == domain).unwrap();
-        (row["connections"].as_u64().unwrap(), row["verified_rate"].as_f64().unwrap(), row["trusted_or_verified_rate"].as_f64().unwrap())
+        (
+            row["connections"].as_u64().unwrap(),
+            row["verified_rate"].as_f64().unwrap(),
+            row["trusted_or_verified_rate"].as_f64().unwrap(),
+        )
     };
     assert_eq!(rate("old.example"), (4, 0.0, 0.0));
     assert_eq!(rate("cert.example"), (2, 0.5, 0.5));
@@ -161,7 +172,13 @@ fn report_dashboards_give_the_hand_derived_numbers_of_the_known_log() {
     let downgrades = rows(&week, "downgrades");
     let summary: Vec<(String, String, String)> = downgrades
         .iter()
-        .map(|r| (r["peer"].as_str().unwrap().into(), r["severity"].as_str().unwrap().into(), r["baseline"].as_str().unwrap().into()))
+        .map(|r| {
+            (
+                r["peer"].as_str().unwrap().into(),
+                r["severity"].as_str().unwrap().into(),
+                r["baseline"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     let want = [
         ("192.0.2.60", "medium", "historically-valid"),
@@ -185,7 +202,12 @@ fn report_dashboards_give_the_hand_derived_numbers_of_the_known_log() {
     let plaintext = rows(&week, "plaintext_to_tls_domains");
     assert_eq!(plaintext.len(), 1, "{plaintext:#?}");
     assert_eq!(
-        (&plaintext[0]["domain"], &plaintext[0]["messages"], &plaintext[0]["baseline_tls"], &plaintext[0]["baseline_tls_share"]),
+        (
+            &plaintext[0]["domain"],
+            &plaintext[0]["messages"],
+            &plaintext[0]["baseline_tls"],
+            &plaintext[0]["baseline_tls_share"]
+        ),
         (&json!("valid.example"), &json!(1), &json!(13), &json!(1.0))
     );
 
@@ -305,7 +327,8 @@ fn report_html_renders_its_charts_in_chromium_and_grafana_panels_match_the_repor
     // exactly the report's rows for the same range and variables.
     let week = json_report(&server, "html", &["--since", "7d"]);
     let grafana: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo().join("dashboards/grafana/tlsledger.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(repo().join("dashboards/grafana/tlsledger.json")).unwrap())
+            .unwrap();
     let now = chrono::DateTime::parse_from_rfc3339(NOW).unwrap().timestamp();
     let params = Params {
         from: now - 7 * 86_400,
@@ -324,7 +347,9 @@ fn report_html_renders_its_charts_in_chromium_and_grafana_panels_match_the_repor
     for (panel, dashboard) in panels.iter().zip(&all) {
         let raw = panel["targets"][0]["rawSql"].as_str().unwrap();
         let sql = expand_grafana(raw, &params);
-        let table = runtime.block_on(query::select(&config.client(false), &sql, 60)).unwrap_or_else(|e| panic!("{}: {e:#}", dashboard.name));
+        let table = runtime
+            .block_on(query::select(&config.client(false), &sql, 60))
+            .unwrap_or_else(|e| panic!("{}: {e:#}", dashboard.name));
         let want: Vec<Vec<Value>> = rows(&week, &dashboard.name)
             .iter()
             .map(|row| table.columns.iter().map(|c| row[&c.name].clone()).collect())
@@ -343,7 +368,11 @@ fn report_html_renders_its_charts_in_chromium_and_grafana_panels_match_the_repor
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "Grafana panels on ClickHouse 26 (chdb):\n{text}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "Grafana panels on ClickHouse 26 (chdb):\n{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(text.lines().filter(|l| l.starts_with("OK") && l.contains("grafana-chdb")).count(), all.len(), "{text}");
 }
 
@@ -370,8 +399,12 @@ fn grafana_dashboard_and_provisioning_are_valid() {
     assert_eq!(dashboard["uid"], grafana::DASHBOARD_UID);
     assert!(dashboard["schemaVersion"].as_u64().unwrap() >= 36);
     let variables = dashboard["templating"]["list"].as_array().unwrap();
-    let variable = |name: &str| variables.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("no variable {name}"));
-    assert_eq!((&variable("datasource")["type"], &variable("datasource")["query"]), (&json!("datasource"), &json!(grafana::PLUGIN)));
+    let variable =
+        |name: &str| variables.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("no variable {name}"));
+    assert_eq!(
+        (&variable("datasource")["type"], &variable("datasource")["query"]),
+        (&json!("datasource"), &json!(grafana::PLUGIN))
+    );
     assert_eq!(variable("datasource")["current"]["value"], grafana::DATASOURCE_UID);
     for name in ["lookback_days", "protocol", "cipher"] {
         assert!(variable(name)["current"]["value"].is_string(), "{name}");
@@ -390,7 +423,12 @@ fn grafana_dashboard_and_provisioning_are_valid() {
         let datasource = json!({"type": grafana::PLUGIN, "uid": "${datasource}"});
         assert_eq!(panel["datasource"], datasource, "{name}");
         let grid = &panel["gridPos"];
-        let (x, y, w, h) = (grid["x"].as_u64().unwrap(), grid["y"].as_u64().unwrap(), grid["w"].as_u64().unwrap(), grid["h"].as_u64().unwrap());
+        let (x, y, w, h) = (
+            grid["x"].as_u64().unwrap(),
+            grid["y"].as_u64().unwrap(),
+            grid["w"].as_u64().unwrap(),
+            grid["h"].as_u64().unwrap(),
+        );
         assert!(w > 0 && h > 0 && x + w <= 24, "{name}: {grid}");
         for cx in x..x + w {
             for cy in y..y + h {
@@ -400,21 +438,32 @@ fn grafana_dashboard_and_provisioning_are_valid() {
         let targets = panel["targets"].as_array().unwrap();
         assert_eq!(targets.len(), 1, "{name}");
         let target = &targets[0];
-        assert_eq!((&target["datasource"], &target["refId"], &target["queryType"]), (&datasource, &json!("A"), &json!("sql")), "{name}");
+        assert_eq!(
+            (&target["datasource"], &target["refId"], &target["queryType"]),
+            (&datasource, &json!("A"), &json!("sql")),
+            "{name}"
+        );
         let raw = target["rawSql"].as_str().unwrap();
         // Only the macros that work on 18.16 (research/PIPELINE.md §4).
         for forbidden in ["$__timeInterval", "$__timeGroup", "_ms", "toStartOfInterval", "$__timeFilter_ms"] {
             assert!(!raw.contains(forbidden), "{name} uses {forbidden}");
         }
         assert!(raw.contains("$__fromTime") && raw.contains("$__toTime"), "{name}");
-        assert_eq!(raw, dashboards::grafana_sql(&sql_dashboard.sql).unwrap(), "{name}: the panel's SQL is not the file's");
+        assert_eq!(
+            raw,
+            dashboards::grafana_sql(&sql_dashboard.sql).unwrap(),
+            "{name}: the panel's SQL is not the file's"
+        );
     }
 
-    let datasources = std::fs::read_to_string(repo().join("dashboards/grafana/provisioning/datasources/tlsledger-clickhouse.yaml")).unwrap();
+    let datasources =
+        std::fs::read_to_string(repo().join("dashboards/grafana/provisioning/datasources/tlsledger-clickhouse.yaml"))
+            .unwrap();
     assert!(datasources.contains("apiVersion: 1"));
     assert!(datasources.contains(&format!("type: {}", grafana::PLUGIN)));
     assert!(datasources.contains(&format!("uid: {}", grafana::DATASOURCE_UID)));
     assert!(datasources.contains("protocol: http") && datasources.contains("defaultDatabase: tlsledger"));
-    let providers = std::fs::read_to_string(repo().join("dashboards/grafana/provisioning/dashboards/tlsledger.yaml")).unwrap();
+    let providers =
+        std::fs::read_to_string(repo().join("dashboards/grafana/provisioning/dashboards/tlsledger.yaml")).unwrap();
     assert!(providers.contains("apiVersion: 1") && providers.contains("type: file") && providers.contains("path: "));
 }

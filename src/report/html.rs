@@ -2,9 +2,11 @@
 //! external resource), one section per dashboard with its chart and its table.
 //!
 //! Charts are hand-written SVG, not a plotting crate: two shapes cover every dashboard (stacked
-//! bars over time buckets, horizontal bars per row), and the `plotters` crate's SVG backend would
-//! add its dependency tree to a build that two cores share. Every text that reaches the page goes
-//! through [`escape`]; numbers are formatted here, never taken as text from the data.
+//! bars over time buckets, horizontal bars per row). `plotters` with only its SVG backend was
+//! measured here (5 crates, 11 s for a clean debug build of a probe crate): cheap, but its labels
+//! would be log-derived text (peer names, failure reasons) going through an escaping we do not
+//! own. Here every text that reaches the page goes through [`escape`], which is tested with
+//! hostile input; numbers are formatted here, never taken as text from the data.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

@@ -217,6 +217,12 @@ fn report_dashboards_give_the_hand_derived_numbers_of_the_known_log() {
         assert!(dashboard["rows"].as_array().unwrap().is_empty(), "{dashboard:#}");
     }
 
+    // A database without the schema: the first dashboard's failure names it and the server's error.
+    let missing = tlsledger(&["report", "--clickhouse", &server.url, "--database", "nothing_here"], b"");
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("dashboard protocol_share (dashboards/01_protocol_share.sql) failed"), "{stderr}");
+
     // Tables: titles with the parameters, rows aligned.
     let table = String::from_utf8(report(&server, "known", &["--since", "7d"]).stdout).unwrap();
     assert!(table.contains("== Who breaks if protocols up to TLSv1.1 are disabled (impact_protocol)"), "{table}");

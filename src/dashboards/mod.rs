@@ -462,6 +462,33 @@ mod tests {
     }
 
     #[test]
+    fn hostile_input_never_panics() {
+        let samples = [
+            "{",
+            "}{",
+            "{}",
+            "{{from}}",
+            "{fr\u{e9}m}",
+            "\u{0}\u{1b}[2J{cipher",
+            "7\u{e9}d",
+            "99999999999999999999999999w",
+            "-- name: a\n-- title: t\n-- chart: timeseries x=\nSELECT {from}",
+        ];
+        for sample in samples {
+            for end in 0..=sample.len() {
+                let Some(prefix) = sample.get(..end) else { continue };
+                let _ = parse_duration(prefix);
+                let _ = placeholders(prefix);
+                let _ = params().render(prefix);
+                let _ = grafana_sql(prefix);
+                let _ = Dashboard::parse("x.sql", prefix);
+            }
+        }
+        let oversized = "{from} ".repeat(100_000);
+        assert_eq!(params().render(&oversized).unwrap().matches("toDateTime(1795564800)").count(), 100_000);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("7d").unwrap(), 7 * 86_400);
         assert_eq!(parse_duration("12h").unwrap(), 12 * 3_600);

@@ -89,14 +89,34 @@ pub fn page(report: &Report, max_rows: usize) -> String {
         lookback = report.params.lookback_days,
         generated = escape(&time_text(report.generated_at)),
     );
+    let buckets = bucket_labels(&report.params);
     for section in &report.sections {
-        section_html(&mut out, section, max_rows);
+        section_html(&mut out, section, max_rows, &buckets);
     }
     out.push_str("</body></html>\n");
     out
 }
 
-fn section_html(out: &mut String, section: &Section, max_rows: usize) {
+/// Every time bucket of the range as ClickHouse prints it (`toDateTime(intDiv(ts, b) * b)`), so
+/// that buckets without rows show as gaps; empty when there would be more than [`MAX_BUCKETS`].
+fn bucket_labels(params: &crate::dashboards::Params) -> Vec<String> {
+    let step = i64::from(params.bucket_s.max(1));
+    let first = params.from.div_euclid(step) * step;
+    if (params.to - first) / step > MAX_BUCKETS {
+        return Vec::new();
+    }
+    (0..)
+        .map(|i| first + i * step)
+        .take_while(|t| *t < params.to)
+        .filter_map(|t| chrono::DateTime::from_timestamp(t, 0))
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .collect()
+}
+
+/// Most buckets drawn with gaps; beyond, only the buckets that have rows.
+const MAX_BUCKETS: i64 = 400;
+
+fn section_html(out: &mut String, section: &Section, max_rows: usize, buckets: &[String]) {
     let _ = writeln!(
         out,
         "<section id=\"{id}\"><h2>{title}</h2><p class=\"desc\">{desc}</p>",
@@ -111,7 +131,8 @@ fn section_html(out: &mut String, section: &Section, max_rows: usize) {
     match &section.dashboard.chart {
         Chart::None => {}
         Chart::TimeSeries { x, y, series, facet } => {
-            time_series(out, &section.table, x, y, series.as_deref(), facet.as_deref(), &section.title)
+            let spec = TimeSeriesSpec { x, y, series: series.as_deref(), facet: facet.as_deref(), buckets };
+            time_series(out, &section.table, &spec, &section.title)
         }
         Chart::Bars { label, y } => bars(out, &section.table, label, y, &section.title),
     }
@@ -139,16 +160,19 @@ fn table_html(out: &mut String, table: &ResultTable, max_rows: usize) {
     }
 }
 
+/// What a time-series chart draws.
+struct TimeSeriesSpec<'a> {
+    x: &'a str,
+    y: &'a str,
+    series: Option<&'a str>,
+    facet: Option<&'a str>,
+    /// Every bucket of the range (gaps included), when `x` is the time bucket.
+    buckets: &'a [String],
+}
+
 /// Stacked bars per x value (time bucket), one chart per facet value.
-fn time_series(
-    out: &mut String,
-    table: &ResultTable,
-    x: &str,
-    y: &str,
-    series: Option<&str>,
-    facet: Option<&str>,
-    title: &str,
-) {
+fn time_series(out: &mut String, table: &ResultTable, spec: &TimeSeriesSpec<'_>, title: &str) {
+    let TimeSeriesSpec { x, y, series, facet, buckets } = *spec;
     let (Some(x_idx), Some(y_idx)) = (table.column(x), table.column(y)) else {
         let _ = write!(out, "<p class=\"empty\">Chart columns {} / {} missing.</p>", escape(x), escape(y));
         return;
@@ -161,7 +185,10 @@ fn time_series(
         facets.entry(key).or_default().push(row);
     }
     for (facet_value, rows) in facets {
-        let xs: BTreeSet<String> = rows.iter().filter_map(|r| r.get(x_idx)).map(cell_text).collect();
+        let mut xs: BTreeSet<String> = rows.iter().filter_map(|r| r.get(x_idx)).map(cell_text).collect();
+        if x == "bucket" {
+            xs.extend(buckets.iter().cloned());
+        }
         let xs: Vec<String> = xs.into_iter().collect();
         // Series by total, the largest first; the rest become "other".
         let mut totals: BTreeMap<String, f64> = BTreeMap::new();
@@ -353,6 +380,9 @@ mod tests {
         assert_eq!(page.matches("<svg class=\"chart\"").count(), 3, "{page}");
         assert!(page.contains("TLS protocol share over time: outbound"));
         assert!(page.contains(">11-23</text>"));
+        // Every day of the range is a slot, rows or not (2026-11-25 to 2026-12-02: 7 buckets).
+        assert_eq!(bucket_labels(&super::super::tests::sample().params).len(), 7);
+        assert!(page.contains(">12-01</text>"), "{page}");
         assert_eq!(page.matches("No rows in this range.").count(), crate::dashboards::FILES.len() - 2);
     }
 

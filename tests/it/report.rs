@@ -2,7 +2,8 @@
 //! ClickHouse 18.16 (tests/harness/clickhouse.sh, test indexes 8 and 9) loaded by `tlsledger
 //! parse --clickhouse` from a known log (tests/data/report/mail.log, whose expected numbers are
 //! derived by hand in tests/data/report/README.md), headless Chromium for the HTML page, and
-//! ClickHouse 26 in process (chdb) for the Grafana panels' SQL with the macros expanded.
+//! ClickHouse 26 in process (chdb) for the Grafana panels' SQL with the macros expanded and for
+//! the dashboards over the same observations (the same TSV on both engines).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -380,6 +381,84 @@ fn report_html_renders_its_charts_in_chromium_and_grafana_panels_match_the_repor
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(text.lines().filter(|l| l.starts_with("OK") && l.contains("grafana-chdb")).count(), all.len(), "{text}");
+
+    // The dashboards themselves over the same observations on ClickHouse 26.
+    dashboards_agree_on_both_engines(&server, "html", &params);
+}
+
+/// The dashboards on ClickHouse 26 (chdb) over the same observations as `server`'s `database`,
+/// exported from 18.16 and loaded into chdb: every dashboard gives the same TSV on both engines.
+fn dashboards_agree_on_both_engines(server: &Server, database: &str, params: &Params) {
+    let dir = scratch("engines");
+    let names = tlsledger::sinks::clickhouse::row::COLUMNS;
+    let select: Vec<String> = names
+        .iter()
+        .map(|c| if *c == "peer_ip" { "IPv6NumToString(peer_ip) AS peer_ip".to_owned() } else { (*c).to_owned() })
+        .collect();
+    let export = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--data-binary"])
+        .arg(format!("SELECT {} FROM observations FINAL FORMAT JSONEachRow", select.join(", ")))
+        .arg(format!("{}/?database={database}&output_format_json_quote_64bit_integers=0", server.url))
+        .output()
+        .unwrap();
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stdout));
+    let rows = dir.join("observations.jsonl");
+    std::fs::write(&rows, &export.stdout).unwrap();
+    // Enums and DateTimes come as text (their names and `YYYY-MM-DD hh:mm:ss`), the address as
+    // text converted back to 16 bytes: the INSERT's SELECT casts each to the column's type.
+    let types = server.query_in(
+        database,
+        "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = 'observations'",
+    );
+    let structure: Vec<String> = types
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(name, kind)| {
+            let text = name == "peer_ip" || kind.starts_with("Enum") || kind.starts_with("DateTime");
+            format!("{name} {}", if text { "String" } else { kind })
+        })
+        .collect();
+    let converted: Vec<String> = names
+        .iter()
+        .map(|c| if *c == "peer_ip" { "IPv6StringToNum(peer_ip)".to_owned() } else { (*c).to_owned() })
+        .collect();
+    let table = format!(
+        "observations ({}) SELECT {} FROM input('{}')",
+        names.join(", "),
+        converted.join(", "),
+        structure.join(", ")
+    );
+    let all = dashboards::all().unwrap();
+    let mut expected = Vec::new();
+    for dashboard in &all {
+        let sql = params.render(&dashboard.sql).unwrap();
+        std::fs::write(dir.join(dashboard.file), format!("{sql};\n")).unwrap();
+        expected.push(server.query_in(database, &format!("{sql}\nFORMAT TSV")));
+    }
+    let output = Command::new("python3")
+        .arg(repo().join("tests/harness/chdb_check.py"))
+        .args(["--params", "retention_days=400", "--show", "--sample-data"])
+        .arg(&rows)
+        .args(["--table", &table, "schema/portable", "schema/modern"])
+        .arg(&dir)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "dashboards on chdb:\n{text}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("(67 rows into observations"), "{text}");
+    assert!(expected.iter().all(|tsv| !tsv.is_empty()), "every dashboard has rows in this range");
+    for (dashboard, want) in all.iter().zip(expected) {
+        let path = dir.join(dashboard.file).display().to_string();
+        let got: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with(&format!("-- {path}:")))
+            .skip(1)
+            .take_while(|l| !l.starts_with(&format!("OK   {path}")))
+            .collect();
+        let got = if got.iter().all(|l| l.is_empty()) { String::new() } else { format!("{}\n", got.join("\n")) };
+        assert_eq!(got, want, "{}: ClickHouse 26 and 18.16 differ", dashboard.name);
+    }
 }
 
 /// `raw` with the Grafana ClickHouse plugin's macros expanded as its pkg/macros/macros.go does

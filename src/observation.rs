@@ -178,6 +178,36 @@ pub struct TlsInfo {
     pub key_exchange: Option<String>,
     /// Certificate verification errors logged for this connection that did not stop it.
     pub verify_errors: Vec<String>,
+    /// The peer certificate, where the MTA logged it (Postfix at TLS log level 2, Exim `DN=`,
+    /// milter macros). Absent from the JSON when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<Cert>,
+}
+
+/// What the log tells of a peer certificate. Each part is `None` when not logged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Cert {
+    /// The subject (Postfix: the CN; Exim, Sendmail: the whole DN).
+    pub subject: Option<String>,
+    /// The issuer (Postfix: the CN; Sendmail: the whole DN).
+    pub issuer: Option<String>,
+    /// The certificate fingerprint as logged (hex pairs, `SHA256:` prefixed for OpenSMTPD).
+    pub fingerprint: Option<String>,
+    /// The public-key (SPKI) fingerprint as logged.
+    pub pkey_fingerprint: Option<String>,
+}
+
+impl Cert {
+    /// The identity a history compares: the fingerprint when logged, else subject and issuer.
+    pub fn identity(&self) -> Option<String> {
+        match (&self.fingerprint, &self.subject, &self.issuer) {
+            (Some(fingerprint), _, _) => Some(fingerprint.to_ascii_uppercase()),
+            (None, None, None) => None,
+            (None, subject, issuer) => {
+                Some(format!("{} / {}", subject.as_deref().unwrap_or(""), issuer.as_deref().unwrap_or("")))
+            }
+        }
+    }
 }
 
 /// Why TLS failed or was missing.

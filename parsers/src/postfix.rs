@@ -181,8 +181,30 @@ pub enum Event<'a> {
         /// The whole warning text.
         reason: &'a str,
     },
+    /// The peer certificate, logged before the TLS summary at `smtp_tls_loglevel`/
+    /// `smtpd_tls_loglevel` ≥ 2 (or with the `peercert`/`certmatch` log mask):
+    /// `mx.example.net[192.0.2.25]:25: subject_CN=mx.example.net, issuer_CN=R3,
+    /// fingerprint=AB:…, pkey_fingerprint=CD:…` (client; the server writes `issuer=`), and the
+    /// Postfix 2.x form `Verified: subject_CN=…, issuer=…` without the peer.
+    PeerCertificate(PeerCertificate<'a>),
     /// A message of a Postfix daemon that tells nothing about TLS or SMTP delivery.
     Ignored,
+}
+
+/// What Postfix logs of a peer certificate ([`Event::PeerCertificate`]). Empty values (Postfix
+/// logs `subject_CN=` with nothing when the certificate has no CN) are `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCertificate<'a> {
+    /// The remote endpoint; `None` in the Postfix 2.x form, which joins by process.
+    pub peer: Option<Peer<'a>>,
+    /// The subject's common name.
+    pub subject_cn: Option<&'a str>,
+    /// The issuer's common name.
+    pub issuer_cn: Option<&'a str>,
+    /// The certificate fingerprint (`smtp_tls_fingerprint_digest`, hex pairs with colons).
+    pub fingerprint: Option<&'a str>,
+    /// The public-key fingerprint.
+    pub pkey_fingerprint: Option<&'a str>,
 }
 
 /// Client side (`to`, outbound) or server side (`from`, inbound).
@@ -653,9 +675,65 @@ fn queue_message<'a>(
     then: impl FnOnce(&'a str, &'a str) -> Result<Event<'a>, Error>,
 ) -> Result<Event<'a>, Error> {
     match queue_id(message) {
+        // `Verified` and `Unverified` look like queue ids: the Postfix 2.x certificate line.
+        Ok((rest, "Verified" | "Unverified")) if rest.starts_with("subject_CN=") => no_queue_id(message),
         Ok((rest, queue_id)) => then(queue_id, rest),
-        Err(_) => Ok(Event::Ignored),
+        Err(_) => no_queue_id(message),
     }
+}
+
+/// `value` trimmed, `None` when empty.
+fn non_empty(value: &str) -> Option<&str> {
+    let value = value.trim();
+    (!value.is_empty()).then_some(value)
+}
+
+/// A message that is not a queue-id message: a peer certificate line, or nothing we use.
+/// Tried only after the queue id failed, so the frequent delivery lines pay nothing for it.
+fn no_queue_id(message: &str) -> Result<Event<'_>, Error> {
+    let (peer, fields) = match message.strip_prefix("Verified: ").or_else(|| message.strip_prefix("Unverified: ")) {
+        Some(rest) if rest.starts_with("subject_CN=") => (None, rest),
+        Some(_) => return Ok(Event::Ignored),
+        None => {
+            // `host[addr]:port: subject_CN=…`: the peer ends in `]` or `]:port`.
+            let Some(at) = message.find("]: subject_CN=").or_else(|| {
+                let at = message.find(": subject_CN=")?;
+                message[..at].rfind("]:").map(|_| at)
+            }) else {
+                return Ok(Event::Ignored);
+            };
+            let at = if message.as_bytes()[at] == b']' { at + 1 } else { at };
+            let (rest, peer) = peer(&message[..at]).map_err(|_| Error::Malformed)?;
+            if !rest.is_empty() {
+                return Err(Error::Malformed);
+            }
+            (Some(peer), &message[at + 2..])
+        }
+    };
+    let fields = fields.strip_prefix("subject_CN=").ok_or(Error::Malformed)?;
+    // Right to left: the fingerprints are hex, the names may hold anything but these labels.
+    let (fields, pkey_fingerprint) = match fields.rfind(", pkey_fingerprint=") {
+        Some(at) => (&fields[..at], non_empty(&fields[at + ", pkey_fingerprint=".len()..])),
+        None => (fields, None),
+    };
+    let (fields, fingerprint) = match fields.rfind(", fingerprint=") {
+        Some(at) => (&fields[..at], non_empty(&fields[at + ", fingerprint=".len()..])),
+        None => (fields, None),
+    };
+    let (subject, issuer) = match fields.rfind(", issuer_CN=") {
+        Some(at) => (&fields[..at], &fields[at + ", issuer_CN=".len()..]),
+        None => {
+            let at = fields.rfind(", issuer=").ok_or(Error::Malformed)?;
+            (&fields[..at], &fields[at + ", issuer=".len()..])
+        }
+    };
+    Ok(Event::PeerCertificate(PeerCertificate {
+        peer,
+        subject_cn: non_empty(subject),
+        issuer_cn: non_empty(issuer),
+        fingerprint,
+        pkey_fingerprint,
+    }))
 }
 
 /// `7EE668039: `, `4WzPS31N13z8slH: ` (long ids), `NOQUEUE: `.
@@ -1027,5 +1105,33 @@ mod tests {
             parse_message("smtp", "732BB407C3: host mail.domain.com[1.1.1.1] said: 451 try later"),
             Ok(Event::Ignored)
         );
+    }
+
+    #[test]
+    fn peer_certificate_lines_of_both_sides_and_the_old_form() {
+        let client = "mx.example.net[192.0.2.25]:25: subject_CN=mx.example.net, issuer_CN=R3, fingerprint=6B:1C:2D:3E, pkey_fingerprint=AA:BB:CC:DD";
+        let Ok(Event::PeerCertificate(cert)) = parse_message("smtp", client) else { panic!("{client}") };
+        assert_eq!(cert.peer.map(|p| (p.addr, p.port)), Some(("192.0.2.25", Some(25))));
+        assert_eq!(
+            (cert.subject_cn, cert.issuer_cn, cert.fingerprint, cert.pkey_fingerprint),
+            (Some("mx.example.net"), Some("R3"), Some("6B:1C:2D:3E"), Some("AA:BB:CC:DD"))
+        );
+        // The server writes `issuer=`, the peer without a port; a CN with a comma stays whole.
+        let server = "client.example[2001:db8::7]: subject_CN=Example, Inc. client, issuer=Example CA, fingerprint=01:02, pkey_fingerprint=03:04";
+        let Ok(Event::PeerCertificate(cert)) = parse_message("smtpd", server) else { panic!("{server}") };
+        assert_eq!(cert.peer.map(|p| p.addr), Some("2001:db8::7"));
+        assert_eq!((cert.subject_cn, cert.issuer_cn), (Some("Example, Inc. client"), Some("Example CA")));
+        // Postfix 2.x: no peer, no fingerprints; an empty CN is None.
+        let old = "Verified: subject_CN=, issuer=Old CA";
+        let Ok(Event::PeerCertificate(cert)) = parse_message("smtp", old) else { panic!("{old}") };
+        assert_eq!((cert.peer, cert.subject_cn, cert.issuer_cn, cert.fingerprint), (None, None, Some("Old CA"), None));
+        // Truncated or odd lines never panic; a peer-looking head with no issuer is malformed.
+        assert_eq!(parse_message("smtp", "mx[192.0.2.1]:25: subject_CN=x"), Err(Error::Malformed));
+        assert_eq!(parse_message("smtp", "Verified: something else"), Ok(Event::Ignored));
+        assert_eq!(parse_message("smtp", "note: subject_CN=x, issuer_CN=y"), Ok(Event::Ignored));
+        for cut in 0..client.len() {
+            let _ = parse_message("smtp", &client[..cut]);
+            let _ = parse_message("smtpd", &server[..cut.min(server.len())]);
+        }
     }
 }

@@ -5,7 +5,10 @@
 //! window, no flag is published and classes stay frozen (and the command says so). Dormant
 //! endpoints and those on the `always_allow` list are never listed.
 //!
-//! The TLS policy map gets entries only with an opt-in `[enforcement] postfix_tier`; then the
+//! Enforcement files get entries only with an opt-in tier (`[enforcement] postfix_tier`,
+//! `exim_tier`, `sendmail_tier`), and at most `max_promotions_per_hour` endpoints become newly
+//! enforced per hour (the ledger `OUT/tlsledger-promotions.json`, [`crate::feeds::enforcement`]).
+//! With a Postfix tier the
 //! target Postfix version comes from `--postfix-version` or `postconf -h mail_version`, and the
 //! next hops from the state, `--transport-map FILE` and `--relayhost` ([`crate::feeds::postfix_policy`]).
 //!
@@ -19,6 +22,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::explain::load_thresholds;
+use crate::feeds::enforcement::{self, Ledger};
 use crate::feeds::index::{self, MakemapType, PostmapType};
 use crate::feeds::postfix_policy::{self, PostfixVersion, Route};
 use crate::feeds::{self, csv, exim, json, postfix, rspamd, sendmail, spamassassin, Entry, Stamp, Summary};
@@ -198,6 +202,21 @@ pub fn run(args: &FeedArgs) -> Result<()> {
         }
     }
     let stamp = Stamp { generated: now, expires: now + chrono::Duration::seconds(thresholds.expiry.feed_ttl.0) };
+    // The promotion limit: endpoints newly enforceable beyond max_promotions_per_hour wait.
+    let enforcing = enforcement::any_tier(&thresholds.enforcement);
+    let mut ledger = if enforcing { Ledger::load(&args.out)? } else { Ledger::default() };
+    if enforcing {
+        let admission = enforcement::limit_promotions(&mut entries, &thresholds.enforcement, &mut ledger, &stamp);
+        if !admission.held.is_empty() {
+            eprintln!(
+                "tlsledger: {} endpoints newly enforceable, {} held back by max_promotions_per_hour = {} (first: {})",
+                admission.promoted + admission.held.len(),
+                admission.held.len(),
+                thresholds.enforcement.max_promotions_per_hour,
+                admission.held[0]
+            );
+        }
+    }
     let hops = match thresholds.enforcement.postfix_tier {
         PostfixTier::Off => Default::default(),
         _ => postfix_policy::next_hops(&store, &entries, &routes)?,
@@ -210,7 +229,12 @@ pub fn run(args: &FeedArgs) -> Result<()> {
         ("tls_policy", tls_policy),
         ("avoid_tls.list", exim::broken_starttls_list(&entries, Direction::Outbound, &stamp)),
         ("no_starttls_clients.list", exim::broken_starttls_list(&entries, Direction::Inbound, &stamp)),
-        ("access.tlsledger", sendmail::access(&entries, &stamp)),
+        ("require_tls.list", enforcement::exim_require_tls(&entries, &thresholds.enforcement, &stamp)),
+        ("verify_tls.list", enforcement::exim_verify_tls(&entries, &thresholds.enforcement, &stamp)),
+        (
+            "access.tlsledger",
+            sendmail::access(&entries, &stamp) + &enforcement::sendmail_tls_srv(&entries, &thresholds.enforcement),
+        ),
         ("tlsledger_downgrade.map", rspamd::downgrade_map(&entries, &stamp)),
         ("tlsledger_hist_tls.map", rspamd::hist_tls_map(&entries, &stamp)),
         ("tlsledger-feed.json", json::feed(&entries, trip.as_ref(), &stamp)?),
@@ -230,6 +254,10 @@ pub fn run(args: &FeedArgs) -> Result<()> {
             }
         }
         feeds::write_atomically(&args.out, name, contents.as_bytes())?;
+    }
+    let enforcement_files = ["tls_policy", "require_tls.list", "verify_tls.list", "access.tlsledger"];
+    if enforcing && !refused.iter().any(|name| enforcement_files.contains(name)) {
+        ledger.save(&args.out)?;
     }
     if let Some(kind) = args.postmap {
         if !refused.contains(&"tls_policy") {

@@ -432,6 +432,10 @@ enum Input {
 struct Checkpoints {
     version: u32,
     files: Vec<FileCheckpoint>,
+    /// The `--tls-logging auto` evidence: (reporter, instance, inbound) of the MTA instances seen
+    /// logging TLS summaries, so that a restart does not forget that they do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tls_logging: Vec<(String, String, bool)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -468,6 +472,10 @@ const MAX_FINISHED_CHECKPOINTS: usize = 256;
 const CHECKPOINT_FILE: &str = "checkpoints.json";
 
 impl Checkpoints {
+    fn default_v1() -> Checkpoints {
+        Checkpoints { version: 1, ..Checkpoints::default() }
+    }
+
     fn load(dir: &Path) -> Result<Checkpoints> {
         let path = dir.join(CHECKPOINT_FILE);
         match std::fs::read(&path) {
@@ -479,7 +487,7 @@ impl Checkpoints {
                 }
                 Ok(checkpoints)
             }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoints { version: 1, files: vec![] }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoints::default_v1()),
             Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
         }
     }
@@ -780,12 +788,14 @@ impl Core {
     ) -> Result<Self> {
         let started_micros = chrono::Utc::now().timestamp_micros();
         let tls_logging = settings.tls_logging;
+        let mut correlator = Correlator::new(Config { tls_logging, ..Config::default() });
+        correlator.restore_tls_logging_evidence(&checkpoints.tls_logging);
         let (finished, live): (Vec<_>, Vec<_>) = checkpoints.files.into_iter().partition(|f| f.finished);
         let pending =
             live.into_iter().filter_map(|f| Some((u64::from_str_radix(&f.fingerprint, 16).ok()?, f))).collect();
         Ok(Core {
             settings,
-            correlator: Correlator::new(Config { tls_logging, ..Config::default() }),
+            correlator,
             lines: LineCounters::default(),
             counters: IngestCounters::default(),
             files: HashMap::new(),
@@ -950,9 +960,15 @@ impl Core {
         checkpoint: Option<FileCheckpoint>,
     ) {
         let source_name = source.name.clone();
-        let id = self.correlator.add_source_keyed(source, &format!("{source_name}#{fingerprint:016x}"));
-        let arc = Arc::clone(self.correlator.source(id).expect("just added"));
         let journal = source_name.starts_with("journal:");
+        // A file generation's event ids depend on its content (the fingerprint), not on the name
+        // it was found under: a generation first read as `mail.log` by a run that was killed
+        // before its checkpoint is found as `mail.log.1` after a rotation, and the lines it
+        // emits again must carry the same ids (ClickHouse collapses them with FINAL).
+        let id_key =
+            if journal { format!("{source_name}#{fingerprint:016x}") } else { format!("file#{fingerprint:016x}") };
+        let id = self.correlator.add_source_keyed(source, &id_key);
+        let arc = Arc::clone(self.correlator.source(id).expect("just added"));
         let skip_below = checkpoint.as_ref().filter(|_| journal).map_or(0, |f| f.offset);
         let (emitted, replay) = match checkpoint {
             Some(f) => {
@@ -1304,7 +1320,8 @@ impl Core {
             cursor: None,
             finished: true,
         }));
-        let body = serde_json::to_vec_pretty(&Checkpoints { version: 1, files })?;
+        let tls_logging = self.correlator.tls_logging_evidence();
+        let body = serde_json::to_vec_pretty(&Checkpoints { version: 1, files, tls_logging })?;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let next = dir.join(format!(".{CHECKPOINT_FILE}.next"));
         let mut handle = std::fs::File::create(&next).with_context(|| format!("cannot create {}", next.display()))?;

@@ -196,6 +196,30 @@ impl Correlator {
             .collect()
     }
 
+    /// The `--tls-logging auto` evidence: (reporter, instance, inbound) of every MTA instance
+    /// seen logging a TLS summary on that side. A daemon saves it with its checkpoint, so that
+    /// after a restart a connection without a TLS line is still known to be plaintext.
+    pub fn tls_logging_evidence(&self) -> Vec<(String, String, bool)> {
+        let mut evidence: Vec<(String, String, bool)> = self
+            .postfix
+            .tls_logging_seen()
+            .map(|(name, inbound)| {
+                let (reporter, instance) = self.names.get(name);
+                (reporter.to_string(), instance.to_string(), inbound)
+            })
+            .collect();
+        evidence.sort();
+        evidence
+    }
+
+    /// Restores [`Correlator::tls_logging_evidence`] of an earlier run.
+    pub fn restore_tls_logging_evidence(&mut self, evidence: &[(String, String, bool)]) {
+        for (reporter, instance, inbound) in evidence {
+            let name = self.names.intern(reporter, instance);
+            self.postfix.restore_tls_logging_seen(name, *inbound);
+        }
+    }
+
     /// Registers a source whose event ids hash `id_key` instead of the source's name: a followed
     /// file is one name across rotations, but each generation needs ids of its own.
     pub fn add_source_keyed(&mut self, source: Source, id_key: &str) -> SourceId {
@@ -286,17 +310,22 @@ impl Names {
         let name = match self.by_tag.get(self.scratch.as_slice()) {
             Some(id) => *id,
             None => {
-                let key: (Arc<str>, Arc<str>) = (Arc::from(reporter), Arc::from(header.instance()));
-                let next = u32::try_from(self.pairs.len()).unwrap_or(u32::MAX);
-                let id = *self.ids.entry(key.clone()).or_insert_with(|| {
-                    self.pairs.push(key);
-                    next
-                });
+                let id = self.intern(reporter, header.instance());
                 self.by_tag.insert(self.scratch.as_slice().into(), id);
                 id
             }
         };
         ProcessKey { name, pid: pid.unwrap_or(0) }
+    }
+
+    /// The index of (reporter, instance), interned if new.
+    fn intern(&mut self, reporter: &str, instance: &str) -> u32 {
+        let key: (Arc<str>, Arc<str>) = (Arc::from(reporter), Arc::from(instance));
+        let next = u32::try_from(self.pairs.len()).unwrap_or(u32::MAX);
+        *self.ids.entry(key.clone()).or_insert_with(|| {
+            self.pairs.push(key);
+            next
+        })
     }
 
     /// The (reporter, instance) of an interned name.

@@ -21,14 +21,14 @@ use std::sync::{Arc, LazyLock};
 use chrono::{DateTime, Utc};
 use memchr::memmem;
 use parsers::postfix::{
-    Counters as CommandCounters, Daemon, Delivery, Event, Relay, Status, TlsConnection, TrustClass,
+    Counters as CommandCounters, Daemon, Delivery, Event, PeerCertificate, Relay, Status, TlsConnection, TrustClass,
 };
 use parsers::Peer;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{Config, Counters, LineMeta, Names, ProcessKey, SourceId, TlsLogging};
 use crate::observation::{
-    event_id, event_id_at, Direction, Failure, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust,
+    event_id, event_id_at, Cert, Direction, Failure, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust,
 };
 
 /// Most `TLS library problem` reasons kept for one handshake.
@@ -91,6 +91,8 @@ struct Connection {
     reasons: Vec<String>,
     /// `certificate verification failed` reasons.
     verify_errors: Vec<String>,
+    /// The peer certificate line (TLS log level 2), until the TLS summary takes it.
+    cert: Option<Cert>,
     /// `Server certificate not verified/trusted`: the policy rejected the certificate.
     rejected: Option<String>,
     /// `TLS is required, but …`: (kind, reason).
@@ -125,6 +127,17 @@ struct Session {
 }
 
 impl State {
+    /// The instances (interned names) known to log TLS summaries, and on which side (`true`:
+    /// server, inbound): the evidence [`TlsLogging::Auto`] decides by.
+    pub fn tls_logging_seen(&self) -> impl Iterator<Item = (u32, bool)> + '_ {
+        self.tls_logging_seen.iter().copied()
+    }
+
+    /// Restores evidence from [`State::tls_logging_seen`] of an earlier run.
+    pub fn restore_tls_logging_seen(&mut self, name: u32, inbound: bool) {
+        self.tls_logging_seen.insert((name, inbound));
+    }
+
     /// Connections and sessions currently open.
     pub fn open(&self) -> usize {
         self.clients.len() + self.servers.len()
@@ -246,7 +259,22 @@ impl State {
             Event::TlsConnection(tls) => {
                 self.tls_logging_seen.insert((process.name, false));
                 let conn = self.client_conn_for(ctx, process, &tls.peer, |c| c.tls.is_none() && c.deliveries == 0);
-                conn.tls = Some(tls_info(tls, std::mem::take(&mut conn.verify_errors)));
+                let mut info = tls_info(tls, std::mem::take(&mut conn.verify_errors));
+                info.cert = conn.cert.take();
+                conn.tls = Some(info);
+            }
+            Event::PeerCertificate(cert) => {
+                let conn = match &cert.peer {
+                    Some(peer) => {
+                        Some(self.client_conn_for(ctx, process, peer, |c| c.tls.is_none() && c.deliveries == 0))
+                    }
+                    // The Postfix 2.x form names no peer: the connection the process has open.
+                    None => self.clients.get_mut(&process).and_then(|c| c.conn.as_deref_mut()),
+                };
+                match conn {
+                    Some(conn) => set_cert(conn, cert),
+                    None => ctx.counters.orphans += 1,
+                }
             }
             Event::HandshakeError { peer, detail, .. } => {
                 let client = self.clients.entry(process).or_default();
@@ -469,8 +497,17 @@ impl State {
             Event::TlsConnection(tls) => {
                 self.tls_logging_seen.insert((process.name, true));
                 let session = self.session_for(ctx, process, &tls.peer);
-                session.conn.tls = Some(tls_info(tls, Vec::new()));
+                let mut info = tls_info(tls, Vec::new());
+                info.cert = session.conn.cert.take();
+                session.conn.tls = Some(info);
             }
+            Event::PeerCertificate(cert) => match &cert.peer {
+                Some(peer) => set_cert(&mut self.session_for(ctx, process, peer).conn, cert),
+                None => match self.servers.get_mut(&process) {
+                    Some(session) => set_cert(&mut session.conn, cert),
+                    None => ctx.counters.orphans += 1,
+                },
+            },
             Event::HandshakeError { peer, detail, .. } => {
                 let session = self.session_for(ctx, process, peer);
                 session.conn.handshake = Some(format!("SSL_accept error: {detail}"));
@@ -674,6 +711,22 @@ fn tls_info(tls: &TlsConnection<'_>, verify_errors: Vec<String>) -> TlsInfo {
         sni: tls.sni.map(str::to_owned),
         key_exchange: tls.key_exchange.map(str::to_owned),
         verify_errors,
+        cert: None,
+    }
+}
+
+/// Keeps a peer certificate line on its connection: on the TLS details when the summary came
+/// first, else until it comes.
+fn set_cert(conn: &mut Connection, cert: &PeerCertificate<'_>) {
+    let cert = Cert {
+        subject: cert.subject_cn.map(str::to_owned),
+        issuer: cert.issuer_cn.map(str::to_owned),
+        fingerprint: cert.fingerprint.map(str::to_owned),
+        pkey_fingerprint: cert.pkey_fingerprint.map(str::to_owned),
+    };
+    match conn.tls.as_mut() {
+        Some(tls) => tls.cert = Some(cert),
+        None => conn.cert = Some(cert),
     }
 }
 

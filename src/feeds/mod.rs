@@ -4,14 +4,17 @@
 //! temporary file in the same folder, fsync, rename, fsync of the folder), always valid (an empty
 //! feed is a file with only comments), with `generated` and `expires` stamps in comment lines of
 //! their own (Postfix keeps a trailing `# …` as part of a cidr value). Nothing that can hold mail
-//! is written: the Postfix TLS policy map stays empty until the opt-in tiers exist.
+//! is written by default: the enforcement files (`tls_policy`, `require_tls.list`,
+//! `verify_tls.list`, `TLS_Srv:` entries) stay empty until the operator opts in to a tier.
 //!
 //! - `postfix.rs`: `smtp_discard_ehlo.cidr` (outbound broken-STARTTLS), `smtpd_discard_ehlo.cidr`
-//!   (inbound), `tls_policy` (empty, documented).
+//!   (inbound); `postfix_policy.rs`: `tls_policy` (opt-in tiers).
+//! - `enforcement.rs`: which endpoints may be enforced, the promotion limit and its ledger, and
+//!   the opt-in Exim lists and Sendmail `TLS_Srv:` entries.
 //! - `rspamd.rs`: `tlsledger_downgrade.map` (inbound downgrade suspects with weights by severity)
 //!   and `tlsledger_hist_tls.map` (inbound senders with a TLS history).
 //! - `exim.rs`: `avoid_tls.list` (`hosts_avoid_tls`) and `no_starttls_clients.list`.
-//! - `sendmail.rs`: `access.tlsledger` (`Try_TLS:IP NO`, `Srv_Features:IP S`, `IPv6:` keys).
+//! - `sendmail.rs`: `access.tlsledger` (`Try_TLS:IP NO`, `Srv_Features:IP S`, opt-in `TLS_Srv:`, `IPv6:` keys).
 //! - `spamassassin.rs`: `tlsledger.cf`, rules on the `X-TLSLedger` header the milter adds
 //!   (the header is defined there), scored from the thresholds file.
 //! - `index.rs`: after the rename, `postmap` / `makemap` build indexed databases of `tls_policy`
@@ -21,6 +24,7 @@
 //!   evidence summary.
 
 pub mod csv;
+pub mod enforcement;
 pub mod exim;
 pub mod index;
 pub mod json;

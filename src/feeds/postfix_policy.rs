@@ -42,7 +42,6 @@ use anyhow::{bail, Context, Result};
 
 use super::{Entry, Stamp};
 use crate::observation::Direction;
-use crate::reputation::classify::Class;
 use crate::reputation::store::{dns_name, ReputationStore};
 use crate::reputation::thresholds::{Enforcement, PostfixTier};
 
@@ -358,12 +357,8 @@ fn refusal(key: &str, hop: &NextHop, by_ip: &HashMap<&str, &Entry>, enforcement:
     }
     for ip in &hop.endpoints {
         let Some(entry) = by_ip.get(ip.as_str()) else { return Some(format!("{ip} has no current history")) };
-        let c = &entry.classification;
-        if c.class != Class::HistoricallyValid {
-            return Some(format!("{ip} is {}", c.class.as_str()));
-        }
-        if c.dormant || c.allowed || c.never_enforce || c.broken_starttls.is_some() {
-            return Some(format!("{ip} is dormant, pinned or flagged"));
+        if let Some(why) = super::enforcement::refusal(entry, enforcement) {
+            return Some(why);
         }
     }
     None
@@ -420,7 +415,7 @@ pub fn tls_policy(
 mod tests {
     use super::*;
     use crate::feeds::testing::stamp;
-    use crate::reputation::classify::classify;
+    use crate::reputation::classify::{classify, Class};
     use crate::reputation::memory::MemoryStore;
     use crate::reputation::store::conformance::{observation, outbound, Kind, T0};
     use crate::reputation::store::record;

@@ -85,12 +85,66 @@ impl PostfixTier {
     }
 }
 
+/// The opt-in Exim tier: `require_tls.list` (`hosts_require_tls`) and, for `verify`,
+/// `verify_tls.list` (`tls_verify_hosts`), with historically-valid server IPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EximTier {
+    /// No entries (the default).
+    #[default]
+    Off,
+    /// TLS required (`hosts_require_tls`), certificate not checked.
+    RequireTls,
+    /// TLS required and the certificate must verify (`hosts_require_tls` + `tls_verify_hosts`).
+    Verify,
+}
+
+impl EximTier {
+    /// The name in the thresholds file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EximTier::Off => "off",
+            EximTier::RequireTls => "require-tls",
+            EximTier::Verify => "verify",
+        }
+    }
+}
+
+/// The opt-in Sendmail tier: `TLS_Srv:IP ENCR:128` or `TLS_Srv:IP VERIFY` access entries for
+/// historically-valid server IPs (temporary errors only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SendmailTier {
+    /// No entries (the default).
+    #[default]
+    Off,
+    /// `ENCR:128`: TLS with at least 128-bit ciphers required.
+    Encrypt,
+    /// `VERIFY`: TLS required and the certificate must verify.
+    Verify,
+}
+
+impl SendmailTier {
+    /// The name in the thresholds file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendmailTier::Off => "off",
+            SendmailTier::Encrypt => "encrypt",
+            SendmailTier::Verify => "verify",
+        }
+    }
+}
+
 /// `[enforcement]`: everything here is opt-in; the default enforces nothing.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Enforcement {
     /// `off` (default), `encrypt`, `verify` or `secure-match-observed`.
     pub postfix_tier: PostfixTier,
+    /// `off` (default), `require-tls` or `verify`: Exim's `require_tls.list` / `verify_tls.list`.
+    pub exim_tier: EximTier,
+    /// `off` (default), `encrypt` or `verify`: Sendmail `TLS_Srv:` access entries.
+    pub sendmail_tier: SendmailTier,
     /// Domains protected by DANE or MTA-STS: never an enforcement entry for them (their own
     /// resolver decides). `example.com` is that domain only, `.example.com` its subdomains.
     pub protected_domains: Vec<String>,
@@ -100,7 +154,7 @@ pub struct Enforcement {
     pub on_persistent_failure: String,
     /// Never emit enforcement for DANE / MTA-STS protected domains.
     pub skip_policy_protected: bool,
-    /// Most new promotions per hour.
+    /// Most new promotions per hour (endpoints that become enforceable; the others wait).
     pub max_promotions_per_hour: u32,
     /// A feed file whose entries change by more than this share is not published.
     pub max_feed_churn_ratio: f64,
@@ -110,6 +164,8 @@ impl Default for Enforcement {
     fn default() -> Self {
         Enforcement {
             postfix_tier: PostfixTier::Off,
+            exim_tier: EximTier::Off,
+            sendmail_tier: SendmailTier::Off,
             protected_domains: Vec::new(),
             enforce_hold_max: Secs(24 * 3_600),
             on_persistent_failure: "relax".to_owned(),
@@ -309,7 +365,8 @@ impl Thresholds {
         {
             bail!("scores in the thresholds file must be finite numbers");
         }
-        if thresholds.enforcement.postfix_tier != PostfixTier::Off && !thresholds.enforcement.skip_policy_protected {
+        if crate::feeds::enforcement::any_tier(&thresholds.enforcement) && !thresholds.enforcement.skip_policy_protected
+        {
             bail!("enforcement.skip_policy_protected must stay true: DANE and MTA-STS domains are never enforced from history");
         }
         if let Some(bad) = thresholds.enforcement.protected_domains.iter().find(|d| {

@@ -15,7 +15,7 @@ use tlsledger::sinks::clickhouse::ClickhouseConfig;
 
 use crate::common::{observations, repo, stat, tlsledger};
 
-/// A private server; stopped on drop. Test indexes in use: 0-7 here, 8-9 in report.rs.
+/// A private server; stopped on drop.
 pub(crate) struct Server {
     dir: PathBuf,
     pub(crate) url: String,
@@ -23,12 +23,16 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// A stopped server's folder and ports for test number `index`: 30000-32403, below the
-    /// kernel's ephemeral range (32768-60999), where client sockets could take them first, and
-    /// above the Postfix lab's 20000-29999.
-    fn new(index: u16) -> Server {
+    /// A stopped server's folder and ports for test number `index` (0–12, each test its own:
+    /// tests run in parallel): 30000-32399, below the kernel's ephemeral range (32768-60999),
+    /// where client sockets could take them first, and above the Postfix lab's 20000-29999.
+    /// Indexes in use: 0–7 here (3 unreachable at first, then started), 8 the ingest outage
+    /// test, 9 the ingest rotation oracle (tests/it/ingest.rs), 10–11 the report tests
+    /// (tests/it/report.rs).
+    pub(crate) fn new(index: u16) -> Server {
+        assert!(index < 13, "server index {index}: 13 slots of 3 ports per test process");
         let pid = std::process::id();
-        let base = 30_000 + (pid % 120) as u16 * 20 + index * 3;
+        let base = 30_000 + (pid % 60) as u16 * 40 + index * 3;
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("clickhouse-{pid}-{index}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -54,7 +58,7 @@ impl Server {
             .expect("run tests/harness/clickhouse.sh (run tests/run.sh, which installs ClickHouse)")
     }
 
-    fn start(&self) {
+    pub(crate) fn start(&self) {
         let output = self.script("start");
         assert!(
             output.status.success(),
@@ -63,12 +67,12 @@ impl Server {
         );
     }
 
-    fn kill(&self) {
+    pub(crate) fn kill(&self) {
         assert!(self.script("kill").status.success());
     }
 
     /// Runs `sql` over HTTP; panics with the server's message on error.
-    fn query(&self, sql: &str) -> String {
+    pub(crate) fn query(&self, sql: &str) -> String {
         self.query_in("default", sql)
     }
 
@@ -120,6 +124,7 @@ const INPUTS: &[&str] = &[
     "tests/data/corpus/kumina-postfix_exporter.log",
     "tests/data/corpus/synthetic-framings.txt",
     "tests/data/corpus/fail2ban-postfix.log",
+    "tests/data/postfix/tls-loglevel2-out.maillog",
 ];
 
 const PARSE: &[&str] = &["parse", "--reference-time", "2026-11-30T00:00:00Z", "--log-zone", "utc"];
@@ -130,7 +135,7 @@ fn clickhouse_schema_apply_is_idempotent_and_refuses_changed_files() {
     let first = server.apply_schema("tlsledger");
     let first_text = String::from_utf8_lossy(&first.stderr);
     assert!(first_text.contains("applied schema/portable/0001_observations.sql"), "{first_text}");
-    assert!(first_text.contains("3 file(s) applied"), "{first_text}");
+    assert!(first_text.contains("4 file(s) applied"), "{first_text}");
     let tables = server.query("SELECT name FROM system.tables WHERE database = 'tlsledger' ORDER BY name");
     assert_eq!(
         tables,
@@ -139,7 +144,7 @@ fn clickhouse_schema_apply_is_idempotent_and_refuses_changed_files() {
 
     let second = server.apply_schema("tlsledger");
     assert!(String::from_utf8_lossy(&second.stderr).contains("is up to date"));
-    assert_eq!(server.query("SELECT count() FROM tlsledger.schema_migrations"), "3\n");
+    assert_eq!(server.query("SELECT count() FROM tlsledger.schema_migrations"), "4\n");
 
     let status = tlsledger(&["schema", "status", "--clickhouse", &server.url], b"");
     let status_text = String::from_utf8_lossy(&status.stdout);
@@ -330,6 +335,18 @@ fn clickhouse_rejected_rows_go_to_the_dead_letter_file() {
             .trim_end_matches(';')
             .replace("CREATE TABLE IF NOT EXISTS observations", "CREATE TABLE broken.observations"),
     );
+    let cert_columns: String = include_str!("../../schema/portable/0004_observation_cert.sql")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    server.query(
+        cert_columns
+            .trim()
+            .trim_end_matches(';')
+            .replace("ALTER TABLE observations", "ALTER TABLE broken.observations")
+            .as_str(),
+    );
     let spool = spool_dir("dead-letter");
     let output = tlsledger(
         &[
@@ -448,7 +465,7 @@ fn clickhouse_rebuild_gives_the_same_classes_as_streaming() {
 
 #[test]
 fn clickhouse_outage_under_ingest_loses_nothing_across_a_restart() {
-    let server = Server::started(3);
+    let server = Server::started(8);
     server.apply_schema("tlsledger");
     let (first_half, second_half, expected) = lab_log_halves(120);
     assert!(expected > 500);
@@ -479,13 +496,28 @@ fn clickhouse_outage_under_ingest_loses_nothing_across_a_restart() {
     };
     let rows = || -> u64 { server.query("SELECT count() FROM tlsledger.observations").trim().parse().unwrap() };
 
-    // The daemon loads the first half; the server dies; the second half arrives meanwhile and is
-    // spooled; the server comes back and the daemon replays the spool on its own.
+    // The daemon loads the first half; the server is down for 30 s while the second half keeps
+    // arriving (a thirtieth every second) and is spooled; the server comes back and the daemon
+    // replays the spool on its own.
     let daemon = ingest(&[]);
     wait("the first rows", &|| rows() > 0);
     server.kill();
-    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(second_half.as_bytes()).unwrap();
-    wait("a spooled batch", &|| spooled_batches(&spool) > 0);
+    let down_at = std::time::Instant::now();
+    let lines: Vec<&str> = second_half.split_inclusive('\n').collect();
+    let mut writer = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    for (second, part) in lines.chunks(lines.len().div_ceil(30)).enumerate() {
+        // The writer's clock, not a wait for a condition: the outage lasts 30 s by design.
+        let due = down_at + std::time::Duration::from_secs(second as u64);
+        while std::time::Instant::now() < due {
+            std::thread::park_timeout(due - std::time::Instant::now());
+        }
+        writer.write_all(part.concat().as_bytes()).unwrap();
+    }
+    let back_at = down_at + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < back_at {
+        std::thread::park_timeout(back_at - std::time::Instant::now());
+    }
+    assert!(spooled_batches(&spool) > 0, "the outage spooled nothing");
     server.start();
     wait("the spool to drain", &|| spooled_batches(&spool) == 0 && rows() > 0);
     Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();

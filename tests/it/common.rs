@@ -35,6 +35,19 @@ pub fn tlsledger(args: &[&str], stdin: &[u8]) -> Output {
     output
 }
 
+/// `tlsledger parse --output none --tls-logging on --trusted-files --state STATE EXTRA… INPUT`
+/// (`INPUT` `-` reads `stdin`): the reputation state of a log whose lines count as trusted.
+/// Panics with tlsledger's stderr when it fails.
+pub fn parse_into_state(state: &Path, input: &str, stdin: &[u8], extra: &[&str]) -> Output {
+    let state = state.to_str().expect("UTF-8 state path");
+    let mut args = vec!["parse", "--output", "none", "--tls-logging", "on", "--trusted-files", "--state", state];
+    args.extend_from_slice(extra);
+    args.push(input);
+    let output = tlsledger(&args, stdin);
+    assert!(output.status.success(), "tlsledger {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
 /// The JSON objects of `stdout`, one per line.
 pub fn observations(stdout: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(stdout)

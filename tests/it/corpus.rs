@@ -167,3 +167,45 @@ fn corpus_whyscream_postfix_grok_patterns() {
     assert!(features.contains(&("may:none", "starttls-not-offered")), "{features:?}");
     assert!(features.contains(&("dane", "tls")), "{features:?}");
 }
+
+/// Real logs of the Postfix lab at TLS log level 2 (tests/data/postfix/README.md): every TLS
+/// observation whose handshake had a peer-certificate line carries that certificate.
+#[test]
+fn corpus_postfix_tls_loglevel_2_certificates() {
+    let path = repo().join("tests/data/postfix/tls-loglevel2-out.maillog");
+    let (got, stderr) = golden("postfix-tls-loglevel2-out", &[path.to_str().unwrap()], b"");
+    assert_eq!(stat(&stderr, "malformed message"), 0);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cert_lines = text.lines().filter(|l| l.contains(": subject_CN=")).count();
+    let with_cert: Vec<&Value> = got.iter().filter(|o| !o["tls"]["cert"].is_null()).collect();
+    assert_eq!(with_cert.len(), cert_lines, "one certificate per certificate line");
+    for o in &with_cert {
+        let cert = &o["tls"]["cert"];
+        let fingerprint = cert["fingerprint"].as_str().unwrap();
+        assert_eq!(fingerprint.len(), 32 * 3 - 1, "a SHA-256 fingerprint: {o}");
+        assert!(cert["pkey_fingerprint"].as_str().is_some_and(|p| p.len() == 95), "{o}");
+        match o["peer"]["ip"].as_str().unwrap() {
+            // The CA-signed receiver, verified or trusted depending on the policy of the transport.
+            "127.0.0.2" => {
+                assert_eq!(
+                    (cert["subject"].as_str(), cert["issuer"].as_str()),
+                    (Some("mx.ca.test"), Some("tlsledger lab CA"))
+                );
+                assert!(o["tls"]["trust"] == "verified" || o["tls"]["trust"] == "trusted", "{o}");
+            }
+            // The self-signed receiver: its own issuer, untrusted.
+            "127.0.0.3" => {
+                assert_eq!(cert["subject"], cert["issuer"], "{o}");
+                assert_eq!(o["tls"]["trust"], "untrusted", "{o}");
+            }
+            _ => {}
+        }
+    }
+    // The same certificate gives the same fingerprint on every connection to the same receiver.
+    let ca: std::collections::BTreeSet<&str> = with_cert
+        .iter()
+        .filter(|o| o["peer"]["ip"] == "127.0.0.2")
+        .map(|o| o["tls"]["cert"]["fingerprint"].as_str().unwrap())
+        .collect();
+    assert_eq!(ca.len(), 1, "{ca:?}");
+}

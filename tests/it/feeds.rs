@@ -64,21 +64,7 @@ fn postmap_query(key: &str, map: &Path) -> Option<String> {
 fn feed_files_are_read_by_the_real_consumers() {
     let state = dir("state");
     let out = dir("out");
-    let parsed = tlsledger(
-        &[
-            "parse",
-            "--output",
-            "none",
-            "--tls-logging",
-            "on",
-            "--trusted-files",
-            "--state",
-            state.to_str().unwrap(),
-            "-",
-        ],
-        log().as_bytes(),
-    );
-    assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
+    crate::common::parse_into_state(&state, "-", log().as_bytes(), &[]);
     let feed = tlsledger(
         &["feed", "--state", state.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", "2026-11-11T10:00:00Z"],
         b"",
@@ -538,4 +524,171 @@ fn exim_reads_the_generated_host_lists() {
             assert!(stderr.contains(&why), "{stderr}");
         }
     }
+}
+
+/// Ten days of verified TLS to a server on 127.0.0.1 (for a real delivery test), next to the
+/// historically-valid 192.0.2.10 of [`log`].
+fn loopback_valid_log() -> String {
+    let mut log = log();
+    for day in 0..10u32 {
+        let (date, pid) = (format!("2026-11-{:02}", day + 1), 6000 + day);
+        log.push_str(&format!(
+            "{date}T07:00:00+00:00 mx postfix/smtp[{pid}]: Verified TLS connection established to mx.lab.example[127.0.0.1]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n\
+             {date}T07:00:01+00:00 mx postfix/smtp[{pid}]: D{pid:09X}: to=<u@lab.example>, relay=mx.lab.example[127.0.0.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)\n"
+        ));
+    }
+    log
+}
+
+/// The entries (non-comment lines) of a feed file.
+fn entries_of(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(str::to_owned).collect()
+}
+
+/// A plain SMTP receiver without STARTTLS (Python's `smtpd`, Debian's python3) on a free
+/// loopback port; killed on drop.
+struct PlainReceiver {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PlainReceiver {
+    fn start() -> PlainReceiver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("/usr/bin/python3")
+            .args(["-W", "ignore", "-m", "smtpd", "-n", "-c", "DebuggingServer", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the receiver did not start on port {port}");
+            std::thread::yield_now();
+        }
+        PlainReceiver { child, port }
+    }
+}
+
+impl Drop for PlainReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Delivers one message to `u@lab.example` with the private Exim (`-odi`: in the foreground)
+/// through an smtp transport wired to the feed's opt-in lists, and returns Exim's main log.
+fn exim_delivery(name: &str, out: &Path, port: u16) -> String {
+    let work = dir(name);
+    for sub in ["spool", "log"] {
+        std::fs::create_dir_all(work.join(sub)).unwrap();
+        // Deliveries run as Debian-exim (the binary's EXIM_USER).
+        let chown = Command::new("chown").args(["Debian-exim:"]).arg(work.join(sub)).status().unwrap();
+        assert!(chown.success());
+    }
+    let config = work.join("exim.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "exim_path = {exim}\n\
+             keep_environment =\n\
+             primary_hostname = sender.lab.example\n\
+             spool_directory = {work}/spool\n\
+             log_file_path = {work}/log/%slog\n\
+             tls_advertise_hosts =\n\
+             begin routers\n\
+             lab:\n  driver = manualroute\n  domains = lab.example\n  transport = remote_smtp\n  \
+               route_list = * 127.0.0.1::{port} byname\n  self = send\n\
+             begin transports\n\
+             remote_smtp:\n  driver = smtp\n  allow_localhost\n  \
+               hosts_require_tls = {out}/require_tls.list\n  tls_verify_hosts = {out}/verify_tls.list\n\
+             begin retry\n* * F,1h,10m\n",
+            exim = exim().display(),
+            work = work.display(),
+            out = out.display(),
+        ),
+    )
+    .unwrap();
+    let sent = run_exim(&config, &["-odi", "-oi", "u@lab.example"], b"Subject: tier test\n\nhello\n");
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    std::fs::read_to_string(work.join("log/mainlog")).unwrap()
+}
+
+#[test]
+fn opt_in_exim_and_sendmail_tiers_are_rate_limited_and_hold_mail_in_a_real_exim() {
+    let state = dir("tiers-state");
+    crate::common::parse_into_state(&state, "-", loopback_valid_log().as_bytes(), &[]);
+    let thresholds = write_temp(
+        "tiers.toml",
+        "[enforcement]\nexim_tier = \"verify\"\nsendmail_tier = \"encrypt\"\nmax_promotions_per_hour = 1\n",
+    );
+    let feed = |out: &Path, thresholds: &Path, now: &str| {
+        let run = tlsledger(
+            &[
+                "feed",
+                "--state",
+                state.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--thresholds",
+                thresholds.to_str().unwrap(),
+                "--now",
+                now,
+            ],
+            b"",
+        );
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        String::from_utf8_lossy(&run.stderr).into_owned()
+    };
+
+    // Two servers become enforceable; one promotion an hour lets the first (by address) in.
+    let out = dir("tiers-out");
+    let said = feed(&out, &thresholds, "2026-11-11T10:00:00Z");
+    assert!(said.contains("1 held back by max_promotions_per_hour = 1 (first: 192.0.2.10)"), "{said}");
+    assert_eq!(entries_of(&out.join("require_tls.list")), ["127.0.0.1"]);
+    assert_eq!(entries_of(&out.join("verify_tls.list")), ["127.0.0.1"]);
+    let access = entries_of(&out.join("access.tlsledger"));
+    assert!(access.contains(&"TLS_Srv:127.0.0.1\tENCR:128".to_owned()), "{access:?}");
+    assert!(!access.iter().any(|l| l.contains("192.0.2.10")), "{access:?}");
+    assert!(!access.iter().any(|l| l.contains("PERM")), "{access:?}");
+    assert!(access.contains(&"Try_TLS:192.0.2.40\tNO".to_owned()), "broken-STARTTLS stays: {access:?}");
+    // Sendmail's makemap accepts the access entries, TLS_Srv included.
+    let cf = write_temp("tiers-sendmail.cf", "");
+    let db = Command::new(makemap())
+        .arg("-C")
+        .arg(&cf)
+        .arg("hash")
+        .arg(out.join("access-check"))
+        .stdin(std::fs::File::open(out.join("access.tlsledger")).unwrap())
+        .output()
+        .unwrap();
+    assert!(db.status.success(), "makemap: {}", String::from_utf8_lossy(&db.stderr));
+
+    // Within the hour nothing more; an hour later the held server comes in.
+    feed(&out, &thresholds, "2026-11-11T10:30:00Z");
+    assert_eq!(entries_of(&out.join("require_tls.list")), ["127.0.0.1"]);
+    feed(&out, &thresholds, "2026-11-11T11:00:01Z");
+    assert_eq!(entries_of(&out.join("require_tls.list")), ["127.0.0.1", "192.0.2.10"]);
+    assert_eq!(entries_of(&out.join("verify_tls.list")), ["127.0.0.1", "192.0.2.10"]);
+
+    // A real Exim reads the lists: the historically-valid server now offers no STARTTLS, so
+    // the delivery is deferred instead of going out in clear ...
+    let receiver = PlainReceiver::start();
+    let log = exim_delivery("tiers-exim-held", &out, receiver.port);
+    assert!(
+        log.lines().any(|l| l.contains("== u@lab.example")
+            && l.contains("defer (-38)")
+            && l.contains("a TLS session is required, but the server did not offer TLS support")),
+        "{log}"
+    );
+    assert!(!log.contains("=> u@lab.example"), "{log}");
+    // ... while with the tier off (the default) the same delivery goes out in clear.
+    let off = dir("tiers-out-off");
+    feed(&off, &write_temp("tiers-off.toml", ""), "2026-11-11T11:00:01Z");
+    assert_eq!(entries_of(&off.join("require_tls.list")), Vec::<String>::new());
+    assert!(!off.join("tlsledger-promotions.json").exists(), "no promotion ledger without a tier");
+    let log = exim_delivery("tiers-exim-open", &off, receiver.port);
+    assert!(log.lines().any(|l| l.contains("=> u@lab.example") && l.contains("H=127.0.0.1")), "{log}");
 }

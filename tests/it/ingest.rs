@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -537,7 +537,8 @@ impl Random {
 /// killed with SIGKILL at random points and restarted.
 ///
 /// What it proves: every session number comes out on stdout at least once (at-least-once across
-/// kills and rotations), no observation is a fragment (every one is a whole TLS session), and the
+/// kills and rotations), every one is in ClickHouse exactly once (`FINAL`), no observation is a
+/// fragment (every one is a whole TLS session), and the
 /// reputation state counts every session exactly once, the same counts per endpoint as one
 /// uninterrupted run over all the lines, whatever the follower saw of the rotations (renames,
 /// truncations, a truncation and a rename between two polls, rotations while it was dead).
@@ -606,12 +607,21 @@ fn ingest_follow_counts_each_line_once_across_logrotate_and_sigkill() {
     };
     let state = dir.join("state");
     let pattern = format!("{}*", log.display());
+    let clickhouse = crate::clickhouse::Server::started(9);
+    clickhouse.apply_schema("rotation");
+    let spool = dir.join("spool");
     let start_ingester = |run: usize, exit_at_end: bool| {
         let mut args = vec![
             "--follow".to_owned(),
             pattern.clone(),
             "--state".to_owned(),
             state.display().to_string(),
+            "--clickhouse".to_owned(),
+            clickhouse.url.clone(),
+            "--database".to_owned(),
+            "rotation".to_owned(),
+            "--spool-dir".to_owned(),
+            spool.display().to_string(),
             "--stdout".to_owned(),
             "--poll-ms".to_owned(),
             "20".to_owned(),
@@ -729,5 +739,53 @@ fn ingest_follow_counts_each_line_once_across_logrotate_and_sigkill() {
     assert!(differ.is_empty(), "seed {seed}: reputation counts (reference, got) differ, e.g. {differ:?}");
     assert_eq!(got.len(), want.len(), "seed {seed}");
     assert!(want.values().all(|d| d.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>() == 1));
+    // ClickHouse: every session exactly once (observations emitted again after a kill carry the
+    // same event id, which `FINAL` collapses).
+    let counts = clickhouse.query(
+        "SELECT count(), uniqExact(event_id), uniqExact(peer_hostname), countIf(outcome != 'tls') \
+         FROM rotation.observations FINAL",
+    );
+    assert_eq!(counts, format!("{n_sessions}\t{n_sessions}\t{n_sessions}\t0\n"), "seed {seed}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--tls-logging auto` (the default) calls a connection without a TLS line plaintext only for an
+/// instance seen logging TLS summaries. That evidence is kept with the checkpoint: after a restart
+/// the first plaintext delivery is still plaintext, as in one uninterrupted run.
+#[test]
+fn ingest_keeps_the_tls_logging_evidence_across_a_restart() {
+    let dir = temp_dir("ingest-tls-evidence");
+    let log = dir.join("mail.log");
+    let tls = "2026-11-20T08:00:00+00:00 mx postfix/smtp[100]: Trusted TLS connection established to mx.a.example[192.0.2.1]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n\
+               2026-11-20T08:00:01+00:00 mx postfix/smtp[100]: 3F1A2B3C4D: to=<u@a.example>, relay=mx.a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)\n";
+    let plain = "2026-11-20T08:05:00+00:00 mx postfix/smtp[101]: 3F1A2B3C4E: to=<u@b.example>, relay=mx.b.example[192.0.2.2]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)\n";
+    let outcomes = |out: &Path| -> Vec<(String, String)> {
+        observations(&std::fs::read(out).unwrap())
+            .iter()
+            .map(|o| (o["peer"]["ip"].as_str().unwrap_or("").to_owned(), o["outcome"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let run = |name: &str, state: &Path| -> PathBuf {
+        let out = dir.join(name);
+        let args = ["--follow", log.to_str().unwrap(), "--state", state.to_str().unwrap(), "--stdout", "--exit-at-end"];
+        let output = ingest(&args, &out).wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        out
+    };
+
+    // One run over both lines: the instance logs TLS, so the second delivery is plaintext.
+    std::fs::write(&log, format!("{tls}{plain}")).unwrap();
+    let reference = outcomes(&run("reference.jsonl", &dir.join("reference-state")));
+    assert_eq!(reference, [("192.0.2.1".into(), "tls".into()), ("192.0.2.2".into(), "plaintext".into())]);
+
+    // The same lines in two runs: the second run sees only the plaintext delivery.
+    std::fs::write(&log, tls).unwrap();
+    let state = dir.join("state");
+    assert_eq!(outcomes(&run("first.jsonl", &state)), [("192.0.2.1".to_owned(), "tls".to_owned())]);
+    let checkpoints = std::fs::read_to_string(state.join("checkpoints.json")).unwrap();
+    assert!(checkpoints.contains("\"tls_logging\""), "{checkpoints}");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    file.write_all(plain.as_bytes()).unwrap();
+    drop(file);
+    assert_eq!(outcomes(&run("second.jsonl", &state)), [("192.0.2.2".to_owned(), "plaintext".to_owned())]);
 }

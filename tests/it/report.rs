@@ -1,5 +1,5 @@
 //! `tlsledger report`, the dashboards and the Grafana dashboard against real parts: a private
-//! ClickHouse 18.16 (tests/harness/clickhouse.sh, test indexes 8 and 9) loaded by `tlsledger
+//! ClickHouse 18.16 (tests/harness/clickhouse.sh, test indexes 10 and 11) loaded by `tlsledger
 //! parse --clickhouse` from a known log (tests/data/report/mail.log, whose expected numbers are
 //! derived by hand in tests/data/report/README.md), headless Chromium for the HTML page, and
 //! ClickHouse 26 in process (chdb) for the Grafana panels' SQL with the macros expanded and for
@@ -90,7 +90,7 @@ fn column(rows: &[Value], column: &str) -> Vec<String> {
 
 #[test]
 fn report_dashboards_give_the_hand_derived_numbers_of_the_known_log() {
-    let server = loaded_server(8, "known", 2);
+    let server = loaded_server(10, "known", 2);
     let week = json_report(&server, "known", &["--since", "7d"]);
     assert_eq!(week["from"], "2026-11-23T00:00:00+00:00");
     assert_eq!(week["server"].as_str().unwrap().split('.').next(), Some("18"));
@@ -295,7 +295,7 @@ fn pixels(png: &Path) -> (u64, u64) {
 
 #[test]
 fn report_html_renders_its_charts_in_chromium_and_grafana_panels_match_the_report() {
-    let server = loaded_server(9, "html", 1);
+    let server = loaded_server(11, "html", 1);
     let dir = scratch("html");
 
     // The page: one self-contained file with an SVG chart per time-series facet and bar dashboard.

@@ -64,23 +64,8 @@ fn state_from_logs_gives_classes_flags_and_explanations() {
     // Two runs over two halves: the state persists and accumulates between runs.
     let first = multi_day_log(0..6, false);
     let second = multi_day_log(6..10, true);
-    for (part, log) in [("first", &first), ("second", &second)] {
-        let output = tlsledger(
-            &[
-                "parse",
-                "--output",
-                "none",
-                "--stats",
-                "--tls-logging",
-                "on",
-                "--trusted-files",
-                "--state",
-                state.to_str().unwrap(),
-                "-",
-            ],
-            log.as_bytes(),
-        );
-        assert!(output.status.success(), "{part}: {}", String::from_utf8_lossy(&output.stderr));
+    for log in [&first, &second] {
+        crate::common::parse_into_state(&state, "-", log.as_bytes(), &["--stats"]);
     }
     let valid = explain(&state, "192.0.2.10");
     let outbound = endpoint(&valid, "outbound/192.0.2.10");

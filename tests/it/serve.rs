@@ -30,21 +30,7 @@ fn serve_answers_the_api_on_loopback() {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("serve-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let (state, out) = (base.join("state"), base.join("feed"));
-    let parsed = tlsledger(
-        &[
-            "parse",
-            "--output",
-            "none",
-            "--tls-logging",
-            "on",
-            "--trusted-files",
-            "--state",
-            state.to_str().unwrap(),
-            "-",
-        ],
-        crate::feeds::log().as_bytes(),
-    );
-    assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
+    crate::common::parse_into_state(&state, "-", crate::feeds::log().as_bytes(), &[]);
     let feed = tlsledger(
         &["feed", "--state", state.to_str().unwrap(), "--out", out.to_str().unwrap(), "--now", "2026-11-11T10:00:00Z"],
         b"",

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::observation::{Direction, Failure, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust};
+use crate::observation::{Cert, Direction, Failure, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust};
 
 /// The table the rows go to.
 pub const TABLE: &str = "observations";
@@ -61,6 +61,10 @@ pub struct ObservationRow {
     pub lines: u32,
     pub event_id: String,
     pub ingest_ver: u64,
+    pub cert_subject: Option<String>,
+    pub cert_issuer: Option<String>,
+    pub cert_fingerprint: Option<String>,
+    pub cert_pkey_fingerprint: Option<String>,
 }
 
 /// The column names of [`ObservationRow`] in order, for the drift test against `system.columns`.
@@ -103,6 +107,10 @@ pub const COLUMNS: &[&str] = &[
     "lines",
     "event_id",
     "ingest_ver",
+    "cert_subject",
+    "cert_issuer",
+    "cert_fingerprint",
+    "cert_pkey_fingerprint",
 ];
 
 fn mta_code(mta: Mta) -> i8 {
@@ -151,6 +159,7 @@ impl ObservationRow {
     /// The row for `observation`, stamped with `ingest_ver` (insert time in microseconds).
     pub fn from_observation(observation: &Observation, ingest_ver: u64) -> Self {
         let tls = observation.tls.as_ref();
+        let cert = tls.and_then(|t| t.cert.as_ref());
         ObservationRow {
             ts: observation.ts,
             ts_micros: observation.ts.timestamp_subsec_micros(),
@@ -193,6 +202,10 @@ impl ObservationRow {
             lines: observation.lines,
             event_id: observation.event_id.clone(),
             ingest_ver,
+            cert_subject: cert.and_then(|c| c.subject.clone()),
+            cert_issuer: cert.and_then(|c| c.issuer.clone()),
+            cert_fingerprint: cert.and_then(|c| c.fingerprint.clone()),
+            cert_pkey_fingerprint: cert.and_then(|c| c.pkey_fingerprint.clone()),
         }
     }
 
@@ -221,6 +234,12 @@ impl ObservationRow {
             sni: self.tls_sni,
             key_exchange: self.tls_key_exchange,
             verify_errors: self.tls_verify_errors,
+            cert: match (self.cert_subject, self.cert_issuer, self.cert_fingerprint, self.cert_pkey_fingerprint) {
+                (None, None, None, None) => None,
+                (subject, issuer, fingerprint, pkey_fingerprint) => {
+                    Some(Cert { subject, issuer, fingerprint, pkey_fingerprint })
+                }
+            },
         });
         let failure = match (self.failure_kind, self.failure_reason) {
             (Some(kind), Some(reason)) => Some(Failure { kind, reason }),
@@ -284,8 +303,10 @@ mod tests {
         for (trust, code) in [("verified", 1), ("trusted", 2), ("untrusted", 3), ("anonymous", 4)] {
             assert!(ddl.contains(&format!("'{trust}' = {code}")));
         }
+        let added = include_str!("../../../schema/portable/0004_observation_cert.sql");
         for column in COLUMNS {
-            assert!(ddl.contains(&format!("    {column} ")), "DDL lacks column {column}");
+            let declared = ddl.contains(&format!("    {column} ")) || added.contains(&format!("ADD COLUMN {column} "));
+            assert!(declared, "DDL lacks column {column}");
         }
     }
 }

@@ -42,6 +42,11 @@ pub const FILES: &[SchemaFile] = &[
         sql: include_str!("../../../schema/portable/0003_endpoint_history.sql"),
     },
     SchemaFile {
+        set: "portable",
+        name: "0004_observation_cert.sql",
+        sql: include_str!("../../../schema/portable/0004_observation_cert.sql"),
+    },
+    SchemaFile {
         set: "modern",
         name: "0001_modern_storage.sql",
         sql: include_str!("../../../schema/modern/0001_modern_storage.sql"),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::feeds::spamassassin::{SessionTls, HEADER};
-use crate::observation::{event_id, Direction, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust};
+use crate::observation::{event_id, Cert, Direction, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust};
 
 /// The longest macro value or host name kept, in bytes.
 pub const MAX_VALUE_BYTES: usize = 255;
@@ -63,6 +63,7 @@ struct TlsMacros {
     bits: Option<u32>,
     alg_bits: Option<u32>,
     cert_subject: Option<String>,
+    cert_issuer: Option<String>,
     verify: Option<String>,
     sni: Option<String>,
 }
@@ -79,6 +80,7 @@ impl TlsMacros {
             bits: number("{cipher_bits}"),
             alg_bits: number("{alg_bits}"),
             cert_subject: value(macros, "{cert_subject}"),
+            cert_issuer: value(macros, "{cert_issuer}"),
             verify: value(macros, "{verify}"),
             sni: value(macros, "{tls_sni}"),
         })
@@ -244,6 +246,11 @@ impl Session {
                     bits: tls.bits,
                     alg_bits: tls.alg_bits,
                     sni: tls.sni.clone(),
+                    cert: (tls.cert_subject.is_some() || tls.cert_issuer.is_some()).then(|| Cert {
+                        subject: tls.cert_subject.clone(),
+                        issuer: tls.cert_issuer.clone(),
+                        ..Cert::default()
+                    }),
                     ..TlsInfo::default()
                 }),
             ),

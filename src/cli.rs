@@ -7,6 +7,7 @@ use crate::commands::feed::FeedArgs;
 use crate::commands::ingest::IngestArgs;
 use crate::commands::milter::MilterArgs;
 use crate::commands::parse::ParseArgs;
+use crate::commands::report::ReportArgs;
 use crate::commands::reputation::ReputationCommand;
 use crate::commands::schema::SchemaCommand;
 use crate::commands::serve::ServeArgs;
@@ -62,4 +63,9 @@ pub enum Command {
     /// Example: tlsledger reputation rebuild --from-clickhouse http://127.0.0.1:8123 --state /var/lib/tlsledger
     #[command(subcommand)]
     Reputation(ReputationCommand),
+    /// Run the dashboard queries (dashboards/*.sql) on ClickHouse: tables, JSON or one HTML page
+    /// with charts.
+    ///
+    /// Example: tlsledger report --clickhouse http://127.0.0.1:8123 --since 7d --format html --out report.html
+    Report(Box<ReportArgs>),
 }

@@ -13,6 +13,7 @@
 //!    │ Observation
 //! commands/    parse: JSON lines on stdout, counters on stderr
 //!    └──► sinks/clickhouse   batched RowBinary inserts, retries, spool (schema/ DDL)
+//!           └──► dashboards   the dashboards/*.sql queries, run by `report` (tables, JSON, HTML)
 //! ```
 //!
 //! [`observation::Observation`] is the product's stable data model; [`correlate::Correlator`]
@@ -22,9 +23,11 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod correlate;
+pub mod dashboards;
 pub mod feeds;
 pub mod observation;
 pub mod parallel;
+pub mod report;
 pub mod reputation;
 pub mod sinks;
 pub mod sources;

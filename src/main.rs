@@ -50,5 +50,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Feed(args) => commands::feed::run(&args),
         Command::Serve(args) => commands::serve::run(&args),
         Command::Reputation(command) => commands::reputation::run(&command),
+        Command::Report(args) => commands::report::run(&args),
     }
 }

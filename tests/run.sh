@@ -10,7 +10,7 @@
 #   1. cargo fmt --check
 #   2. cargo clippy on every target, warnings denied
 #   3. a compile check of the cargo-fuzz targets (parsers/fuzz)
-#   4. the modern-engine SQL check: every schema/ file and the sample queries on ClickHouse 26
+#   4. the modern-engine SQL check: every schema/ file, the sample queries and dashboards/ on ClickHouse 26
 #      in process (chdb, in a virtualenv under .ci-work/ that this script creates)
 #   5. cargo test for the whole workspace; the integration tests start their own private
 #      Postfix instances and ClickHouse 18.16 servers on high 127.0.0.1 ports and stop them
@@ -24,7 +24,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 echo "== installing test dependencies (Debian packages)"
-bash tests/harness/install-deps.sh postfix clickhouse rspamd spamassassin exim journald milter ingest
+bash tests/harness/install-deps.sh postfix clickhouse rspamd spamassassin exim journald milter ingest report
 # Sendmail and Exim conflict with Postfix: makemap and exim are used from private unpacks.
 bash tests/harness/unpack.sh sendmail-bin .ci-work/pkgs/sendmail-bin
 bash tests/harness/unpack.sh exim4-daemon-light .ci-work/pkgs/exim4-daemon-light
@@ -45,9 +45,14 @@ if [[ -f parsers/fuzz/Cargo.toml ]]; then
     cargo check --manifest-path parsers/fuzz/Cargo.toml --bins --locked
 fi
 
-echo "== schema and sample queries on ClickHouse 26 (chdb)"
+echo "== schema, sample queries and dashboards on ClickHouse 26 (chdb)"
+# The dashboards' placeholders (dashboards/README.md) get a range around the sample rows
+# (2026-11-25 to 2026-12-02); tests/it/report.rs runs them on 18.16 and their Grafana form on both.
 python3 tests/harness/chdb_check.py --params retention_days=400 \
-    schema/portable tests/data/clickhouse/sample.sql schema/modern
+    --params 'from=toDateTime(1795564800)' --params 'to=toDateTime(1796169600)' \
+    --params bucket_s=3600 --params lookback_days=30 \
+    --params "protocol='TLSv1.3'" --params "cipher='TLS_AES_256_GCM_SHA384'" \
+    schema/portable tests/data/clickhouse/sample.sql schema/modern dashboards
 
 echo "== cargo test"
 cargo test --workspace --locked

@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod ingest_metrics;
 pub mod milter;
 pub mod parse;
+pub mod report;
 pub mod reputation;
 pub mod schema;
 pub mod serve;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh: installs the Debian packages that the real-MTA test labs need.
 #
-# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, rspamd, spamassassin, exim, journald, milter, ingest)
+# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, rspamd, spamassassin, exim, journald, milter, ingest, report)
 #
 # The one place that installs Debian packages for the tests; clickhouse.sh install and
 # rspamd.sh install call it.
@@ -82,12 +82,16 @@ for mta in "${mtas[@]}"; do
             # a running journald.
             packages+=(systemd-journal-remote)
             ;;
+        report)
+            # Headless Chromium loads the `tlsledger report --format html` page in the tests.
+            packages+=(chromium)
+            ;;
         sendmail | opensmtpd)
             echo "install-deps.sh: the $mta lab is not written yet (it will be unpacked privately with apt-get download + dpkg -x)" >&2
             exit 2
             ;;
         *)
-            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd, spamassassin, exim, journald, milter, ingest)" >&2
+            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd, spamassassin, exim, journald, milter, ingest, report)" >&2
             exit 2
             ;;
     esac

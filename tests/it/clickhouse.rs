@@ -27,7 +27,8 @@ impl Server {
     /// tests run in parallel): 30000-32399, below the kernel's ephemeral range (32768-60999),
     /// where client sockets could take them first, and above the Postfix lab's 20000-29999.
     /// Indexes in use: 0–7 here (3 unreachable at first, then started), 8 the ingest outage
-    /// test, 9 the ingest rotation oracle (tests/it/ingest.rs).
+    /// test, 9 the ingest rotation oracle (tests/it/ingest.rs), 10–11 the report tests
+    /// (tests/it/report.rs).
     pub(crate) fn new(index: u16) -> Server {
         assert!(index < 13, "server index {index}: 13 slots of 3 ports per test process");
         let pid = std::process::id();
@@ -76,7 +77,7 @@ impl Server {
     }
 
     /// Runs `sql` in `database`.
-    fn query_in(&self, database: &str, sql: &str) -> String {
+    pub(crate) fn query_in(&self, database: &str, sql: &str) -> String {
         let url = format!("{}/?database={database}", self.url);
         let output = Command::new("curl")
             .args(["-sS", "--fail-with-body", "--data-binary", sql, &url])

@@ -11,6 +11,7 @@ mod ingest;
 mod journald;
 mod milter;
 mod postfix_lab;
+mod report;
 mod reputation;
 mod rspamd;
 mod serve;

@@ -6,10 +6,13 @@
 //! - `schema.rs`: the `schema/` DDL files, applied in order and recorded in `schema_migrations`.
 //! - `row.rs`: [`row::ObservationRow`], one `observations` row per Observation.
 //! - `sink.rs`: [`sink::ClickhouseSink`], batches with at-least-once delivery.
+//! - `query.rs`: [`query::select`], a read-only query whose result comes back as JSON values
+//!   (the dashboards of `tlsledger report`).
 //! - `retry.rs`: the one function that classifies insert errors.
 //! - `spool.rs`: the on-disk spool and dead-letter file.
 
 pub mod config;
+pub mod query;
 pub mod retry;
 pub mod row;
 pub mod schema;

@@ -193,12 +193,7 @@ async fn unix_loop(
     }
 }
 
-async fn udp_loop(
-    socket: UdpSocket,
-    config: Arc<SyslogConfig>,
-    sender: Sender<SyslogBatch>,
-    counters: SyslogCounters,
-) {
+async fn udp_loop(socket: UdpSocket, config: Arc<SyslogConfig>, sender: Sender<SyslogBatch>, counters: SyslogCounters) {
     // One byte more than the limit tells an oversized datagram from one of exactly the limit.
     let mut buf = vec![0u8; config.max_message_bytes.clamp(1, 65_535) + 1];
     loop {
@@ -357,7 +352,8 @@ async fn read_frame<R: AsyncRead + Unpin>(reader: &mut BufReader<R>, max: usize,
             return Frame::Error;
         };
         if len > max {
-            let skipped = tokio::io::copy(&mut (&mut *reader).take(len as u64), &mut tokio::io::sink()).await.unwrap_or(0);
+            let skipped =
+                tokio::io::copy(&mut (&mut *reader).take(len as u64), &mut tokio::io::sink()).await.unwrap_or(0);
             return if skipped < len as u64 { Frame::End } else { Frame::Oversized };
         }
         frame.resize(len, 0);

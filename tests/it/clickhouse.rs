@@ -23,16 +23,16 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// A stopped server's folder and ports for test number `index` (0–12, each test its own:
+    /// A stopped server's folder and ports for test number `index` (0–19, each test its own:
     /// tests run in parallel): 30000-32399, below the kernel's ephemeral range (32768-60999),
     /// where client sockets could take them first, and above the Postfix lab's 20000-29999.
     /// Indexes in use: 0–7 here (3 unreachable at first, then started), 8 the ingest outage
     /// test, 9 the ingest rotation oracle (tests/it/ingest.rs), 10–11 the report tests
     /// (tests/it/report.rs).
     pub(crate) fn new(index: u16) -> Server {
-        assert!(index < 13, "server index {index}: 13 slots of 3 ports per test process");
+        assert!(index < 20, "server index {index}: 20 slots of 3 ports per test process");
         let pid = std::process::id();
-        let base = 30_000 + (pid % 60) as u16 * 40 + index * 3;
+        let base = 30_000 + (pid % 40) as u16 * 60 + index * 3;
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("clickhouse-{pid}-{index}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();

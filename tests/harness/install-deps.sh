@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh: installs the Debian packages that the real-MTA test labs need.
 #
-# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, rspamd, spamassassin, exim, journald, milter, ingest)
+# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, rspamd, spamassassin, exim, sendmail, journald, milter, ingest)
 #
 # The one place that installs Debian packages for the tests; clickhouse.sh install and
 # rspamd.sh install call it.
@@ -82,12 +82,18 @@ for mta in "${mtas[@]}"; do
             # a running journald.
             packages+=(systemd-journal-remote)
             ;;
-        sendmail | opensmtpd)
+        sendmail)
+            # The run-time libraries of sendmail-bin (Depends of Debian 12's package) that a
+            # base system may lack, and m4 to build a sendmail.cf from sendmail-cf; the binary
+            # and the m4 files come from unpack.sh (sendmail-bin conflicts with Postfix).
+            packages+=(libwrap0 liblockfile1 libdb5.3 libnsl2 libsasl2-2 libldap-2.5-0 libssl3 m4)
+            ;;
+        opensmtpd)
             echo "install-deps.sh: the $mta lab is not written yet (it will be unpacked privately with apt-get download + dpkg -x)" >&2
             exit 2
             ;;
         *)
-            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd, spamassassin, exim, journald, milter, ingest)" >&2
+            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd, spamassassin, exim, sendmail, journald, milter, ingest)" >&2
             exit 2
             ;;
     esac

@@ -342,11 +342,18 @@ fn starttls<'a>(queue_id: Option<&'a str>, rest: &'a str) -> Result<Event<'a>, E
 
 /// The OpenSSL reason of an error string (`…:error:0A000086:SSL routines::certificate verify
 /// failed:…` → `certificate verify failed`), or the text itself.
+///
+/// Only an error string at the start of the detail counts (`tlslogerr()` writes
+/// `<thread id>:error:…`), not one quoted inside another message (`write error=…, get_error=error:…`).
 fn openssl_reason(detail: &str) -> &str {
-    match detail.find("error:") {
-        Some(idx) => detail[idx..].split(':').nth(4).filter(|reason| !reason.is_empty()).unwrap_or(detail),
-        None => detail,
+    let Some(idx) = detail.find("error:") else {
+        return detail;
+    };
+    let lead = &detail[..idx];
+    if !(lead.is_empty() || lead.strip_suffix(':').is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))) {
+        return detail;
     }
+    detail[idx..].split(':').nth(4).filter(|reason| !reason.is_empty()).unwrap_or(detail)
 }
 
 /// After `ruleset=`: `tls_server, arg1=SOFTWARE, relay=mx.example.com, reject=403 4.7.0 …`.

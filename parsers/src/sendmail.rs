@@ -101,6 +101,8 @@ pub struct From<'a> {
     pub proto: Option<&'a str>,
     /// `daemon=`: the name of the listening daemon (`MTA`, `MSA`, `MTA-v4`).
     pub daemon: Option<&'a str>,
+    /// `nrcpts=`: how many recipients were accepted (0: every one was rejected).
+    pub nrcpts: Option<u32>,
     /// `relay=`: the client.
     pub relay: Option<Relay<'a>>,
 }
@@ -380,16 +382,17 @@ fn ruleset<'a>(queue_id: Option<&'a str>, rest: &'a str) -> Result<Event<'a>, Er
 fn from<'a>(queue_id: &'a str, rest: &'a str) -> Result<Event<'a>, Error> {
     let mut fields = Fields::new(&rest["from=".len()..]);
     let from = strip_angles(fields.first_value());
-    let (mut proto, mut daemon, mut relay) = (None, None, None);
+    let (mut proto, mut daemon, mut relay, mut nrcpts) = (None, None, None, None);
     for (key, value) in fields {
         match key {
+            "nrcpts" => nrcpts = value.parse().ok(),
             "proto" => proto = Some(value),
             "daemon" => daemon = Some(value),
             "relay" => relay = Some(parse_relay(value)),
             _ => {}
         }
     }
-    Ok(Event::From(From { queue_id, from, proto, daemon, relay }))
+    Ok(Event::From(From { queue_id, from, proto, daemon, nrcpts, relay }))
 }
 
 /// `to=<bob@example.net>, delay=…, mailer=esmtp, pri=…, relay=host. [ip], dsn=2.0.0, stat=Sent (…)`.
@@ -605,6 +608,7 @@ mod tests {
     fn from_and_to_lines() {
         let Event::From(from) = check("rA37ZTSC026254: from=<davaojk25@domain.com>, size=0, class=0, nrcpts=0, bodytype=8BITMIME, proto=ESMTP, daemon=MTA, relay=163.23.32.95.dsl-dynamic.vsi.ru [95.32.23.163]") else { panic!() };
         assert_eq!((from.queue_id, from.from, from.proto, from.daemon), ("rA37ZTSC026254", "davaojk25@domain.com", Some("ESMTP"), Some("MTA")));
+        assert_eq!(from.nrcpts, Some(0));
         assert_eq!(from.relay.and_then(|r| r.addr), Some("95.32.23.163"));
         let Event::Delivery(to) = check("4A3DZCx1012345: to=<bob@example.net>,<carol@example.net>, ctladdr=<root@lab> (0/0), delay=00:00:01, xdelay=00:00:01, mailer=esmtp, pri=120000, relay=mx.example.net. [192.0.2.25], dsn=2.0.0, stat=Sent (Ok: queued as 9F3A2, id=x)") else { panic!() };
         assert_eq!(to.recipients().collect::<Vec<_>>(), ["bob@example.net", "carol@example.net"]);

@@ -13,6 +13,7 @@ mod milter;
 mod postfix_lab;
 mod reputation;
 mod rspamd;
+mod sendmail;
 mod serve;
 mod tidy;
 mod whyscream;

@@ -763,3 +763,121 @@ fn emit(
 fn micros_to_datetime(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::{Config, Correlator, Counters};
+
+    /// Runs `lines` (RFC 3164, year 2026, UTC) through a correlator; offsets step by 100.
+    fn run_with(lines: &[&str], config: Config) -> (Vec<Observation>, Counters, Vec<Option<u64>>) {
+        let mut correlator = Correlator::new(config);
+        let source =
+            correlator.add_source(Source { kind: "file".to_owned(), name: "t".to_owned(), trust: "local".to_owned() });
+        let mut years = parsers::YearInference::new(2026, 12);
+        let mut clock = crate::clock::LogClock::new(crate::clock::Zone::Utc);
+        let (mut out, mut marks) = (Vec::new(), Vec::new());
+        for (idx, line) in lines.iter().enumerate() {
+            let record = parsers::parse_line(line, &mut years).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert!(matches!(record.body, parsers::Body::Sendmail(_)), "not a Sendmail record: {line}");
+            let ts_micros = clock.micros(record.header.timestamp.as_ref().unwrap());
+            correlator.push(&record, LineMeta { source, offset: idx as u64 * 100, ts_micros }, &mut out);
+            marks.push(correlator.low_water(source));
+        }
+        correlator.finish(&mut out);
+        (out, correlator.counters().clone(), marks)
+    }
+
+    fn run(lines: &[&str], tls_logging: TlsLogging) -> Vec<Observation> {
+        run_with(lines, Config { tls_logging, ..Config::default() }).0
+    }
+
+    const TLS_CLIENT: &str = "Nov 30 10:00:00 mx sm-mta[100]: STARTTLS=client, relay=mx.example., version=TLSv1.3, verify=OK, cipher=TLS_AES_256_GCM_SHA384, bits=256/256";
+    const TO_A: &str = "Nov 30 10:00:01 mx sm-mta[100]: 5AUA01aa000100: to=<b@example.net>, delay=00:00:01, xdelay=00:00:01, mailer=esmtp, pri=1, relay=mx.example. [192.0.2.1], dsn=2.0.0, stat=Sent (ok)";
+    const TO_PLAIN: &str = "Nov 30 10:00:02 mx sm-mta[200]: 5AUA02aa000200: to=<c@example.org>, delay=00:00:01, xdelay=00:00:01, mailer=esmtp, pri=1, relay=mx.example.org. [192.0.2.2], dsn=2.0.0, stat=Sent (ok)";
+
+    #[test]
+    fn plaintext_outbound_only_when_tls_logging_is_known() {
+        // Auto: the instance logged STARTTLS=client before, so the bare to= line is plaintext.
+        let got = run(&[TLS_CLIENT, TO_A, TO_PLAIN], TlsLogging::Auto);
+        let outcomes: Vec<_> = got.iter().map(|o| (o.peer.ip.as_deref(), o.outcome)).collect();
+        assert_eq!(outcomes, [(Some("192.0.2.1"), Outcome::Tls), (Some("192.0.2.2"), Outcome::Plaintext)]);
+        // Without any STARTTLS line, or with TLS logging off: unknown.
+        assert_eq!(run(&[TO_PLAIN], TlsLogging::Auto)[0].outcome, Outcome::Unknown);
+        assert_eq!(run(&[TLS_CLIENT, TO_A, TO_PLAIN], TlsLogging::Off)[1].outcome, Outcome::Unknown);
+        assert_eq!(run(&[TO_PLAIN], TlsLogging::On)[0].outcome, Outcome::Plaintext);
+    }
+
+    #[test]
+    fn a_new_starttls_line_is_a_new_connection_to_the_same_host() {
+        let got = run(&[TLS_CLIENT, TO_A, TLS_CLIENT, TO_A], TlsLogging::Auto);
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|o| o.outcome == Outcome::Tls && o.lines == 2));
+        assert_ne!(got[0].event_id, got[1].event_id);
+    }
+
+    #[test]
+    fn state_is_bounded_and_expiry_is_counted() {
+        let lines: Vec<String> = (0..50)
+            .map(|idx| format!("Nov 30 10:00:{:02} mx sm-mta[{}]: STARTTLS=server, relay=c [192.0.2.{idx}], version=TLSv1.3, verify=NO, cipher=X, bits=256/256", idx % 60, 1000 + idx))
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (got, counters, _) = run_with(&refs, Config { max_open: 10, ..Config::default() });
+        assert_eq!(got.len(), 50, "every session is emitted once");
+        assert!(counters.evicted >= 40 - 10, "{counters:?}");
+        // A session idle for longer than the timeout is emitted when a later line sweeps.
+        let late = "Nov 30 10:20:00 mx sm-mta[9]: starting daemon (8.17.1.9): SMTP";
+        let (got, counters, marks) = run_with(&[&lines[0], late], Config::default());
+        assert_eq!((got.len(), counters.expired), (1, 1));
+        assert_eq!(marks, [Some(0), None], "the low-water mark follows open sessions");
+    }
+
+    #[test]
+    fn split_messages_are_joined_and_hold_the_low_water_mark() {
+        let lines = [
+            "Nov 30 11:00:00 mx sm-mta[300]: 5AUB08aa000300[1]: from=<a@example.org>, size=1, class=0, nrcpts=1, ...",
+            "Nov 30 11:00:00 mx sm-mta[300]: 5AUB08aa000300[2]:  proto=ESMTP, daemon=MTA, relay=c.example.org [192.0.2.9]",
+        ];
+        let (got, _, marks) = run_with(&lines, Config::default());
+        assert_eq!(marks, [Some(0), Some(0)], "the session starts at the first piece");
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].outcome, got[0].peer.ip.as_deref()), (Outcome::Plaintext, Some("192.0.2.9")));
+        assert_eq!(got[0].event_id, crate::observation::event_id("t", 0));
+        // A message whose last piece never comes is still parsed at the end of input.
+        let (got, _, _) = run_with(&lines[..1], Config::default());
+        assert!(got.is_empty(), "a from= piece without relay names no peer: {got:?}");
+        // `log terminated, too many parts` ends a message.
+        let terminated = "Nov 30 11:00:00 mx sm-mta[300]: 5AUB08aa000300[2]: log terminated, too many parts";
+        let (_, counters, marks) = run_with(&[lines[0], terminated], Config::default());
+        assert_eq!(marks[1], None);
+        assert_eq!(counters.local_deliveries, 1);
+    }
+
+    #[test]
+    fn inbound_sessions_by_pid() {
+        let got = run(
+            &[
+                "Nov 30 12:00:00 mx sm-mta[400]: STARTTLS=server, relay=a.example [192.0.2.10], version=TLSv1.2, verify=OK, cipher=ECDHE-RSA-AES256-GCM-SHA384, bits=256/256",
+                "Nov 30 12:00:01 mx sm-mta[400]: 5AUC01aa000400: from=<x@a.example>, size=1, class=0, nrcpts=1, proto=ESMTPS, daemon=MTA, relay=a.example [192.0.2.10]",
+                "Nov 30 12:00:02 mx sm-mta[400]: 5AUC01ab000400: from=<y@a.example>, size=1, class=0, nrcpts=0, proto=ESMTPS, daemon=MTA, relay=a.example [192.0.2.10]",
+                // The pid names another client: the first session ended.
+                "Nov 30 12:10:00 mx sm-mta[400]: 5AUC02aa000400: from=<z@b.example>, size=1, class=0, nrcpts=1, proto=ESMTPSA, daemon=MTA, relay=[192.0.2.11]",
+            ],
+            TlsLogging::Off,
+        );
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].queue_ids.len(), 2);
+        assert_eq!(got[0].tls.as_ref().and_then(|t| t.trust), Some(Trust::Trusted));
+        assert_eq!(got[0].delivered, Some(true));
+        // proto=ESMTPSA proves TLS even with TLS logging off, without the parameters.
+        assert_eq!((got[1].outcome, got[1].tls.as_ref().and_then(|t| t.trust)), (Outcome::Tls, None));
+        assert_eq!(got[1].peer.hostname, None);
+    }
+
+    #[test]
+    fn proto_values() {
+        for (proto, want) in [("ESMTPS", Some(true)), ("ESMTPSA", Some(true)), ("esmtps", Some(true)), ("ESMTP", Some(false)), ("ESMTPA", Some(false)), ("SMTP", Some(false)), ("LMTP", None), ("", None)] {
+            assert_eq!(proto_uses_tls(proto), want, "{proto}");
+        }
+    }
+}

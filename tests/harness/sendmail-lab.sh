@@ -137,6 +137,10 @@ define(\`confCLIENT_CERT', \`$DIR/ca/$name.pem')dnl
 define(\`confCLIENT_KEY', \`$DIR/ca/$name.key')dnl
 define(\`confDELIVERY_MODE', \`$delivery')dnl
 define(\`confCLIENT_OPTIONS', \`$client_options')dnl
+dnl The machine is shared with builds: never queue or refuse mail because of the load average.
+define(\`confQUEUE_LA', \`10000')dnl
+define(\`confREFUSE_LA', \`10000')dnl
+define(\`confDELAY_LA', \`0')dnl
 define(\`confTO_CONNECT', \`10s')dnl
 define(\`confTO_INITIAL', \`10s')dnl
 define(\`confTO_STARTTLS', \`10s')dnl

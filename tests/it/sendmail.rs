@@ -242,3 +242,97 @@ fn sendmail_lab_real_daemons() {
     }
     drop(lab);
 }
+
+/// Real Sendmail lines (from the lab capture and the corpora) for the bad-input tests.
+const REAL_LINES: &[&str] = &[
+    "Nov 30 19:41:02 sendmail-lab sm-mta-relay[23064]: STARTTLS=client, relay=[127.0.8.2], version=TLSv1.3, verify=OK, cipher=TLS_AES_256_GCM_SHA384, bits=256/256",
+    "Nov 30 19:41:02 sendmail-lab sm-mta-relay[23057]: 6AUJf2T0023057: from=<sender@client.sendmail-lab.example>, size=245, class=0, nrcpts=1, msgid=<20261130194102.023048@vm>, proto=ESMTPS, daemon=MTA, relay=localhost [127.0.0.1]",
+    "Nov 30 19:41:03 sendmail-lab sm-mta-relay[23168]: STARTTLS=client, error: connect failed=-1, reason=wrong version number, SSL_error=1, errno=0, retry=-1",
+    "Nov 30 19:41:03 sendmail-lab sm-mta-relay[23168]: ruleset=tls_server, arg1=SOFTWARE, relay=[127.0.8.3], reject=454 4.7.0 TLS handshake failed.",
+    "Nov 30 19:41:03 sendmail-lab sm-mta-relay[23168]: 6AUJf2oR023120: to=<carol@[127.0.8.3]>, delay=00:00:00, xdelay=00:00:00, mailer=esmtp, pri=30247, relay=[127.0.8.3] [127.0.8.3], dsn=4.7.0, stat=Deferred: 454 4.7.0 TLS handshake failed.",
+    "Mar 29 22:51:46 server sm-mta[50438]: 06QDQnNf050438: example.com [IPv6:2001:DB8::1] did not issue MAIL/EXPN/VRFY/ETRN during connection to IPv6",
+    "Nov 30 11:07:01 mx1 sm-mta[3008]: 5AUB08aa003008[1]: from=<list-bounces@bulk.example.org>, size=52344, class=-60, nrcpts=1, ...",
+];
+
+#[test]
+fn sendmail_bad_input_every_prefix_and_mutations() {
+    for line in REAL_LINES {
+        for cut in (0..=line.len()).filter(|cut| line.is_char_boundary(*cut)) {
+            let mut years = parsers::YearInference::new(2026, 11);
+            let _ = parsers::parse_line(&line[..cut], &mut years);
+            let _ = parsers::parse_line(&line[cut..], &mut years);
+        }
+    }
+    // Mutations (xorshift64*, fixed seed so failures reproduce), through the whole binary: the
+    // correlator must take whatever the grammar lets through.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let alphabet = b"[]<>:=,()/ .-0123456789STARTLS\0\xff\xfe\r\t'\"\\";
+    let mut input = Vec::new();
+    for _ in 0..20_000 {
+        let mut bytes = REAL_LINES[(next() % REAL_LINES.len() as u64) as usize].as_bytes().to_vec();
+        for _ in 0..(next() % 6) {
+            let at = (next() % (bytes.len() as u64 + 1)) as usize;
+            let byte = alphabet[(next() % alphabet.len() as u64) as usize];
+            match next() % 3 {
+                0 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                1 => bytes.insert(at, byte),
+                _ if at < bytes.len() => bytes[at] = byte,
+                _ => {}
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let mut years = parsers::YearInference::new(2026, 11);
+        let _ = parsers::parse_line(&text, &mut years);
+        bytes.retain(|b| *b != b'\n');
+        input.extend_from_slice(&bytes);
+        input.push(b'\n');
+    }
+    let output = tlsledger(&["parse", "--stats", "--reference-time", "2026-11-30T00:00:00Z"], &input);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && !stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stat(&output.stderr, "lines"), 20_000);
+}
+
+#[test]
+fn sendmail_hostile_lines_through_the_binary() {
+    let mut input: Vec<u8> = Vec::new();
+    let mut push = |line: &[u8]| {
+        input.extend_from_slice(line);
+        input.push(b'\n');
+    };
+    push(REAL_LINES[0].as_bytes());
+    // A 1 MB STARTTLS line: skipped and counted.
+    let mut huge = b"Nov 30 19:41:02 lab sm-mta[7]: STARTTLS=client, relay=".to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 1 << 20));
+    push(&huge);
+    // Non-UTF-8 in a relay name: read lossily, still joined to its to= line.
+    push(b"Nov 30 19:41:03 lab sm-mta[8]: STARTTLS=server, relay=bad\xff\xfehost [198.51.100.1], version=TLSv1.3, verify=NO, cipher=X, bits=256/256");
+    push(b"Nov 30 19:41:03 lab sm-mta[8]: 6AUJf2T0000008: from=<a@b>, size=1, nrcpts=1, proto=ESMTPS, daemon=MTA, relay=bad\xff\xfehost [198.51.100.1]");
+    // Truncated, unbalanced and out-of-range fields.
+    push(b"Nov 30 19:41:04 lab sm-mta[9]: STARTTLS=client, relay=x, version=TLSv1.3, verify=ok!, cipher=X, bits=99999999999/-1");
+    push(b"Nov 30 19:41:04 lab sm-mta[9]: ruleset=tls_server, relay=[[[, reject=");
+    push(b"Nov 30 19:41:04 lab sm-mta[9]: AAAAAAAA[99999999999]: to=<x>, stat=Sent ...");
+    push(b"Nov 30 19:41:04 lab sm-mta[9]: AAAAAAAA: to=<x>, relay=] [ (may be forged), stat=Sent");
+    push(b"Nov 30 19:41:04 lab sm-mta[9]: AAAAAAAA: from=<\0>, proto=\0, relay=\0 [\0]");
+    push(b"Nov 30 19:41:04 lab sm-mta[9]: STARTTLS=client, relay=mx., version=TLSv1.3, verify=OK, cipher=X");
+    let output = tlsledger(&["parse", "--stats", "--reference-time", "2026-11-30T00:00:00Z"], &input);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && !stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stat(&output.stderr, "lines"), 10);
+    assert_eq!(stat(&output.stderr, "oversized (skipped)"), 1);
+    assert_eq!(stat(&output.stderr, "non-utf8 (read lossily)"), 2);
+    // `verify=ok!` and a ruleset without arg1 are malformed, not guessed at.
+    assert_eq!(stat(&output.stderr, "malformed message"), 2, "{stderr}");
+    let got = observations(&output.stdout);
+    let bad = got.iter().find(|o| o["peer"]["ip"] == "198.51.100.1").unwrap_or_else(|| panic!("{got:#?}"));
+    assert_eq!((bad["outcome"].as_str(), bad["lines"].as_u64()), (Some("tls"), Some(2)));
+    assert_eq!(bad["peer"]["hostname"], "bad\u{fffd}\u{fffd}host");
+}

@@ -245,7 +245,9 @@ pub fn parse_message(message: &str) -> Result<Event<'_>, Error> {
         Some(b'f') if rest.starts_with("from=") => from(queue_id, rest),
         Some(b'S') if rest.starts_with("STARTTLS") => starttls(Some(queue_id), &rest["STARTTLS".len()..]),
         Some(b'r') if rest.starts_with("ruleset=") => ruleset(Some(queue_id), &rest["ruleset=".len()..]),
-        Some(b'l') if rest.starts_with("lost input channel from ") => Ok(lost_input(&rest["lost input channel from ".len()..])),
+        Some(b'l') if rest.starts_with("lost input channel from ") => {
+            Ok(lost_input(&rest["lost input channel from ".len()..]))
+        }
         _ => Ok(no_mail(rest).unwrap_or(Event::Ignored)),
     }
 }
@@ -327,7 +329,16 @@ fn starttls<'a>(queue_id: Option<&'a str>, rest: &'a str) -> Result<Event<'a>, E
                 Some((bits, alg_bits)) => (bits.parse().ok(), alg_bits.parse().ok()),
                 None => (None, None),
             };
-            let tls = Starttls { queue_id, side: side_known, relay: parse_relay(relay), version, verify, cipher, bits, alg_bits };
+            let tls = Starttls {
+                queue_id,
+                side: side_known,
+                relay: parse_relay(relay),
+                version,
+                verify,
+                cipher,
+                bits,
+                alg_bits,
+            };
             Ok(Event::Starttls(tls))
         }
         (Some(relay), _, _, _) if warning.is_some() => {
@@ -553,13 +564,19 @@ mod tests {
         let Event::Starttls(tls) = check("STARTTLS=client, relay=mx.example.net., version=TLSv1.3, verify=OK, cipher=TLS_AES_256_GCM_SHA384, bits=256/256") else { panic!() };
         assert_eq!(tls.side, Side::Client);
         assert_eq!(tls.relay, Relay { host: "mx.example.net.", addr: None, forged: false });
-        assert_eq!((tls.version, tls.verify, tls.cipher, tls.bits, tls.alg_bits), ("TLSv1.3", "OK", "TLS_AES_256_GCM_SHA384", Some(256), Some(256)));
+        assert_eq!(
+            (tls.version, tls.verify, tls.cipher, tls.bits, tls.alg_bits),
+            ("TLSv1.3", "OK", "TLS_AES_256_GCM_SHA384", Some(256), Some(256))
+        );
         let Event::Starttls(tls) = check("STARTTLS=server, relay=mail.example.org [192.0.2.7] (may be forged), version=TLSv1/SSLv3, verify=NO, cipher=DHE-RSA-AES256-SHA, bits=256/256") else { panic!() };
         assert_eq!(tls.relay, Relay { host: "mail.example.org", addr: Some("192.0.2.7"), forged: true });
         assert_eq!((tls.side, tls.version, tls.verify), (Side::Server, "TLSv1/SSLv3", "NO"));
         // The QID-prefixed variant of milter-enabled builds, and the 8.17 DANE suffixes.
         let Event::Starttls(tls) = check("221820LG031423: STARTTLS=server, relay=[IPv6:2001:db8::25], version=TLSv1.3, verify=FAIL, cipher=TLS_AES_256_GCM_SHA384, bits=256/256, pubkey_fp=ab:cd") else { panic!() };
-        assert_eq!((tls.queue_id, tls.relay.addr, tls.verify), (Some("221820LG031423"), Some("IPv6:2001:db8::25"), "FAIL"));
+        assert_eq!(
+            (tls.queue_id, tls.relay.addr, tls.verify),
+            (Some("221820LG031423"), Some("IPv6:2001:db8::25"), "FAIL")
+        );
         let Event::Starttls(tls) = check("STARTTLS=client, relay=mx.example.net., version=TLSv1.2, verify=DANE_FAIL, cipher=ECDHE-RSA-AES256-GCM-SHA384, bits=256/256, status=all TLSA RRs are unsupported") else { panic!() };
         assert_eq!(tls.verify, "DANE_FAIL");
     }
@@ -568,7 +585,12 @@ mod tests {
     fn starttls_errors_and_details() {
         assert_eq!(
             check("STARTTLS=client, error: connect failed=0, SSL_error=5"),
-            Event::StarttlsError { side: Side::Client, reason: None, detail: "connect failed=0, SSL_error=5", relay: None }
+            Event::StarttlsError {
+                side: Side::Client,
+                reason: None,
+                detail: "connect failed=0, SSL_error=5",
+                relay: None
+            }
         );
         let Event::StarttlsError { side, reason, relay, .. } = check("STARTTLS=server, error: accept failed=0, reason=no shared cipher, SSL_error=1, errno=0, retry=-1, relay=client.example [192.0.2.9]") else { panic!() };
         assert_eq!(side, Side::Server);
@@ -584,19 +606,33 @@ mod tests {
         );
         assert_eq!(
             check("STARTTLS=client, relay=mx.example.net., warning=DANE configured in DNS but no STARTTLS available"),
-            Event::StarttlsWarning { side: Side::Client, relay: Relay { host: "mx.example.net.", addr: None, forged: false }, warning: "DANE configured in DNS but no STARTTLS available" }
+            Event::StarttlsWarning {
+                side: Side::Client,
+                relay: Relay { host: "mx.example.net.", addr: None, forged: false },
+                warning: "DANE configured in DNS but no STARTTLS available"
+            }
         );
         assert_eq!(
             check("STARTTLS=client, cert-subject=/CN=mx.example.net, cert-issuer=/CN=Lab+20CA, verifymsg=self signed certificate in certificate chain"),
             Event::CertInfo { side: Side::Client, verifymsg: "self signed certificate in certificate chain" }
         );
-        assert!(matches!(check("STARTTLS=client, relay=mx.example.net., field=cn_subject, status=failed to extract CN"), Event::StarttlsDetail { .. }));
+        assert!(matches!(
+            check("STARTTLS=client, relay=mx.example.net., field=cn_subject, status=failed to extract CN"),
+            Event::StarttlsDetail { .. }
+        ));
     }
 
     #[test]
     fn rulesets() {
-        let Event::Ruleset(rule) = check("ruleset=tls_server, arg1=SOFTWARE, relay=mx.example.com, reject=403 4.7.0 TLS handshake failed.") else { panic!() };
-        assert_eq!((rule.name, rule.arg1, rule.reject), ("tls_server", "SOFTWARE", Some("403 4.7.0 TLS handshake failed.")));
+        let Event::Ruleset(rule) =
+            check("ruleset=tls_server, arg1=SOFTWARE, relay=mx.example.com, reject=403 4.7.0 TLS handshake failed.")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (rule.name, rule.arg1, rule.reject),
+            ("tls_server", "SOFTWARE", Some("403 4.7.0 TLS handshake failed."))
+        );
         assert_eq!(rule.relay.map(|r| r.host), Some("mx.example.com"));
         let Event::Ruleset(rule) = check("s1N706jo003992: ruleset=check_rcpt, arg1=<joaofr@example.pt>, relay=[151.232.63.226], reject=550 5.7.1 <joaofr@example.pt>... Rejected: 151.232.63.226 listed at sbl-xbl.spamhaus.org") else { panic!() };
         assert_eq!((rule.queue_id, rule.name), (Some("s1N706jo003992"), "check_rcpt"));
@@ -607,12 +643,18 @@ mod tests {
     #[test]
     fn from_and_to_lines() {
         let Event::From(from) = check("rA37ZTSC026254: from=<davaojk25@domain.com>, size=0, class=0, nrcpts=0, bodytype=8BITMIME, proto=ESMTP, daemon=MTA, relay=163.23.32.95.dsl-dynamic.vsi.ru [95.32.23.163]") else { panic!() };
-        assert_eq!((from.queue_id, from.from, from.proto, from.daemon), ("rA37ZTSC026254", "davaojk25@domain.com", Some("ESMTP"), Some("MTA")));
+        assert_eq!(
+            (from.queue_id, from.from, from.proto, from.daemon),
+            ("rA37ZTSC026254", "davaojk25@domain.com", Some("ESMTP"), Some("MTA"))
+        );
         assert_eq!(from.nrcpts, Some(0));
         assert_eq!(from.relay.and_then(|r| r.addr), Some("95.32.23.163"));
         let Event::Delivery(to) = check("4A3DZCx1012345: to=<bob@example.net>,<carol@example.net>, ctladdr=<root@lab> (0/0), delay=00:00:01, xdelay=00:00:01, mailer=esmtp, pri=120000, relay=mx.example.net. [192.0.2.25], dsn=2.0.0, stat=Sent (Ok: queued as 9F3A2, id=x)") else { panic!() };
         assert_eq!(to.recipients().collect::<Vec<_>>(), ["bob@example.net", "carol@example.net"]);
-        assert_eq!((to.mailer, to.dsn, to.stat, to.sent()), (Some("esmtp"), Some("2.0.0"), "Sent (Ok: queued as 9F3A2, id=x)", true));
+        assert_eq!(
+            (to.mailer, to.dsn, to.stat, to.sent()),
+            (Some("esmtp"), Some("2.0.0"), "Sent (Ok: queued as 9F3A2, id=x)", true)
+        );
         assert_eq!(to.relay, Some(Relay { host: "mx.example.net.", addr: Some("192.0.2.25"), forged: false }));
         assert_eq!(parse_message("4A3DZCx1012345: to=<bob@example.net>, delay=00:00:01"), Err(Error::Malformed));
     }
@@ -621,7 +663,12 @@ mod tests {
     fn split_pieces_and_session_ends() {
         assert_eq!(
             check("4A3DZCx1012345[1]: to=<a@example.net>,<b@example.net>, ... ..."),
-            Event::Piece { queue_id: "4A3DZCx1012345", seq: 1, text: "to=<a@example.net>,<b@example.net>, ...", more: true }
+            Event::Piece {
+                queue_id: "4A3DZCx1012345",
+                seq: 1,
+                text: "to=<a@example.net>,<b@example.net>, ...",
+                more: true
+            }
         );
         assert_eq!(
             check("4A3DZCx1012345[2]: log terminated, too many parts"),
@@ -633,7 +680,10 @@ mod tests {
         );
         assert_eq!(
             check("56VFYCxS024291: lost input channel from mail.aqicn.org [139.162.120.196] to MTA-v4 after rcpt"),
-            Event::LostInput { relay: Relay { host: "mail.aqicn.org", addr: Some("139.162.120.196"), forged: false }, after: Some("rcpt") }
+            Event::LostInput {
+                relay: Relay { host: "mail.aqicn.org", addr: Some("139.162.120.196"), forged: false },
+                after: Some("rcpt")
+            }
         );
         for ignored in [
             "s1GNXHYB005133: [190.5.230.178]: possible SMTP attack: command=AUTH, count=5",
@@ -671,7 +721,16 @@ mod tests {
         }
         let long = format!("STARTTLS=client, relay={}, version=, verify=, cipher=, bits=/", "x, ".repeat(10_000));
         assert_eq!(parse_message(&long), Err(Error::Malformed));
-        for hostile in ["STARTTLS=client, ", "ruleset=, arg1=", "AAAAAA[99999999999]: x", "AAAAAA[]: ", "relay=] [", "\u{fffd}\u{fffd}: to=, stat=", "ÄÄÄÄÄÄ: from=<", "STARTTLS=server, relay=[, version=é, verify=OK, cipher=é, bits=é/é"] {
+        for hostile in [
+            "STARTTLS=client, ",
+            "ruleset=, arg1=",
+            "AAAAAA[99999999999]: x",
+            "AAAAAA[]: ",
+            "relay=] [",
+            "\u{fffd}\u{fffd}: to=, stat=",
+            "ÄÄÄÄÄÄ: from=<",
+            "STARTTLS=server, relay=[, version=é, verify=OK, cipher=é, bits=é/é",
+        ] {
             let _ = parse_message(hostile);
             let _ = parse_relay(hostile);
         }

@@ -117,8 +117,11 @@ impl State {
             .chain(self.servers.iter())
             .filter(|(_, conn)| conn.source == Some(source))
             .map(|(key, conn)| (*key, conn.offset));
-        let splits =
-            self.pieces.iter().filter(|(_, split)| split.meta.source == source).map(|((key, _), s)| (*key, s.meta.offset));
+        let splits = self
+            .pieces
+            .iter()
+            .filter(|(_, split)| split.meta.source == source)
+            .map(|((key, _), s)| (*key, s.meta.offset));
         conns.chain(splits).collect()
     }
 
@@ -876,7 +879,16 @@ mod tests {
 
     #[test]
     fn proto_values() {
-        for (proto, want) in [("ESMTPS", Some(true)), ("ESMTPSA", Some(true)), ("esmtps", Some(true)), ("ESMTP", Some(false)), ("ESMTPA", Some(false)), ("SMTP", Some(false)), ("LMTP", None), ("", None)] {
+        for (proto, want) in [
+            ("ESMTPS", Some(true)),
+            ("ESMTPSA", Some(true)),
+            ("esmtps", Some(true)),
+            ("ESMTP", Some(false)),
+            ("ESMTPA", Some(false)),
+            ("SMTP", Some(false)),
+            ("LMTP", None),
+            ("", None),
+        ] {
             assert_eq!(proto_uses_tls(proto), want, "{proto}");
         }
     }

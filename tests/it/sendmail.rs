@@ -29,7 +29,8 @@ fn assert_all_lines_explained(file: &str, stats: &[u8]) {
     // `Jun 17 14:37:39 <mail.notice> robin sm-mta[2794]: …`: a priority column the syslog parser
     // does not know (an envelope framing, not the Sendmail grammar); counted as missing-tag.
     let n_priority_column =
-        text.lines().filter(|line| line.split_whitespace().nth(3).is_some_and(|w| w.starts_with("<mail."))).count() as u64;
+        text.lines().filter(|line| line.split_whitespace().nth(3).is_some_and(|w| w.starts_with("<mail."))).count()
+            as u64;
     assert_eq!(stat(stats, "malformed message"), 0, "{file}");
     assert_eq!(
         stat(stats, "unparsed header"),
@@ -118,7 +119,9 @@ fn corpus_sendmail_fail2ban() {
         got.iter().filter(|o| o["outcome"] == "plaintext").filter_map(|o| o["peer"]["ip"].as_str()).collect();
     assert_eq!(plaintext, ["95.32.23.163"], "{got:#?}");
     assert_eq!(find(&got, "95.32.23.163", "inbound")[0]["queue_ids"].as_array().unwrap().len(), 2);
-    assert!(got.iter().all(|o| o["direction"] == "inbound" && ["plaintext", "unknown"].contains(&o["outcome"].as_str().unwrap())));
+    assert!(got
+        .iter()
+        .all(|o| o["direction"] == "inbound" && ["plaintext", "unknown"].contains(&o["outcome"].as_str().unwrap())));
     // The IPv6 literal `[IPv6:2001:DB8::1]` is canonicalised.
     assert_eq!(find(&got, "2001:db8::1", "inbound").len(), 1);
     assert!(stat(&stats, "ignored (not TLS-relevant)") > 0);
@@ -141,7 +144,8 @@ fn check_lab_observations(got: &[Value]) {
             o["delivered"].clone(),
         )
     };
-    let row = |outcome: &str, trust: &str, delivered: bool| (outcome.to_owned(), trust.to_owned(), Value::Bool(delivered));
+    let row =
+        |outcome: &str, trust: &str, delivered: bool| (outcome.to_owned(), trust.to_owned(), Value::Bool(delivered));
     // Outbound from the relay: two TLS connections to the final daemon (the CA-signed
     // certificate verifies: OK), plaintext to the receiver without STARTTLS, and the failed
     // handshake (tls_server rejects SOFTWARE, so the message is deferred, not sent in clear).
@@ -162,7 +166,12 @@ fn check_lab_observations(got: &[Value]) {
     at_relay.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     assert_eq!(
         at_relay,
-        [row("plaintext", "-", true), row("tls", "anonymous", true), row("tls", "anonymous", true), row("tls", "trusted", true)]
+        [
+            row("plaintext", "-", true),
+            row("tls", "anonymous", true),
+            row("tls", "anonymous", true),
+            row("tls", "trusted", true)
+        ]
     );
     // Inbound at the final daemon from the relay, which presents its client certificate.
     let at_final: Vec<_> = find(got, "127.0.8.1", "inbound").into_iter().map(summary).collect();

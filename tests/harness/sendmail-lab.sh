@@ -29,6 +29,8 @@
 #   127.0.8.3 PORT+1  scripted receiver "broken": offers STARTTLS, answers 220, then sends
 #                     garbage instead of a TLS handshake; accepts mail in plaintext
 #   127.0.8.4 PORT+1  scripted receiver "plain": no STARTTLS offered; accepts mail
+#   127.0.8.5 PORT+1  scripted receiver "selfsigned": STARTTLS with a self-signed certificate
+#                     (Python's ssl module), so the relay logs verify=FAIL; accepts mail
 # The relay connects from 127.0.8.1 (ClientPortOptions); swaks from 127.0.0.1.
 #
 # Layout of DIR: ca/ (CA and certificates), relay/ and final/ (sendmail.mc, sendmail.cf, queue,
@@ -43,7 +45,7 @@ readonly RECEIVER_PORT=$((PORT + 1))
 readonly PKGS=${PKGS:-$REPO/.ci-work/pkgs}
 readonly SENDMAIL=$PKGS/sendmail-bin/usr/libexec/sendmail/sendmail
 readonly CF_DIR=$PKGS/sendmail-cf/usr/share/sendmail/cf
-readonly RELAY_ADDR=127.0.8.1 FINAL_ADDR=127.0.8.2 BROKEN_ADDR=127.0.8.3 PLAIN_ADDR=127.0.8.4
+readonly RELAY_ADDR=127.0.8.1 FINAL_ADDR=127.0.8.2 BROKEN_ADDR=127.0.8.3 PLAIN_ADDR=127.0.8.4 SELFSIGNED_ADDR=127.0.8.5
 readonly WAIT_SECS=90
 
 die() {
@@ -93,6 +95,9 @@ make_ca() {
         openssl x509 -req -in "$host.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
             -extfile "$host.ext" -out "$host.pem" 2>/dev/null
     done
+    # The self-signed receiver's certificate, from no CA.
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout selfsigned.key -out selfsigned.pem -days 3650 \
+        -subj "/CN=selfsigned.sendmail-lab.example" 2>/dev/null
     # A client certificate for swaks, from the same CA.
     openssl req -new -newkey rsa:2048 -nodes -keyout client.key -out client.csr \
         -subj "/CN=client.sendmail-lab.example" 2>/dev/null
@@ -194,11 +199,17 @@ write_receiver_script() {
     mkdir -p "$DIR/receivers"
     cat >"$DIR/receivers/receiver.py" <<'EOF'
 """A scripted SMTP receiver for sendmail-lab.sh: "plain" offers no STARTTLS; "broken" offers it,
-answers 220 and then sends garbage instead of a handshake. Both accept mail in plaintext."""
+answers 220 and then sends garbage instead of a handshake; "selfsigned" does STARTTLS with the
+certificate and key given after the transcript path. All accept mail."""
 import socketserver
+import ssl
 import sys
 
 MODE, ADDR, PORT, TRANSCRIPT = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+TLS = None
+if MODE == "selfsigned":
+    TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    TLS.load_cert_chain(sys.argv[5], sys.argv[6])
 
 
 class Session(socketserver.StreamRequestHandler):
@@ -227,7 +238,7 @@ class Session(socketserver.StreamRequestHandler):
                 verb = line[:4].upper()
                 if verb == "EHLO":
                     self.say(f"250-{MODE}.sendmail-lab.example")
-                    if MODE == "broken":
+                    if MODE in ("broken", "selfsigned") and not isinstance(self.connection, ssl.SSLSocket):
                         self.say("250-STARTTLS")
                     self.say("250 8BITMIME")
                 elif verb == "HELO":
@@ -237,6 +248,11 @@ class Session(socketserver.StreamRequestHandler):
                     self.wfile.write(b"this is not a TLS server hello\r\n" * 4)
                     self.wfile.flush()
                     return
+                elif verb == "STAR" and TLS is not None:
+                    self.say("220 2.0.0 go ahead")
+                    self.connection = TLS.wrap_socket(self.connection, server_side=True)
+                    self.rfile = self.connection.makefile("rb")
+                    self.wfile = self.connection.makefile("wb")
                 elif verb == "DATA":
                     in_data = True
                     self.say("354 go ahead")
@@ -261,6 +277,7 @@ EOF
 start_receiver() {
     local mode=$1 addr=$2
     python3 "$DIR/receivers/receiver.py" "$mode" "$addr" "$RECEIVER_PORT" "$DIR/receivers/$mode.transcript" \
+        "$DIR/ca/selfsigned.pem" "$DIR/ca/selfsigned.key" \
         </dev/null >"$DIR/receivers/$mode.stdout" 2>&1 &
     echo $! >"$DIR/receivers/$mode.pid"
 }
@@ -286,7 +303,7 @@ up() {
     for tool in openssl swaks rsyslogd unshare python3 m4 ss; do
         command -v "$tool" >/dev/null || die "$tool is not installed: run tests/harness/install-deps.sh sendmail ingest"
     done
-    for endpoint in "$RELAY_ADDR $PORT" "$FINAL_ADDR $RECEIVER_PORT" "$BROKEN_ADDR $RECEIVER_PORT" "$PLAIN_ADDR $RECEIVER_PORT"; do
+    for endpoint in "$RELAY_ADDR $PORT" "$FINAL_ADDR $RECEIVER_PORT" "$BROKEN_ADDR $RECEIVER_PORT" "$PLAIN_ADDR $RECEIVER_PORT" "$SELFSIGNED_ADDR $RECEIVER_PORT"; do
         # shellcheck disable=SC2086 # two words on purpose
         port_free $endpoint || die "port ${endpoint/ /:} is in use"
     done
@@ -302,11 +319,13 @@ up() {
     write_receiver_script
     start_receiver broken "$BROKEN_ADDR"
     start_receiver plain "$PLAIN_ADDR"
+    start_receiver selfsigned "$SELFSIGNED_ADDR"
     start_sendmail final
     start_sendmail relay
     wait_until "the final daemon on $FINAL_ADDR:$RECEIVER_PORT" "! port_free $FINAL_ADDR $RECEIVER_PORT"
     wait_until "the relay daemon on $RELAY_ADDR:$PORT" "! port_free $RELAY_ADDR $PORT"
-    wait_until "the scripted receivers" "! port_free $BROKEN_ADDR $RECEIVER_PORT && ! port_free $PLAIN_ADDR $RECEIVER_PORT"
+    wait_until "the scripted receivers" "! port_free $BROKEN_ADDR $RECEIVER_PORT && ! port_free $PLAIN_ADDR $RECEIVER_PORT \
+        && ! port_free $SELFSIGNED_ADDR $RECEIVER_PORT"
     wait_until "the daemons' first log lines" "grep -q 'sm-mta-relay.*starting daemon' '$DIR/maillog' 2>/dev/null"
     cat >"$DIR/lab.env" <<EOF
 PORT=$PORT
@@ -315,6 +334,7 @@ RELAY_ADDR=$RELAY_ADDR
 FINAL_ADDR=$FINAL_ADDR
 BROKEN_ADDR=$BROKEN_ADDR
 PLAIN_ADDR=$PLAIN_ADDR
+SELFSIGNED_ADDR=$SELFSIGNED_ADDR
 MAILLOG=$DIR/maillog
 EOF
     echo "sendmail-lab.sh: up (relay $RELAY_ADDR:$PORT, log $DIR/maillog)"
@@ -336,11 +356,6 @@ swaks_to() {
         "${extra[@]}" >"$DIR/send/$name.swaks" 2>&1 || die "swaks $name failed: see $DIR/send/$name.swaks"
 }
 
-# Final `to=` lines of the relay (Sent, or deferred after the broken receiver's handshake).
-relay_final_lines() {
-    grep -c 'sm-mta-relay\[[0-9]*\]: [0-9A-Za-z]*\(\[[0-9]*\]\)\?: \(to=\|.*stat=\)' "$DIR/maillog" 2>/dev/null || true
-}
-
 send() {
     mkdir -p "$DIR/send"
     # 1. Inbound STARTTLS without a client certificate; relayed to the final Sendmail over TLS.
@@ -349,14 +364,17 @@ send() {
     swaks_to plain-to-plain "bob@[$PLAIN_ADDR]"
     # 3. Inbound STARTTLS with a CA-signed client certificate; relayed to the broken receiver.
     swaks_to cert-to-broken "carol@[$BROKEN_ADDR]" -- --tls --tls-cert "$DIR/ca/client.pem" --tls-key "$DIR/ca/client.key"
-    # 4. Forty recipients: the relay's `to=` line is longer than sm_syslog()'s buffer and is split.
+    # 4. Plaintext again, relayed to the receiver with a self-signed certificate (verify=FAIL).
+    swaks_to plain-to-selfsigned "dora@[$SELFSIGNED_ADDR]"
+    # 5. Forty recipients: the relay's `to=` line is longer than sm_syslog()'s buffer and is split.
     local many=()
     for idx in $(seq -w 1 40); do
         many+=("recipient-with-a-long-local-part-$idx@[$FINAL_ADDR]")
     done
     swaks_to split-to-final "${many[@]}" -- --tls
-    wait_until "the relay's delivery lines for the four messages" \
+    wait_until "the relay's delivery lines for the five messages" \
         "grep -q 'bob@\[$PLAIN_ADDR\].*stat=' '$DIR/maillog' && grep -q 'alice@\[$FINAL_ADDR\].*stat=' '$DIR/maillog' \
+         && grep -q 'dora@\[$SELFSIGNED_ADDR\].*stat=' '$DIR/maillog' \
          && grep -q 'carol@\[$BROKEN_ADDR\].*stat=' '$DIR/maillog' \
          && grep -q 'sm-mta-relay.*\[[0-9]*\]: .*recipient-with-a-long-local-part-40@\[$FINAL_ADDR\]' '$DIR/maillog' \
          && [[ \$(grep -c 'sm-mta-final.*from=<sender@client.sendmail-lab.example>' '$DIR/maillog') -ge 2 ]]"
@@ -394,6 +412,7 @@ down() {
     done
     stop_pid_file "$DIR/receivers/broken.pid"
     stop_pid_file "$DIR/receivers/plain.pid"
+    stop_pid_file "$DIR/receivers/selfsigned.pid"
     stop_pid_file "$DIR/rsyslog/daemon.pid"
     echo "sendmail-lab.sh: down"
 }

@@ -7,11 +7,11 @@
 //!
 //! The lab (`tests/harness/sendmail-lab.sh`) runs Debian's Sendmail 8.17 twice, unpacked
 //! privately, on 127.0.8.x with a private CA, logging through syslog into a private rsyslogd.
-//! swaks sends four messages to the relay daemon (STARTTLS without and with a client
-//! certificate, plaintext, and one with forty recipients), which relays them to the final
-//! daemon over TLS, to a scripted receiver that offers no STARTTLS, and to one whose STARTTLS
-//! handshake fails. `tlsledger parse` must report every one of the ten connections the way the
-//! lab set it up. The test fails, never skips, when a part is missing; the test command
+//! swaks sends five messages to the relay daemon (STARTTLS without and with a client
+//! certificate, plaintext twice, and one with forty recipients), which relays them to the final
+//! daemon over TLS, to a scripted receiver that offers no STARTTLS, to one with a self-signed
+//! certificate (`verify=FAIL`) and to one whose STARTTLS handshake fails. `tlsledger parse` must
+//! report every one of the twelve connections the way the lab set it up. The test fails, never skips, when a part is missing; the test command
 //! installs and unpacks them first. It needs root (daemons, mount namespaces).
 
 use std::path::{Path, PathBuf};
@@ -135,7 +135,7 @@ fn corpus_sendmail_lab_capture() {
     check_lab_observations(&got);
 }
 
-/// What the lab's four messages must produce (see the module doc).
+/// What the lab's five messages must produce (see the module doc).
 fn check_lab_observations(got: &[Value]) {
     let summary = |o: &Value| {
         (
@@ -152,6 +152,8 @@ fn check_lab_observations(got: &[Value]) {
     let to_final: Vec<_> = find(got, "127.0.8.2", "outbound").into_iter().map(summary).collect();
     assert_eq!(to_final, [row("tls", "trusted", true), row("tls", "trusted", true)], "{got:#?}");
     assert_eq!(summary(one(got, "127.0.8.4", "outbound", "sm-mta-relay")), row("plaintext", "-", true));
+    // The receiver with a self-signed certificate: TLS, verify=FAIL.
+    assert_eq!(summary(one(got, "127.0.8.5", "outbound", "sm-mta-relay")), row("tls", "untrusted", true));
     let broken = one(got, "127.0.8.3", "outbound", "sm-mta-relay");
     assert_eq!(summary(broken), row("handshake-failed", "-", false));
     let reason = broken["failure"]["reason"].as_str().unwrap();
@@ -161,12 +163,13 @@ fn check_lab_observations(got: &[Value]) {
     let split = find(got, "127.0.8.2", "outbound").into_iter().max_by_key(|o| o["lines"].as_u64()).unwrap();
     assert!(split["lines"].as_u64().unwrap() >= 3, "{split}");
     // Inbound at the relay, all from swaks on 127.0.0.1: TLS without a client certificate
-    // (twice), TLS with the CA-signed client certificate, and plaintext (proto=ESMTP).
+    // (twice), TLS with the CA-signed client certificate, and plaintext (proto=ESMTP, twice).
     let mut at_relay: Vec<_> = find(got, "127.0.0.1", "inbound").into_iter().map(summary).collect();
     at_relay.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     assert_eq!(
         at_relay,
         [
+            row("plaintext", "-", true),
             row("plaintext", "-", true),
             row("tls", "anonymous", true),
             row("tls", "anonymous", true),
@@ -183,7 +186,7 @@ fn check_lab_observations(got: &[Value]) {
             assert!(o["tls"]["bits"].as_u64().unwrap() >= 128, "{o}");
         }
     }
-    assert_eq!(got.len(), 10, "{got:#?}");
+    assert_eq!(got.len(), 12, "{got:#?}");
 }
 
 /// Runs `sendmail-lab.sh COMMAND DIR`.

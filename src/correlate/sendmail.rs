@@ -137,7 +137,8 @@ impl State {
         match event {
             Event::Starttls(tls) => self.starttls(ctx, process, tls),
             Event::StarttlsError { side: Side::Client, reason, detail, .. } => {
-                let conn = self.client_pending(ctx, process, |c| c.tls.is_none() && c.handshake.is_none());
+                let conn = self
+                    .client_pending(ctx, process, |c| c.tls.is_none() && c.handshake.is_none() && c.deliveries == 0);
                 conn.handshake = Some(format!("STARTTLS=client, error: {detail}"));
                 if let Some(reason) = reason {
                     push_bounded(&mut conn.reasons, reason);
@@ -282,6 +283,11 @@ impl State {
         }
         if let Some(queue_id) = tls.queue_id {
             push_bounded(&mut conn.queue_ids, queue_id);
+        }
+        if conn.addr.is_none() && conn.peer == PeerInfo::default() {
+            // The client side names the host only (`relay=mx.example.` or `[192.0.2.9]`); the
+            // `to=` line that follows gives the address.
+            conn.peer = peer_info(&tls.relay);
         }
         conn.verify = Some(tls.verify.to_owned());
         conn.tls = Some(info);
@@ -566,14 +572,16 @@ fn bind(conn: &mut Connection, relay: &Relay<'_>) {
     conn.peer = peer_info(relay);
 }
 
-/// `host [ip]` → PeerInfo; `[ip]` and `[IPv6:…]` hosts give no name.
+/// `host [ip]` → PeerInfo; `[ip]` and `[IPv6:…]` hosts give no name (but an address when the
+/// relay has no other, as on `STARTTLS=client, relay=[192.0.2.9]`).
 fn peer_info(relay: &Relay<'_>) -> PeerInfo {
     let hostname = match relay.host {
         "" => None,
         host if host.starts_with('[') => None,
         host => Some(host.to_owned()),
     };
-    let ip = relay.addr.and_then(|addr| {
+    let literal = relay.host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let ip = relay.addr.or(literal).and_then(|addr| {
         let addr = addr.strip_prefix("IPv6:").or_else(|| addr.strip_prefix("ipv6:")).unwrap_or(addr);
         match addr.parse::<IpAddr>() {
             // std rejects leading zeros, so a parsed IPv4 address is already canonical.
@@ -809,6 +817,28 @@ mod tests {
         assert_eq!(run(&[TO_PLAIN], TlsLogging::Auto)[0].outcome, Outcome::Unknown);
         assert_eq!(run(&[TLS_CLIENT, TO_A, TO_PLAIN], TlsLogging::Off)[1].outcome, Outcome::Unknown);
         assert_eq!(run(&[TO_PLAIN], TlsLogging::On)[0].outcome, Outcome::Plaintext);
+    }
+
+    #[test]
+    fn a_handshake_error_after_a_delivery_starts_a_new_connection() {
+        let error = "Nov 30 10:00:03 mx sm-mta[200]: STARTTLS=client, error: connect failed=0, SSL_error=5";
+        let again = "Nov 30 10:00:04 mx sm-mta[200]: 5AUA03aa000200: to=<d@example.org>, delay=00:00:01, xdelay=00:00:01, mailer=esmtp, pri=1, relay=mx.example.org. [192.0.2.2], dsn=4.0.0, stat=Deferred";
+        let got = run(&[TLS_CLIENT, TO_A, TO_PLAIN, error, again], TlsLogging::Auto);
+        let outcomes: Vec<_> = got.iter().map(|o| (o.peer.ip.as_deref(), o.outcome, o.delivered)).collect();
+        assert_eq!(
+            outcomes,
+            [
+                (Some("192.0.2.2"), Outcome::Plaintext, Some(true)),
+                (Some("192.0.2.1"), Outcome::Tls, Some(true)),
+                (Some("192.0.2.2"), Outcome::HandshakeFailed, Some(false)),
+            ]
+        );
+        // A STARTTLS line whose delivery line never came still names its peer.
+        let got = run(&[TLS_CLIENT], TlsLogging::Auto);
+        assert_eq!((got[0].peer.hostname.as_deref(), got[0].outcome), (Some("mx.example."), Outcome::Tls));
+        let literal = TLS_CLIENT.replace("relay=mx.example.", "relay=[192.0.2.9]");
+        let got = run(&[&literal], TlsLogging::Auto);
+        assert_eq!((got[0].peer.hostname.as_deref(), got[0].peer.ip.as_deref()), (None, Some("192.0.2.9")));
     }
 
     #[test]

@@ -10,7 +10,11 @@
 # system user that the binary looks up at start (as exim4-base's postinst does): the Exim package
 # itself conflicts with Postfix and is unpacked privately by tests/harness/unpack.sh.
 #
-# MTA defaults to "postfix", the only lab that exists so far.
+# "sendmail" installs only the shared libraries of sendmail-bin and m4 (sendmail-lab.sh builds its
+# sendmail.cf with m4 from the privately unpacked sendmail-cf); Sendmail itself conflicts with
+# Postfix and is unpacked privately by tests/harness/unpack.sh.
+#
+# MTA defaults to "postfix".
 # The script is idempotent and non-interactive: when every package is already
 # installed it does not touch apt at all, and it runs `apt-get update` only when
 # a package has no install candidate or the first install attempt fails.

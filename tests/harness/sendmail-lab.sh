@@ -364,8 +364,10 @@ send() {
     swaks_to plain-to-plain "bob@[$PLAIN_ADDR]"
     # 3. Inbound STARTTLS with a CA-signed client certificate; relayed to the broken receiver.
     swaks_to cert-to-broken "carol@[$BROKEN_ADDR]" -- --tls --tls-cert "$DIR/ca/client.pem" --tls-key "$DIR/ca/client.key"
-    # 4. Plaintext again, relayed to the receiver with a self-signed certificate (verify=FAIL).
-    swaks_to plain-to-selfsigned "dora@[$SELFSIGNED_ADDR]"
+    # 4. STARTTLS with a self-signed client certificate (the relay logs verify=FAIL), relayed to
+    #    the receiver with a self-signed certificate (verify=FAIL again, on the client side).
+    swaks_to selfsigned-to-selfsigned "dora@[$SELFSIGNED_ADDR]" -- --tls \
+        --tls-cert "$DIR/ca/selfsigned.pem" --tls-key "$DIR/ca/selfsigned.key"
     # 5. Forty recipients: the relay's `to=` line is longer than sm_syslog()'s buffer and is split.
     local many=()
     for idx in $(seq -w 1 40); do

@@ -7,12 +7,13 @@
 //!
 //! The lab (`tests/harness/sendmail-lab.sh`) runs Debian's Sendmail 8.17 twice, unpacked
 //! privately, on 127.0.8.x with a private CA, logging through syslog into a private rsyslogd.
-//! swaks sends five messages to the relay daemon (STARTTLS without and with a client
-//! certificate, plaintext twice, and one with forty recipients), which relays them to the final
-//! daemon over TLS, to a scripted receiver that offers no STARTTLS, to one with a self-signed
-//! certificate (`verify=FAIL`) and to one whose STARTTLS handshake fails. `tlsledger parse` must
-//! report every one of the twelve connections the way the lab set it up. The test fails, never skips, when a part is missing; the test command
-//! installs and unpacks them first. It needs root (daemons, mount namespaces).
+//! swaks sends five messages to the relay daemon (STARTTLS without a client certificate, with a
+//! CA-signed one and with a self-signed one, plaintext, and one with forty recipients), which
+//! relays them to the final daemon over TLS, to a scripted receiver that offers no STARTTLS, to
+//! one with a self-signed certificate (`verify=FAIL`) and to one whose STARTTLS handshake fails.
+//! `tlsledger parse` must report every one of the twelve connections the way the lab set it up.
+//! The test fails, never skips, when a part is missing; the test command installs and unpacks
+//! them first. It needs root (daemons, mount namespaces).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -163,17 +164,18 @@ fn check_lab_observations(got: &[Value]) {
     let split = find(got, "127.0.8.2", "outbound").into_iter().max_by_key(|o| o["lines"].as_u64()).unwrap();
     assert!(split["lines"].as_u64().unwrap() >= 3, "{split}");
     // Inbound at the relay, all from swaks on 127.0.0.1: TLS without a client certificate
-    // (twice), TLS with the CA-signed client certificate, and plaintext (proto=ESMTP, twice).
+    // (twice), TLS with the CA-signed client certificate, TLS with a self-signed one (FAIL), and
+    // plaintext (proto=ESMTP).
     let mut at_relay: Vec<_> = find(got, "127.0.0.1", "inbound").into_iter().map(summary).collect();
     at_relay.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     assert_eq!(
         at_relay,
         [
             row("plaintext", "-", true),
-            row("plaintext", "-", true),
             row("tls", "anonymous", true),
             row("tls", "anonymous", true),
-            row("tls", "trusted", true)
+            row("tls", "trusted", true),
+            row("tls", "untrusted", true)
         ]
     );
     // Inbound at the final daemon from the relay, which presents its client certificate.

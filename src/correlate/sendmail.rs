@@ -343,9 +343,13 @@ impl State {
 
     fn delivery(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, delivery: &Delivery<'_>) {
         let mailer = delivery.mailer.unwrap_or("");
-        let remote = delivery.relay.filter(|_| !matches!(mailer, "local" | "prog" | "*file*" | "*include*"));
-        let Some(relay) = remote else {
+        if matches!(mailer, "local" | "prog" | "*file*" | "*include*") {
             ctx.counters.local_deliveries += 1;
+            return;
+        }
+        let Some(relay) = delivery.relay else {
+            // `stat=queued` (DeliveryMode queue, load average): no connection was made.
+            ctx.counters.ignored += 1;
             return;
         };
         let now = ctx.meta.ts_micros;

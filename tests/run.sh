@@ -3,7 +3,7 @@
 #
 # On a Debian 12 machine with Rust stable it installs the Debian packages the real-MTA
 # tests need (Postfix, swaks, openssl, ClickHouse, rspamd, SpamAssassin, Exim's libraries,
-# rsyslog and logrotate for the ingest tests:
+# Sendmail's libraries and m4, rsyslog and logrotate for the ingest tests:
 # tests/harness/install-deps.sh, idempotent; Sendmail's makemap and Exim are unpacked privately
 # by tests/harness/unpack.sh), then runs
 # every check CI runs, fastest first, and ends with cargo's normal test summary:
@@ -13,7 +13,7 @@
 #   4. the modern-engine SQL check: every schema/ file, the sample queries and dashboards/ on ClickHouse 26
 #      in process (chdb, in a virtualenv under .ci-work/ that this script creates)
 #   5. cargo test for the whole workspace; the integration tests start their own private
-#      Postfix instances and ClickHouse 18.16 servers on high 127.0.0.1 ports and stop them
+#      Postfix and Sendmail instances and ClickHouse 18.16 servers on high 127.0.0.x ports and stop them
 #      when they finish.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,9 +24,11 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 echo "== installing test dependencies (Debian packages)"
-bash tests/harness/install-deps.sh postfix clickhouse rspamd spamassassin exim journald milter ingest report
-# Sendmail and Exim conflict with Postfix: makemap and exim are used from private unpacks.
+bash tests/harness/install-deps.sh postfix clickhouse rspamd spamassassin exim sendmail journald milter ingest report
+# Sendmail and Exim conflict with Postfix: makemap, sendmail and exim are used from private unpacks
+# (sendmail-cf gives the m4 files the Sendmail lab builds its sendmail.cf from).
 bash tests/harness/unpack.sh sendmail-bin .ci-work/pkgs/sendmail-bin
+bash tests/harness/unpack.sh sendmail-cf .ci-work/pkgs/sendmail-cf
 bash tests/harness/unpack.sh exim4-daemon-light .ci-work/pkgs/exim4-daemon-light
 # Debian's own python3 lacks ensurepip until python3-venv is installed; the chdb check needs a venv.
 if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then

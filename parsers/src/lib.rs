@@ -9,7 +9,8 @@
 //!    [`syslog::SyslogLine`]: a [`syslog::Header`] (timestamp, hostname, program tag, pid) and the
 //!    message text.
 //! 2. An MTA grammar, chosen by the program tag, turns the message into a typed event:
-//!    [`postfix::parse_message`] gives a [`postfix::Event`].
+//!    [`postfix::parse_message`] gives a [`postfix::Event`], [`sendmail::parse_message`] a
+//!    [`sendmail::Event`].
 //!
 //! [`parse_line`] does both and returns a [`Record`], the borrowed value that the correlator in the
 //! application crate consumes. Every field of a record is a slice of the input line: nothing is
@@ -21,6 +22,7 @@
 
 pub mod peer;
 pub mod postfix;
+pub mod sendmail;
 pub mod syslog;
 
 pub use peer::Peer;
@@ -73,6 +75,8 @@ pub enum Mta {
     /// Postfix: a tag whose last path component is a Postfix daemon (`postfix/smtp`,
     /// `postfix-out/smtp`, `postfix/submission/smtpd`, `enforced-tls-smtp/smtp`).
     Postfix,
+    /// Sendmail: `sendmail`, `sm-mta`, `sm-msp-queue` (see [`sendmail::is_tag`]).
+    Sendmail,
     /// Anything else.
     Other,
 }
@@ -96,6 +100,8 @@ pub enum Body<'a> {
         /// What it says.
         event: postfix::Event<'a>,
     },
+    /// A Sendmail message.
+    Sendmail(sendmail::Event<'a>),
     /// A line from a program this crate has no grammar for.
     Other,
     /// The message was recognised as relevant but could not be parsed.
@@ -109,7 +115,17 @@ pub enum Body<'a> {
 pub fn detect_mta(tag: &str) -> Mta {
     match postfix_daemon(tag) {
         Some(_) => Mta::Postfix,
+        None if sendmail::is_tag(last_component(tag)) => Mta::Sendmail,
         None => Mta::Other,
+    }
+}
+
+/// The last path component of a tag (`/usr/sbin/sendmail` → `sendmail`).
+fn last_component(tag: &str) -> &str {
+    match tag.bytes().rposition(|b| b == b'/') {
+        // An ASCII byte is always a character boundary.
+        Some(slash) => &tag[slash + 1..],
+        None => tag,
     }
 }
 
@@ -151,6 +167,12 @@ pub fn parse_record(line: &str) -> Result<Record<'_>, Error> {
             Ok(event) => Body::Postfix { daemon, event },
             Err(error) => Body::Unparsed(error),
         },
+        None if sendmail::is_tag(last_component(syslog_line.header.appname)) => {
+            match sendmail::parse_message(syslog_line.message) {
+                Ok(event) => Body::Sendmail(event),
+                Err(error) => Body::Unparsed(error),
+            }
+        }
         None => Body::Other,
     };
     Ok(Record { header: syslog_line.header, body })

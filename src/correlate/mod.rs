@@ -4,7 +4,7 @@
 //! [`parsers::Record`]s and keeps owned, bounded state per MTA process until a connection is
 //! complete, then emits an owned [`Observation`]. Each MTA has its own join rules in a submodule
 //! (`postfix`: by `smtp[pid]` for outbound, by the `smtpd[pid]` connect…disconnect window for
-//! inbound; research/FORMATS.md §2.1, §2.4).
+//! inbound; research/FORMATS.md §2.1, §2.4. `sendmail`: by pid, `STARTTLS=` → `to=`/`from=`; §4.3).
 //!
 //! **Invariants:** state is bounded by [`Config::max_open`] entries and by
 //! [`Config::idle_timeout_secs`] of log time; every expiry and eviction is counted and still
@@ -12,6 +12,7 @@
 //! Nothing here does IO.
 
 pub mod postfix;
+pub mod sendmail;
 
 use std::sync::Arc;
 
@@ -116,6 +117,7 @@ pub struct Correlator {
     id_prefixes: Vec<u64>,
     names: Names,
     postfix: postfix::State,
+    sendmail: sendmail::State,
     counters: Counters,
     /// Log time of the last expiry sweep.
     last_sweep_micros: i64,
@@ -130,6 +132,7 @@ impl Correlator {
             id_prefixes: Vec::new(),
             names: Names::default(),
             postfix: postfix::State::default(),
+            sendmail: sendmail::State::default(),
             counters: Counters::default(),
             last_sweep_micros: i64::MIN,
         }
@@ -160,11 +163,25 @@ impl Correlator {
                 };
                 self.postfix.push(&mut ctx, process, *daemon, event);
             }
+            parsers::Body::Sendmail(event) => {
+                let process = self.names.process(&record.header, record.header.procid);
+                let mut ctx = postfix::Ctx {
+                    config: &self.config,
+                    sources: &self.sources,
+                    id_prefixes: &self.id_prefixes,
+                    names: &self.names,
+                    counters: &mut self.counters,
+                    meta,
+                    out,
+                };
+                self.sendmail.push(&mut ctx, process, event);
+            }
             parsers::Body::Other => self.counters.other_program += 1,
             parsers::Body::Unparsed(_) => {}
         }
         if meta.ts_micros.saturating_sub(self.last_sweep_micros) >= 10_000_000
             || self.postfix.open() > self.config.max_open
+            || self.sendmail.open() > self.config.max_open
         {
             self.sweep(meta.ts_micros, out);
         }
@@ -174,7 +191,10 @@ impl Correlator {
     /// The offset of the earliest line of `source` that an open connection still needs (see
     /// [`postfix::State::low_water`]); `None` when nothing of it is open.
     pub fn low_water(&self, source: SourceId) -> Option<u64> {
-        self.postfix.low_water(source)
+        match (self.postfix.low_water(source), self.sendmail.low_water(source)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The shared source record of `id` (observations carry clones of this `Arc`).
@@ -189,6 +209,7 @@ impl Correlator {
         self.postfix
             .open_processes(source)
             .into_iter()
+            .chain(self.sendmail.open_processes(source))
             .map(|(key, offset)| {
                 let (reporter, instance) = self.names.get(key.name);
                 (reporter.to_string(), instance.to_string(), key.pid, offset)
@@ -243,6 +264,7 @@ impl Correlator {
             out,
         };
         self.postfix.flush_all(&mut ctx);
+        self.sendmail.flush_all(&mut ctx);
         self.count_new(out, start);
     }
 
@@ -253,7 +275,7 @@ impl Correlator {
 
     /// Connections currently open.
     pub fn open(&self) -> usize {
-        self.postfix.open()
+        self.postfix.open() + self.sendmail.open()
     }
 
     fn sweep(&mut self, now_micros: i64, out: &mut Vec<Observation>) {
@@ -267,8 +289,9 @@ impl Correlator {
             meta: LineMeta { source: SourceId(0), offset: 0, ts_micros: now_micros },
             out,
         };
-        self.postfix
-            .sweep(&mut ctx, now_micros.saturating_sub(self.config.idle_timeout_secs.saturating_mul(1_000_000)));
+        let cutoff_micros = now_micros.saturating_sub(self.config.idle_timeout_secs.saturating_mul(1_000_000));
+        self.postfix.sweep(&mut ctx, cutoff_micros);
+        self.sendmail.sweep(&mut ctx, cutoff_micros);
     }
 
     fn count_new(&mut self, out: &[Observation], start: usize) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh: installs the Debian packages that the real-MTA test labs need.
 #
-# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, rspamd, spamassassin, exim, journald, milter, ingest, report)
+# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, rspamd, spamassassin, exim, sendmail, journald, milter, ingest, report)
 #
 # The one place that installs Debian packages for the tests; clickhouse.sh install and
 # rspamd.sh install call it.
@@ -10,7 +10,11 @@
 # system user that the binary looks up at start (as exim4-base's postinst does): the Exim package
 # itself conflicts with Postfix and is unpacked privately by tests/harness/unpack.sh.
 #
-# MTA defaults to "postfix", the only lab that exists so far.
+# "sendmail" installs only the shared libraries of sendmail-bin and m4 (sendmail-lab.sh builds its
+# sendmail.cf with m4 from the privately unpacked sendmail-cf); Sendmail itself conflicts with
+# Postfix and is unpacked privately by tests/harness/unpack.sh.
+#
+# MTA defaults to "postfix".
 # The script is idempotent and non-interactive: when every package is already
 # installed it does not touch apt at all, and it runs `apt-get update` only when
 # a package has no install candidate or the first install attempt fails.
@@ -86,12 +90,18 @@ for mta in "${mtas[@]}"; do
             # Headless Chromium loads the `tlsledger report --format html` page in the tests.
             packages+=(chromium)
             ;;
-        sendmail | opensmtpd)
+        sendmail)
+            # The run-time libraries of sendmail-bin (Depends of Debian 12's package) that a
+            # base system may lack, and m4 to build a sendmail.cf from sendmail-cf; the binary
+            # and the m4 files come from unpack.sh (sendmail-bin conflicts with Postfix).
+            packages+=(libwrap0 liblockfile1 libdb5.3 libnsl2 libsasl2-2 libldap-2.5-0 libssl3 m4)
+            ;;
+        opensmtpd)
             echo "install-deps.sh: the $mta lab is not written yet (it will be unpacked privately with apt-get download + dpkg -x)" >&2
             exit 2
             ;;
         *)
-            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd, spamassassin, exim, journald, milter, ingest, report)" >&2
+            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd, spamassassin, exim, sendmail, journald, milter, ingest, report)" >&2
             exit 2
             ;;
     esac

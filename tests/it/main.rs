@@ -14,6 +14,7 @@ mod postfix_lab;
 mod report;
 mod reputation;
 mod rspamd;
+mod sendmail;
 mod serve;
 mod tidy;
 mod whyscream;

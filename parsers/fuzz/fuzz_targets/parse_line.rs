@@ -10,13 +10,14 @@
 //!
 //! Properties: no panic; the result agrees with [`parsers::syslog::parse_syslog`] (same error,
 //! same header apart from the inferred year) and with [`parsers::postfix::parse_message`] on the
-//! same service and message; header and event fields are slices of the line.
+//! same service and message (or [`parsers::sendmail::parse_message`] for Sendmail tags); header
+//! and event fields are slices of the line.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use parsers::postfix::{parse_message, Daemon};
-use parsers::{parse_line, syslog::parse_syslog, Body, Error, YearInference};
+use parsers::{detect_mta, parse_line, syslog::parse_syslog, Body, Error, Mta, YearInference};
 use parsers_fuzz::{check_event, check_header, with_text};
 
 fuzz_target!(|data: &[u8]| {
@@ -63,6 +64,16 @@ fn check_line(bytes: &[u8], years: &mut YearInference) {
                 assert_eq!(Daemon::from_service(service), Some(*daemon), "daemon of {line:?}");
                 assert_eq!(direct.as_ref(), Ok(event), "parse_message disagrees on {line:?}");
                 check_event(line, event);
+            }
+            Body::Sendmail(event) => {
+                assert_eq!(detect_mta(record.header.appname), Mta::Sendmail, "MTA of {line:?}");
+                let direct = parsers::sendmail::parse_message(framed.message);
+                assert_eq!(direct.as_ref(), Ok(event), "sendmail::parse_message disagrees on {line:?}");
+            }
+            Body::Unparsed(error) if detect_mta(record.header.appname) == Mta::Sendmail => {
+                assert_eq!(*error, Error::Malformed, "unexpected body error for {line:?}");
+                let direct = parsers::sendmail::parse_message(framed.message);
+                assert_eq!(direct, Err(*error), "sendmail::parse_message disagrees on {line:?}");
             }
             Body::Unparsed(error) => {
                 assert_eq!(*error, Error::Malformed, "unexpected body error for {line:?}");

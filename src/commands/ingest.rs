@@ -858,6 +858,12 @@ impl Core {
                 Input::Reload => self.reload(),
                 Input::Shutdown(signal) => {
                     tracing::info!("{signal}: writing a last checkpoint and stopping");
+                    if self.files.is_empty() && self.pending.is_empty() {
+                        // Only sources without positions (syslog, stdin): nothing can replay a
+                        // connection still open, so what is known of it is emitted now.
+                        self.correlator.finish(&mut self.out);
+                        self.route(sink, state)?;
+                    }
                     self.last_feed = None;
                     self.sync(sink, state)?;
                     return Ok(());

@@ -228,10 +228,22 @@ fn ingest_receives_syslog_from_logger_over_tcp_and_udp() {
     assert!(metrics.contains("tlsledger_syslog_messages_total{peer=\"127.0.0.1\"} 6\n"), "{metrics}");
     assert!(get("/healthz").starts_with("HTTP/1.1 200"));
     assert!(get("/nothing").starts_with("HTTP/1.1 404"));
+    // A session still open at SIGTERM: syslog has no position to replay it from, so what is
+    // known of it is emitted at shutdown instead of being lost.
+    let status = Command::new("logger")
+        .args(["-n", "127.0.0.1", "-P", &tcp.to_string(), "-t", "postfix/smtpd", "--id=4444", "--tcp", "--octet-count"])
+        .arg("connect from open.example[192.0.2.74]")
+        .status()
+        .expect("logger");
+    assert!(status.success());
+    wait_for("the open session's line", || get("/metrics").contains("\ntlsledger_lines_total 9\n"));
+    assert!(!std::fs::read_to_string(&out).unwrap().contains("192.0.2.74"), "still open before SIGTERM");
     Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
     let output = daemon.take().wait_with_output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let found = observations(&std::fs::read(&out).unwrap());
+    let open = found.iter().find(|o| o["peer"]["ip"] == "192.0.2.74").expect("the open session, emitted at SIGTERM");
+    assert_eq!(open["direction"], "inbound");
     for (ip, kind) in [("192.0.2.71", "syslog"), ("192.0.2.72", "syslog")] {
         let o = found.iter().find(|o| o["peer"]["ip"] == ip).unwrap_or_else(|| panic!("no observation of {ip}"));
         assert_eq!(o["direction"], "inbound");
@@ -240,7 +252,7 @@ fn ingest_receives_syslog_from_logger_over_tcp_and_udp() {
         assert_eq!(o["source"]["kind"], kind);
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("syslog 127.0.0.1: 6 messages"), "{stderr}");
+    assert!(stderr.contains("syslog 127.0.0.1: 7 messages"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

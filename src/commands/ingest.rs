@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::Zone;
 use crate::commands::clickhouse_args::{ClickhouseArgs, SinkArgs};
+use crate::sinks::clickhouse::InsertTarget;
 use crate::commands::ingest_metrics::{self, Published, Snapshot};
 use crate::commands::parse::{format_stats, LineCounters, ParseSummary, SinkThread, StateWriter, Stream};
 use crate::correlate::{Config, Correlator, SourceId, TlsLogging};
@@ -213,6 +214,7 @@ struct FileConfig {
     clickhouse: Option<String>,
     database: Option<String>,
     spool_dir: Option<PathBuf>,
+    cluster_insert: Option<String>,
     feed_dir: Option<PathBuf>,
     feed_interval_secs: Option<u64>,
     feed_thresholds: Option<PathBuf>,
@@ -328,6 +330,12 @@ impl Settings {
             }
         }
         let mut sink = args.sink.clone();
+        if let (None, Some(text)) = (&sink.cluster_insert, &file.cluster_insert) {
+            let mode = <InsertTarget as clap::ValueEnum>::from_str(text, true).map_err(|_| {
+                anyhow::anyhow!("cluster_insert must be distributed, distributed-async or local, not {text:?}")
+            })?;
+            sink.cluster_insert = Some(mode);
+        }
         if let Some(spool_dir) = &file.spool_dir {
             if sink.spool_dir == Path::new("tlsledger-spool") {
                 sink.spool_dir = spool_dir.clone();
@@ -1074,6 +1082,7 @@ impl Core {
             || old.state != self.settings.state
             || old.checkpoint_dir != self.settings.checkpoint_dir
             || old.clickhouse.clickhouse != self.settings.clickhouse.clickhouse
+            || old.sink.cluster_insert != self.settings.sink.cluster_insert
             || old.metrics_listen != self.settings.metrics_listen
             || old.journal.as_ref().map(|j| &j.directory) != self.settings.journal.as_ref().map(|j| &j.directory)
             || old.follow.is_empty() != self.settings.follow.is_empty();

@@ -153,6 +153,11 @@ struct RecentRow {
     cert_failure: u8,
     source_trust: String,
     event_id: String,
+    /// Not used: selected because ClickHouse 18.16 answers `FINAL` on a Distributed table only
+    /// when the query reads the sorting key and version columns ("Cannot find column ingest_ver
+    /// in source stream" otherwise).
+    #[allow(dead_code)]
+    ingest_ver: u64,
 }
 
 /// The last [`MAX_RECENT`] counted observations of every endpoint, newest first.
@@ -160,7 +165,7 @@ fn recent_query(filter: &str) -> String {
     format!(
         "SELECT peer_ip, direction = 'outbound' AS outbound, toUInt32(ts) AS seconds, toInt8(outcome), toInt8(tls_trust), \
          tls_protocol, ifNull(tls_bits, toUInt32(0)), isNotNull(local_policy), \
-         outcome = 'cert-verify-failed' OR startsWith(ifNull(failure_kind, ''), 'certificate-'), source_trust, event_id \
+         outcome = 'cert-verify-failed' OR startsWith(ifNull(failure_kind, ''), 'certificate-'), source_trust, event_id, ingest_ver \
          FROM observations FINAL WHERE replayed = 0 AND tls_reused = 0 AND {filter} \
          ORDER BY peer_ip, direction, seconds DESC, event_id DESC LIMIT {MAX_RECENT} BY peer_ip, direction"
     )

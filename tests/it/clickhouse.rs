@@ -16,17 +16,17 @@ use tlsledger::sinks::clickhouse::ClickhouseConfig;
 use crate::common::{observations, repo, stat, tlsledger};
 
 /// A private server; stopped on drop.
-struct Server {
-    dir: PathBuf,
-    url: String,
-    ports: [u16; 3],
+pub(crate) struct Server {
+    pub(crate) dir: PathBuf,
+    pub(crate) url: String,
+    pub(crate) ports: [u16; 3],
 }
 
 impl Server {
     /// A stopped server's folder and ports for test number `index`: 30000-32403, below the
     /// kernel's ephemeral range (32768-60999), where client sockets could take them first, and
     /// above the Postfix lab's 20000-29999.
-    fn new(index: u16) -> Server {
+    pub(crate) fn new(index: u16) -> Server {
         let pid = std::process::id();
         let base = 30_000 + (pid % 120) as u16 * 20 + index * 3;
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("clickhouse-{pid}-{index}"));
@@ -54,7 +54,7 @@ impl Server {
             .expect("run tests/harness/clickhouse.sh (run tests/run.sh, which installs ClickHouse)")
     }
 
-    fn start(&self) {
+    pub(crate) fn start(&self) {
         let output = self.script("start");
         assert!(
             output.status.success(),
@@ -63,17 +63,17 @@ impl Server {
         );
     }
 
-    fn kill(&self) {
+    pub(crate) fn kill(&self) {
         assert!(self.script("kill").status.success());
     }
 
     /// Runs `sql` over HTTP; panics with the server's message on error.
-    fn query(&self, sql: &str) -> String {
+    pub(crate) fn query(&self, sql: &str) -> String {
         self.query_in("default", sql)
     }
 
     /// Runs `sql` in `database`.
-    fn query_in(&self, database: &str, sql: &str) -> String {
+    pub(crate) fn query_in(&self, database: &str, sql: &str) -> String {
         let url = format!("{}/?database={database}", self.url);
         let output = Command::new("curl")
             .args(["-sS", "--fail-with-body", "--data-binary", sql, &url])
@@ -107,7 +107,7 @@ fn spool_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn spooled_batches(dir: &Path) -> usize {
+pub(crate) fn spooled_batches(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|entries| entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("batch-")).count())
         .unwrap_or(0)

@@ -1,0 +1,335 @@
+//! Scale-out on a real ClickHouse cluster (issue 10): a private ZooKeeper (Debian's `zookeeper`)
+//! and two Debian `clickhouse-server` 18.16 instances on loopback as two shards of cluster
+//! `fleet` (tests/harness/cluster.sh), the cluster schema applied `ON CLUSTER`, two real
+//! `tlsledger ingest --follow` daemons on two MTA logs writing through the Distributed table,
+//! one shard killed while both keep ingesting, and `tlsledger reputation rebuild` (full and
+//! incremental) compared with the single-node path: one `tlsledger ingest` with the embedded
+//! state over both logs.
+//!
+//! Ports: the servers use the clickhouse.rs scheme with indexes 10 and 11; ZooKeeper takes the
+//! first port of index 12's slot (no test uses that index).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::clickhouse::{spooled_batches, Server};
+use crate::common::{repo, tlsledger};
+
+const CLUSTER: &str = "fleet";
+const DATABASE: &str = "fleet";
+
+/// A private ZooKeeper; stopped on drop.
+struct ZooKeeper {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl ZooKeeper {
+    fn started(dir: PathBuf, port: u16) -> ZooKeeper {
+        let zookeeper = ZooKeeper { dir, port };
+        let output = zookeeper.script("zk-start", &zookeeper.dir);
+        assert!(
+            output.status.success(),
+            "cannot start ZooKeeper (tests/run.sh installs it): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        zookeeper
+    }
+
+    fn script(&self, action: &str, dir: &Path) -> std::process::Output {
+        Command::new("bash")
+            .arg(repo().join("tests/harness/cluster.sh"))
+            .arg(action)
+            .arg(dir)
+            .env("ZK_PORT", self.port.to_string())
+            .env("CLUSTER", CLUSTER)
+            .output()
+            .expect("run tests/harness/cluster.sh")
+    }
+
+    /// Makes `server` a member of the cluster: shard `shard` of `shards` (native TCP ports).
+    fn configure(&self, server: &Server, shards: &str, shard: &str) {
+        let output = Command::new("bash")
+            .arg(repo().join("tests/harness/cluster.sh"))
+            .arg("configure")
+            .arg(&server.dir)
+            .env("ZK_PORT", self.port.to_string())
+            .env("CLUSTER", CLUSTER)
+            .env("SHARDS", shards)
+            .env("SHARD", shard)
+            .env("REPLICA", format!("r{}", server.ports[1]))
+            .output()
+            .expect("run tests/harness/cluster.sh");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        let _ = self.script("zk-stop", &self.dir);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A fresh folder for this test.
+fn work_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The endpoints of the synthetic fleet: 30 addresses, a third each verified TLS, unverified TLS
+/// and plaintext. MTA 1 talks to the first 20, MTA 2 to the last 20: the middle ten are seen by
+/// both, so their histories exist only as the union of two logs.
+fn endpoint(i: u32) -> (String, String, Option<&'static str>) {
+    let ip = format!("192.0.2.{}", 10 + i);
+    let host = format!("mx{i}.d{i}.example");
+    let class = match i % 3 {
+        0 => Some("Trusted"),
+        1 => Some("Untrusted"),
+        _ => None,
+    };
+    (ip, host, class)
+}
+
+/// One day of deliveries of `mta` (`mta1` or `mta2`) to each of its endpoints; `downgrade`
+/// sends plaintext to the verified ones instead. `pid` numbers the smtp processes.
+fn fleet_day(mta: &str, day: u32, downgrade: bool, pid: &mut u32) -> String {
+    let range = if mta == "mta1" { 0..20 } else { 10..30 };
+    let date = format!("2026-11-{:02}", day + 1);
+    let minute = if mta == "mta1" { 0 } else { 30 };
+    let mut log = String::new();
+    for i in range {
+        let (ip, host, class) = endpoint(i);
+        let domain = host.splitn(2, '.').nth(1).unwrap_or_default().to_owned();
+        *pid += 1;
+        let pid = *pid;
+        let class = if downgrade && class == Some("Trusted") { None } else { class };
+        if let Some(class) = class {
+            log.push_str(&format!(
+                "{date}T10:{minute:02}:00+00:00 {mta} postfix/smtp[{pid}]: {class} TLS connection established to {host}[{ip}]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n"
+            ));
+        }
+        log.push_str(&format!(
+            "{date}T10:{minute:02}:01+00:00 {mta} postfix/smtp[{pid}]: A{pid:09X}: to=<u@{domain}>, relay={host}[{ip}]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)\n"
+        ));
+    }
+    log
+}
+
+fn append(path: &Path, text: &str) {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
+}
+
+/// Polls `done` until it holds; fails after two minutes.
+fn wait_for(what: &str, done: &dyn Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+/// The common options of every ingest run here.
+const INGEST: &[&str] = &["ingest", "--tls-logging", "on", "--log-zone", "utc", "--trusted-files", "--poll-ms", "20"];
+
+/// `tlsledger ingest` following `log` into the cluster through `server`.
+fn ingester(log: &Path, work: &Path, server: &Server, extra: &[&str]) -> Child {
+    let name = log.file_stem().unwrap().to_string_lossy().into_owned();
+    Command::new(env!("CARGO_BIN_EXE_tlsledger"))
+        .args(INGEST)
+        .arg("--follow")
+        .arg(log)
+        .args(["--no-state", "--clickhouse", &server.url, "--database", DATABASE, "--cluster-insert", "distributed"])
+        .arg("--checkpoint-dir")
+        .arg(work.join(format!("checkpoints-{name}")))
+        .arg("--spool-dir")
+        .arg(work.join(format!("spool-{name}")))
+        .args(["--batch-rows", "20", "--batch-period-ms", "50", "--retry-attempts", "1"])
+        .args(["--checkpoint-interval-ms", "100"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tlsledger ingest")
+}
+
+fn finish(child: Child, what: &str) {
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{what}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+fn terminate(child: Child, what: &str) {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    finish(child, what);
+}
+
+/// The single-node path: one ingester with the embedded state over both logs (same paths, so
+/// the same event ids); returns the ids of the observations it emitted in this run.
+fn reference(logs: &[&Path], work: &Path) -> Vec<String> {
+    let mut args: Vec<String> = INGEST.iter().map(|s| s.to_string()).collect();
+    for log in logs {
+        args.extend(["--follow".to_owned(), log.display().to_string()]);
+    }
+    args.extend(["--state".to_owned(), work.join("reference").display().to_string()]);
+    args.extend(["--exit-at-end".to_owned(), "--stdout".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = tlsledger(&args, b"");
+    assert!(output.status.success(), "reference ingest: {}", String::from_utf8_lossy(&output.stderr));
+    crate::common::observations(&output.stdout).iter().map(|o| o["event_id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// `explain --json` of `target` in `state`, judged at a fixed time.
+fn explain(state: &Path, target: &str) -> serde_json::Value {
+    let output = tlsledger(
+        &["explain", target, "--state", state.to_str().unwrap(), "--json", "--now", "2026-11-12T10:00:00Z"],
+        b"",
+    );
+    assert!(output.status.success(), "explain {target}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Every endpoint, host name and domain judged the same in both states.
+fn assert_same_reputation(rebuilt: &Path, reference: &Path) {
+    let mut classes = BTreeSet::new();
+    for i in 0..30 {
+        let (ip, host, _) = endpoint(i);
+        let domain = host.splitn(2, '.').nth(1).unwrap_or_default().to_owned();
+        for target in [ip, host, domain] {
+            let (a, b) = (explain(rebuilt, &target), explain(reference, &target));
+            assert_eq!(a, b, "{target}: the cluster rebuild differs from the single-node state");
+            for endpoint in a["endpoints"].as_array().into_iter().flatten() {
+                classes.insert(endpoint["classification"]["class"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    // The comparison covers more than one class.
+    assert!(classes.len() >= 3, "{classes:?}");
+}
+
+fn rebuild(server: &Server, state: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["reputation", "rebuild", "--from-clickhouse", &server.url, "--database", DATABASE];
+    args.extend(["--state", state.to_str().unwrap(), "--trusted-files"]);
+    args.extend(extra);
+    let output = tlsledger(&args, b"");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "rebuild: {stderr}");
+    stderr
+}
+
+#[test]
+fn cluster_two_shards_store_each_observation_once_and_rebuild_the_fleet_reputation() {
+    let work = work_dir();
+    // Declared first, dropped last: the servers stop before their ZooKeeper.
+    let zookeeper_port = 30_000 + (std::process::id() % 120) as u16 * 20 + 12 * 3;
+    let zookeeper = ZooKeeper::started(work.join("zookeeper"), zookeeper_port);
+    let (one, two) = (Server::new(10), Server::new(11));
+    let shards = format!("{} {}", one.ports[1], two.ports[1]);
+    zookeeper.configure(&one, &shards, "01");
+    zookeeper.configure(&two, &shards, "02");
+    one.start();
+    two.start();
+
+    let output = tlsledger(
+        &["schema", "apply", "--clickhouse", &one.url, "--database", DATABASE, "--cluster", CLUSTER],
+        b"",
+    );
+    assert!(output.status.success(), "schema apply --cluster: {}", String::from_utf8_lossy(&output.stderr));
+    for server in [&one, &two] {
+        let tables = server.query(&format!(
+            "SELECT name, engine FROM system.tables WHERE database = '{DATABASE}' AND name LIKE 'observations%' ORDER BY name"
+        ));
+        assert_eq!(tables, "observations\tDistributed\nobservations_local\tReplicatedReplacingMergeTree\n");
+    }
+    // Applying it again through the other server changes nothing and fails nothing.
+    let again = tlsledger(
+        &["schema", "apply", "--clickhouse", &two.url, "--database", DATABASE, "--cluster", CLUSTER],
+        b"",
+    );
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+
+    // Two MTAs, two logs, two ingesters, each talking to its own server.
+    let (log1, log2) = (work.join("mta1.log"), work.join("mta2.log"));
+    let (mut pid1, mut pid2) = (1000, 50_000);
+    for day in 0..5 {
+        append(&log1, &fleet_day("mta1", day, false, &mut pid1));
+        append(&log2, &fleet_day("mta2", day, false, &mut pid2));
+    }
+    let daemon1 = ingester(&log1, &work, &one, &[]);
+    let daemon2 = ingester(&log2, &work, &two, &[]);
+    let local_rows = |server: &Server| -> u64 {
+        server.query(&format!("SELECT count() FROM {DATABASE}.observations_local")).trim().parse().unwrap()
+    };
+    wait_for("rows on both shards", &|| local_rows(&one) > 0 && local_rows(&two) > 0);
+
+    // Shard 2 dies; both ingesters keep reading new lines. Through the Distributed table with
+    // insert_distributed_sync, a batch with rows for shard 2 fails on either server, so both
+    // ingesters spool.
+    two.kill();
+    for day in 5..10 {
+        append(&log1, &fleet_day("mta1", day, false, &mut pid1));
+        append(&log2, &fleet_day("mta2", day, false, &mut pid2));
+    }
+    let (spool1, spool2) = (work.join("spool-mta1"), work.join("spool-mta2"));
+    wait_for("both ingesters to spool", &|| spooled_batches(&spool1) > 0 && spooled_batches(&spool2) > 0);
+    two.start();
+    wait_for("both spools to drain", &|| spooled_batches(&spool1) == 0 && spooled_batches(&spool2) == 0);
+    terminate(daemon1, "ingester 1");
+    terminate(daemon2, "ingester 2");
+    // The connections still open at the stop are replayed from the checkpoints.
+    finish(ingester(&log1, &work, &one, &["--exit-at-end"]), "ingester 1, second run");
+    finish(ingester(&log2, &work, &two, &["--exit-at-end"]), "ingester 2, second run");
+
+    // Every observation of the single-node run is stored once, and nothing else is.
+    let want: BTreeSet<String> = reference(&[&log1, &log2], &work).into_iter().collect();
+    assert_eq!(want.len(), 400);
+    // 18.16 answers FINAL on a Distributed table only when the sorting key and version columns
+    // are read ("Cannot find column direction in source stream" otherwise).
+    let ids = one.query(&format!(
+        "SELECT event_id, peer_ip, direction, ts, ingest_ver FROM {DATABASE}.observations FINAL ORDER BY event_id"
+    ));
+    let got: Vec<&str> = ids.lines().map(|line| line.split('\t').next().unwrap_or_default()).collect();
+    assert_eq!(got.len(), want.len(), "observations stored more or less than once");
+    assert_eq!(got.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(), want);
+    // Both shards hold part of the fleet, each endpoint on one shard only.
+    let (rows1, rows2) = (local_rows(&one), local_rows(&two));
+    assert!(rows1 > 0 && rows2 > 0, "{rows1} {rows2}");
+    let endpoints = |server: &Server| -> BTreeSet<String> {
+        let text = server.query(&format!(
+            "SELECT DISTINCT IPv6NumToString(peer_ip) FROM {DATABASE}.observations_local ORDER BY 1"
+        ));
+        text.lines().map(str::to_owned).collect()
+    };
+    let (on_one, on_two) = (endpoints(&one), endpoints(&two));
+    assert_eq!(on_one.len() + on_two.len(), 30);
+    assert!(on_one.is_disjoint(&on_two), "an endpoint's history is split across shards");
+
+    // One reputation from the whole fleet equals the single-node one on the union of the logs.
+    let rebuilt = work.join("rebuilt");
+    let first = rebuild(&two, &rebuilt, &[]);
+    assert!(first.contains(": 30 endpoints"), "{first}");
+    assert_same_reputation(&rebuilt, &work.join("reference"));
+
+    // A day later MTA 1 sends plaintext to its verified peers; the incremental refresh reads
+    // only the endpoints with new rows and reaches the same state as the single node.
+    append(&log1, &fleet_day("mta1", 10, true, &mut pid1));
+    finish(ingester(&log1, &work, &one, &["--exit-at-end"]), "ingester 1, third run");
+    let new = reference(&[&log1, &log2], &work);
+    assert_eq!(new.len(), 20);
+    // (The same server as the first rebuild: rebuild.json names the URL and database it read.)
+    let refreshed = rebuild(&two, &rebuilt, &["--incremental", "--overlap-secs", "0"]);
+    assert!(refreshed.contains("refreshed 20 of 30 endpoints"), "{refreshed}");
+    assert_same_reputation(&rebuilt, &work.join("reference"));
+    let downgraded = explain(&rebuilt, "192.0.2.10");
+    assert_eq!(downgraded["endpoints"][0]["classification"]["downgrade"]["severity"], "high", "{downgraded:#}");
+
+    drop((one, two));
+    drop(zookeeper);
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -143,7 +143,7 @@ done
 wait_merges
 db=fleet_distributed
 storage=$(for s in 0 1; do
-    query $s "SELECT table, sum(rows), sum(bytes_on_disk) FROM system.parts WHERE active AND database = '$db' GROUP BY table FORMAT TSV"
+    query $s "SELECT table, sum(rows), sum(bytes_on_disk) FROM system.parts WHERE active AND database = '$db' AND table != 'schema_migrations' GROUP BY table FORMAT TSV"
 done | awk '{ r[$1] += $2; b[$1] += $3 } END { for (t in b) printf "%s\t%d\t%d\n", t, r[t], b[t] }' | sort)
 obs_rows=${rows[distributed]}
 total_bytes=$(awk '{ s += $3 } END { print s }' <<<"$storage")
@@ -183,10 +183,10 @@ echo "reputation rebuild --incremental after ${INCREMENT_MB} MB more: ${incremen
 echo
 echo "== extrapolated to $FLEET_MTAS MTAs x $FLEET_CONNECTIONS_PER_DAY connections/day x $FLEET_DAYS days = $fleet_rows observations"
 awk -v rows="$fleet_rows" -v days="$FLEET_DAYS" -v mb="$mb_per_million" -v rate="$(awk -v r="${rows[distributed]}" -v s="${seconds[distributed]}" 'BEGIN { print r / s }')" \
-    -v obs="$obs_rows" -v rebuild="$rebuild_s" 'BEGIN {
+    -v obs="$obs_rows" -v rebuild="$rebuild_s" -v endpoints="$endpoints" -v days_rows="$(awk '$1 == "endpoint_history_local" { print $2 }' <<<"$storage")" 'BEGIN {
     per_day = rows / days
     printf "storage: %.1f GB on disk in all (%.1f MB per million observations), before replication\n", rows / 1e6 * mb / 1024, mb
     printf "insert: %.0f observations/s on average needed; measured %.0f/s through the Distributed table (%.0fx headroom)\n", per_day / 86400, rate, rate / (per_day / 86400)
-    printf "full rebuild: about %.0f s if it grows linearly with the rows (%.2f s for %d here)\n", rebuild * rows / obs, rebuild, obs
+    printf "full rebuild: %.0f ms per 1,000 endpoints (%d endpoints, %d endpoint-days here); it reads the rollup (one row per endpoint and day) and 16 latest rows per endpoint, so it grows with endpoints x active days, not with observations; at most %.0f s if it grew with the observations\n", rebuild * 1e6 / endpoints, endpoints, days_rows, rebuild * rows / obs
 }'
 exit $status

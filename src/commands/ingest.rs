@@ -36,11 +36,11 @@ use tokio::sync::mpsc;
 
 use crate::clock::Zone;
 use crate::commands::clickhouse_args::{ClickhouseArgs, SinkArgs};
-use crate::sinks::clickhouse::InsertTarget;
 use crate::commands::ingest_metrics::{self, Published, Snapshot};
 use crate::commands::parse::{format_stats, LineCounters, ParseSummary, SinkThread, StateWriter, Stream};
 use crate::correlate::{Config, Correlator, SourceId, TlsLogging};
 use crate::observation::{Observation, Source};
+use crate::sinks::clickhouse::InsertTarget;
 use crate::sources::follow::{FileEvent, FileKey, FollowConfig, Follower, Resume};
 use crate::sources::journald::{self, JournalConfig, JournalEntry};
 use crate::sources::syslog::{self, SyslogConfig, SyslogCounters, SyslogMessage};

@@ -107,7 +107,7 @@ fn fleet_day(mta: &str, day: u32, downgrade: bool, pid: &mut u32) -> String {
     let mut log = String::new();
     for i in range {
         let (ip, host, class) = endpoint(i);
-        let domain = host.splitn(2, '.').nth(1).unwrap_or_default().to_owned();
+        let domain = host.split_once('.').map(|(_, domain)| domain.to_owned()).unwrap_or_default();
         *pid += 1;
         let pid = *pid;
         let class = if downgrade && class == Some("Trusted") { None } else { class };
@@ -200,7 +200,7 @@ fn assert_same_reputation(rebuilt: &Path, reference: &Path) {
     let mut classes = BTreeSet::new();
     for i in 0..30 {
         let (ip, host, _) = endpoint(i);
-        let domain = host.splitn(2, '.').nth(1).unwrap_or_default().to_owned();
+        let domain = host.split_once('.').map(|(_, domain)| domain.to_owned()).unwrap_or_default();
         for target in [ip, host, domain] {
             let (a, b) = (explain(rebuilt, &target), explain(reference, &target));
             assert_eq!(a, b, "{target}: the cluster rebuild differs from the single-node state");
@@ -236,10 +236,8 @@ fn cluster_two_shards_store_each_observation_once_and_rebuild_the_fleet_reputati
     one.start();
     two.start();
 
-    let output = tlsledger(
-        &["schema", "apply", "--clickhouse", &one.url, "--database", DATABASE, "--cluster", CLUSTER],
-        b"",
-    );
+    let output =
+        tlsledger(&["schema", "apply", "--clickhouse", &one.url, "--database", DATABASE, "--cluster", CLUSTER], b"");
     assert!(output.status.success(), "schema apply --cluster: {}", String::from_utf8_lossy(&output.stderr));
     for server in [&one, &two] {
         let tables = server.query(&format!(
@@ -248,10 +246,8 @@ fn cluster_two_shards_store_each_observation_once_and_rebuild_the_fleet_reputati
         assert_eq!(tables, "observations\tDistributed\nobservations_local\tReplicatedReplacingMergeTree\n");
     }
     // Applying it again through the other server changes nothing and fails nothing.
-    let again = tlsledger(
-        &["schema", "apply", "--clickhouse", &two.url, "--database", DATABASE, "--cluster", CLUSTER],
-        b"",
-    );
+    let again =
+        tlsledger(&["schema", "apply", "--clickhouse", &two.url, "--database", DATABASE, "--cluster", CLUSTER], b"");
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
 
     // Two MTAs, two logs, two ingesters, each talking to its own server.
@@ -301,9 +297,8 @@ fn cluster_two_shards_store_each_observation_once_and_rebuild_the_fleet_reputati
     let (rows1, rows2) = (local_rows(&one), local_rows(&two));
     assert!(rows1 > 0 && rows2 > 0, "{rows1} {rows2}");
     let endpoints = |server: &Server| -> BTreeSet<String> {
-        let text = server.query(&format!(
-            "SELECT DISTINCT IPv6NumToString(peer_ip) FROM {DATABASE}.observations_local ORDER BY 1"
-        ));
+        let text = server
+            .query(&format!("SELECT DISTINCT IPv6NumToString(peer_ip) FROM {DATABASE}.observations_local ORDER BY 1"));
         text.lines().map(str::to_owned).collect()
     };
     let (on_one, on_two) = (endpoints(&one), endpoints(&two));

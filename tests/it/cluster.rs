@@ -6,8 +6,12 @@
 //! incremental) compared with the single-node path: one `tlsledger ingest` with the embedded
 //! state over both logs.
 //!
+//! A second test makes the same two servers two replicas of one shard: replication, a replica
+//! killed and catching up, and a resend through the other replica collapsing by `event_id`.
+//!
 //! Ports: the servers use the clickhouse.rs scheme with indexes 10 and 11; ZooKeeper takes the
-//! first port of index 12's slot (no test uses that index).
+//! first port of index 12's slot (no test uses that index). Both tests use them, so they take
+//! turns ([`PORTS`]).
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -20,6 +24,14 @@ use crate::common::{repo, tlsledger};
 
 const CLUSTER: &str = "fleet";
 const DATABASE: &str = "fleet";
+
+/// Held by each test of this file while it runs: they use the same ports.
+static PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The ZooKeeper port of this test process.
+fn zookeeper_port() -> u16 {
+    30_000 + (std::process::id() % 120) as u16 * 20 + 12 * 3
+}
 
 /// A private ZooKeeper; stopped on drop.
 struct ZooKeeper {
@@ -76,9 +88,9 @@ impl Drop for ZooKeeper {
     }
 }
 
-/// A fresh folder for this test.
-fn work_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cluster-{}", std::process::id()));
+/// A fresh folder for test `name`.
+fn work_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cluster-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -141,18 +153,24 @@ const INGEST: &[&str] = &["ingest", "--tls-logging", "on", "--log-zone", "utc", 
 
 /// `tlsledger ingest` following `log` into the cluster through `server`.
 fn ingester(log: &Path, work: &Path, server: &Server, extra: &[&str]) -> Child {
+    ingester_into(DATABASE, log, work, server, extra)
+}
+
+/// [`ingester`] into `database`.
+fn ingester_into(database: &str, log: &Path, work: &Path, server: &Server, extra: &[&str]) -> Child {
     let name = log.file_stem().unwrap().to_string_lossy().into_owned();
     Command::new(env!("CARGO_BIN_EXE_tlsledger"))
         .args(INGEST)
         .arg("--follow")
         .arg(log)
-        .args(["--no-state", "--clickhouse", &server.url, "--database", DATABASE, "--cluster-insert", "distributed"])
+        .args(["--no-state", "--clickhouse", &server.url, "--database", database])
         .arg("--checkpoint-dir")
         .arg(work.join(format!("checkpoints-{name}")))
         .arg("--spool-dir")
         .arg(work.join(format!("spool-{name}")))
         .args(["--batch-rows", "20", "--batch-period-ms", "50", "--retry-attempts", "1"])
         .args(["--checkpoint-interval-ms", "100"])
+        .args(if extra.contains(&"--cluster-insert") { &[][..] } else { &["--cluster-insert", "distributed"][..] })
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -195,10 +213,10 @@ fn explain(state: &Path, target: &str) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-/// Every endpoint, host name and domain judged the same in both states.
-fn assert_same_reputation(rebuilt: &Path, reference: &Path) {
+/// Every endpoint of `range`, its host name and domain judged the same in both states.
+fn assert_same_reputation(rebuilt: &Path, reference: &Path, range: std::ops::Range<u32>) {
     let mut classes = BTreeSet::new();
-    for i in 0..30 {
+    for i in range {
         let (ip, host, _) = endpoint(i);
         let domain = host.split_once('.').map(|(_, domain)| domain.to_owned()).unwrap_or_default();
         for target in [ip, host, domain] {
@@ -214,7 +232,11 @@ fn assert_same_reputation(rebuilt: &Path, reference: &Path) {
 }
 
 fn rebuild(server: &Server, state: &Path, extra: &[&str]) -> String {
-    let mut args = vec!["reputation", "rebuild", "--from-clickhouse", &server.url, "--database", DATABASE];
+    rebuild_from(DATABASE, server, state, extra)
+}
+
+fn rebuild_from(database: &str, server: &Server, state: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["reputation", "rebuild", "--from-clickhouse", &server.url, "--database", database];
     args.extend(["--state", state.to_str().unwrap(), "--trusted-files"]);
     args.extend(extra);
     let output = tlsledger(&args, b"");
@@ -225,10 +247,10 @@ fn rebuild(server: &Server, state: &Path, extra: &[&str]) -> String {
 
 #[test]
 fn cluster_two_shards_store_each_observation_once_and_rebuild_the_fleet_reputation() {
-    let work = work_dir();
+    let _turn = PORTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let work = work_dir("shards");
     // Declared first, dropped last: the servers stop before their ZooKeeper.
-    let zookeeper_port = 30_000 + (std::process::id() % 120) as u16 * 20 + 12 * 3;
-    let zookeeper = ZooKeeper::started(work.join("zookeeper"), zookeeper_port);
+    let zookeeper = ZooKeeper::started(work.join("zookeeper"), zookeeper_port());
     let (one, two) = (Server::new(10), Server::new(11));
     let shards = format!("{} {}", one.ports[1], two.ports[1]);
     zookeeper.configure(&one, &shards, "01");
@@ -309,7 +331,7 @@ fn cluster_two_shards_store_each_observation_once_and_rebuild_the_fleet_reputati
     let rebuilt = work.join("rebuilt");
     let first = rebuild(&two, &rebuilt, &[]);
     assert!(first.contains(": 30 endpoints"), "{first}");
-    assert_same_reputation(&rebuilt, &work.join("reference"));
+    assert_same_reputation(&rebuilt, &work.join("reference"), 0..30);
 
     // A day later MTA 1 sends plaintext to its verified peers; the incremental refresh reads
     // only the endpoints with new rows and reaches the same state as the single node.
@@ -320,9 +342,85 @@ fn cluster_two_shards_store_each_observation_once_and_rebuild_the_fleet_reputati
     // (The same server as the first rebuild: rebuild.json names the URL and database it read.)
     let refreshed = rebuild(&two, &rebuilt, &["--incremental", "--overlap-secs", "0"]);
     assert!(refreshed.contains("refreshed 20 of 30 endpoints"), "{refreshed}");
-    assert_same_reputation(&rebuilt, &work.join("reference"));
+    assert_same_reputation(&rebuilt, &work.join("reference"), 0..30);
     let downgraded = explain(&rebuilt, "192.0.2.10");
     assert_eq!(downgraded["endpoints"][0]["classification"]["downgrade"]["severity"], "high", "{downgraded:#}");
+
+    drop((one, two));
+    drop(zookeeper);
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+fn cluster_two_replicas_of_one_shard_replicate_catch_up_and_deduplicate() {
+    let _turn = PORTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let work = work_dir("replicas");
+    let zookeeper = ZooKeeper::started(work.join("zookeeper"), zookeeper_port());
+    let (one, two) = (Server::new(10), Server::new(11));
+    let replicas = format!("{},{}", one.ports[1], two.ports[1]);
+    zookeeper.configure(&one, &replicas, "01");
+    zookeeper.configure(&two, &replicas, "01");
+    one.start();
+    two.start();
+    let database = "replicas";
+    let output =
+        tlsledger(&["schema", "apply", "--clickhouse", &one.url, "--database", database, "--cluster", CLUSTER], b"");
+    assert!(output.status.success(), "schema apply --cluster: {}", String::from_utf8_lossy(&output.stderr));
+
+    let log = work.join("mta1.log");
+    let mut pid = 1000;
+    for day in 0..5 {
+        append(&log, &fleet_day("mta1", day, false, &mut pid));
+    }
+    let local_rows = |server: &Server| -> u64 {
+        server.query(&format!("SELECT count() FROM {database}.observations_local")).trim().parse().unwrap()
+    };
+    let distinct = |server: &Server| -> u64 {
+        let sql = format!("SELECT count() FROM (SELECT event_id FROM {database}.observations_local FINAL)");
+        server.query(&sql).trim().parse().unwrap()
+    };
+    finish(ingester_into(database, &log, &work, &one, &["--exit-at-end"]), "ingester, first run");
+    wait_for("the second replica to copy the rows", &|| local_rows(&two) == 100);
+    assert_eq!(local_rows(&one), 100);
+
+    // One replica dies: the shard still takes inserts, and the replica catches up when it is back.
+    two.kill();
+    for day in 5..10 {
+        append(&log, &fleet_day("mta1", day, false, &mut pid));
+    }
+    finish(ingester_into(database, &log, &work, &one, &["--exit-at-end"]), "ingester, second run");
+    assert_eq!(distinct(&one), 200);
+    two.start();
+    wait_for("the restarted replica to catch up", &|| distinct(&two) == 200);
+
+    // The same observations sent again through the other replica (a fresh checkpoint folder
+    // reads the log from the start; same path and first line, so the same event ids) collapse:
+    // replicas of one shard de-duplicate by event_id like a single node.
+    let again = work.join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    let resend =
+        ingester_into(database, &log, &again, &two, &["--exit-at-end", "--stats", "--cluster-insert", "local"]);
+    let output = resend.wait_with_output().unwrap();
+    assert!(output.status.success(), "resend: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(crate::common::stat(&output.stderr, "clickhouse rows inserted"), 200);
+    let queue = |server: &Server| -> u64 {
+        let sql = format!("SELECT count() FROM system.replication_queue WHERE database = '{database}'");
+        server.query(&sql).trim().parse().unwrap()
+    };
+    wait_for("the replicas to converge", &|| {
+        queue(&one) == 0 && queue(&two) == 0 && local_rows(&one) == local_rows(&two) && local_rows(&one) >= 200
+    });
+    assert_eq!((distinct(&one), distinct(&two)), (200, 200));
+
+    // The rebuild through either replica equals the single-node state.
+    let want = reference(&[&log], &work);
+    assert_eq!(want.len(), 200);
+    for (server, name) in [(&one, "one"), (&two, "two")] {
+        let rebuilt = work.join(format!("rebuilt-{name}"));
+        let stderr = rebuild_from(database, server, &rebuilt, &[]);
+        assert!(stderr.contains(": 20 endpoints"), "{stderr}");
+        assert_same_reputation(&rebuilt, &work.join("reference"), 0..20);
+    }
 
     drop((one, two));
     drop(zookeeper);

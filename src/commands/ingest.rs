@@ -1370,6 +1370,31 @@ mod tests {
     }
 
     #[test]
+    fn cluster_insert_from_the_file_or_the_flag() {
+        let dir = std::env::temp_dir().join(format!("tlsledger-ingest-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ingest.toml");
+        // The example's commented key, uncommented, is valid.
+        let example = include_str!("../../examples/ingest.toml").replace("# cluster_insert = ", "cluster_insert = ");
+        std::fs::write(&file, &example).unwrap();
+        let s = settings(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(s.sink.cluster_insert, Some(InsertTarget::Distributed));
+        assert_eq!(s.sink.config().target.table(), "observations");
+        assert_eq!(s.sink.config().target.settings(), [("insert_distributed_sync", "1")]);
+        let s = settings(&["--config", file.to_str().unwrap(), "--cluster-insert", "local"]).unwrap();
+        assert_eq!(s.sink.config().target.table(), "observations_local");
+        assert!(s.sink.config().target.settings().is_empty());
+        std::fs::write(&file, "follow = [\"/var/log/mail.log\"]\ncluster_insert = \"random\"\n").unwrap();
+        let error = settings(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(format!("{error:#}").contains("cluster_insert must be"), "{error:#}");
+        // Without it, the single-node table and no settings a server might not know.
+        let s = settings(&["--follow", "/var/log/mail.log", "--state", dir.to_str().unwrap()]).unwrap();
+        assert_eq!(s.sink.config().target, InsertTarget::Single);
+        assert!(s.sink.config().target.settings().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_example_configuration_is_valid() {
         let dir = std::env::temp_dir().join(format!("tlsledger-ingest-example-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -283,7 +283,9 @@ pub fn run(command: &ReputationCommand) -> Result<()> {
     let source = format!("{}/{}", config.display_url(), config.database);
     let since = match (incremental, read_marker(state)) {
         (false, _) => None,
-        (true, Some(marker)) if marker.source == source && marker.trusted_files == *trusted_files => {
+        (true, Some(marker))
+            if marker.source == source && marker.trusted_files == *trusted_files && state.join(GRAPH_FILE).exists() =>
+        {
             Some(marker.watermark_ver.saturating_sub(overlap_secs.saturating_mul(1_000_000)))
         }
         (true, _) => {

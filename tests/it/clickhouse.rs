@@ -444,6 +444,33 @@ fn clickhouse_rebuild_gives_the_same_classes_as_streaming() {
         assert_eq!(a, b, "{target}: the rebuild differs from the streamed state");
         assert!(!a["endpoints"].as_array().unwrap().is_empty(), "{target}");
     }
+    // Nothing was inserted since: an incremental run refreshes no endpoint and changes nothing.
+    let incremental = tlsledger(
+        &[
+            "reputation",
+            "rebuild",
+            "--from-clickhouse",
+            &server.url,
+            "--state",
+            rebuilt.to_str().unwrap(),
+            "--trusted-files",
+            "--incremental",
+            "--overlap-secs",
+            "0",
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&incremental.stderr);
+    assert!(incremental.status.success(), "{stderr}");
+    assert!(stderr.contains("refreshed 0 of 3 endpoints"), "{stderr}");
+    let explain = |state: &Path| {
+        let output = tlsledger(
+            &["explain", "192.0.2.10", "--state", state.to_str().unwrap(), "--json", "--now", "2026-11-11T10:00:00Z"],
+            b"",
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    assert_eq!(explain(&streamed), explain(&rebuilt));
 }
 
 #[test]

@@ -346,6 +346,33 @@ fn cluster_two_shards_store_each_observation_once_and_rebuild_the_fleet_reputati
     let downgraded = explain(&rebuilt, "192.0.2.10");
     assert_eq!(downgraded["endpoints"][0]["classification"]["downgrade"]["severity"], "high", "{downgraded:#}");
 
+    // `--cluster-insert local`: each ingester writes to its own server's shard, so the endpoints
+    // both MTAs talk to have rows on both shards; the rebuild merges the shards' partial states
+    // and still equals the single-node state.
+    let spread = "fleet_local";
+    let output =
+        tlsledger(&["schema", "apply", "--clickhouse", &one.url, "--database", spread, "--cluster", CLUSTER], b"");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for (log, server, name) in [(&log1, &one, "local-1"), (&log2, &two, "local-2")] {
+        let dir = work.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let extra = ["--exit-at-end", "--cluster-insert", "local"];
+        finish(ingester_into(spread, log, &dir, server, &extra), name);
+    }
+    let endpoints_in = |server: &Server| -> BTreeSet<String> {
+        let text = server.query(&format!("SELECT DISTINCT IPv6NumToString(peer_ip) FROM {spread}.observations_local"));
+        text.lines().map(str::to_owned).collect()
+    };
+    assert_eq!(
+        endpoints_in(&one).intersection(&endpoints_in(&two)).count(),
+        10,
+        "the shared endpoints span both shards"
+    );
+    let spread_state = work.join("rebuilt-local");
+    let stderr = rebuild_from(spread, &one, &spread_state, &[]);
+    assert!(stderr.contains(": 30 endpoints"), "{stderr}");
+    assert_same_reputation(&spread_state, &work.join("reference"), 0..30);
+
     drop((one, two));
     drop(zookeeper);
     let _ = std::fs::remove_dir_all(&work);

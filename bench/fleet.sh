@@ -8,8 +8,10 @@
 #   * insert rate: INGESTERS `tlsledger parse --clickhouse ... --cluster-insert MODE` processes
 #     load one synthetic MTA log each (bench/gen-postfix-log.py, a different seed per MTA), at
 #     the same time, each through a different server of the cluster; timed from start to the
-#     last exit, for MODE `distributed` (the Distributed table, insert_distributed_sync=1) and
-#     `local` (each ingester into its server's shard), each into a fresh database;
+#     last exit, for MODE `distributed` (the Distributed table, insert_distributed_sync=1),
+#     `distributed-async` (the server forwards later; "all stored at" is when a count through the
+#     Distributed table first shows every row) and `local` (each ingester into its server's
+#     shard), each into a fresh database;
 #   * storage per million observations: bytes_on_disk of the active parts of every table
 #     (observations_local and the two rollups) on both servers after merges, per row stored;
 #   * rebuild time: `tlsledger reputation rebuild --from-clickhouse` (full), then one more MTA
@@ -111,10 +113,10 @@ wait_merges() {
     done
 }
 
-declare -A seconds rows
+declare -A seconds rows visible
 status=0
-for mode in distributed local; do
-    db="fleet_$mode"
+for mode in distributed distributed-async local; do
+    db="fleet_${mode//-/_}"
     "$TLSLEDGER" schema apply --clickhouse "${urls[0]}" --database "$db" --cluster fleet 2>/dev/null
     pids=()
     t0=$(now_ms)
@@ -132,7 +134,14 @@ for mode in distributed local; do
         n=$(awk '$1 == "observations" { print $2 }' "$WORK/parse-$mode-$i.err")
         emitted=$((emitted + n))
     done
-    stored=$(query 0 "SELECT count() FROM (SELECT event_id, peer_ip, direction, ts, ingest_ver FROM $db.observations FINAL)")
+    # distributed-async: the server forwards to the shards after it answered; wait for it.
+    deadline=$(($(now_ms) + 300000))
+    while true; do
+        stored=$(query 0 "SELECT count() FROM (SELECT event_id, peer_ip, direction, ts, ingest_ver FROM $db.observations FINAL)")
+        [[ "$stored" -lt "$emitted" && $(now_ms) -lt $deadline ]] || break
+        sleep 0.1
+    done
+    visible[$mode]=$(awk -v ms=$(($(now_ms) - t0)) 'BEGIN { printf "%.2f", ms / 1000 }')
     rows[$mode]=$stored
     if [[ "$stored" != "$emitted" ]]; then
         echo "fleet.sh: $mode: $emitted observations emitted, $stored stored" >&2
@@ -164,10 +173,10 @@ incremental_s=$(awk -v ms=$(($(now_ms) - t0)) 'BEGIN { printf "%.2f", ms / 1000 
 fleet_rows=$((FLEET_MTAS * FLEET_CONNECTIONS_PER_DAY * FLEET_DAYS))
 echo
 echo "== fleet.sh: $INGESTERS ingesters x ${SIZE_MB} MB Postfix logs, 2 shards (ClickHouse $(query 0 'SELECT version()')), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-34s %12s %10s %12s\n' "load" "rows" "seconds" "rows/s"
-for mode in distributed local; do
-    printf '%-34s %12s %10s %12s\n' "ingest --cluster-insert $mode" "${rows[$mode]}" "${seconds[$mode]}" \
-        "$(awk -v r="${rows[$mode]}" -v s="${seconds[$mode]}" 'BEGIN { printf "%.0f", r / s }')"
+printf '%-40s %10s %10s %10s %14s\n' "load" "rows" "seconds" "rows/s" "all stored at"
+for mode in distributed distributed-async local; do
+    printf '%-40s %10s %10s %10s %12s s\n' "parse --cluster-insert $mode" "${rows[$mode]}" "${seconds[$mode]}" \
+        "$(awk -v r="${rows[$mode]}" -v s="${seconds[$mode]}" 'BEGIN { printf "%.0f", r / s }')" "${visible[$mode]}"
 done
 echo "rows per shard (distributed): $split; endpoints: $endpoints"
 echo

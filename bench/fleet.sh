@@ -13,7 +13,8 @@
 #     Distributed table first shows every row) and `local` (each ingester into its server's
 #     shard), each into a fresh database;
 #   * storage per million observations: bytes_on_disk of the active parts of every table
-#     (observations_local and the two rollups) on both servers after merges, per row stored;
+#     (observations_local and the two rollups) on both servers after OPTIMIZE ... FINAL, per row
+#     stored;
 #   * rebuild time: `tlsledger reputation rebuild --from-clickhouse` (full), then one more MTA
 #     log of INCREMENT_MB loaded and `--incremental --overlap-secs 0` timed.
 # The cluster is tests/harness/cluster.sh's: one private ZooKeeper and two clickhouse-server
@@ -149,8 +150,15 @@ for mode in distributed distributed-async local; do
     fi
 done
 
-wait_merges
 db=fleet_distributed
+# Storage is measured fully merged (rollup rows collapse per endpoint and day on merge):
+# OPTIMIZE ... FINAL on every local table of both shards (never DEDUPLICATE, which crashes 18.16).
+for s in 0 1; do
+    for table in observations_local endpoint_daily_local endpoint_history_local; do
+        query $s "OPTIMIZE TABLE $db.$table FINAL" >/dev/null
+    done
+done
+wait_merges
 storage=$(for s in 0 1; do
     query $s "SELECT table, sum(rows), sum(bytes_on_disk) FROM system.parts WHERE active AND database = '$db' AND table != 'schema_migrations' GROUP BY table FORMAT TSV"
 done | awk '{ r[$1] += $2; b[$1] += $3 } END { for (t in b) printf "%s\t%d\t%d\n", t, r[t], b[t] }' | sort)

@@ -86,6 +86,8 @@ pub fn run(command: &SchemaCommand) -> Result<()> {
                     let label = match state {
                         FileState::Applied => "applied",
                         FileState::Pending => "pending",
+                        FileState::NotApplicable if file.set == "cluster" => "cluster schema only (--cluster)",
+                        FileState::NotApplicable if cluster.is_some() => "single-node schema only",
                         FileState::NotApplicable => "not for this server",
                         FileState::Changed => {
                             changed += 1;

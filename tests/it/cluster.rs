@@ -267,6 +267,15 @@ fn cluster_two_shards_store_each_observation_once_and_rebuild_the_fleet_reputati
         ));
         assert_eq!(tables, "observations\tDistributed\nobservations_local\tReplicatedReplacingMergeTree\n");
     }
+    let status =
+        tlsledger(&["schema", "status", "--clickhouse", &one.url, "--database", DATABASE, "--cluster", CLUSTER], b"");
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.contains("cluster   0003_endpoint_history.sql        applied"), "{status}");
+    assert!(status.contains("portable  0001_observations.sql            single-node schema only"), "{status}");
+    // The single-node schema is refused on a database that holds the cluster one.
+    let refused = tlsledger(&["schema", "apply", "--clickhouse", &one.url, "--database", DATABASE], b"");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("holds the cluster schema"));
     // Applying it again through the other server changes nothing and fails nothing.
     let again =
         tlsledger(&["schema", "apply", "--clickhouse", &two.url, "--database", DATABASE, "--cluster", CLUSTER], b"");

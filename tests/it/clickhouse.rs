@@ -23,7 +23,8 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// A stopped server's folder and ports for test number `index`: 30000-32403, below the
+    /// A stopped server's folder and ports for test number `index` (0-7 here, 10-11 and 12's
+    /// first port for ZooKeeper in cluster.rs): 30000-32416, below the
     /// kernel's ephemeral range (32768-60999), where client sockets could take them first, and
     /// above the Postfix lab's 20000-29999.
     pub(crate) fn new(index: u16) -> Server {

@@ -2,7 +2,7 @@
 # The test command (README "Run the tests"; .ci/run calls exactly this).
 #
 # On a Debian 12 machine with Rust stable it installs the Debian packages the real-MTA
-# tests need (Postfix, swaks, openssl, ClickHouse, rspamd, SpamAssassin, Exim's libraries,
+# tests need (Postfix, swaks, openssl, ClickHouse and ZooKeeper for the cluster test, rspamd, SpamAssassin, Exim's libraries,
 # Sendmail's libraries and m4, rsyslog and logrotate for the ingest tests:
 # tests/harness/install-deps.sh, idempotent; Sendmail's makemap and Exim are unpacked privately
 # by tests/harness/unpack.sh), then runs
@@ -24,7 +24,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 echo "== installing test dependencies (Debian packages)"
-bash tests/harness/install-deps.sh postfix clickhouse rspamd spamassassin exim sendmail journald milter ingest report
+bash tests/harness/install-deps.sh postfix clickhouse cluster rspamd spamassassin exim sendmail journald milter ingest report
 # Sendmail and Exim conflict with Postfix: makemap, sendmail and exim are used from private unpacks
 # (sendmail-cf gives the m4 files the Sendmail lab builds its sendmail.cf from).
 bash tests/harness/unpack.sh sendmail-bin .ci-work/pkgs/sendmail-bin

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::sinks::clickhouse::{ClickhouseConfig, SinkConfig};
+use crate::sinks::clickhouse::{ClickhouseConfig, InsertTarget, SinkConfig};
 
 /// Where ClickHouse is.
 #[derive(Debug, Clone, clap::Args)]
@@ -55,6 +55,13 @@ pub struct SinkArgs {
     /// Insert attempts (with exponential backoff) before a batch is spooled.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retry_attempts: u32,
+
+    /// On a ClickHouse cluster (`schema apply --cluster`): insert through the Distributed table
+    /// and wait for every shard (`distributed`), let the server forward to the shards later
+    /// (`distributed-async`), or write to the shard of the --clickhouse server only (`local`).
+    /// Without it, the single-node table.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub cluster_insert: Option<InsertTarget>,
 }
 
 impl SinkArgs {
@@ -66,6 +73,7 @@ impl SinkArgs {
             spool_dir: self.spool_dir.clone(),
             spool_max_bytes: self.spool_max_mb.saturating_mul(1 << 20).max(1 << 20),
             retry_attempts: self.retry_attempts.max(1),
+            target: self.cluster_insert.unwrap_or_default(),
             ..SinkConfig::default()
         }
     }

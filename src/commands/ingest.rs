@@ -40,6 +40,7 @@ use crate::commands::ingest_metrics::{self, Published, Snapshot};
 use crate::commands::parse::{format_stats, LineCounters, ParseSummary, SinkThread, StateWriter, Stream};
 use crate::correlate::{Config, Correlator, SourceId, TlsLogging};
 use crate::observation::{Observation, Source};
+use crate::sinks::clickhouse::InsertTarget;
 use crate::sources::follow::{FileEvent, FileKey, FollowConfig, Follower, Resume};
 use crate::sources::journald::{self, JournalConfig, JournalEntry};
 use crate::sources::syslog::{self, SyslogBatch, SyslogConfig, SyslogCounters};
@@ -213,6 +214,7 @@ struct FileConfig {
     clickhouse: Option<String>,
     database: Option<String>,
     spool_dir: Option<PathBuf>,
+    cluster_insert: Option<String>,
     feed_dir: Option<PathBuf>,
     feed_interval_secs: Option<u64>,
     feed_thresholds: Option<PathBuf>,
@@ -328,6 +330,12 @@ impl Settings {
             }
         }
         let mut sink = args.sink.clone();
+        if let (None, Some(text)) = (&sink.cluster_insert, &file.cluster_insert) {
+            let mode = <InsertTarget as clap::ValueEnum>::from_str(text, true).map_err(|_| {
+                anyhow::anyhow!("cluster_insert must be distributed, distributed-async or local, not {text:?}")
+            })?;
+            sink.cluster_insert = Some(mode);
+        }
         if let Some(spool_dir) = &file.spool_dir {
             if sink.spool_dir == Path::new("tlsledger-spool") {
                 sink.spool_dir = spool_dir.clone();
@@ -1098,6 +1106,7 @@ impl Core {
             || old.state != self.settings.state
             || old.checkpoint_dir != self.settings.checkpoint_dir
             || old.clickhouse.clickhouse != self.settings.clickhouse.clickhouse
+            || old.sink.cluster_insert != self.settings.sink.cluster_insert
             || old.metrics_listen != self.settings.metrics_listen
             || old.journal.as_ref().map(|j| &j.directory) != self.settings.journal.as_ref().map(|j| &j.directory)
             || old.follow.is_empty() != self.settings.follow.is_empty();
@@ -1383,6 +1392,31 @@ mod tests {
         let mut full = vec!["ingest"];
         full.extend_from_slice(argv);
         Settings::resolve(&Cli::try_parse_from(full).unwrap().args)
+    }
+
+    #[test]
+    fn cluster_insert_from_the_file_or_the_flag() {
+        let dir = std::env::temp_dir().join(format!("tlsledger-ingest-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ingest.toml");
+        // The example's commented key, uncommented, is valid.
+        let example = include_str!("../../examples/ingest.toml").replace("# cluster_insert = ", "cluster_insert = ");
+        std::fs::write(&file, &example).unwrap();
+        let s = settings(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(s.sink.cluster_insert, Some(InsertTarget::Distributed));
+        assert_eq!(s.sink.config().target.table(), "observations");
+        assert_eq!(s.sink.config().target.settings(), [("insert_distributed_sync", "1")]);
+        let s = settings(&["--config", file.to_str().unwrap(), "--cluster-insert", "local"]).unwrap();
+        assert_eq!(s.sink.config().target.table(), "observations_local");
+        assert!(s.sink.config().target.settings().is_empty());
+        std::fs::write(&file, "follow = [\"/var/log/mail.log\"]\ncluster_insert = \"random\"\n").unwrap();
+        let error = settings(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(format!("{error:#}").contains("cluster_insert must be"), "{error:#}");
+        // Without it, the single-node table and no settings a server might not know.
+        let s = settings(&["--follow", "/var/log/mail.log", "--state", dir.to_str().unwrap()]).unwrap();
+        assert_eq!(s.sink.config().target, InsertTarget::Single);
+        assert!(s.sink.config().target.settings().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

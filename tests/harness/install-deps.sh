@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh: installs the Debian packages that the real-MTA test labs need.
 #
-# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, rspamd, spamassassin, exim, sendmail, journald, milter, ingest, report)
+# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, cluster, rspamd, spamassassin, exim, sendmail, journald, milter, ingest, report)
 #
 # The one place that installs Debian packages for the tests; clickhouse.sh install and
 # rspamd.sh install call it.
@@ -68,6 +68,12 @@ for mta in "${mtas[@]}"; do
             # from Lua scripts: the protocol edge-case tests of tests/it/milter.rs.
             packages+=(miltertest)
             ;;
+        cluster)
+            # The ClickHouse cluster tests (tests/it/cluster.rs, bench/fleet.sh): ZooKeeper for
+            # ON CLUSTER DDL and Replicated* tables, run privately by tests/harness/cluster.sh
+            # (the Java runtime comes with it; the system service is kept from starting below).
+            packages+=(zookeeper)
+            ;;
         ingest)
             # The `tlsledger ingest` tests and bench/syslog.sh run a private rsyslogd (own
             # config, pid file and work directory, never the system service: the policy-rc.d
@@ -101,7 +107,7 @@ for mta in "${mtas[@]}"; do
             exit 2
             ;;
         *)
-            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, rspamd, spamassassin, exim, sendmail, journald, milter, ingest, report)" >&2
+            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, cluster, rspamd, spamassassin, exim, sendmail, journald, milter, ingest, report)" >&2
             exit 2
             ;;
     esac

@@ -16,10 +16,16 @@ use tlsledger::sinks::clickhouse::ClickhouseConfig;
 use crate::common::{observations, repo, stat, tlsledger};
 
 /// A private server; stopped on drop.
+/// The first of the three ports of server slot `index` of this test process (see [`Server::new`]).
+pub(crate) fn slot_port(index: u16) -> u16 {
+    assert!(index < 20, "server index {index}: 20 slots of 3 ports per test process");
+    30_000 + (std::process::id() % 40) as u16 * 60 + index * 3
+}
+
 pub(crate) struct Server {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     pub(crate) url: String,
-    ports: [u16; 3],
+    pub(crate) ports: [u16; 3],
 }
 
 impl Server {
@@ -28,11 +34,11 @@ impl Server {
     /// where client sockets could take them first, and above the Postfix lab's 20000-29999.
     /// Indexes in use: 0–7 here (3 unreachable at first, then started), 8 the ingest outage
     /// test, 9 the ingest rotation oracle (tests/it/ingest.rs), 10–11 the report tests
-    /// (tests/it/report.rs).
+    /// (tests/it/report.rs), 12–13 and the first port of 14 (ZooKeeper) the cluster tests
+    /// (tests/it/cluster.rs).
     pub(crate) fn new(index: u16) -> Server {
-        assert!(index < 20, "server index {index}: 20 slots of 3 ports per test process");
         let pid = std::process::id();
-        let base = 30_000 + (pid % 40) as u16 * 60 + index * 3;
+        let base = slot_port(index);
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("clickhouse-{pid}-{index}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -111,7 +117,7 @@ fn spool_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn spooled_batches(dir: &Path) -> usize {
+pub(crate) fn spooled_batches(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|entries| entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("batch-")).count())
         .unwrap_or(0)
@@ -461,6 +467,33 @@ fn clickhouse_rebuild_gives_the_same_classes_as_streaming() {
         assert_eq!(a, b, "{target}: the rebuild differs from the streamed state");
         assert!(!a["endpoints"].as_array().unwrap().is_empty(), "{target}");
     }
+    // Nothing was inserted since: an incremental run refreshes no endpoint and changes nothing.
+    let incremental = tlsledger(
+        &[
+            "reputation",
+            "rebuild",
+            "--from-clickhouse",
+            &server.url,
+            "--state",
+            rebuilt.to_str().unwrap(),
+            "--trusted-files",
+            "--incremental",
+            "--overlap-secs",
+            "0",
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&incremental.stderr);
+    assert!(incremental.status.success(), "{stderr}");
+    assert!(stderr.contains("refreshed 0 of 3 endpoints"), "{stderr}");
+    let explain = |state: &Path| {
+        let output = tlsledger(
+            &["explain", "192.0.2.10", "--state", state.to_str().unwrap(), "--json", "--now", "2026-11-11T10:00:00Z"],
+            b"",
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    assert_eq!(explain(&streamed), explain(&rebuilt));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod clickhouse;
+mod cluster;
 mod common;
 mod corpus;
 mod feeds;

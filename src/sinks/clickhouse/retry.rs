@@ -16,7 +16,10 @@
 //!
 //! Transient codes: 3 UNEXPECTED_END_OF_FILE, 159 TIMEOUT_EXCEEDED, 202 TOO_MANY_SIMULTANEOUS_QUERIES,
 //! 209 SOCKET_TIMEOUT, 210 NETWORK_ERROR, 241 MEMORY_LIMIT_EXCEEDED, 242 TABLE_IS_READ_ONLY,
-//! 252 TOO_MANY_PARTS, 425 SYSTEM_ERROR. Configuration codes: 16 NO_SUCH_COLUMN_IN_TABLE,
+//! 252 TOO_MANY_PARTS, 425 SYSTEM_ERROR, and those of a cluster with a server or ZooKeeper away:
+//! 225 NO_ZOOKEEPER, 279 ALL_CONNECTION_TRIES_FAILED (a synchronous Distributed insert to a
+//! stopped shard), 319 UNKNOWN_STATUS_OF_INSERT (ZooKeeper lost during a replicated insert; a
+//! resent block is de-duplicated), 999 KEEPER_EXCEPTION. Configuration codes: 16 NO_SUCH_COLUMN_IN_TABLE,
 //! 60 UNKNOWN_TABLE, 62 SYNTAX_ERROR, 81 UNKNOWN_DATABASE, 115 UNKNOWN_SETTING, 192–197 user and
 //! password errors, 497 ACCESS_DENIED, 516 AUTHENTICATION_FAILED.
 
@@ -32,7 +35,7 @@ pub enum RetryAction {
 }
 
 /// Codes of a server that is overloaded, restarting or unreachable: try again later.
-const TRANSIENT_CODES: &[u32] = &[3, 159, 202, 209, 210, 241, 242, 252, 425];
+const TRANSIENT_CODES: &[u32] = &[3, 159, 202, 209, 210, 225, 241, 242, 252, 279, 319, 425, 999];
 /// Codes of a configuration the operator must fix: keep the data until then.
 const CONFIG_CODES: &[u32] = &[16, 60, 62, 81, 115, 192, 193, 194, 195, 196, 197, 497, 516];
 
@@ -94,6 +97,11 @@ mod tests {
         // Whatever a misaligned row makes the server say, it is the row's fault.
         let odd = Error::BadResponse("Code: 128, e.displayText() = DB::Exception: Too large array size".into());
         assert!(matches!(classify(&odd), RetryAction::RejectRows(_)));
+        // A synchronous insert through the Distributed table while a shard is stopped.
+        let shard = Error::BadResponse(
+            "Code: 279, e.displayText() = DB::NetException: All connection tries failed. Log: Connection refused (127.0.0.1:30034)".into(),
+        );
+        assert!(matches!(classify(&shard), RetryAction::Retry(_)));
         let proxy = Error::BadResponse("502 Bad Gateway".into());
         assert!(matches!(classify(&proxy), RetryAction::Retry(_)));
         assert!(matches!(classify(&Error::TimedOut), RetryAction::Retry(_)));

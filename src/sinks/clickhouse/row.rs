@@ -14,8 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::observation::{Cert, Direction, Failure, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust};
 
-/// The table the rows go to.
+/// The table the rows go to (on a cluster, the Distributed table in front of the shards).
 pub const TABLE: &str = "observations";
+
+/// The shard-local table of the cluster schema (schema/cluster/0001_observations.sql).
+pub const LOCAL_TABLE: &str = "observations_local";
 
 /// One row of `observations`. Each field is the column of the same name; the DDL documents them.
 #[allow(missing_docs)]

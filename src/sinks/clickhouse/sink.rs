@@ -1,7 +1,9 @@
 //! The batching, retrying, spooling ClickHouse writer.
 //!
 //! Wire contract: rows are sent as `INSERT INTO observations (<every column>) FORMAT RowBinary`
-//! through the `clickhouse` crate (see [`super::row`]). Delivery is at-least-once: a batch is
+//! through the `clickhouse` crate (see [`super::row`]); on a cluster, into the Distributed
+//! `observations` (with `insert_distributed_sync=1` unless asked otherwise) or the server's own
+//! `observations_local` ([`InsertTarget`]). Delivery is at-least-once: a batch is
 //! kept until the server acknowledged it and resent unchanged on failure, so a batch can land
 //! twice; `observations` is a ReplacingMergeTree keyed by `event_id`, and queries use `FINAL`
 //! or `uniqExact(event_id)`.
@@ -29,7 +31,7 @@ use tokio::sync::mpsc;
 
 use super::config::ClickhouseConfig;
 use super::retry::{backoff, classify, RetryAction};
-use super::row::{ObservationRow, TABLE};
+use super::row::{ObservationRow, LOCAL_TABLE, TABLE};
 use super::spool::Spool;
 use crate::observation::Observation;
 
@@ -54,6 +56,52 @@ pub struct SinkConfig {
     pub retry_max_backoff: Duration,
     /// Timeout of one insert request.
     pub request_timeout: Duration,
+    /// Where the rows go: the single-node table, or on a cluster the Distributed table or this
+    /// server's local shard table.
+    pub target: InsertTarget,
+}
+
+/// Where the sink inserts (`--cluster-insert`; README "Scale-out on a ClickHouse cluster").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum InsertTarget {
+    /// `observations` on a single server (the default, no settings sent).
+    #[default]
+    #[value(skip)]
+    Single,
+    /// `observations`, the Distributed table, with `insert_distributed_sync=1`: the server
+    /// answers once every shard wrote its rows, so an acknowledged batch is on its shards and a
+    /// batch that a stopped shard cannot take is retried and spooled by the ingester. (Modern
+    /// servers call the setting `distributed_foreground_insert` and accept this name as an
+    /// alias: checked on 26.9 in chdb.)
+    Distributed,
+    /// `observations`, the Distributed table, asynchronously: the server keeps the rows for each
+    /// shard in its own disk queue and forwards them later. Faster, and a stopped shard does not
+    /// hold the ingester up, but an acknowledged batch lives on that one server until forwarded.
+    DistributedAsync,
+    /// `observations_local` on the server of `--clickhouse` (its own shard): no forwarding and
+    /// no second write, but the rows are not sharded by endpoint, so one endpoint's history may
+    /// span shards (the rebuild still merges it) and de-duplication holds only while an
+    /// ingester keeps writing to the same shard.
+    Local,
+}
+
+impl InsertTarget {
+    /// The table the rows go to.
+    pub fn table(self) -> &'static str {
+        match self {
+            InsertTarget::Local => LOCAL_TABLE,
+            _ => TABLE,
+        }
+    }
+
+    /// Settings sent with every insert (only those this mode needs: a setting the server does
+    /// not know fails the request).
+    pub fn settings(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            InsertTarget::Distributed => &[("insert_distributed_sync", "1")],
+            _ => &[],
+        }
+    }
 }
 
 impl Default for SinkConfig {
@@ -68,6 +116,7 @@ impl Default for SinkConfig {
             retry_initial_backoff: Duration::from_millis(500),
             retry_max_backoff: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
+            target: InsertTarget::Single,
         }
     }
 }
@@ -146,8 +195,12 @@ impl ClickhouseSink {
     /// A sink for the server of `clickhouse`; opens the spool folder.
     pub fn new(clickhouse: &ClickhouseConfig, validation: bool, config: SinkConfig) -> Result<Self> {
         let spool = Spool::open(&config.spool_dir, config.spool_max_bytes)?;
+        let mut client = clickhouse.client(validation);
+        for (name, value) in config.target.settings() {
+            client = client.with_setting(*name, *value);
+        }
         Ok(ClickhouseSink {
-            client: clickhouse.client(validation),
+            client,
             spool,
             config,
             counters: SinkCounters::default(),
@@ -228,7 +281,7 @@ impl ClickhouseSink {
             self.batch_ver = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
             self.stream_error = None;
             if self.drain_spool().await {
-                match self.client.insert::<ObservationRow>(TABLE).await {
+                match self.client.insert::<ObservationRow>(self.config.target.table()).await {
                     Ok(insert) => {
                         // One server-side block per batch: smaller blocks made the server write
                         // and merge many more parts (2.4x its CPU in bench/clickhouse.sh) for no
@@ -440,7 +493,7 @@ impl ClickhouseSink {
 
     /// One insert request, counted.
     async fn insert(&mut self, rows: &[ObservationRow]) -> Result<(), RetryAction> {
-        match insert_rows(&self.client, rows, self.config.request_timeout).await {
+        match insert_rows(&self.client, self.config.target.table(), rows, self.config.request_timeout).await {
             Ok(()) => {
                 self.acknowledged(rows.len());
                 Ok(())
@@ -466,13 +519,14 @@ fn build_rows(batch: &[Observation]) -> Vec<ObservationRow> {
     batch.iter().map(|o| ObservationRow::from_observation(o, ingest_ver)).collect()
 }
 
-/// One `INSERT INTO observations … FORMAT RowBinary` request.
+/// One `INSERT INTO observations … FORMAT RowBinary` request (or into `table`).
 async fn insert_rows(
     client: &clickhouse::Client,
+    table: &str,
     rows: &[ObservationRow],
     timeout: Duration,
 ) -> Result<(), clickhouse::error::Error> {
-    let mut insert = client.insert::<ObservationRow>(TABLE).await?.with_timeouts(Some(timeout), Some(timeout));
+    let mut insert = client.insert::<ObservationRow>(table).await?.with_timeouts(Some(timeout), Some(timeout));
     for row in rows {
         insert.write(row).await?;
     }

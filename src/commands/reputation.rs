@@ -31,8 +31,8 @@ use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::clickhouse_args::ClickhouseArgs;
-use crate::observation::{Direction, Outcome, Trust};
-use crate::reputation::history::{protocol_rank, DayStats, HostHistory, Recent, MAX_RECENT};
+use crate::observation::{Cert, Direction, Outcome, Trust};
+use crate::reputation::history::{protocol_rank, CertSeen, DayStats, HostHistory, Recent, MAX_RECENT};
 use crate::reputation::indra::{IndraStore, GRAPH_FILE};
 use crate::reputation::store::{dns_name, EndpointKey, ReputationStore};
 use crate::sinks::clickhouse::row::ip_text;
@@ -161,6 +161,31 @@ struct RecentRow {
 }
 
 /// The last [`MAX_RECENT`] counted observations of every endpoint, newest first.
+/// One certificate an endpoint presented, as the observations hold it.
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct CertRow {
+    peer_ip: [u8; 16],
+    outbound: u8,
+    fingerprint: Option<String>,
+    subject: Option<String>,
+    issuer: Option<String>,
+    first_seen: u32,
+    last_seen: u32,
+    count: u64,
+}
+
+/// The certificates of every endpoint (`HostHistory::certs`): one row per endpoint and logged
+/// certificate, counted by distinct event id (resent rows count once, without FINAL).
+fn certs_query(filter: &str) -> String {
+    format!(
+        "SELECT peer_ip, direction = 'outbound' AS outbound, cert_fingerprint, cert_subject, cert_issuer, \
+         toUInt32(min(ts)), toUInt32(max(ts)), uniqExact(event_id) \
+         FROM observations WHERE replayed = 0 AND tls_reused = 0 \
+         AND (isNotNull(cert_fingerprint) OR isNotNull(cert_subject) OR isNotNull(cert_issuer)) AND {filter} \
+         GROUP BY peer_ip, outbound, cert_fingerprint, cert_subject, cert_issuer"
+    )
+}
+
 fn recent_query(filter: &str) -> String {
     format!(
         "SELECT peer_ip, direction = 'outbound' AS outbound, toUInt32(ts) AS seconds, toInt8(outcome), toInt8(tls_trust), \
@@ -255,6 +280,21 @@ async fn histories(
             event_id: row.event_id,
         });
     }
+    let mut certs = client.query(&certs_query(filter)).fetch::<CertRow>().context("cannot read the certificates")?;
+    while let Some(row) = certs.next().await.context("reading the certificates")? {
+        let Some(key) = endpoint_key(row.peer_ip, row.outbound) else { continue };
+        let cert =
+            Cert { subject: row.subject, issuer: row.issuer, fingerprint: row.fingerprint, pkey_fingerprint: None };
+        let Some(identity) = cert.identity() else { continue };
+        histories.entry(key).or_default().certs.push(CertSeen {
+            identity,
+            subject: cert.subject,
+            issuer: cert.issuer,
+            first_seen: i64::from(row.first_seen),
+            last_seen: i64::from(row.last_seen),
+            count: u32::try_from(row.count).unwrap_or(u32::MAX),
+        });
+    }
     for history in histories.values_mut() {
         history.finish_rebuild();
     }
@@ -326,6 +366,11 @@ pub fn run(command: &ReputationCommand) -> Result<()> {
     };
     for (key, history) in &histories {
         store.put_history(key, history).with_context(|| format!("cannot store the history of {key}"))?;
+        for cert in &history.certs {
+            store
+                .link_ip_certificate(&key.ip, &cert.identity)
+                .with_context(|| format!("cannot link {} to {}", key.ip, cert.identity))?;
+        }
     }
     drop(histories);
     let mut links = BTreeSet::new();

@@ -441,6 +441,30 @@ fn clickhouse_rebuild_gives_the_same_classes_as_streaming() {
         log.as_bytes(),
     );
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // Real Postfix lines with peer certificates (TLS log level 2): the certificates too must
+    // come back the same from ClickHouse.
+    let certificates = repo().join("tests/data/postfix/tls-loglevel2-out.maillog");
+    let output = tlsledger(
+        &[
+            "parse",
+            "--output",
+            "none",
+            "--tls-logging",
+            "on",
+            "--trusted-files",
+            "--state",
+            streamed.to_str().unwrap(),
+            "--clickhouse",
+            &server.url,
+            "--spool-dir",
+            spool.to_str().unwrap(),
+            "--reference-time",
+            "2026-11-30T23:00:00Z",
+            certificates.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let rebuild = tlsledger(
         &[
             "reputation",
@@ -454,7 +478,9 @@ fn clickhouse_rebuild_gives_the_same_classes_as_streaming() {
         b"",
     );
     assert!(rebuild.status.success(), "{}", String::from_utf8_lossy(&rebuild.stderr));
-    for target in ["192.0.2.10", "192.0.2.20", "192.0.2.30", "valid.example", "mx.selfsigned.example"] {
+    for target in
+        ["192.0.2.10", "192.0.2.20", "192.0.2.30", "valid.example", "mx.selfsigned.example", "127.0.0.2", "127.0.0.3"]
+    {
         let explain = |state: &Path| {
             let output = tlsledger(
                 &["explain", target, "--state", state.to_str().unwrap(), "--json", "--now", "2026-11-11T10:00:00Z"],
@@ -466,6 +492,12 @@ fn clickhouse_rebuild_gives_the_same_classes_as_streaming() {
         let (a, b) = (explain(&streamed), explain(&rebuilt));
         assert_eq!(a, b, "{target}: the rebuild differs from the streamed state");
         assert!(!a["endpoints"].as_array().unwrap().is_empty(), "{target}");
+        if target.starts_with("127.") {
+            let outbound =
+                a["endpoints"].as_array().unwrap().iter().find(|e| e["endpoint"] == format!("outbound/{target}"));
+            let certificates = outbound.map_or(0, |e| e["certificates"].as_array().unwrap().len());
+            assert!(certificates > 0, "{target}: no certificate in {a:#}");
+        }
     }
     // Nothing was inserted since: an incremental run refreshes no endpoint and changes nothing.
     let incremental = tlsledger(
@@ -485,7 +517,7 @@ fn clickhouse_rebuild_gives_the_same_classes_as_streaming() {
     );
     let stderr = String::from_utf8_lossy(&incremental.stderr);
     assert!(incremental.status.success(), "{stderr}");
-    assert!(stderr.contains("refreshed 0 of 3 endpoints"), "{stderr}");
+    assert!(stderr.contains("refreshed 0 of 9 endpoints"), "{stderr}");
     let explain = |state: &Path| {
         let output = tlsledger(
             &["explain", "192.0.2.10", "--state", state.to_str().unwrap(), "--json", "--now", "2026-11-11T10:00:00Z"],

@@ -1,0 +1,260 @@
+//! The milter behind a real Postfix smtpd: `tests/harness/postfix-milter.sh` starts a private
+//! Postfix on 127.0.0.1 (STARTTLS with a private CA, client certificates asked for, delivery into
+//! a Maildir) whose `smtpd_milters` is our milter, with `milter_default_action = accept`. swaks
+//! sends sessions over STARTTLS with TLS 1.3 and TLS 1.2, in plaintext, with a client
+//! certificate, and with forged `X-TLSLedger` headers; the test checks each session's Observation
+//! (against Postfix's own log of the same session) and the header in each delivered message.
+//! Then the milter is killed with SIGKILL and the next session must still be accepted and
+//! delivered, without our header.
+//!
+//! `ingest_with_milter_counts_each_session_once` runs the same lab under `tlsledger ingest
+//! --follow MAILLOG --milter-listen`: the log and the milter both see every session, and each
+//! must be counted once (stdout and the reputation state), with the milter's Observation kept.
+//!
+//! Ports: smtpd on 127.0.0.1 in 13000-14999 (no other test uses that range), the milter on a
+//! free port picked by the kernel (`inet:127.0.0.1:0`). The test command installs Postfix and
+//! swaks (`tests/harness/install-deps.sh postfix`); these tests fail, never skip, without them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::repo;
+use crate::milter::Milter;
+
+/// The lab script.
+fn lab_script() -> PathBuf {
+    repo().join("tests/harness/postfix-milter.sh")
+}
+
+/// A running Postfix with our milter; stopped when dropped (its folder is kept after a failure).
+struct Lab {
+    dir: PathBuf,
+    env: HashMap<String, String>,
+}
+
+impl Lab {
+    /// Starts the lab for `milter` (Postfix `smtpd_milters` syntax) in a fresh folder. Each test
+    /// takes its own `slot`; a port in use moves on to the next candidate.
+    fn up(name: &str, slot: u16, milter: &str) -> Lab {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("postfix-milter-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = (std::process::id() % 400) as u16 * 4 + slot;
+        let mut last = String::new();
+        for attempt in 0..6u16 {
+            let port = 13_000 + (first + attempt * 401) % 2000;
+            let output = Command::new("bash")
+                .arg(lab_script())
+                .arg("up")
+                .arg(&dir)
+                .env("MILTER_SMTPD_PORT", port.to_string())
+                .env("MILTER_SPEC", milter)
+                .output()
+                .expect("run postfix-milter.sh");
+            if output.status.success() {
+                let text = std::fs::read_to_string(dir.join("milter.env")).expect("milter.env");
+                let env = text
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                return Lab { dir, env };
+            }
+            last = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+            if !last.contains("is in use") {
+                break;
+            }
+        }
+        let _ = Command::new("bash").arg(lab_script()).arg("down").arg(&dir).output();
+        panic!("postfix-milter.sh up failed:\n{last}");
+    }
+
+    fn var(&self, name: &str) -> &str {
+        self.env.get(name).unwrap_or_else(|| panic!("{name} missing from milter.env"))
+    }
+
+    /// One swaks session to the lab's smtpd with `extra` options and `Subject: subject`; returns
+    /// the queue id of the accepted message.
+    fn swaks(&self, subject: &str, extra: &[&str]) -> String {
+        let output = Command::new("swaks")
+            .args(["--server", self.var("SMTPD_ADDR"), "--port", self.var("SMTPD_PORT"), "--timeout", "30"])
+            .args(["--ehlo", "client.milter.test", "--from", "sender@client.milter.test", "--to", "inbox@milter.test"])
+            .args(["--header", &format!("Subject: {subject}")])
+            .args(extra)
+            .output()
+            .expect("swaks not found: run tests/harness/install-deps.sh postfix");
+        let transcript = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "swaks {subject} failed:\n{transcript}{}", String::from_utf8_lossy(&output.stderr));
+        transcript
+            .lines()
+            .find_map(|l| l.split("250 2.0.0 Ok: queued as ").nth(1))
+            .map(|id| id.trim().to_owned())
+            .unwrap_or_else(|| panic!("no queue id in the swaks transcript of {subject}:\n{transcript}"))
+    }
+
+    /// The delivered messages, waiting (at most 60 s) until there are `n`: (Subject, the values
+    /// of every `X-TLSLedger` header).
+    fn delivered(&self, n: usize) -> HashMap<String, Vec<String>> {
+        let new = Path::new(self.var("MAILDIR")).join("new");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let files: Vec<PathBuf> =
+                std::fs::read_dir(&new).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+            if files.len() >= n {
+                assert_eq!(files.len(), n, "more messages than sessions in {}", new.display());
+                return files.iter().map(|f| headers(&std::fs::read_to_string(f).expect("message"))).collect();
+            }
+            assert!(Instant::now() < deadline, "{} of {n} messages delivered after 60 s; log:\n{}", files.len(), self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.var("MAILLOG")).unwrap_or_default()
+    }
+
+    /// Waits (at most 60 s) until Postfix has logged `n` smtpd disconnects.
+    fn wait_disconnects(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.log().lines().filter(|l| l.contains("/smtpd[") && l.contains(": disconnect from ")).count() < n {
+            assert!(Instant::now() < deadline, "fewer than {n} disconnects after 60 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The client port Postfix logged for message `queue_id` (`QUEUEID: client=unknown[127.0.0.1]:PORT`).
+    fn client_port(&self, queue_id: &str) -> u64 {
+        let log = self.log();
+        let prefix = format!(": {queue_id}: client=");
+        log.lines()
+            .find_map(|l| l.split(&prefix).nth(1))
+            .and_then(|rest| rest.rsplit(':').next()?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no client line for {queue_id} in:\n{log}"))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(lab_script()).arg("down").arg(&self.dir).output();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// (Subject, values of `X-TLSLedger`) of a message (unfolded header lines).
+fn headers(message: &str) -> (String, Vec<String>) {
+    let head = message.split("\n\n").next().unwrap_or("");
+    let mut subject = String::new();
+    let mut ours = Vec::new();
+    for line in head.lines() {
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("subject") {
+                subject = value.trim().to_owned();
+            } else if name.eq_ignore_ascii_case("x-tlsledger") {
+                ours.push(value.trim().to_owned());
+            }
+        }
+    }
+    (subject, ours)
+}
+
+/// The one observation that names `queue_id`.
+fn by_queue_id<'a>(observations: &'a [Value], queue_id: &str) -> &'a Value {
+    let found: Vec<&Value> = observations
+        .iter()
+        .filter(|o| o["queue_ids"].as_array().is_some_and(|ids| ids.iter().any(|id| id == queue_id)))
+        .collect();
+    assert_eq!(found.len(), 1, "one observation with {queue_id} expected in {observations:#?}");
+    found[0]
+}
+
+#[test]
+fn postfix_smtpd_milter_sessions_header_and_kill() {
+    let mut milter = Milter::start("inet:127.0.0.1:0", &[]);
+    let lab = Lab::up("standalone", 0, &milter.bound);
+    let cert = lab.var("CLIENT_CERT").to_owned();
+    let key = lab.var("CLIENT_KEY").to_owned();
+    let sessions: [(&str, Vec<&str>); 5] = [
+        ("tls13", vec!["--tls", "--tls-protocol", "tlsv1_3"]),
+        ("tls12", vec!["--tls", "--tls-protocol", "tlsv1_2"]),
+        ("plain", vec![]),
+        ("client-cert", vec!["--tls", "--tls-cert", &cert, "--tls-key", &key]),
+        (
+            "forged",
+            vec!["--add-header", "X-TLSLedger: class=historically-valid; forged=1\nX-Tlsledger: forged=2"],
+        ),
+    ];
+    let queue_ids: HashMap<&str, String> =
+        sessions.iter().map(|(subject, extra)| (*subject, lab.swaks(subject, extra))).collect();
+
+    let observations = milter.wait_observations(sessions.len());
+    assert_eq!(observations.len(), sessions.len(), "{observations:#?}");
+    for o in &observations {
+        assert_eq!((o["direction"].as_str(), o["source"]["kind"].as_str()), (Some("inbound"), Some("milter")));
+        assert_eq!((o["source"]["trust"].as_str(), o["mta"].as_str()), (Some("milter"), Some("postfix")));
+        assert_eq!((o["reporter"].as_str(), o["delivered"].as_bool()), (Some("mx.milter.test"), Some(true)));
+        assert_eq!(o["peer"]["ip"], "127.0.0.1");
+    }
+    let tls13 = by_queue_id(&observations, &queue_ids["tls13"]);
+    assert_eq!((tls13["outcome"].as_str(), tls13["tls"]["protocol"].as_str()), (Some("tls"), Some("TLSv1.3")));
+    assert_eq!(tls13["tls"]["trust"], Value::Null, "no client certificate: Postfix cannot tell");
+    let tls12 = by_queue_id(&observations, &queue_ids["tls12"]);
+    assert_eq!((tls12["outcome"].as_str(), tls12["tls"]["protocol"].as_str()), (Some("tls"), Some("TLSv1.2")));
+    assert!(tls12["tls"]["cipher"].as_str().is_some_and(|c| c.starts_with("ECDHE-")), "{tls12}");
+    let plain = by_queue_id(&observations, &queue_ids["plain"]);
+    assert_eq!((plain["outcome"].as_str(), plain["tls"].is_null()), (Some("plaintext"), true));
+    let cert = by_queue_id(&observations, &queue_ids["client-cert"]);
+    assert_eq!((cert["outcome"].as_str(), cert["tls"]["trust"].as_str()), (Some("tls"), Some("trusted")));
+    let forged = by_queue_id(&observations, &queue_ids["forged"]);
+    assert_eq!(forged["outcome"], "plaintext");
+    // The milter's session is the one Postfix logged: same client port.
+    for (subject, queue_id) in &queue_ids {
+        let o = by_queue_id(&observations, queue_id);
+        assert_eq!(o["peer"]["port"].as_u64(), Some(lab.client_port(queue_id)), "{subject}");
+    }
+
+    let messages = lab.delivered(sessions.len());
+    let header = |subject: &str| -> &Vec<String> {
+        messages.get(subject).unwrap_or_else(|| panic!("no message {subject} in {messages:#?}"))
+    };
+    for (subject, want) in [
+        ("tls13", "tls=TLSv1.3; cipher=TLS_AES_"),
+        ("tls12", "tls=TLSv1.2; cipher=ECDHE-"),
+        ("plain", "tls=none"),
+        ("client-cert", "tls=TLSv1.3"),
+        ("forged", "tls=none"),
+    ] {
+        let values = header(subject);
+        assert_eq!(values.len(), 1, "exactly our one header in {subject}: {values:?}");
+        assert!(values[0].starts_with("class=unknown; flags=none;"), "{subject}: {values:?}");
+        assert!(values[0].contains(want), "{subject}: {values:?} lacks {want}");
+        assert!(!values[0].contains("forged"), "{subject}: a forged copy survived: {values:?}");
+    }
+
+    // The milter dies mid-run: Postfix still accepts and delivers, without our header.
+    let pid = milter.pid();
+    let before_kill = milter.kill();
+    assert_eq!(before_kill.len(), sessions.len(), "nothing more was printed");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists() || !is_running(pid), "milter {pid} still runs");
+    lab.swaks("after-kill", &["--tls"]);
+    let messages = lab.delivered(sessions.len() + 1);
+    assert_eq!(messages["after-kill"], Vec::<String>::new(), "no header without the milter");
+    assert!(
+        lab.log().contains(&format!("warning: connect to Milter service {}: Connection refused", lab.var("MILTER_SPEC"))),
+        "Postfix noticed the dead milter and went on:\n{}",
+        lab.log()
+    );
+}
+
+/// True when `pid` is a live process (not a zombie).
+fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit(')').next().map(|rest| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}

@@ -4,6 +4,7 @@ pub mod clickhouse_args;
 pub mod explain;
 pub mod feed;
 pub mod ingest;
+pub mod ingest_milter;
 pub mod ingest_metrics;
 pub mod milter;
 pub mod parse;

@@ -258,3 +258,118 @@ fn is_running(pid: u32) -> bool {
         .and_then(|stat| stat.rsplit(')').next().map(|rest| !rest.trim_start().starts_with('Z')))
         .unwrap_or(false)
 }
+
+/// The offset of `log` in `checkpoints.json` of `dir` (0 when not checkpointed yet).
+fn checkpointed_offset(dir: &Path, log: &str) -> u64 {
+    let Ok(text) = std::fs::read_to_string(dir.join("checkpoints.json")) else { return 0 };
+    let Ok(checkpoints) = serde_json::from_str::<Value>(&text) else { return 0 };
+    checkpoints["files"]
+        .as_array()
+        .and_then(|files| files.iter().find(|f| f["path"] == log))
+        .and_then(|f| f["offset"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn ingest_with_milter_counts_each_session_once() {
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ingest-milter-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).expect("scratch folder");
+    let state = scratch.join("state");
+    // The lab's log path is known before the lab exists; the follower waits for the file.
+    let lab_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("postfix-milter-ingest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&lab_dir);
+    let maillog = lab_dir.join("postfix-milter/maillog");
+    let (maillog_arg, state_arg) = (maillog.to_str().expect("UTF-8"), state.to_str().expect("UTF-8"));
+    let args = [
+        "ingest",
+        "--follow",
+        maillog_arg,
+        "--milter-listen",
+        "inet:127.0.0.1:0",
+        "--stdout",
+        "--stats",
+        "--state",
+        state_arg,
+        "--tls-logging",
+        "on",
+        "--poll-ms",
+        "50",
+        "--checkpoint-interval-ms",
+        "200",
+    ];
+    let ingest = Milter::spawn(&args, "milter listening on ");
+    let lab = Lab::up("ingest", 1, &ingest.bound);
+    let cert = lab.var("CLIENT_CERT").to_owned();
+    let key = lab.var("CLIENT_KEY").to_owned();
+    let sessions: [(&str, Vec<&str>); 5] = [
+        ("tls13", vec!["--tls", "--tls-protocol", "tlsv1_3"]),
+        ("tls12", vec!["--tls", "--tls-protocol", "tlsv1_2"]),
+        ("plain", vec![]),
+        ("client-cert", vec!["--tls", "--tls-cert", &cert, "--tls-key", &key]),
+        ("forged", vec!["--add-header", "X-TLSLedger: class=historically-valid; forged=1"]),
+    ];
+    let queue_ids: Vec<String> = sessions.iter().map(|(subject, extra)| lab.swaks(subject, extra)).collect();
+    // A session without a message (no queue id): paired by the client port alone.
+    let output = Command::new("swaks")
+        .args(["--server", lab.var("SMTPD_ADDR"), "--port", lab.var("SMTPD_PORT"), "--quit-after", "EHLO"])
+        .args(["--ehlo", "client.milter.test", "--to", "inbox@milter.test"])
+        .output()
+        .expect("swaks");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    let n_sessions = sessions.len() + 1;
+
+    // Every session is in the log and every message delivered; then wait until ingest has read
+    // the whole log (its checkpoint reaches the end: no connection is open any more).
+    lab.wait_disconnects(n_sessions);
+    let messages = lab.delivered(sessions.len());
+    for (subject, _) in &sessions {
+        assert_eq!(messages[*subject].len(), 1, "{subject}: one X-TLSLedger header: {messages:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = lab.log();
+        let all_removed = queue_ids.iter().all(|q| log.contains(&format!(": {q}: removed")));
+        if all_removed && checkpointed_offset(&state, maillog_arg) == log.len() as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ingest did not read the whole log within 60 s:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (observations, stderr) = ingest.stop_with("inbound log-only sessions");
+    assert_eq!(observations.len(), n_sessions, "one observation per session:\n{observations:#?}\n{stderr}");
+    for o in &observations {
+        assert_eq!((o["source"]["kind"].as_str(), o["direction"].as_str()), (Some("milter"), Some("inbound")), "{o}");
+    }
+    for queue_id in &queue_ids {
+        let o = by_queue_id(&observations, queue_id);
+        assert_eq!(o["peer"]["port"].as_u64(), Some(lab.client_port(queue_id)));
+    }
+    let stat = |label: &str| crate::common::stat(stderr.as_bytes(), label);
+    assert_eq!(stat("milter observations"), n_sessions as u64, "{stderr}");
+    assert_eq!(stat("log duplicates of milter"), n_sessions as u64, "every log session had its milter twin");
+    assert_eq!((stat("late milter duplicates"), stat("inbound log-only sessions")), (0, 0), "{stderr}");
+
+    // The reputation state counted each session once too.
+    let output = crate::common::tlsledger(&["explain", "127.0.0.1", "--state", state_arg, "--json"], b"");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("explain JSON");
+    let inbound = report["endpoints"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["endpoint"] == "inbound/127.0.0.1"))
+        .unwrap_or_else(|| panic!("no inbound/127.0.0.1 in {report:#}"));
+    // `decisions`: [[outcome, count], ...].
+    let decisions: HashMap<String, u64> = inbound["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter()
+        .map(|pair| (pair[0].as_str().expect("outcome").to_owned(), pair[1].as_u64().expect("count")))
+        .collect();
+    // The session without MAIL is `unknown` to the milter (it cannot tell plaintext from a
+    // STARTTLS it did not see), which is no decision; the ring of latest outcomes has all six.
+    assert_eq!((decisions.get("tls"), decisions.get("plaintext")), (Some(&3), Some(&2)), "{inbound:#}");
+    assert_eq!(decisions.values().sum::<u64>(), n_sessions as u64 - 1, "{inbound:#}");
+    assert_eq!(inbound["recent"].as_array().map(Vec::len), Some(n_sessions), "{inbound:#}");
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&scratch);
+}

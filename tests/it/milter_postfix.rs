@@ -11,8 +11,9 @@
 //! --follow MAILLOG --milter-listen`: the log and the milter both see every session, and each
 //! must be counted once (stdout and the reputation state), with the milter's Observation kept.
 //!
-//! Ports: smtpd on 127.0.0.1 in 13000-14999 (no other test uses that range), the milter on a
-//! free port picked by the kernel (`inet:127.0.0.1:0`). The test command installs Postfix and
+//! Ports (no other test uses 13000-14999): smtpd on 127.0.0.1 in 13000-13999, the ClickHouse
+//! 18.16 server of the ingest test in 14000-14999, the milter on a free port picked by the
+//! kernel (`inet:127.0.0.1:0`). The test command installs Postfix and
 //! swaks (`tests/harness/install-deps.sh postfix`); these tests fail, never skip, without them.
 
 use std::collections::HashMap;
@@ -42,10 +43,10 @@ impl Lab {
     fn up(name: &str, slot: u16, milter: &str) -> Lab {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("postfix-milter-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let first = (std::process::id() % 400) as u16 * 4 + slot;
+        let first = (std::process::id() % 250) as u16 * 4 + slot;
         let mut last = String::new();
         for attempt in 0..6u16 {
-            let port = 13_000 + (first + attempt * 401) % 2000;
+            let port = 13_000 + (first + attempt * 401) % 1000;
             let output = Command::new("bash")
                 .arg(lab_script())
                 .arg("up")
@@ -259,6 +260,62 @@ fn is_running(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// A private ClickHouse server (tests/harness/clickhouse.sh) on 127.0.0.1:14000-14999; stopped
+/// when dropped.
+struct ClickHouse {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl ClickHouse {
+    fn start(name: &str) -> ClickHouse {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("clickhouse-milter-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("ClickHouse folder");
+        let port = 14_000 + (std::process::id() % 250) as u16 * 4;
+        let server = ClickHouse { dir, port };
+        let output = server.script("start");
+        assert!(output.status.success(), "cannot start ClickHouse:\n{}", String::from_utf8_lossy(&output.stderr));
+        server
+    }
+
+    fn script(&self, action: &str) -> std::process::Output {
+        Command::new("bash")
+            .arg(repo().join("tests/harness/clickhouse.sh"))
+            .arg(action)
+            .arg(&self.dir)
+            .env("CH_HTTP_PORT", self.port.to_string())
+            .env("CH_TCP_PORT", (self.port + 1).to_string())
+            .env("CH_INTERSERVER_PORT", (self.port + 2).to_string())
+            .output()
+            .expect("run tests/harness/clickhouse.sh (tests/harness/install-deps.sh clickhouse installs it)")
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `sql` over HTTP.
+    fn query(&self, sql: &str) -> String {
+        let output = Command::new("curl")
+            .args(["-sS", "--fail-with-body", "--data-binary", sql, &format!("{}/", self.url())])
+            .output()
+            .expect("run curl");
+        let body = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "query failed: {sql}\n{body}");
+        body
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        let _ = self.script("stop");
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 /// The offset of `log` in `checkpoints.json` of `dir` (0 when not checkpointed yet).
 fn checkpointed_offset(dir: &Path, log: &str) -> u64 {
     let Ok(text) = std::fs::read_to_string(dir.join("checkpoints.json")) else { return 0 };
@@ -281,6 +338,12 @@ fn ingest_with_milter_counts_each_session_once() {
     let _ = std::fs::remove_dir_all(&lab_dir);
     let maillog = lab_dir.join("postfix-milter/maillog");
     let (maillog_arg, state_arg) = (maillog.to_str().expect("UTF-8"), state.to_str().expect("UTF-8"));
+    let clickhouse = ClickHouse::start("ingest");
+    let url = clickhouse.url();
+    let database = format!("milter_ingest_{}", std::process::id());
+    let output = crate::common::tlsledger(&["schema", "apply", "--clickhouse", &url, "--database", &database], b"");
+    assert!(output.status.success(), "schema apply: {}", String::from_utf8_lossy(&output.stderr));
+    let spool = scratch.join("spool");
     let args = [
         "ingest",
         "--follow",
@@ -297,6 +360,12 @@ fn ingest_with_milter_counts_each_session_once() {
         "50",
         "--checkpoint-interval-ms",
         "200",
+        "--clickhouse",
+        &url,
+        "--database",
+        &database,
+        "--spool-dir",
+        spool.to_str().expect("UTF-8"),
     ];
     let ingest = Milter::spawn(&args, "milter listening on ");
     let lab = Lab::up("ingest", 1, &ingest.bound);
@@ -349,6 +418,12 @@ fn ingest_with_milter_counts_each_session_once() {
     assert_eq!(stat("milter observations"), n_sessions as u64, "{stderr}");
     assert_eq!(stat("log duplicates of milter"), n_sessions as u64, "every log session had its milter twin");
     assert_eq!((stat("late milter duplicates"), stat("inbound log-only sessions")), (0, 0), "{stderr}");
+
+    // ClickHouse has one row per session, each the milter's.
+    let rows = clickhouse.query(&format!(
+        "SELECT count(), uniqExact(event_id), countIf(source_kind = 'milter') FROM {database}.observations FORMAT TSV"
+    ));
+    assert_eq!(rows.trim(), format!("{n}\t{n}\t{n}", n = n_sessions), "rows, distinct event ids, milter rows");
 
     // The reputation state counted each session once too.
     let output = crate::common::tlsledger(&["explain", "127.0.0.1", "--state", state_arg, "--json"], b"");

@@ -154,8 +154,7 @@ impl Mta {
             ("{client_port}", port_text.as_str()),
         ];
         self.stage(b'C', &macros, &connect, NO_CONNECT, NR_CONN).await?;
-        let tls =
-            [("{tls_version}", "TLSv1.3"), ("{cipher}", "TLS_AES_256_GCM_SHA384"), ("{cipher_bits}", "256")];
+        let tls = [("{tls_version}", "TLSv1.3"), ("{cipher}", "TLS_AES_256_GCM_SHA384"), ("{cipher_bits}", "256")];
         self.stage(b'H', &tls, b"client.example.org\0", NO_HELO, NR_HELO).await
     }
 
@@ -291,8 +290,15 @@ async fn noop(address: String, max_connections: usize) -> Result<()> {
         .on_negotiate(|cx, actions, opts| {
             Box::pin(async move {
                 cx.requested_actions = (Actions::ADD_HEADER | Actions::CHANGE_HEADER) & actions;
-                let skip = ProtoOpts::NO_RCPT | ProtoOpts::NO_DATA | ProtoOpts::NO_EOH | ProtoOpts::NO_BODY | ProtoOpts::NO_UNKNOWN;
-                let noreply = ProtoOpts::NOREPLY_CONNECT | ProtoOpts::NOREPLY_HELO | ProtoOpts::NOREPLY_MAIL | ProtoOpts::NOREPLY_HEADER;
+                let skip = ProtoOpts::NO_RCPT
+                    | ProtoOpts::NO_DATA
+                    | ProtoOpts::NO_EOH
+                    | ProtoOpts::NO_BODY
+                    | ProtoOpts::NO_UNKNOWN;
+                let noreply = ProtoOpts::NOREPLY_CONNECT
+                    | ProtoOpts::NOREPLY_HELO
+                    | ProtoOpts::NOREPLY_MAIL
+                    | ProtoOpts::NOREPLY_HEADER;
                 cx.requested_opts = (skip | noreply) & opts;
                 Status::Continue
             })
@@ -322,6 +328,8 @@ fn main() -> Result<()> {
             // Like `tlsledger milter`: the sessions on one current-thread runtime.
             runtime.block_on(noop(target()?, max))
         }
-        _ => bail!("usage: milter_load load HOST:PORT SESSIONS CONCURRENCY | idle HOST:PORT N PID | noop HOST:PORT [MAX]"),
+        _ => bail!(
+            "usage: milter_load load HOST:PORT SESSIONS CONCURRENCY | idle HOST:PORT N PID | noop HOST:PORT [MAX]"
+        ),
     }
 }

@@ -123,7 +123,11 @@ pub async fn spawn(
         max_connections: config.max_connections,
         connection_timeout: config.connection_timeout,
         classify_deadline: config.classify_deadline,
-        source: Arc::new(Source { kind: "milter".to_owned(), name: config.listen.to_string(), trust: "milter".to_owned() }),
+        source: Arc::new(Source {
+            kind: "milter".to_owned(),
+            name: config.listen.to_string(),
+            trust: "milter".to_owned(),
+        }),
     };
     std::thread::Builder::new().name("milter-forward".to_owned()).spawn(move || {
         for request in requests {
@@ -153,7 +157,11 @@ pub struct MilterCore {
 impl MilterCore {
     /// The core side for `config`, classifying with the thresholds file (if any).
     pub fn new(config: &MilterConfig, thresholds: Option<&std::path::Path>) -> Result<MilterCore> {
-        Ok(MilterCore { dedup: MilterDedup::new(config.dedup), thresholds: load_thresholds(thresholds)?, ready: Vec::new() })
+        Ok(MilterCore {
+            dedup: MilterDedup::new(config.dedup),
+            thresholds: load_thresholds(thresholds)?,
+            ready: Vec::new(),
+        })
     }
 
     /// A request of the sessions: a finished session is paired, a classification answered
@@ -209,7 +217,8 @@ mod tests {
         assert_eq!(config.listen, "inet:127.0.0.1:10025".parse().unwrap());
         assert!(!config.header);
         assert_eq!(config.dedup.window, Duration::from_secs(5));
-        let args = IngestMilterArgs { milter_listen: Some("unix:/run/m.sock".parse().unwrap()), milter_no_header: false };
+        let args =
+            IngestMilterArgs { milter_listen: Some("unix:/run/m.sock".parse().unwrap()), milter_no_header: false };
         let config = MilterConfig::resolve(&args, Some(&table)).unwrap().unwrap();
         assert_eq!(config.listen, Listen::Unix("/run/m.sock".into()));
         assert!(MilterConfig::resolve(&IngestMilterArgs::default(), None).unwrap().is_none());

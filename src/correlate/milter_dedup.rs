@@ -89,7 +89,13 @@ pub struct MilterDedup {
 
 /// How well `candidate` fits the session of `observation`: `None` when it cannot be the same
 /// session, else (not exact, distance in µs): lower is better.
-fn fit(observation: &Observation, port: Option<u16>, ts_micros: i64, queue_ids: &[String], window: Duration) -> Option<(bool, u64)> {
+fn fit(
+    observation: &Observation,
+    port: Option<u16>,
+    ts_micros: i64,
+    queue_ids: &[String],
+    window: Duration,
+) -> Option<(bool, u64)> {
     let ports_known = observation.peer.port.is_some() && port.is_some();
     if ports_known && observation.peer.port != port {
         return None;
@@ -388,7 +394,9 @@ mod tests {
             dedup.log(session("file", "192.0.2.1", Some(n), 100, &[]), now, &mut out);
             dedup.milter(session("milter", "192.0.2.2", Some(n), 100, &[]), now, &mut out);
         }
-        assert!(dedup.held() <= 8 && dedup.order.len() <= 8 && dedup.recent.values().map(VecDeque::len).sum::<usize>() <= 8);
+        assert!(
+            dedup.held() <= 8 && dedup.order.len() <= 8 && dedup.recent.values().map(VecDeque::len).sum::<usize>() <= 8
+        );
         dedup.release(now, true, &mut out);
         assert_eq!(out.len(), 200);
         // Remembered sessions are forgotten after the window and the grace.

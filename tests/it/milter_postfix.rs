@@ -89,7 +89,11 @@ impl Lab {
             .output()
             .expect("swaks not found: run tests/harness/install-deps.sh postfix");
         let transcript = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "swaks {subject} failed:\n{transcript}{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "swaks {subject} failed:\n{transcript}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         transcript
             .lines()
             .find_map(|l| l.split("250 2.0.0 Ok: queued as ").nth(1))
@@ -109,7 +113,12 @@ impl Lab {
                 assert_eq!(files.len(), n, "more messages than sessions in {}", new.display());
                 return files.iter().map(|f| headers(&std::fs::read_to_string(f).expect("message"))).collect();
             }
-            assert!(Instant::now() < deadline, "{} of {n} messages delivered after 60 s; log:\n{}", files.len(), self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} messages delivered after 60 s; log:\n{}",
+                files.len(),
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -185,10 +194,7 @@ fn postfix_smtpd_milter_sessions_header_and_kill() {
         ("tls12", vec!["--tls", "--tls-protocol", "tlsv1_2"]),
         ("plain", vec![]),
         ("client-cert", vec!["--tls", "--tls-cert", &cert, "--tls-key", &key]),
-        (
-            "forged",
-            vec!["--add-header", "X-TLSLedger: class=historically-valid; forged=1\nX-Tlsledger: forged=2"],
-        ),
+        ("forged", vec!["--add-header", "X-TLSLedger: class=historically-valid; forged=1\nX-Tlsledger: forged=2"]),
     ];
     let queue_ids: HashMap<&str, String> =
         sessions.iter().map(|(subject, extra)| (*subject, lab.swaks(subject, extra))).collect();
@@ -246,7 +252,8 @@ fn postfix_smtpd_milter_sessions_header_and_kill() {
     let messages = lab.delivered(sessions.len() + 1);
     assert_eq!(messages["after-kill"], Vec::<String>::new(), "no header without the milter");
     assert!(
-        lab.log().contains(&format!("warning: connect to Milter service {}: Connection refused", lab.var("MILTER_SPEC"))),
+        lab.log()
+            .contains(&format!("warning: connect to Milter service {}: Connection refused", lab.var("MILTER_SPEC"))),
         "Postfix noticed the dead milter and went on:\n{}",
         lab.log()
     );
@@ -269,7 +276,8 @@ struct ClickHouse {
 
 impl ClickHouse {
     fn start(name: &str) -> ClickHouse {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("clickhouse-milter-{name}-{}", std::process::id()));
+        let dir =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("clickhouse-milter-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("ClickHouse folder");
         let port = 14_000 + (std::process::id() % 250) as u16 * 4;

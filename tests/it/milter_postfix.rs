@@ -2,7 +2,8 @@
 //! Postfix on 127.0.0.1 (STARTTLS with a private CA, client certificates asked for, delivery into
 //! a Maildir) whose `smtpd_milters` is our milter, with `milter_default_action = accept`. swaks
 //! sends sessions over STARTTLS with TLS 1.3 and TLS 1.2, in plaintext, with a client
-//! certificate, and with forged `X-TLSLedger` headers; the test checks each session's Observation
+//! certificate, and with forged `X-TLSLedger` headers, and one hand-written session carries two
+//! messages and an aborted one (RSET); the test checks each session's Observation
 //! (against Postfix's own log of the same session) and the header in each delivered message.
 //! Then the milter is killed with SIGKILL and the next session must still be accepted and
 //! delivered, without our header.
@@ -99,6 +100,60 @@ impl Lab {
             .find_map(|l| l.split("250 2.0.0 Ok: queued as ").nth(1))
             .map(|id| id.trim().to_owned())
             .unwrap_or_else(|| panic!("no queue id in the swaks transcript of {subject}:\n{transcript}"))
+    }
+
+    /// One plaintext SMTP session written by hand: a message, a message aborted with RSET after
+    /// RCPT, and a second message carrying a forged header; returns the two queue ids.
+    fn several_messages(&self) -> Vec<String> {
+        use std::io::{BufRead, BufReader, Write};
+        let address = format!("{}:{}", self.var("SMTPD_ADDR"), self.var("SMTPD_PORT"));
+        let stream = std::net::TcpStream::connect(&address).expect("connect to smtpd");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut writer = stream;
+        let mut transcript = String::new();
+        // Reads one (multi-line) reply; panics unless its code starts with `want`.
+        let mut reply = |want: char, transcript: &mut String| -> String {
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("read reply");
+                transcript.push_str(&line);
+                assert!(line.starts_with(want), "unexpected reply {line:?}; transcript:\n{transcript}");
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return line;
+                }
+            }
+        };
+        let mut send = |text: &str, transcript: &mut String| {
+            transcript.push_str(text);
+            writer.write_all(text.as_bytes()).expect("write command");
+        };
+        reply('2', &mut transcript);
+        send("EHLO client.milter.test\r\n", &mut transcript);
+        reply('2', &mut transcript);
+        let mut queue_ids = Vec::new();
+        for (n, abort, extra) in
+            [(1, false, ""), (0, true, ""), (2, false, "X-TLSLedger: class=historically-valid; forged=3\r\n")]
+        {
+            send("MAIL FROM:<sender@client.milter.test>\r\n", &mut transcript);
+            reply('2', &mut transcript);
+            send("RCPT TO:<inbox@milter.test>\r\n", &mut transcript);
+            reply('2', &mut transcript);
+            if abort {
+                send("RSET\r\n", &mut transcript);
+                reply('2', &mut transcript);
+                continue;
+            }
+            send("DATA\r\n", &mut transcript);
+            reply('3', &mut transcript);
+            send(&format!("Subject: multi-{n}\r\n{extra}\r\nMessage {n} of one session.\r\n.\r\n"), &mut transcript);
+            let line = reply('2', &mut transcript);
+            let queue_id = line.split("queued as ").nth(1).map(|id| id.trim().to_owned());
+            queue_ids.push(queue_id.unwrap_or_else(|| panic!("no queue id in {line:?}")));
+        }
+        send("QUIT\r\n", &mut transcript);
+        reply('2', &mut transcript);
+        queue_ids
     }
 
     /// The delivered messages, waiting (at most 60 s) until there are `n`: (Subject, the values
@@ -198,9 +253,11 @@ fn postfix_smtpd_milter_sessions_header_and_kill() {
     ];
     let queue_ids: HashMap<&str, String> =
         sessions.iter().map(|(subject, extra)| (*subject, lab.swaks(subject, extra))).collect();
+    let multi = lab.several_messages();
+    let n_sessions = sessions.len() + 1;
 
-    let observations = milter.wait_observations(sessions.len());
-    assert_eq!(observations.len(), sessions.len(), "{observations:#?}");
+    let observations = milter.wait_observations(n_sessions);
+    assert_eq!(observations.len(), n_sessions, "{observations:#?}");
     for o in &observations {
         assert_eq!((o["direction"].as_str(), o["source"]["kind"].as_str()), (Some("inbound"), Some("milter")));
         assert_eq!((o["source"]["trust"].as_str(), o["mta"].as_str()), (Some("milter"), Some("postfix")));
@@ -219,13 +276,17 @@ fn postfix_smtpd_milter_sessions_header_and_kill() {
     assert_eq!((cert["outcome"].as_str(), cert["tls"]["trust"].as_str()), (Some("tls"), Some("trusted")));
     let forged = by_queue_id(&observations, &queue_ids["forged"]);
     assert_eq!(forged["outcome"], "plaintext");
+    // Several messages (and an aborted one) in one session: one observation with both queue ids.
+    let several = by_queue_id(&observations, &multi[0]);
+    assert_eq!(several["queue_ids"], serde_json::json!(multi), "{several}");
+    assert_eq!((several["outcome"].as_str(), several["delivered"].as_bool()), (Some("plaintext"), Some(true)));
     // The milter's session is the one Postfix logged: same client port.
     for (subject, queue_id) in &queue_ids {
         let o = by_queue_id(&observations, queue_id);
         assert_eq!(o["peer"]["port"].as_u64(), Some(lab.client_port(queue_id)), "{subject}");
     }
 
-    let messages = lab.delivered(sessions.len());
+    let messages = lab.delivered(sessions.len() + multi.len());
     let header = |subject: &str| -> &Vec<String> {
         messages.get(subject).unwrap_or_else(|| panic!("no message {subject} in {messages:#?}"))
     };
@@ -235,6 +296,8 @@ fn postfix_smtpd_milter_sessions_header_and_kill() {
         ("plain", "tls=none"),
         ("client-cert", "tls=TLSv1.3"),
         ("forged", "tls=none"),
+        ("multi-1", "tls=none"),
+        ("multi-2", "tls=none"),
     ] {
         let values = header(subject);
         assert_eq!(values.len(), 1, "exactly our one header in {subject}: {values:?}");
@@ -246,10 +309,10 @@ fn postfix_smtpd_milter_sessions_header_and_kill() {
     // The milter dies mid-run: Postfix still accepts and delivers, without our header.
     let pid = milter.pid();
     let before_kill = milter.kill();
-    assert_eq!(before_kill.len(), sessions.len(), "nothing more was printed");
+    assert_eq!(before_kill.len(), n_sessions, "nothing more was printed");
     assert!(!Path::new(&format!("/proc/{pid}")).exists() || !is_running(pid), "milter {pid} still runs");
     lab.swaks("after-kill", &["--tls"]);
-    let messages = lab.delivered(sessions.len() + 1);
+    let messages = lab.delivered(sessions.len() + multi.len() + 1);
     assert_eq!(messages["after-kill"], Vec::<String>::new(), "no header without the milter");
     assert!(
         lab.log()

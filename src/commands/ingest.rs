@@ -563,6 +563,7 @@ pub fn run(args: &IngestArgs) -> Result<()> {
         if let Some(milter) = &counters.milter {
             eprintln!("  milter observations          {:>10}", milter.milter);
             eprintln!("  log duplicates of milter     {:>10}", milter.log_duplicates);
+            eprintln!("  log kept (milter unknown)    {:>10}", milter.log_kept);
             eprintln!("  late milter duplicates       {:>10}", milter.late_milter_duplicates);
             eprintln!("  inbound log-only sessions    {:>10}", milter.log_unmatched);
         }

@@ -11,10 +11,12 @@
 //! some, and their start times are at most [`DedupConfig::window`] apart. Pairing is one to one;
 //! among several candidates an exact one (same port or a shared queue id) wins, then the nearest
 //! start time. Of a pair, the milter's Observation is kept (highest source trust) and the log's
-//! dropped. Since the log usually trails the milter, a log inbound Observation waits up to
-//! [`DedupConfig::grace`] for its milter twin before it is emitted; a milter Observation that
-//! arrives after its log twin was emitted is then dropped instead (counted), so the session still
-//! counts once. Every pairing preserves the client IP, so per-endpoint counts are exact even when
+//! dropped, unless the milter's outcome is `unknown` (a session that ended before MAIL, e.g. a
+//! failed STARTTLS handshake) and the log's is not: then the log's is kept. Since the log usually
+//! trails the milter, a log inbound Observation (and a milter one that says `unknown`) waits up to
+//! [`DedupConfig::grace`] for its twin before it is emitted; a milter Observation that arrives
+//! after its log twin was emitted is then dropped instead (counted), so the session still counts
+//! once. Every pairing preserves the client IP, so per-endpoint counts are exact even when
 //! sessions without port or queue id are paired with the wrong twin.
 //!
 //! **Invariants:** no IO and no clock (the caller passes `now`); memory is bounded by
@@ -25,16 +27,17 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::observation::{Direction, Observation};
+use crate::observation::{Direction, Observation, Outcome};
 
 /// Limits of the pairing.
 #[derive(Debug, Clone, Copy)]
 pub struct DedupConfig {
     /// Largest difference of start times (log time against milter time) of one session.
     pub window: Duration,
-    /// How long a log inbound Observation waits for its milter twin before it is emitted.
+    /// How long a log inbound Observation (or a milter one with outcome `unknown`) waits for its
+    /// twin before it is emitted.
     pub grace: Duration,
-    /// Most sessions remembered, and most log Observations held, at once.
+    /// Most sessions remembered, and most Observations held, at once.
     pub max_entries: usize,
 }
 
@@ -51,6 +54,8 @@ pub struct DedupCounters {
     pub milter: u64,
     /// Log Observations dropped because the milter's Observation of the session was kept.
     pub log_duplicates: u64,
+    /// Pairs where the log's Observation was kept: the milter's said `unknown`, the log's knew.
+    pub log_kept: u64,
     /// Milter Observations dropped because the log's had already been emitted.
     pub late_milter_duplicates: u64,
     /// Log Observations emitted after waiting for a milter twin that did not come.
@@ -78,8 +83,8 @@ struct Seen {
 #[derive(Debug, Default)]
 pub struct MilterDedup {
     config: DedupConfig,
-    /// Log Observations waiting for their milter twin, with their release time, oldest first.
-    held: VecDeque<(Instant, Observation)>,
+    /// Observations waiting for their twin, with their release time, oldest first.
+    held: VecDeque<(Instant, Side, Observation)>,
     /// Emitted sessions by client IP, oldest first.
     recent: HashMap<String, VecDeque<Seen>>,
     /// (forget at, IP) of every remembered session, oldest first.
@@ -87,8 +92,8 @@ pub struct MilterDedup {
     counters: DedupCounters,
 }
 
-/// How well `candidate` fits the session of `observation`: `None` when it cannot be the same
-/// session, else (not exact, distance in µs): lower is better.
+/// How well a candidate (its port, start, queue ids) fits the session of `observation`: `None`
+/// when it cannot be the same session, else (not exact, distance in µs): lower is better.
 fn fit(
     observation: &Observation,
     port: Option<u16>,
@@ -123,7 +128,7 @@ impl MilterDedup {
         &self.counters
     }
 
-    /// Log Observations waiting for their milter twin.
+    /// Observations waiting for their twin.
     pub fn held(&self) -> usize {
         self.held.len()
     }
@@ -134,7 +139,7 @@ impl MilterDedup {
     }
 
     /// An Observation from the log: emitted into `out` now (not inbound), dropped (its milter
-    /// twin was emitted), or held for [`DedupConfig::grace`].
+    /// twin was emitted), paired with a held milter twin, or held for [`DedupConfig::grace`].
     pub fn log(&mut self, observation: Observation, now: Instant, out: &mut Vec<Observation>) {
         self.forget(now);
         if !Self::applies(&observation) {
@@ -145,16 +150,16 @@ impl MilterDedup {
             self.counters.log_duplicates += 1;
             return;
         }
-        if self.held.len() >= self.config.max_entries {
-            if let Some((_, oldest)) = self.held.pop_front() {
-                self.emit_log(oldest, now, out);
-            }
+        if let Some(milter) = self.take_held(&observation, Side::Milter) {
+            self.pair(milter, observation, out);
+            return;
         }
-        self.held.push_back((now + self.config.grace, observation));
+        self.hold(Side::Log, observation, now, out);
     }
 
-    /// An Observation from the milter: its held log twin is dropped and it is emitted, or it is
-    /// dropped because its log twin was already emitted, or it is emitted and remembered.
+    /// An Observation from the milter: paired with its held log twin, or dropped because its log
+    /// twin was already emitted, or held (outcome `unknown`: the log may know better), or emitted
+    /// and remembered.
     pub fn milter(&mut self, observation: Observation, now: Instant, out: &mut Vec<Observation>) {
         self.forget(now);
         self.counters.milter += 1;
@@ -162,48 +167,78 @@ impl MilterDedup {
             out.push(observation);
             return;
         }
-        let window = self.config.window;
-        let best = self
-            .held
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, held))| held.peer.ip == observation.peer.ip)
-            .filter_map(|(idx, (_, held))| {
-                fit(&observation, held.peer.port, held.ts.timestamp_micros(), &held.queue_ids, window).map(|f| (f, idx))
-            })
-            .min();
-        if let Some((_, idx)) = best {
-            self.held.remove(idx);
-            self.counters.log_duplicates += 1;
-            out.push(observation);
+        if let Some(log) = self.take_held(&observation, Side::Log) {
+            self.pair(observation, log, out);
             return;
         }
         if self.take_twin(&observation, Side::Log) {
             self.counters.late_milter_duplicates += 1;
             return;
         }
+        if observation.outcome == Outcome::Unknown {
+            self.hold(Side::Milter, observation, now, out);
+            return;
+        }
         self.remember(&observation, Side::Milter, now);
         out.push(observation);
     }
 
-    /// Emits the held log Observations whose grace is over (all of them with `all`: before a
+    /// Emits the held Observations whose grace is over (all of them with `all`: before a
     /// checkpoint, which must not leave an Observation only in memory).
     pub fn release(&mut self, now: Instant, all: bool, out: &mut Vec<Observation>) {
         self.forget(now);
-        while let Some((release_at, _)) = self.held.front() {
+        while let Some((release_at, _, _)) = self.held.front() {
             if !all && *release_at > now {
                 break;
             }
-            if let Some((_, observation)) = self.held.pop_front() {
-                self.emit_log(observation, now, out);
+            if let Some((_, side, observation)) = self.held.pop_front() {
+                self.emit_held(side, observation, now, out);
             }
         }
     }
 
-    fn emit_log(&mut self, observation: Observation, now: Instant, out: &mut Vec<Observation>) {
-        self.counters.log_unmatched += 1;
-        self.remember(&observation, Side::Log, now);
+    /// One session seen by both: the milter's Observation is kept, unless it says `unknown`
+    /// and the log's knows the outcome.
+    fn pair(&mut self, milter: Observation, log: Observation, out: &mut Vec<Observation>) {
+        if milter.outcome == Outcome::Unknown && log.outcome != Outcome::Unknown {
+            self.counters.log_kept += 1;
+            out.push(log);
+        } else {
+            self.counters.log_duplicates += 1;
+            out.push(milter);
+        }
+    }
+
+    fn hold(&mut self, side: Side, observation: Observation, now: Instant, out: &mut Vec<Observation>) {
+        if self.held.len() >= self.config.max_entries {
+            if let Some((_, side, oldest)) = self.held.pop_front() {
+                self.emit_held(side, oldest, now, out);
+            }
+        }
+        self.held.push_back((now + self.config.grace, side, observation));
+    }
+
+    fn emit_held(&mut self, side: Side, observation: Observation, now: Instant, out: &mut Vec<Observation>) {
+        if side == Side::Log {
+            self.counters.log_unmatched += 1;
+        }
+        self.remember(&observation, side, now);
         out.push(observation);
+    }
+
+    /// Takes the best held twin of `observation` from `side`.
+    fn take_held(&mut self, observation: &Observation, side: Side) -> Option<Observation> {
+        let window = self.config.window;
+        let best = self
+            .held
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, held_side, held))| *held_side == side && held.peer.ip == observation.peer.ip)
+            .filter_map(|(idx, (_, _, held))| {
+                fit(observation, held.peer.port, held.ts.timestamp_micros(), &held.queue_ids, window).map(|f| (f, idx))
+            })
+            .min()?;
+        self.held.remove(best.1).map(|(_, _, held)| held)
     }
 
     /// Marks the best remembered twin of `observation` from `side` as used; false when none fits.
@@ -267,7 +302,7 @@ mod tests {
     use chrono::DateTime;
 
     use super::*;
-    use crate::observation::{event_id, Mta, Outcome, PeerInfo, Source};
+    use crate::observation::{event_id, Mta, PeerInfo, Source};
 
     fn session(kind: &str, ip: &str, port: Option<u16>, ts_secs: i64, queue_ids: &[&str]) -> Observation {
         let ts = DateTime::from_timestamp(ts_secs, 0).unwrap();
@@ -336,8 +371,45 @@ mod tests {
         assert_eq!(kinds(&out), ["file"]);
         assert_eq!(
             dedup.counters(),
-            &DedupCounters { milter: 1, log_duplicates: 0, late_milter_duplicates: 1, log_unmatched: 1 }
+            &DedupCounters { milter: 1, log_duplicates: 0, log_kept: 0, late_milter_duplicates: 1, log_unmatched: 1 }
         );
+    }
+
+    #[test]
+    fn an_unknown_milter_outcome_gives_way_to_a_log_that_knows() {
+        let now = Instant::now();
+        let unknown =
+            |kind: &str| Observation { outcome: Outcome::Unknown, ..session(kind, "192.0.2.1", Some(7), 100, &[]) };
+        for milter_first in [true, false] {
+            let mut dedup = MilterDedup::new(DedupConfig::default());
+            let mut out = Vec::new();
+            let failed =
+                Observation { outcome: Outcome::HandshakeFailed, ..session("file", "192.0.2.1", Some(7), 100, &[]) };
+            if milter_first {
+                dedup.milter(unknown("milter"), now, &mut out);
+                assert!(out.is_empty(), "an unknown milter observation waits for the log");
+                dedup.log(failed, now + Duration::from_secs(1), &mut out);
+            } else {
+                dedup.log(failed, now, &mut out);
+                dedup.milter(unknown("milter"), now + Duration::from_secs(1), &mut out);
+            }
+            dedup.release(now + Duration::from_secs(10), true, &mut out);
+            assert_eq!(kinds(&out), ["file"], "milter first: {milter_first}");
+            assert_eq!(out[0].outcome, Outcome::HandshakeFailed);
+            assert_eq!(dedup.counters().log_kept, 1);
+        }
+        // Both unknown: the milter's is kept; alone, an unknown milter one is emitted after the grace.
+        let mut dedup = MilterDedup::new(DedupConfig::default());
+        let mut out = Vec::new();
+        dedup.milter(unknown("milter"), now, &mut out);
+        dedup.log(unknown("file"), now, &mut out);
+        dedup.milter(
+            Observation { peer: PeerInfo { port: Some(8), ..unknown("milter").peer }, ..unknown("milter") },
+            now,
+            &mut out,
+        );
+        dedup.release(now + Duration::from_secs(3), false, &mut out);
+        assert_eq!(kinds(&out), ["milter", "milter"]);
     }
 
     #[test]

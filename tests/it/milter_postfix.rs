@@ -10,7 +10,9 @@
 //!
 //! `ingest_with_milter_counts_each_session_once` runs the same lab under `tlsledger ingest
 //! --follow MAILLOG --milter-listen`: the log and the milter both see every session, and each
-//! must be counted once (stdout and the reputation state), with the milter's Observation kept.
+//! must be counted once (stdout, the reputation state and ClickHouse), with the milter's
+//! Observation kept, except where the milter could only say `unknown` (no MAIL: a session that
+//! quit after EHLO, a failed TLS 1.0 handshake) and the log knows better.
 //!
 //! Ports (no other test uses 13000-14999): smtpd on 127.0.0.1 in 13000-13999, the ClickHouse
 //! 18.16 server of the ingest test in 14000-14999, the milter on a free port picked by the
@@ -450,14 +452,24 @@ fn ingest_with_milter_counts_each_session_once() {
         ("forged", vec!["--add-header", "X-TLSLedger: class=historically-valid; forged=1"]),
     ];
     let queue_ids: Vec<String> = sessions.iter().map(|(subject, extra)| lab.swaks(subject, extra)).collect();
-    // A session without a message (no queue id): paired by the client port alone.
-    let output = Command::new("swaks")
-        .args(["--server", lab.var("SMTPD_ADDR"), "--port", lab.var("SMTPD_PORT"), "--quit-after", "EHLO"])
-        .args(["--ehlo", "client.milter.test", "--to", "inbox@milter.test"])
-        .output()
-        .expect("swaks");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
-    let n_sessions = sessions.len() + 1;
+    // Two sessions without a message (no queue id), paired by the client port alone, and both
+    // `unknown` to the milter (no MAIL): one quits after EHLO in plaintext, one fails its TLS 1.0
+    // handshake (OpenSSL 3 refuses TLS 1.0's signature algorithms; swaks exits 29). The log
+    // knows both outcomes, so its observations are the ones kept.
+    let swaks = |extra: &[&str]| {
+        Command::new("swaks")
+            .args(["--server", lab.var("SMTPD_ADDR"), "--port", lab.var("SMTPD_PORT"), "--quit-after", "EHLO"])
+            .args(["--ehlo", "client.milter.test", "--to", "inbox@milter.test"])
+            .args(extra)
+            .output()
+            .expect("swaks")
+    };
+    let ehlo_only = swaks(&[]);
+    assert!(ehlo_only.status.success(), "{}", String::from_utf8_lossy(&ehlo_only.stdout));
+    let tls10 = swaks(&["--tls", "--tls-protocol", "tlsv1"]);
+    let transcript = format!("{}{}", String::from_utf8_lossy(&tls10.stdout), String::from_utf8_lossy(&tls10.stderr));
+    assert!(transcript.contains("TLS startup failed"), "the TLS 1.0 handshake should fail:\n{transcript}");
+    let n_sessions = sessions.len() + 2;
 
     // Every session is in the log and every message delivered; then wait until ingest has read
     // the whole log (its checkpoint reaches the end: no connection is open any more).
@@ -478,23 +490,31 @@ fn ingest_with_milter_counts_each_session_once() {
     }
     let (observations, stderr) = ingest.stop_with("inbound log-only sessions");
     assert_eq!(observations.len(), n_sessions, "one observation per session:\n{observations:#?}\n{stderr}");
-    for o in &observations {
-        assert_eq!((o["source"]["kind"].as_str(), o["direction"].as_str()), (Some("milter"), Some("inbound")), "{o}");
-    }
+    assert!(observations.iter().all(|o| o["direction"] == "inbound"), "{observations:#?}");
     for queue_id in &queue_ids {
         let o = by_queue_id(&observations, queue_id);
+        assert_eq!(o["source"]["kind"], "milter", "the milter's observation is kept: {o}");
         assert_eq!(o["peer"]["port"].as_u64(), Some(lab.client_port(queue_id)));
     }
+    let mut from_log: Vec<&str> = observations
+        .iter()
+        .filter(|o| o["source"]["kind"] == "file")
+        .map(|o| o["outcome"].as_str().expect("outcome"))
+        .collect();
+    from_log.sort_unstable();
+    assert_eq!(from_log, ["handshake-failed", "plaintext"], "the log's kept where the milter said unknown");
     let stat = |label: &str| crate::common::stat(stderr.as_bytes(), label);
     assert_eq!(stat("milter observations"), n_sessions as u64, "{stderr}");
-    assert_eq!(stat("log duplicates of milter"), n_sessions as u64, "every log session had its milter twin");
+    assert_eq!(stat("log duplicates of milter"), sessions.len() as u64, "{stderr}");
+    assert_eq!(stat("log kept (milter unknown)"), 2, "{stderr}");
     assert_eq!((stat("late milter duplicates"), stat("inbound log-only sessions")), (0, 0), "{stderr}");
 
-    // ClickHouse has one row per session, each the milter's.
+    // ClickHouse has one row per session.
     let rows = clickhouse.query(&format!(
         "SELECT count(), uniqExact(event_id), countIf(source_kind = 'milter') FROM {database}.observations FORMAT TSV"
     ));
-    assert_eq!(rows.trim(), format!("{n}\t{n}\t{n}", n = n_sessions), "rows, distinct event ids, milter rows");
+    let want = format!("{n_sessions}\t{n_sessions}\t{}", sessions.len());
+    assert_eq!(rows.trim(), want, "rows, distinct event ids, milter rows");
 
     // The reputation state counted each session once too.
     let output = crate::common::tlsledger(&["explain", "127.0.0.1", "--state", state_arg, "--json"], b"");
@@ -511,10 +531,9 @@ fn ingest_with_milter_counts_each_session_once() {
         .iter()
         .map(|pair| (pair[0].as_str().expect("outcome").to_owned(), pair[1].as_u64().expect("count")))
         .collect();
-    // The session without MAIL is `unknown` to the milter (it cannot tell plaintext from a
-    // STARTTLS it did not see), which is no decision; the ring of latest outcomes has all six.
-    assert_eq!((decisions.get("tls"), decisions.get("plaintext")), (Some(&3), Some(&2)), "{inbound:#}");
-    assert_eq!(decisions.values().sum::<u64>(), n_sessions as u64 - 1, "{inbound:#}");
+    assert_eq!((decisions.get("tls"), decisions.get("plaintext")), (Some(&3), Some(&3)), "{inbound:#}");
+    assert_eq!(decisions.get("handshake-failed"), Some(&1), "{inbound:#}");
+    assert_eq!(decisions.values().sum::<u64>(), n_sessions as u64, "{inbound:#}");
     assert_eq!(inbound["recent"].as_array().map(Vec::len), Some(n_sessions), "{inbound:#}");
     drop(lab);
     let _ = std::fs::remove_dir_all(&scratch);

@@ -11,6 +11,7 @@
 #   PORT_BASE=13980    the no-op milter listens on 127.0.0.1:PORT_BASE, tlsledger on PORT_BASE+1
 #   STATE=1            1: tlsledger keeps a reputation state (--state) and classifies every sender
 #                      from it for the header, as in production; 0: no state
+#   BUILD=1            0: use the binaries already built (TLSLEDGER and DRIVER override their paths)
 #
 # The load client is examples/milter_load.rs (`load`): Postfix's side of the protocol with its
 # macros (connect, HELO after STARTTLS with the TLS macros, MAIL with the queue id, RCPT, DATA,
@@ -31,11 +32,13 @@ STATE=${STATE:-1}
 NOOP_ADDR=127.0.0.1:$PORT_BASE
 OURS_ADDR=127.0.0.1:$((PORT_BASE + 1))
 
-echo "== building (release)"
-cargo build --release --bin tlsledger --example milter_load >/dev/null
 target=${CARGO_TARGET_DIR:-target}/release
-tlsledger=$target/tlsledger
-driver=$target/examples/milter_load
+if [[ "${BUILD:-1}" == 1 ]]; then
+    echo "== building (release)"
+    cargo build --release --bin tlsledger --example milter_load >/dev/null
+fi
+tlsledger=${TLSLEDGER:-$target/tlsledger}
+driver=${DRIVER:-$target/examples/milter_load}
 
 work=$(mktemp -d /tmp/milter-load.XXXXXX)
 pids=()

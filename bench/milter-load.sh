@@ -5,7 +5,9 @@
 # Usage: bench/milter-load.sh
 # Environment:
 #   SESSIONS=20000     SMTP sessions per round and milter
-#   CONCURRENCY=50     sessions at a time (one milter connection each, as Postfix's smtpd)
+#   CONCURRENCY=50     sessions at a time (one milter connection each, as Postfix's smtpd): the
+#                      throughput phase
+#   LATENCY_SESSIONS=5000  sessions one at a time: the latency phase (no queueing in either milter)
 #   ROUNDS=3           rounds; the milters take turns within a round, the median round is reported
 #   IDLE=1000          idle connections for the memory figure
 #   PORT_BASE=13980    the no-op milter listens on 127.0.0.1:PORT_BASE, tlsledger on PORT_BASE+1
@@ -26,6 +28,7 @@ cd "$(dirname "$0")/.."
 SESSIONS=${SESSIONS:-20000}
 CONCURRENCY=${CONCURRENCY:-50}
 ROUNDS=${ROUNDS:-3}
+LATENCY_SESSIONS=${LATENCY_SESSIONS:-5000}
 IDLE=${IDLE:-1000}
 PORT_BASE=${PORT_BASE:-13980}
 STATE=${STATE:-1}
@@ -75,22 +78,28 @@ done
 
 value() { sed -n "s/^$1=//p" "$2"; }
 
-echo "== load: $SESSIONS sessions per round, $CONCURRENCY concurrent, $ROUNDS rounds (state: $STATE)"
+echo "== load: $SESSIONS sessions per round, $CONCURRENCY concurrent, then $LATENCY_SESSIONS one at a time; $ROUNDS rounds (state: $STATE)"
 for round in $(seq "$ROUNDS"); do
-    for who in noop ours; do
-        addr=$NOOP_ADDR
-        [[ $who == ours ]] && addr=$OURS_ADDR
-        "$driver" load "$addr" "$SESSIONS" "$CONCURRENCY" >"$work/$who-$round.txt"
-        printf '  round %s %-5s %6s sessions/s  p50 %6s us  p99 %6s us\n' "$round" "$who" \
-            "$(value sessions_per_sec "$work/$who-$round.txt")" "$(value p50_us "$work/$who-$round.txt")" \
-            "$(value p99_us "$work/$who-$round.txt")"
+    for phase in load latency; do
+        for who in noop ours; do
+            addr=$NOOP_ADDR
+            [[ $who == ours ]] && addr=$OURS_ADDR
+            out=$work/$who-$phase-$round.txt
+            if [[ $phase == load ]]; then
+                "$driver" load "$addr" "$SESSIONS" "$CONCURRENCY" >"$out"
+            else
+                "$driver" load "$addr" "$LATENCY_SESSIONS" 1 >"$out"
+            fi
+            printf '  round %s %-7s %-5s %6s sessions/s  p50 %6s us  p99 %6s us\n' "$round" "$phase" "$who" \
+                "$(value sessions_per_sec "$out")" "$(value p50_us "$out")" "$(value p99_us "$out")"
+        done
     done
 done
 
 # The median round by tlsledger's throughput ratio.
 best=$(for round in $(seq "$ROUNDS"); do
-    n=$(value sessions_per_sec "$work/noop-$round.txt")
-    o=$(value sessions_per_sec "$work/ours-$round.txt")
+    n=$(value sessions_per_sec "$work/noop-load-$round.txt")
+    o=$(value sessions_per_sec "$work/ours-load-$round.txt")
     echo "$(awk -v o="$o" -v n="$n" 'BEGIN { printf "%.4f", o / n }') $round"
 done | sort -n | awk -v r="$ROUNDS" 'NR == int((r + 1) / 2) { print $2 }')
 
@@ -98,18 +107,24 @@ echo "== idle connections: $IDLE"
 "$driver" idle "$NOOP_ADDR" "$IDLE" "$noop_pid" >"$work/noop-idle.txt"
 "$driver" idle "$OURS_ADDR" "$IDLE" "$ours_pid" >"$work/ours-idle.txt"
 
-n=$work/noop-$best.txt
-o=$work/ours-$best.txt
+n=$work/noop-load-$best.txt
+o=$work/ours-load-$best.txt
+nl=$work/noop-latency-$best.txt
+ol=$work/ours-latency-$best.txt
 echo "== result (median round $best)"
 awk -v nr="$(value sessions_per_sec "$n")" -v or="$(value sessions_per_sec "$o")" \
-    -v n50="$(value p50_us "$n")" -v o50="$(value p50_us "$o")" \
-    -v n99="$(value p99_us "$n")" -v o99="$(value p99_us "$o")" \
+    -v n50="$(value p50_us "$nl")" -v o50="$(value p50_us "$ol")" \
+    -v n99="$(value p99_us "$nl")" -v o99="$(value p99_us "$ol")" \
+    -v c50="$(value p50_us "$n")" -v d50="$(value p50_us "$o")" \
+    -v c99="$(value p99_us "$n")" -v d99="$(value p99_us "$o")" \
     -v nm="$(value bytes_per_idle_connection "$work/noop-idle.txt")" \
     -v om="$(value bytes_per_idle_connection "$work/ours-idle.txt")" 'BEGIN {
     printf "  %-28s %12s %12s\n", "", "no-op", "tlsledger"
-    printf "  %-28s %12d %12d   ratio %.2f (target >= 0.80)\n", "sessions/s", nr, or, or / nr
-    printf "  %-28s %12d %12d   added %d us\n", "session p50 (us)", n50, o50, o50 - n50
-    printf "  %-28s %12d %12d   added %d us (target <= 1000)\n", "session p99 (us)", n99, o99, o99 - n99
+    printf "  %-28s %12d %12d   ratio %.2f (target >= 0.80)\n", "sessions/s (concurrent)", nr, or, or / nr
+    printf "  %-28s %12d %12d   added %d us\n", "p50 one at a time (us)", n50, o50, o50 - n50
+    printf "  %-28s %12d %12d   added %d us (target <= 1000)\n", "p99 one at a time (us)", n99, o99, o99 - n99
+    printf "  %-28s %12d %12d   added %d us\n", "p50 concurrent (us)", c50, d50, d50 - c50
+    printf "  %-28s %12d %12d   added %d us\n", "p99 concurrent (us)", c99, d99, d99 - c99
     printf "  %-28s %12d %12d\n", "bytes per idle connection", nm, om
 }'
 # tlsledger's own account: sessions, observations written or dropped, classification timeouts.

@@ -18,8 +18,8 @@
 //! (`/proc/PID/status` `VmRSS`) before and after and the difference per connection.
 //!
 //! `… -- noop HOST:PORT [MAX_CONNECTIONS]` serves a milter on the same library (indymilter) that
-//! negotiates the same stages and flags as tlsledger's milter and answers continue to everything
-//! without looking at anything: the baseline.
+//! negotiates the same stages and flags as tlsledger's milter, sets `TCP_NODELAY` as it does, and
+//! answers continue to everything without looking at anything: the baseline.
 
 // The driver prints its figures on stdout for the script to read.
 #![allow(clippy::print_stdout)]
@@ -282,6 +282,21 @@ async fn idle(address: String, n: u64, pid: u32) -> Result<()> {
     Ok(())
 }
 
+/// TCP connections with `TCP_NODELAY`, as tlsledger's milter sets it: the comparison is about
+/// the work done per session, not the socket options.
+struct NoDelay(tokio::net::TcpListener);
+
+impl indymilter::Listener for NoDelay {
+    type Io = TcpStream;
+
+    fn poll_accept(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<TcpStream>> {
+        self.0.poll_accept(cx).map_ok(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            stream
+        })
+    }
+}
+
 async fn noop(address: String, max_connections: usize) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&address).await.with_context(|| format!("listen on {address}"))?;
     println!("noop milter listening on {}", listener.local_addr()?);
@@ -309,7 +324,7 @@ async fn noop(address: String, max_connections: usize) -> Result<()> {
         .on_header(|_, _, _| Box::pin(async { Status::Noreply }))
         .on_eom(|_| Box::pin(async { Status::Continue }));
     let config = indymilter::Config { max_connections, ..Default::default() };
-    indymilter::run(listener, callbacks, config, tokio::signal::ctrl_c()).await?;
+    indymilter::run(NoDelay(listener), callbacks, config, tokio::signal::ctrl_c()).await?;
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 //! follower thread ─┐                       ┌─► stdout (JSON lines)
 //! syslog listeners ├─► Input channel ─► core ─► ClickHouse sink thread (batches, spool)
 //! stdin thread    ─┤   (bounded)       (parse, ├─► reputation state (IndraDB snapshot)
-//! ticker, signals ─┘                   correlate) └─► checkpoint file
+//! milter sessions ─┤                   correlate, └─► checkpoint file
+//! ticker, signals ─┘                   pair with the milter: ingest_milter.rs)
 //! ```
 //!
 //! **Checkpoints** (files only): every `checkpoint_interval` the core makes a sync point: it
@@ -37,12 +38,14 @@ use tokio::sync::mpsc;
 use crate::clock::Zone;
 use crate::commands::clickhouse_args::{ClickhouseArgs, SinkArgs};
 use crate::commands::ingest_metrics::{self, Published, Snapshot};
+use crate::commands::ingest_milter::{self, IngestMilterArgs, MilterConfig, MilterCore, MilterTable};
 use crate::commands::parse::{format_stats, LineCounters, ParseSummary, SinkThread, StateWriter, Stream};
 use crate::correlate::{Config, Correlator, SourceId, TlsLogging};
 use crate::observation::{Observation, Source};
 use crate::sinks::clickhouse::InsertTarget;
 use crate::sources::follow::{FileEvent, FileKey, FollowConfig, Follower, Resume};
 use crate::sources::journald::{self, JournalConfig, JournalEntry};
+use crate::sources::milter::Request;
 use crate::sources::syslog::{self, SyslogBatch, SyslogConfig, SyslogCounters};
 
 /// Options of `tlsledger ingest`. Every option can also be set in the TOML file given with
@@ -187,6 +190,10 @@ pub struct IngestArgs {
     /// Batching, retries and spool of the ClickHouse load.
     #[command(flatten, next_help_heading = "ClickHouse load")]
     pub sink: SinkArgs,
+
+    /// The milter in this process (`[milter]` in the configuration file).
+    #[command(flatten, next_help_heading = "Milter")]
+    pub milter: IngestMilterArgs,
 }
 
 /// The configuration file: the same settings as the flags.
@@ -224,6 +231,7 @@ struct FileConfig {
     journal_directory: Option<PathBuf>,
     journal_match: Option<Vec<String>>,
     journalctl: Option<PathBuf>,
+    milter: Option<MilterTable>,
 }
 
 /// Settings after merging the file and the flags.
@@ -250,6 +258,7 @@ pub struct Settings {
     metrics_listen: Option<SocketAddr>,
     metrics_allow: Vec<IpNet>,
     journal: Option<JournalConfig>,
+    milter: Option<MilterConfig>,
 }
 
 impl Settings {
@@ -389,6 +398,7 @@ impl Settings {
                     journalctl: args.journalctl.clone().or(file.journalctl.clone()),
                 })
             },
+            milter: MilterConfig::resolve(&args.milter, file.milter.as_ref())?,
         };
         if settings.feed_dir.is_some() && settings.state.is_none() {
             anyhow::bail!("--feed-dir needs the reputation state: drop --no-state");
@@ -399,9 +409,10 @@ impl Settings {
             && settings.syslog.unix.is_empty()
             && !settings.stdin
             && settings.journal.is_none()
+            && settings.milter.is_none()
         {
             anyhow::bail!(
-                "nothing to read: give --follow PATH, --journal, --syslog-listen ADDR or --stdin (or set them in --config)"
+                "nothing to read: give --follow PATH, --journal, --syslog-listen ADDR, --milter-listen SPEC or --stdin (or set them in --config)"
             );
         }
         if (!settings.follow.is_empty() || settings.journal.is_some()) && settings.checkpoint_dir.is_none() {
@@ -429,6 +440,8 @@ enum Input {
     Stdin(Option<(u64, Vec<u8>)>),
     /// One entry of the systemd journal.
     Journal(JournalEntry),
+    /// A request of the milter's sessions.
+    Milter(Request),
     Tick,
     /// SIGHUP: read the configuration again.
     Reload,
@@ -546,6 +559,8 @@ pub struct IngestCounters {
     pub feed_refreshes: u64,
     /// Feed refreshes refused (churn guard) or failed.
     pub feed_failures: u64,
+    /// The pairing of milter and log sessions (with `--milter-listen`).
+    pub milter: Option<crate::correlate::milter_dedup::DedupCounters>,
 }
 
 /// Runs the daemon until a signal (or, with `--exit-at-end`, the end of the input).
@@ -561,6 +576,13 @@ pub fn run(args: &IngestArgs) -> Result<()> {
         eprintln!("  file read errors             {:>10}", counters.file_errors);
         eprintln!("  feed refreshes               {:>10}", counters.feed_refreshes);
         eprintln!("  feed refreshes not published {:>10}", counters.feed_failures);
+        if let Some(milter) = &counters.milter {
+            eprintln!("  milter observations          {:>10}", milter.milter);
+            eprintln!("  log duplicates of milter     {:>10}", milter.log_duplicates);
+            eprintln!("  log kept (milter unknown)    {:>10}", milter.log_kept);
+            eprintln!("  late milter duplicates       {:>10}", milter.late_milter_duplicates);
+            eprintln!("  inbound log-only sessions    {:>10}", milter.log_unmatched);
+        }
         if let Ok(peers) = syslog_counters.lock() {
             for (peer, c) in peers.iter() {
                 eprintln!(
@@ -605,6 +627,15 @@ fn run_with(settings: &Settings, args: &IngestArgs) -> Result<(ParseSummary, Ing
                     }
                 }
             });
+        }
+        if let Some(config) = &settings.milter {
+            let (forward, stop) = (sender.clone(), Arc::clone(&stop));
+            let shutdown = async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            ingest_milter::spawn(config, move |r| forward.blocking_send(Input::Milter(r)).is_ok(), shutdown).await?;
         }
         if let Some(addr) = settings.metrics_listen {
             ingest_metrics::spawn(addr, settings.metrics_allow.clone(), published.clone(), syslog_counters.clone())
@@ -781,6 +812,8 @@ struct Core {
     published: Published,
     /// Journal sources by (sequence space, trusted).
     journal_keys: HashMap<(String, bool), FileKey>,
+    /// The milter's side (`--milter-listen`).
+    milter: Option<MilterCore>,
 }
 
 /// Keys of journal sources start here, far above the follower's.
@@ -801,7 +834,12 @@ impl Core {
         let (finished, live): (Vec<_>, Vec<_>) = checkpoints.files.into_iter().partition(|f| f.finished);
         let pending =
             live.into_iter().filter_map(|f| Some((u64::from_str_radix(&f.fingerprint, 16).ok()?, f))).collect();
+        let milter = match &settings.milter {
+            Some(config) => Some(MilterCore::new(config, settings.feed_thresholds.as_deref())?),
+            None => None,
+        };
         Ok(Core {
+            milter,
             settings,
             correlator,
             lines: LineCounters::default(),
@@ -844,6 +882,11 @@ impl Core {
                 }
                 Input::Stdin(Some((offset, bytes))) => self.stdin_line(offset, &bytes),
                 Input::Stdin(None) => self.stdin_open = false,
+                Input::Milter(request) => {
+                    if let Some(milter) = &mut self.milter {
+                        milter.request(request, state, Instant::now());
+                    }
+                }
                 Input::Tick => {
                     idle_ticks += 1;
                     self.publish(sink);
@@ -853,6 +896,7 @@ impl Core {
                         && self.settings.syslog.udp.is_empty()
                         && self.settings.syslog.tcp.is_empty()
                         && self.settings.syslog.unix.is_empty()
+                        && self.settings.milter.is_none()
                     {
                         // Every followed file was read to its end for several polls: finish.
                         self.correlator.finish(&mut self.out);
@@ -1109,7 +1153,8 @@ impl Core {
             || old.sink.cluster_insert != self.settings.sink.cluster_insert
             || old.metrics_listen != self.settings.metrics_listen
             || old.journal.as_ref().map(|j| &j.directory) != self.settings.journal.as_ref().map(|j| &j.directory)
-            || old.follow.is_empty() != self.settings.follow.is_empty();
+            || old.follow.is_empty() != self.settings.follow.is_empty()
+            || old.milter.as_ref().map(|m| &m.listen) != self.settings.milter.as_ref().map(|m| &m.listen);
         // What only a restart can change keeps its running value.
         self.settings.syslog = old.syslog;
         self.settings.state = old.state;
@@ -1121,6 +1166,7 @@ impl Core {
         self.settings.journal = old.journal;
         self.settings.stdin = old.stdin;
         self.settings.trusted_files = old.trusted_files;
+        self.settings.milter = old.milter;
         let follow = self.settings.follow.join(", ");
         if restart_needed {
             tracing::warn!(
@@ -1170,8 +1216,16 @@ impl Core {
         self.published.publish(snapshot);
     }
 
-    /// Hands the new observations to every sink, skipping those emitted before a restart.
+    /// Hands the new observations to every sink, skipping those emitted before a restart; with
+    /// the milter, each inbound session once (`ingest_milter`).
     fn route(&mut self, sink: &mut Option<SinkThread>, state: &mut Option<StateWriter>) -> Result<()> {
+        self.route_held(sink, state, false)
+    }
+
+    /// [`Core::route`]; `all`: nothing held back for pairing (a sync point follows).
+    fn route_held(&mut self, sink: &mut Option<SinkThread>, state: &mut Option<StateWriter>, all: bool) -> Result<()> {
+        let now = Instant::now();
+        let mut ready = Vec::with_capacity(self.out.len());
         for observation in self.out.drain(..) {
             if let Some(file) = self.files.values_mut().find(|f| Arc::ptr_eq(&f.arc, &observation.source)) {
                 if file.skip.remove(&observation.event_id) {
@@ -1180,6 +1234,16 @@ impl Core {
                 }
                 file.emitted.push_back((observation.event_id.clone(), file.read_end));
             }
+            match &mut self.milter {
+                Some(milter) => milter.log(observation, now),
+                None => ready.push(observation),
+            }
+        }
+        if let Some(milter) = &mut self.milter {
+            milter.drain(now, all, &mut ready);
+            self.counters.milter = Some(milter.counters().clone());
+        }
+        for observation in ready {
             if self.settings.stdout {
                 serde_json::to_writer(&mut self.writer, &observation)?;
                 self.writer.write_all(b"\n")?;
@@ -1200,6 +1264,8 @@ impl Core {
     /// are synced and the state saved, so that only a rename separates the state from its
     /// checkpoint: a crash in between (microseconds) would count one interval twice in the state.
     fn sync(&mut self, sink: &mut Option<SinkThread>, state: &mut Option<StateWriter>) -> Result<()> {
+        // Nothing stays only in memory across a checkpoint.
+        self.route_held(sink, state, true)?;
         self.last_sync = Instant::now();
         let prepared = match self.settings.checkpoint_dir.clone() {
             Some(dir) => Some((dir.clone(), self.prepare_checkpoint(&dir)?)),

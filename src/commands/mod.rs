@@ -5,6 +5,7 @@ pub mod explain;
 pub mod feed;
 pub mod ingest;
 pub mod ingest_metrics;
+pub mod ingest_milter;
 pub mod milter;
 pub mod parse;
 pub mod report;

@@ -11,6 +11,7 @@
 //! emits what was known. Plaintext is only claimed when the log proves it (see [`TlsLogging`]).
 //! Nothing here does IO.
 
+pub mod milter_dedup;
 pub mod postfix;
 pub mod sendmail;
 

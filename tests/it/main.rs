@@ -11,6 +11,7 @@ mod feeds;
 mod ingest;
 mod journald;
 mod milter;
+mod milter_postfix;
 mod postfix_lab;
 mod report;
 mod reputation;

@@ -19,36 +19,65 @@ use serde_json::Value;
 
 use crate::common::{observations, repo};
 
-/// A running milter; killed if the test panics before stopping it.
-struct Milter {
+/// A running milter (or `tlsledger ingest` with its milter); killed if the test panics before
+/// stopping it.
+pub(crate) struct Milter {
     child: Option<Child>,
     /// The stderr lines so far (a reader thread sends them).
     stderr: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
+    /// The stdout lines so far (a reader thread sends them), so that observations can be waited
+    /// for while the process runs.
+    stdout: mpsc::Receiver<String>,
+    stdout_seen: Vec<String>,
     /// The address miltertest connects to (`inet:PORT@127.0.0.1` or `unix:PATH`).
-    socket: String,
+    pub(crate) socket: String,
+    /// The address as bound (`inet:127.0.0.1:PORT`: Postfix's `smtpd_milters` syntax).
+    pub(crate) bound: String,
+}
+
+/// Sends the lines of `pipe` to a channel from a thread of their own.
+fn line_reader(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    lines
 }
 
 impl Milter {
     /// Starts `tlsledger milter --stdout --listen LISTEN EXTRA…` and waits for its listening line.
-    fn start(listen: &str, extra: &[&str]) -> Milter {
+    pub(crate) fn start(listen: &str, extra: &[&str]) -> Milter {
+        let mut args = vec!["milter", "--stdout", "--listen", listen];
+        args.extend_from_slice(extra);
+        Milter::spawn(&args, "tlsledger: milter listening on ")
+    }
+
+    /// Starts `tlsledger ARGS…` and waits for the stderr line `ready` (followed by the milter's
+    /// bound address).
+    pub(crate) fn spawn(args: &[&str], ready: &str) -> Milter {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tlsledger"))
-            .args(["milter", "--stdout", "--listen", listen])
-            .args(extra)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("run tlsledger milter");
-        let (sender, stderr) = mpsc::channel();
-        let pipe = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = sender.send(line);
-            }
-        });
-        let mut milter = Milter { child: Some(child), stderr, stderr_seen: Vec::new(), socket: String::new() };
-        let line = milter.wait_for_stderr("tlsledger: milter listening on ");
-        let bound = line.trim_start_matches("tlsledger: milter listening on ").to_owned();
+            .expect("run tlsledger");
+        let stderr = line_reader(child.stderr.take().expect("stderr"));
+        let stdout = line_reader(child.stdout.take().expect("stdout"));
+        let mut milter = Milter {
+            child: Some(child),
+            stderr,
+            stderr_seen: Vec::new(),
+            stdout,
+            stdout_seen: Vec::new(),
+            socket: String::new(),
+            bound: String::new(),
+        };
+        let line = milter.wait_for_stderr(ready);
+        let bound = line[line.find(ready).unwrap_or(0) + ready.len()..].trim().to_owned();
+        milter.bound = bound.clone();
         milter.socket = match bound.strip_prefix("inet:") {
             Some(address) => {
                 let (host, port) = address.rsplit_once(':').expect("host:port");
@@ -59,11 +88,11 @@ impl Milter {
         milter
     }
 
-    /// Waits (at most 30 s) for a stderr line starting with `prefix`.
-    fn wait_for_stderr(&mut self, prefix: &str) -> String {
+    /// Waits (at most 30 s) for a stderr line containing `prefix`.
+    pub(crate) fn wait_for_stderr(&mut self, prefix: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(line) = self.stderr_seen.iter().find(|l| l.starts_with(prefix)) {
+            if let Some(line) = self.stderr_seen.iter().find(|l| l.contains(prefix)) {
                 return line.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -98,17 +127,53 @@ impl Milter {
         );
     }
 
-    /// SIGTERM, then the observations it printed and its stderr.
-    fn stop(mut self) -> (Vec<Value>, String) {
+    /// The observations printed so far, waiting up to 60 s until there are at least `n`.
+    pub(crate) fn wait_observations(&mut self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.stdout_seen.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => self.stdout_seen.push(line),
+                Err(_) => panic!(
+                    "{} of {n} observations within 60 s:\n{}\nstderr:\n{}",
+                    self.stdout_seen.len(),
+                    self.stdout_seen.join("\n"),
+                    self.stderr_seen.join("\n")
+                ),
+            }
+        }
+        observations(self.stdout_seen.join("\n").as_bytes())
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL, and the observations printed before.
+    pub(crate) fn kill(mut self) -> Vec<Value> {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        child.wait().expect("wait");
+        self.stdout_seen.extend(self.stdout.iter());
+        observations(self.stdout_seen.join("\n").as_bytes())
+    }
+
+    /// SIGTERM, then the observations it printed and its stderr once it has printed `last`.
+    pub(crate) fn stop_with(mut self, last: &str) -> (Vec<Value>, String) {
         let mut child = self.child.take().expect("running");
         let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
         assert!(status.success());
-        let mut stdout = Vec::new();
-        child.stdout.take().expect("stdout").read_to_end(&mut stdout).expect("read stdout");
         let exit = child.wait().expect("wait");
-        self.wait_for_stderr("tlsledger: milter stopped: ");
-        assert!(exit.success(), "milter exited with {exit}; stderr:\n{}", self.stderr_seen.join("\n"));
-        (observations(&stdout), self.stderr_seen.join("\n"))
+        self.stdout_seen.extend(self.stdout.iter());
+        self.wait_for_stderr(last);
+        assert!(exit.success(), "{last} exited with {exit}; stderr:\n{}", self.stderr_seen.join("\n"));
+        (observations(self.stdout_seen.join("\n").as_bytes()), self.stderr_seen.join("\n"))
+    }
+
+    /// SIGTERM, then the observations it printed and its stderr.
+    fn stop(self) -> (Vec<Value>, String) {
+        self.stop_with("tlsledger: milter stopped: ")
     }
 }
 

@@ -205,6 +205,26 @@ impl<L: Listener> Listener for Resilient<L> {
     }
 }
 
+/// A TCP listener whose connections have Nagle's algorithm off (`TCP_NODELAY`).
+///
+/// At end of message the milter writes its modifications and then its reply as separate small
+/// packets; with Nagle on, the reply waits for the MTA to acknowledge the first packet, which a
+/// delayed ACK holds back for up to 40 ms: measured with `bench/milter-load.sh`, that was 40 ms
+/// added to every message and a quarter of the no-op milter's throughput.
+struct NoDelay(tokio::net::TcpListener);
+
+impl Listener for NoDelay {
+    type Io = tokio::net::TcpStream;
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
+        self.0.poll_accept(cx).map_ok(|(stream, _)| {
+            // Only latency depends on it: a failure leaves the connection usable.
+            let _ = stream.set_nodelay(true);
+            stream
+        })
+    }
+}
+
 /// A bound listener (bind before announcing readiness, so port 0 works in tests).
 pub enum Bound {
     /// TCP.
@@ -262,7 +282,7 @@ pub async fn run(bound: Bound, settings: Settings, outlet: Outlet, shutdown: imp
     let callbacks = callbacks::callbacks(Arc::new(settings), outlet);
     match bound {
         Bound::Inet(listener) => {
-            let listener = Resilient { inner: listener, pause: None };
+            let listener = Resilient { inner: NoDelay(listener), pause: None };
             indymilter::run(listener, callbacks, config, shutdown).await?;
         }
         Bound::Unix(listener, path) => {

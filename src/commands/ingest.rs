@@ -1261,7 +1261,8 @@ impl Core {
     /// A sync point: sinks durable first, then the checkpoint that relies on them.
     ///
     /// The checkpoint is computed and written (fsynced, under a temporary name) before the sinks
-    /// are synced and the state saved, so that only a rename separates the state from its
+    /// are synced and the state saved, and renamed into place right after the state's own rename
+    /// (before either folder is fsynced), so that only two renames separate the state from its
     /// checkpoint: a crash in between (microseconds) would count one interval twice in the state.
     fn sync(&mut self, sink: &mut Option<SinkThread>, state: &mut Option<StateWriter>) -> Result<()> {
         // Nothing stays only in memory across a checkpoint.
@@ -1275,16 +1276,28 @@ impl Core {
         if let Some(sink) = sink.as_mut() {
             sink.sync()?;
         }
-        if let Some(state) = state.as_mut() {
-            state.sync()?;
+        // The checkpoint takes its place right after the state's rename (a crash between the two
+        // renames, microseconds apart, would count one interval twice in the state).
+        let mut renamed = false;
+        let mut commit = || -> Result<()> {
+            if let Some((dir, next)) = &prepared {
+                let path = dir.join(CHECKPOINT_FILE);
+                std::fs::rename(next, &path).with_context(|| format!("cannot replace {}", path.display()))?;
+                renamed = true;
+            }
+            Ok(())
+        };
+        match state.as_mut() {
+            Some(state) => state.sync_then(&mut commit)?,
+            None => commit()?,
         }
-        if let Some((dir, next)) = prepared {
-            let path = dir.join(CHECKPOINT_FILE);
-            std::fs::rename(&next, &path).with_context(|| format!("cannot replace {}", path.display()))?;
-            if let Ok(handle) = std::fs::File::open(&dir) {
+        if let Some((dir, _)) = &prepared {
+            if let Ok(handle) = std::fs::File::open(dir) {
                 // Makes the rename durable; failing here only weakens crash safety.
                 let _ = handle.sync_all();
             }
+        }
+        if renamed {
             self.counters.checkpoints += 1;
         }
         self.refresh_feeds();

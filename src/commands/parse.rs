@@ -239,8 +239,14 @@ impl StateWriter {
 
     /// Folds what is pending and saves the store (atomically): a checkpoint.
     pub(crate) fn sync(&mut self) -> Result<()> {
+        self.sync_then(&mut || Ok(()))
+    }
+
+    /// [`StateWriter::sync`], calling `after_rename` as soon as the new state is in place
+    /// ([`IndraStore::save_then`]).
+    pub(crate) fn sync_then(&mut self, after_rename: &mut dyn FnMut() -> Result<()>) -> Result<()> {
         self.fold()?;
-        self.store.save().context("cannot save the reputation state")
+        self.store.save_then(after_rename).context("cannot save the reputation state")
     }
 
     pub(crate) fn finish(mut self) -> Result<RecordCounts> {

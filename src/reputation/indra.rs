@@ -1072,6 +1072,16 @@ impl ReputationStore for IndraStore {
     }
 
     fn save(&mut self) -> Result<()> {
+        self.save_then(&mut || Ok(()))
+    }
+}
+
+impl IndraStore {
+    /// [`ReputationStore::save`], calling `after_rename` right after the new file took the
+    /// place of the old one, before anything else (syncing the folder, reopening): a daemon
+    /// renames its checkpoint there, so that only two renames separate the state from the
+    /// checkpoint that describes it.
+    pub fn save_then(&mut self, after_rename: &mut dyn FnMut() -> Result<()>) -> Result<()> {
         fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
         let lock_path = self.dir.join(LOCK_FILE);
         let lock = File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
@@ -1087,7 +1097,9 @@ impl ReputationStore for IndraStore {
         let mut written = write().with_context(|| format!("cannot write {}", temp.display()))?;
         let path = self.graph_path();
         fs::rename(&temp, &path).with_context(|| format!("cannot rename {} to {}", temp.display(), path.display()))?;
+        let after = after_rename();
         sync_dir(&self.dir).with_context(|| format!("cannot sync the folder {}", self.dir.display()))?;
+        after?;
         // The new file holds every history now: read them from it (the lock keeps other
         // savers from replacing it before it is open).
         written.file = Some(File::open(&path).with_context(|| format!("cannot reopen {}", path.display()))?);

@@ -32,6 +32,41 @@ use crate::reputation::indra::IndraStore;
 use crate::reputation::store::ReputationStore;
 use crate::reputation::thresholds::{PostfixTier, Thresholds};
 
+/// A group of feed files, for `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FeedFormat {
+    /// `smtp_discard_ehlo.cidr`, `smtpd_discard_ehlo.cidr`, `tls_policy`.
+    Postfix,
+    /// `avoid_tls.list`, `no_starttls_clients.list`, `require_tls.list`, `verify_tls.list`.
+    Exim,
+    /// `access.tlsledger`.
+    Sendmail,
+    /// `tlsledger_downgrade.map`, `tlsledger_hist_tls.map`.
+    Rspamd,
+    /// `tlsledger.cf`.
+    Spamassassin,
+    /// `tlsledger-feed.json`.
+    Json,
+    /// `tlsledger-feed.csv`.
+    Csv,
+}
+
+impl FeedFormat {
+    /// The group a feed file belongs to (`None`: a file of no group, always written).
+    fn of(file: &str) -> Option<FeedFormat> {
+        Some(match file {
+            "smtp_discard_ehlo.cidr" | "smtpd_discard_ehlo.cidr" | "tls_policy" => FeedFormat::Postfix,
+            "avoid_tls.list" | "no_starttls_clients.list" | "require_tls.list" | "verify_tls.list" => FeedFormat::Exim,
+            "access.tlsledger" => FeedFormat::Sendmail,
+            "tlsledger_downgrade.map" | "tlsledger_hist_tls.map" => FeedFormat::Rspamd,
+            SPAMASSASSIN_RULES => FeedFormat::Spamassassin,
+            "tlsledger-feed.json" => FeedFormat::Json,
+            "tlsledger-feed.csv" => FeedFormat::Csv,
+            _ => return None,
+        })
+    }
+}
+
 /// Options of `tlsledger feed`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FeedArgs {
@@ -50,6 +85,11 @@ pub struct FeedArgs {
     /// Classify as of this time (RFC 3339) instead of now.
     #[arg(long, value_name = "TIME")]
     pub now: Option<DateTime<Utc>>,
+
+    /// Only these groups of files (comma-separated or repeated): postfix, exim, sendmail, rspamd,
+    /// spamassassin, json, csv. Default: all of them.
+    #[arg(long, value_name = "FORMAT", value_enum, value_delimiter = ',')]
+    pub format: Vec<FeedFormat>,
 
     /// Publish even files whose entries changed by more than `max_feed_churn_ratio`.
     #[arg(long)]
@@ -101,9 +141,14 @@ pub struct FeedArgs {
     pub relayhost: Option<String>,
 }
 
+/// True when `--format` selects `format` (no `--format`: every group).
+fn wanted(args: &FeedArgs, format: FeedFormat) -> bool {
+    args.format.is_empty() || args.format.contains(&format)
+}
+
 /// The target Postfix version: given, or asked from postconf (only when a tier needs it).
 fn postfix_version(args: &FeedArgs, thresholds: &Thresholds) -> Result<Option<PostfixVersion>> {
-    if thresholds.enforcement.postfix_tier == PostfixTier::Off {
+    if thresholds.enforcement.postfix_tier == PostfixTier::Off || !wanted(args, FeedFormat::Postfix) {
         return Ok(None);
     }
     if let Some(version) = args.postfix_version {
@@ -174,6 +219,12 @@ fn churn_refusal(previous: &str, next: &str, max_ratio: f64) -> Option<String> {
 
 /// Runs `feed`.
 pub fn run(args: &FeedArgs) -> Result<()> {
+    if args.postmap.is_some() && !wanted(args, FeedFormat::Postfix) {
+        anyhow::bail!("--postmap indexes tls_policy: add postfix to --format");
+    }
+    if args.makemap.is_some() && !wanted(args, FeedFormat::Sendmail) {
+        anyhow::bail!("--makemap indexes access.tlsledger: add sendmail to --format");
+    }
     let thresholds = load_thresholds(args.thresholds.as_deref())?;
     let version = postfix_version(args, &thresholds)?;
     let routes = routes(args)?;
@@ -219,9 +270,14 @@ pub fn run(args: &FeedArgs) -> Result<()> {
     }
     let hops = match thresholds.enforcement.postfix_tier {
         PostfixTier::Off => Default::default(),
+        _ if !wanted(args, FeedFormat::Postfix) => Default::default(),
         _ => postfix_policy::next_hops(&store, &entries, &routes)?,
     };
-    let tls_policy = postfix_policy::tls_policy(&entries, &hops, &thresholds.enforcement, version, &stamp)?;
+    let tls_policy = if wanted(args, FeedFormat::Postfix) {
+        postfix_policy::tls_policy(&entries, &hops, &thresholds.enforcement, version, &stamp)?
+    } else {
+        String::new()
+    };
     // Files with entries are kept from churning; the others (documents, rules) always publish.
     let files = [
         ("smtp_discard_ehlo.cidr", postfix::discard_map(&entries, Direction::Outbound, &stamp)),
@@ -241,6 +297,8 @@ pub fn run(args: &FeedArgs) -> Result<()> {
         ("tlsledger-feed.csv", csv::feed(&entries, &stamp)),
         (SPAMASSASSIN_RULES, spamassassin::rule_file(&thresholds.scores, &stamp)),
     ];
+    let files: Vec<(&str, String)> =
+        files.into_iter().filter(|(name, _)| FeedFormat::of(name).is_none_or(|f| wanted(args, f))).collect();
     let mut refused = Vec::new();
     for (name, contents) in &files {
         let guarded = !name.starts_with("tlsledger-feed.") && *name != SPAMASSASSIN_RULES;
@@ -286,6 +344,29 @@ pub fn run(args: &FeedArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_feed_file_has_a_format() {
+        for file in [
+            "smtp_discard_ehlo.cidr",
+            "smtpd_discard_ehlo.cidr",
+            "tls_policy",
+            "avoid_tls.list",
+            "no_starttls_clients.list",
+            "require_tls.list",
+            "verify_tls.list",
+            "access.tlsledger",
+            "tlsledger_downgrade.map",
+            "tlsledger_hist_tls.map",
+            SPAMASSASSIN_RULES,
+            "tlsledger-feed.json",
+            "tlsledger-feed.csv",
+        ] {
+            assert!(FeedFormat::of(file).is_some(), "{file}");
+        }
+        assert_eq!(FeedFormat::of("tls_policy"), Some(FeedFormat::Postfix));
+        assert_eq!(FeedFormat::of("require_tls.list"), Some(FeedFormat::Exim));
+    }
 
     #[test]
     fn churn_guard() {

@@ -692,3 +692,26 @@ fn opt_in_exim_and_sendmail_tiers_are_rate_limited_and_hold_mail_in_a_real_exim(
     let log = exim_delivery("tiers-exim-open", &off, receiver.port);
     assert!(log.lines().any(|l| l.contains("=> u@lab.example") && l.contains("H=127.0.0.1")), "{log}");
 }
+
+#[test]
+fn format_selects_the_groups_of_files_written() {
+    let out = dir("format-out");
+    let feed = generate("format", &log(), &out, &["--format", "exim,json"]);
+    assert!(feed.status.success(), "{}", String::from_utf8_lossy(&feed.stderr));
+    let mut names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["avoid_tls.list", "no_starttls_clients.list", "require_tls.list", "tlsledger-feed.json", "verify_tls.list"]
+    );
+    assert!(entries_of(&out.join("avoid_tls.list")).contains(&"192.0.2.40".to_owned()));
+    // An index tool of a group that is not written is a usage error, before anything is written.
+    let out = dir("format-postmap");
+    let refused = generate("format-postmap", &log(), &out, &["--format", "exim", "--postmap", "hash"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("add postfix to --format"));
+    assert!(!out.exists());
+    let bad = generate("format-bad", &log(), &dir("format-bad-out"), &["--format", "nope"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

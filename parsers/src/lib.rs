@@ -9,7 +9,8 @@
 //!    [`syslog::SyslogLine`]: a [`syslog::Header`] (timestamp, hostname, program tag, pid) and the
 //!    message text.
 //! 2. An MTA grammar, chosen by the program tag, turns the message into a typed event:
-//!    [`postfix::parse_message`] gives a [`postfix::Event`].
+//!    [`postfix::parse_message`] gives a [`postfix::Event`], [`exim::parse_message`] an
+//!    [`exim::Event`].
 //!
 //! [`parse_line`] does both and returns a [`Record`], the borrowed value that the correlator in the
 //! application crate consumes. Every field of a record is a slice of the input line: nothing is
@@ -19,6 +20,7 @@
 //! A line that cannot be understood is not an error that stops anything: it becomes
 //! [`Body::Unparsed`] with an [`Error`] that says why, and the caller counts it.
 
+pub mod exim;
 pub mod peer;
 pub mod postfix;
 pub mod syslog;
@@ -73,6 +75,9 @@ pub enum Mta {
     /// Postfix: a tag whose last path component is a Postfix daemon (`postfix/smtp`,
     /// `postfix-out/smtp`, `postfix/submission/smtpd`, `enforced-tls-smtp/smtp`).
     Postfix,
+    /// Exim: a tag whose last path component starts with `exim` (`exim`, `exim4`), and Exim's
+    /// own main log (its framing gives the appname `exim`).
+    Exim,
     /// Anything else.
     Other,
 }
@@ -96,6 +101,8 @@ pub enum Body<'a> {
         /// What it says.
         event: postfix::Event<'a>,
     },
+    /// An Exim main-log message.
+    Exim(exim::Event<'a>),
     /// A line from a program this crate has no grammar for.
     Other,
     /// The message was recognised as relevant but could not be parsed.
@@ -107,10 +114,22 @@ pub enum Body<'a> {
 /// The tag's last path component is the daemon; Postfix daemons are recognised only when the
 /// tag has a path (`postfix/smtpd`), because a bare `smtpd` is OpenSMTPD.
 pub fn detect_mta(tag: &str) -> Mta {
-    match postfix_daemon(tag) {
-        Some(_) => Mta::Postfix,
-        None => Mta::Other,
+    if postfix_daemon(tag).is_some() {
+        return Mta::Postfix;
     }
+    if is_exim(tag) {
+        return Mta::Exim;
+    }
+    Mta::Other
+}
+
+/// True for Exim's program tags: the last path component starts with `exim`.
+fn is_exim(tag: &str) -> bool {
+    let service = match tag.bytes().rposition(|b| b == b'/') {
+        Some(slash) => &tag[slash + 1..],
+        None => tag,
+    };
+    service.starts_with("exim")
 }
 
 /// The Postfix daemon of a tag with a path, if it is one.
@@ -149,6 +168,10 @@ pub fn parse_record(line: &str) -> Result<Record<'_>, Error> {
     let body = match postfix_daemon(syslog_line.header.appname) {
         Some(daemon) => match postfix::parse_event(daemon, syslog_line.message) {
             Ok(event) => Body::Postfix { daemon, event },
+            Err(error) => Body::Unparsed(error),
+        },
+        None if is_exim(syslog_line.header.appname) => match exim::parse_message(syslog_line.message) {
+            Ok(event) => Body::Exim(event),
             Err(error) => Body::Unparsed(error),
         },
         None => Body::Other,

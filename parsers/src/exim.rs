@@ -334,18 +334,25 @@ fn delivery<'a>(message_id: Option<&'a str>, flag: Flag, text: &'a str) -> Resul
             break;
         }
         if let Some(error) = rest.strip_prefix(": ").or_else(|| (rest == ":").then_some("")) {
+            // `defer (111): Connection timed out H=host [ip]: SMTP timeout after …`: the system
+            // error comes before the host.
+            if delivery.host.is_none() {
+                if let Some((_, after)) = error.split_once(" H=") {
+                    if let Some((host, after)) = host(after) {
+                        delivery.host = Some(host);
+                        delivery.error = Some(after.strip_prefix(": ").unwrap_or(error));
+                        break;
+                    }
+                }
+            }
             delivery.error = Some(error);
             break;
         }
         if let Some(after) = rest.strip_prefix("defer (") {
-            let (sign, digits) = match after.strip_prefix('-') {
-                Some(digits) => (-1, digits),
-                None => (1, after),
-            };
-            let (errno, after) = number(digits).ok_or(Error::Malformed)?;
-            let after = after.strip_prefix(')').ok_or(Error::Malformed)?;
-            delivery.errno = Some(sign * errno as i32);
-            rest = after;
+            // A number (`-37`, `111`), or the test suite's normalised `dd`/`EEE`.
+            let close = after.find(')').ok_or(Error::Malformed)?;
+            delivery.errno = after[..close].parse().ok();
+            rest = &after[close + 1..];
             continue;
         }
         if let Some(after) = rest.strip_prefix("H=") {
@@ -762,5 +769,45 @@ mod tests {
         }
         let long = "X=".repeat(100_000);
         let _ = parse_message(&format!("1tAbCd-000000003Xy-Zq1w => a {long}"));
+    }
+}
+
+#[cfg(test)]
+mod corpus_tests {
+    use super::*;
+
+    /// The Exim corpus files of tests/data/corpus (provenance in its SOURCES.md).
+    const CORPUS: [(&str, &str); 5] = [
+        ("exim-testsuite-tls.log", include_str!("../../tests/data/corpus/exim-testsuite-tls.log")),
+        ("exim-testsuite-delivery.log", include_str!("../../tests/data/corpus/exim-testsuite-delivery.log")),
+        ("fail2ban-exim.log", include_str!("../../tests/data/corpus/fail2ban-exim.log")),
+        ("fail2ban-exim-spam.log", include_str!("../../tests/data/corpus/fail2ban-exim-spam.log")),
+        ("logstash-patterns-core-exim.log", include_str!("../../tests/data/corpus/logstash-patterns-core-exim.log")),
+    ];
+
+    #[test]
+    fn no_corpus_line_is_malformed() {
+        let mut malformed = Vec::new();
+        for (name, text) in CORPUS {
+            for line in text.lines().filter(|line| !line.starts_with('#')) {
+                let message = crate::syslog::parse_syslog(line).map_or(line, |framed| framed.message);
+                if parse_message(message).is_err() {
+                    malformed.push(format!("{name}: {line}"));
+                }
+            }
+        }
+        assert!(malformed.is_empty(), "{} malformed:\n{}", malformed.len(), malformed.join("\n"));
+    }
+
+    #[test]
+    fn every_prefix_of_every_corpus_line_is_safe() {
+        for (_, text) in CORPUS {
+            for line in text.lines() {
+                for end in (0..=line.len()).filter(|end| line.is_char_boundary(*end)) {
+                    let _ = crate::parse_record(&line[..end]);
+                    let _ = parse_message(&line[..end]);
+                }
+            }
+        }
     }
 }

@@ -108,6 +108,7 @@ pub const COLUMNS: &[&str] = &[
 fn mta_code(mta: Mta) -> i8 {
     match mta {
         Mta::Postfix => 1,
+        Mta::Exim => 2,
         Mta::Sendmail => 3,
     }
 }
@@ -231,6 +232,7 @@ impl ObservationRow {
             end_ts,
             mta: match self.mta {
                 1 => Mta::Postfix,
+                2 => Mta::Exim,
                 3 => Mta::Sendmail,
                 _ => return None,
             },

@@ -251,28 +251,31 @@ impl State {
                 emit(&self.tls_logging_seen, ctx, process, Direction::Inbound, conn);
             }
             Event::TlsErrorTo { host, stage, detail } => {
-                let conn = self.client_conn(ctx, process, host, n_lines, |c| c.deliveries == 0);
+                let conn = self.client_conn(ctx, process, host, n_lines, |c| c.lines > 0 && c.deliveries == 0);
                 conn.handshake = Some(stage_detail("TLS error on connection", stage, detail));
                 self.emit_client(ctx, process, host.addr);
             }
-            Event::TlsFallback { host, detail, .. } => {
-                let conn = self.client_conn(ctx, process, host, n_lines, |c| c.deliveries == 0);
+            Event::TlsFallback { message_id, host, detail, .. } => {
+                let conn = self.client_conn(ctx, process, host, n_lines, |c| pending_for(c, *message_id));
                 conn.handshake = Some(format!("TLS session: {detail}"));
                 conn.delivered.get_or_insert(false);
                 self.emit_client(ctx, process, host.addr);
                 // The retry in clear is the next delivery to this address: mark it (no line yet).
                 let mut retry = Connection::new(host, &ctx.meta, 0);
                 retry.after_tls_failure = true;
+                if let Some(id) = message_id {
+                    push_bounded(&mut retry.queue_ids, id);
+                }
                 self.clients.insert((process, host.addr.to_owned()), retry);
             }
             Event::DaneFailed { message_id: Some(id), host, detail } => {
-                let conn = self.client_conn(ctx, process, host, n_lines, |c| c.deliveries == 0);
+                let conn = self.client_conn(ctx, process, host, n_lines, |c| pending_for(c, Some(id)));
                 conn.dane_failed = Some((*detail).to_owned());
                 push_bounded(&mut conn.queue_ids, id);
             }
             Event::VerifyError { message_id: Some(id), addr, detail } => {
                 let host = Host { addr, ..Host::default() };
-                let conn = self.client_conn(ctx, process, &host, n_lines, |c| c.deliveries == 0);
+                let conn = self.client_conn(ctx, process, &host, n_lines, |c| pending_for(c, Some(id)));
                 push_bounded(&mut conn.verify_errors, detail);
                 push_bounded(&mut conn.queue_ids, id);
             }
@@ -318,9 +321,14 @@ impl State {
         }
         let message_id = delivery.message_id.unwrap_or("");
         let conn = self.client_conn(ctx, process, &host, n_lines, |conn| {
-            conn.deliveries == 0
+            let same_message = conn.queue_ids.iter().any(|q| q == message_id);
+            if conn.lines == 0 {
+                // The plaintext retry marker waits for a delivery of its own message.
+                return same_message && delivery.cipher.is_none() && !matches!(delivery.errno, Some(-37 | -38));
+            }
+            (conn.deliveries == 0 && (same_message || conn.queue_ids.is_empty()))
                 || host.continued
-                || (conn.queue_ids.iter().any(|q| q == message_id) && delivery.flag != Flag::Delivered)
+                || (same_message && delivery.flag != Flag::Delivered)
         });
         conn.deliveries += 1;
         if !message_id.is_empty() {
@@ -440,6 +448,15 @@ impl State {
             emit(&self.tls_logging_seen, ctx, process, Direction::Outbound, conn);
         }
     }
+}
+
+/// True when `conn` holds only lines logged before a delivery (verification errors, a DANE
+/// failure) of message `id`: the next line of that message's attempt joins it.
+fn pending_for(conn: &Connection, id: Option<&str>) -> bool {
+    conn.lines > 0
+        && conn.deliveries == 0
+        && conn.handshake.is_none()
+        && id.is_none_or(|id| conn.queue_ids.is_empty() || conn.queue_ids.iter().any(|q| q == id))
 }
 
 impl Connection {

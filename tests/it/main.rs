@@ -6,6 +6,7 @@ mod cli;
 mod clickhouse;
 mod common;
 mod corpus;
+mod exim;
 mod feeds;
 mod ingest;
 mod journald;

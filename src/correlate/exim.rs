@@ -14,8 +14,9 @@
 //!   (`after_tls_failure`).
 //! - Inbound: each `<=` line with a remote `H=` is one observation (`P=esmtps`/`X=` prove TLS,
 //!   `P=esmtp` proves plaintext), as is each `no MAIL in SMTP connection from …` and each
-//!   `TLS error on connection from …` (a failed handshake; `(recv)`/`(send)` errors after the
-//!   handshake are counted as ignored). Several messages over one inbound connection give one
+//!   `TLS error on connection from …` (a failed handshake, including a fatal alert at the first
+//!   `(recv)`, which is how a TLS 1.3 client's rejection of our certificate shows; other
+//!   `(recv)`/`(send)` errors after the handshake are counted as ignored). Several messages over one inbound connection give one
 //!   observation each: without `+pid` the lines cannot be told apart by connection.
 //! - `[n/m]` pieces of a line that syslog split are rejoined per process before parsing.
 //!
@@ -207,8 +208,7 @@ impl State {
                 ctx.counters.orphans += 1;
                 return;
             }
-            let split =
-                Split { text: String::new(), next: 1, total, meta: ctx.meta, last_micros: ctx.meta.ts_micros };
+            let split = Split { text: String::new(), next: 1, total, meta: ctx.meta, last_micros: ctx.meta.ts_micros };
             self.splits.insert(process, split);
         }
         let Some(split) = self.splits.get_mut(&process) else { return };
@@ -241,11 +241,15 @@ impl State {
         match event {
             Event::Delivery(delivery) => self.delivery(ctx, process, delivery, n_lines),
             Event::TlsErrorFrom { host, stage, detail } => {
-                if matches!(*stage, "recv" | "send" | "SSL_read" | "SSL_write") {
-                    // An I/O error after the handshake: the arrival line (if any) tells the TLS.
+                if matches!(*stage, "recv" | "send" | "SSL_read" | "SSL_write") && !detail.contains("alert") {
+                    // An I/O error after the handshake (`The TLS connection was non-properly
+                    // terminated.`): the arrival line, if any, tells the TLS.
                     ctx.counters.ignored += u64::from(n_lines);
                     return;
                 }
+                // A fatal alert at the first read: with TLS 1.3 the client rejects the
+                // server's certificate after the server's side of the handshake completed
+                // (`(recv): A TLS fatal alert has been received: Certificate is bad`).
                 let mut conn = Connection::new(host, &ctx.meta, n_lines);
                 conn.handshake = Some(stage_detail("TLS error on connection", stage, detail));
                 emit(&self.tls_logging_seen, ctx, process, Direction::Inbound, conn);
@@ -283,7 +287,9 @@ impl State {
                 let mut conn = Connection::new(host, &ctx.meta, n_lines);
                 if let Some(cipher) = cipher {
                     self.tls_logging_seen.insert(process.name);
-                    conn.tls = Some(tls_info(cipher, *cert_verified, Direction::Inbound, None));
+                    // No `DN=` here: `CV=no` cannot tell a failed certificate from none.
+                    let cert_verified = cert_verified.filter(|cv| *cv != CertVerified::No);
+                    conn.tls = Some(tls_info(cipher, cert_verified, Direction::Inbound, None));
                 } else if let Some(commands) = commands {
                     // The commands are listed: no STARTTLS among them proves plaintext.
                     let starttls = commands.split(',').any(|c| c.eq_ignore_ascii_case("STARTTLS"));
@@ -360,11 +366,8 @@ impl State {
                 true
             }
             Some(-38) => {
-                let kind = if error.contains("did not offer TLS") {
-                    "starttls-not-supported"
-                } else {
-                    "validation-failure"
-                };
+                let kind =
+                    if error.contains("did not offer TLS") { "starttls-not-supported" } else { "validation-failure" };
                 conn.required_missing = Some((kind, error.to_owned()));
                 true
             }
@@ -383,7 +386,14 @@ impl State {
     }
 
     /// A `<=` line from a remote host.
-    fn arrival(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, delivery: &Delivery<'_>, host: &Host<'_>, n_lines: u32) {
+    fn arrival(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        process: ProcessKey,
+        delivery: &Delivery<'_>,
+        host: &Host<'_>,
+        n_lines: u32,
+    ) {
         let protocol = delivery.protocol.unwrap_or("");
         let protocol_tls = protocol_is_tls(protocol);
         if protocol_tls.is_none() && delivery.cipher.is_none() {
@@ -397,7 +407,13 @@ impl State {
         }
         conn.delivered = Some(true);
         if let Some(cipher) = &delivery.cipher {
-            conn.tls = Some(tls_info(cipher, delivery.cert_verified, Direction::Inbound, delivery.sni));
+            // Exim 4.96 logs `CV=no` for a client that sent no certificate at all (seen in the
+            // lab); only a `DN=` shows that one was sent and failed.
+            let cert_verified = match (delivery.cert_verified, delivery.peer_dn) {
+                (Some(CertVerified::No), None) => None,
+                (cv, _) => cv,
+            };
+            conn.tls = Some(tls_info(cipher, cert_verified, Direction::Inbound, delivery.sni));
         } else if protocol_tls == Some(true) {
             // `P=esmtps` without `X=` (the `tls_cipher` selector is off): TLS, parameters unknown.
             conn.tls = Some(TlsInfo { sni: delivery.sni.map(str::to_owned), ..TlsInfo::default() });
@@ -572,10 +588,18 @@ fn cert_failure_kind(reason: &str) -> &'static str {
 
 /// The most specific failure kind among `texts`.
 fn failure_kind<'t>(texts: impl IntoIterator<Item = &'t String>) -> &'static str {
-    texts.into_iter().map(|text| cert_failure_kind(text)).find(|kind| *kind != "validation-failure").unwrap_or("validation-failure")
+    texts
+        .into_iter()
+        .map(|text| cert_failure_kind(text))
+        .find(|kind| *kind != "validation-failure")
+        .unwrap_or("validation-failure")
 }
 
-fn verdict(conn: &mut Connection, direction: Direction, tls_logged: bool) -> (Outcome, Option<Failure>, Option<TlsInfo>) {
+fn verdict(
+    conn: &mut Connection,
+    direction: Direction,
+    tls_logged: bool,
+) -> (Outcome, Option<Failure>, Option<TlsInfo>) {
     let with_errors = |reason: &str, errors: &[String]| {
         let mut text = reason.to_owned();
         for error in errors {
@@ -610,10 +634,10 @@ fn verdict(conn: &mut Connection, direction: Direction, tls_logged: bool) -> (Ou
             (Outcome::Unknown, None, None)
         }
         Direction::Outbound => {
-            let failure = conn.verify_errors.first().map(|reason| Failure {
-                kind: failure_kind(&conn.verify_errors).to_owned(),
-                reason: reason.clone(),
-            });
+            let failure = conn
+                .verify_errors
+                .first()
+                .map(|reason| Failure { kind: failure_kind(&conn.verify_errors).to_owned(), reason: reason.clone() });
             if conn.after_tls_failure && conn.deliveries > 0 {
                 return (Outcome::Plaintext, None, None);
             }

@@ -141,7 +141,7 @@ impl State {
         }
     }
 
-    /// Emits every open connection; split lines are parsed as far as they got.
+    /// Emits every open connection; incomplete split lines are counted as orphans.
     pub fn flush_all(&mut self, ctx: &mut Ctx<'_>) {
         let processes: Vec<ProcessKey> = self.splits.keys().copied().collect();
         for process in processes {
@@ -200,7 +200,7 @@ impl State {
     fn split(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, part: u16, total: u16, text: &str) {
         let continues = self.splits.get(&process).is_some_and(|s| s.next == part && s.total == total);
         if !continues {
-            // A new line starts (or a piece was lost): what was kept is parsed as it is.
+            // A new line starts (or a piece was lost): what was kept is incomplete.
             if self.splits.contains_key(&process) {
                 self.flush_split(ctx, process);
             }
@@ -222,10 +222,16 @@ impl State {
         }
     }
 
-    /// Parses the pieces of `process` joined so far as one line of as many lines.
+    /// Parses the pieces of `process` as one line of as many lines once all arrived; an
+    /// incomplete line (a piece lost, the log ended, idle) is counted as orphans.
     fn flush_split(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey) {
         let Some(split) = self.splits.remove(&process) else { return };
         let n_pieces = u32::from(split.next.saturating_sub(1)).max(1);
+        if split.next <= split.total {
+            // Pieces are missing: the text is cut at an arbitrary byte and cannot be trusted.
+            ctx.counters.orphans += u64::from(n_pieces);
+            return;
+        }
         let line_meta = ctx.meta;
         ctx.meta = split.meta;
         match parsers::exim::parse_message(&split.text) {
@@ -708,4 +714,193 @@ fn emit(
 
 fn micros_to_datetime(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::{Config, Correlator, Counters};
+
+    /// Runs Exim main-log `lines` (file framing, UTC) through a correlator; offsets are 100 apart.
+    fn run_with(lines: &[&str], config: Config) -> (Vec<Observation>, Counters) {
+        let mut correlator = Correlator::new(config);
+        let source =
+            correlator.add_source(Source { kind: "file".to_owned(), name: "t".to_owned(), trust: "local".to_owned() });
+        let mut years = parsers::YearInference::new(2026, 12);
+        let mut clock = crate::clock::LogClock::new(crate::clock::Zone::Utc);
+        let mut out = Vec::new();
+        for (idx, line) in lines.iter().enumerate() {
+            let record = parsers::parse_line(line, &mut years).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert!(matches!(record.body, parsers::Body::Exim(_)), "not Exim: {line}");
+            let ts_micros = clock.micros(record.header.timestamp.as_ref().unwrap());
+            correlator.push(&record, LineMeta { source, offset: idx as u64 * 100, ts_micros }, &mut out);
+        }
+        correlator.finish(&mut out);
+        (out, correlator.counters().clone())
+    }
+
+    fn run(lines: &[&str]) -> Vec<Observation> {
+        run_with(lines, Config::default()).0
+    }
+
+    const TLS_OUT: &str = "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w => a@one.example R=r T=t H=mx.one.example [192.0.2.1]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes C=\"250 ok\"";
+
+    #[test]
+    fn additional_recipients_join_their_delivery() {
+        let (out, counters) = run_with(
+            &[
+                TLS_OUT,
+                "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w -> b@two.example R=r T=t H=mx.one.example [192.0.2.1]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes C=\"250 ok\"",
+                "2026-11-30 10:00:01 1tAbCd-000000003Xy-Zq1w Completed",
+            ],
+            Config::default(),
+        );
+        assert_eq!(out.len(), 1, "{out:#?}");
+        let o = &out[0];
+        assert_eq!((o.outcome, o.lines, o.delivered), (Outcome::Tls, 2, Some(true)));
+        assert_eq!(o.domains, ["one.example", "two.example"]);
+        assert_eq!(o.tls.as_ref().unwrap().trust, Some(Trust::Trusted));
+        assert_eq!(o.tls.as_ref().unwrap().protocol.as_deref(), Some("TLSv1.3"));
+        assert_eq!(counters.ignored, 1, "Completed");
+    }
+
+    #[test]
+    fn a_continued_connection_carries_the_next_message() {
+        let out = run(&[
+            TLS_OUT,
+            "2026-11-30 10:00:02 1tAbCe-000000003Xy-Zq1w => c@one.example R=r T=t H=mx.one.example [192.0.2.1]*:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes C=\"250 ok\"",
+            // A new `=>` of another message without `*`: a new connection.
+            "2026-11-30 10:00:03 1tAbCf-000000003Xy-Zq1w => d@one.example R=r T=t H=mx.one.example [192.0.2.1]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes C=\"250 ok\"",
+        ]);
+        assert_eq!(out.len(), 2, "{out:#?}");
+        assert_eq!((out[0].lines, out[0].conn_use, out[0].queue_ids.len()), (2, Some(2), 2), "{:?}", out[0]);
+        assert!(out[0].tls.as_ref().unwrap().reused);
+        assert_eq!((out[1].lines, out[1].conn_use), (1, None));
+    }
+
+    #[test]
+    fn fallback_to_clear_gives_two_observations() {
+        let out = run(&[
+            "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w TLS session: (SSL_connect): error:0A000126:SSL routines::unexpected eof while reading: delivering unencrypted to H=mx.one.example [192.0.2.1] (not in hosts_require_tls)",
+            "2026-11-30 10:00:01 1tAbCd-000000003Xy-Zq1w => a@one.example R=r T=t H=mx.one.example [192.0.2.1]:25 C=\"250 ok\"",
+        ]);
+        assert_eq!(out.len(), 2, "{out:#?}");
+        assert_eq!(
+            (out[0].outcome, out[0].after_tls_failure, out[0].delivered),
+            (Outcome::HandshakeFailed, false, Some(false))
+        );
+        assert!(out[0].failure.as_ref().unwrap().reason.contains("unexpected eof"));
+        assert_eq!(
+            (out[1].outcome, out[1].after_tls_failure, out[1].delivered),
+            (Outcome::Plaintext, true, Some(true))
+        );
+        assert_ne!(out[0].event_id, out[1].event_id);
+        assert_eq!(out[1].peer.port, Some(25));
+    }
+
+    #[test]
+    fn verification_errors_join_the_delivery_of_their_message() {
+        let out = run(&[
+            "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w [192.0.2.1] SSL verify error: depth=0 error=certificate has expired cert=/CN=mx.one.example",
+            "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w => a@one.example R=r T=t H=mx.one.example [192.0.2.1]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=no C=\"250 ok\"",
+        ]);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        let tls = out[0].tls.as_ref().unwrap();
+        assert_eq!((out[0].outcome, tls.trust, out[0].lines), (Outcome::Tls, Some(Trust::Untrusted), 2));
+        assert_eq!(tls.verify_errors.len(), 1);
+    }
+
+    #[test]
+    fn plaintext_only_when_tls_logging_is_known() {
+        let plain = "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w => a@one.example R=r T=t H=mx.one.example [192.0.2.1]:25 C=\"250 ok\"";
+        assert_eq!(run(&[plain])[0].outcome, Outcome::Unknown);
+        // After an `X=` of the same instance, the selector is known to be on.
+        let out = run(&[TLS_OUT, plain]);
+        assert_eq!(out.iter().map(|o| o.outcome).collect::<Vec<_>>(), [Outcome::Tls, Outcome::Plaintext]);
+        let on = run_with(&[plain], Config { tls_logging: TlsLogging::On, ..Config::default() }).0;
+        assert_eq!(on[0].outcome, Outcome::Plaintext);
+        // A deferral before the session got going proves nothing.
+        let refused = "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w == a@one.example R=r T=t defer (111): Connection refused H=mx.one.example [192.0.2.1]";
+        let on = run_with(&[refused], Config { tls_logging: TlsLogging::On, ..Config::default() }).0;
+        assert_eq!((on[0].outcome, on[0].delivered), (Outcome::Unknown, Some(false)));
+    }
+
+    #[test]
+    fn inbound_protocol_decides() {
+        let out = run(&[
+            "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w <= a@b H=(helo) [192.0.2.7]:4000 P=esmtp S=1",
+            "2026-11-30 10:00:00 1tAbCe-000000003Xy-Zq1w <= a@b H=(helo) [192.0.2.8] P=esmtps S=1",
+            "2026-11-30 10:00:00 1tAbCf-000000003Xy-Zq1w <= a@b U=root P=local S=1",
+            "2026-11-30 10:00:00 TLS error on connection from (helo) [192.0.2.9] (SSL_accept): error:0A000076:SSL routines::no suitable signature algorithm",
+            "2026-11-30 10:00:00 TLS error on connection from (helo) [192.0.2.10] (recv): The TLS connection was non-properly terminated.",
+        ]);
+        let got: Vec<_> = out.iter().map(|o| (o.peer.ip.as_deref(), o.outcome, o.delivered)).collect();
+        assert_eq!(
+            got,
+            [
+                (Some("192.0.2.7"), Outcome::Plaintext, Some(true)),
+                (Some("192.0.2.8"), Outcome::Tls, Some(true)),
+                (Some("192.0.2.9"), Outcome::HandshakeFailed, None),
+            ]
+        );
+        assert!(out.iter().all(|o| o.direction == Direction::Inbound));
+    }
+
+    #[test]
+    fn idle_connections_expire_and_open_ones_are_bounded() {
+        let delivery = |minute: u32, ip: u32| {
+            format!("2026-11-30 10:{minute:02}:00 1tAbC{ip}-000000003Xy-Zq1w => a@x R=r T=t H=h [192.0.2.{ip}] X=TLS1.2:AES128-SHA:128 CV=yes")
+        };
+        let lines: Vec<String> = vec![delivery(0, 1), delivery(10, 2)];
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (out, counters) = run_with(&refs, Config::default());
+        assert_eq!((out.len(), counters.expired), (2, 1));
+        let lines: Vec<String> = (1..=9).map(|ip| delivery(0, ip)).collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (out, counters) = run_with(&refs, Config { max_open: 4, ..Config::default() });
+        assert_eq!(out.len(), 9);
+        assert!(counters.evicted > 0);
+    }
+
+    #[test]
+    fn split_lines_are_rejoined_and_lost_pieces_counted() {
+        let head = "Nov 30 10:00:00 mx exim[7]: [1/2] 2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w => a@one.example R=r T=t H=mx.one.exa";
+        let tail = "Nov 30 10:00:00 mx exim[7]: [2/2] mple [192.0.2.1]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=dane";
+        let out = run(&[head, tail]);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].lines, out[0].tls.as_ref().unwrap().trust), (2, Some(Trust::Verified)));
+        assert_eq!(out[0].peer.hostname.as_deref(), Some("mx.one.example"));
+        // A second piece without its first one cannot be read.
+        let (out, counters) = run_with(&[tail], Config::default());
+        assert_eq!((out.len(), counters.orphans), (0, 1));
+        // A first piece whose end never came is cut at an arbitrary byte: an orphan.
+        let (out, counters) = run_with(&[head], Config::default());
+        assert_eq!((out.len(), counters.orphans), (0, 1));
+    }
+
+    #[test]
+    fn the_low_water_mark_covers_pending_lines() {
+        let mut correlator = Correlator::new(Config::default());
+        let source =
+            correlator.add_source(Source { kind: "file".to_owned(), name: "t".to_owned(), trust: "local".to_owned() });
+        let mut years = parsers::YearInference::new(2026, 12);
+        let mut clock = crate::clock::LogClock::new(crate::clock::Zone::Utc);
+        let lines = [
+            "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w [192.0.2.1] SSL verify error: depth=0 error=self signed certificate cert=/CN=x",
+            "2026-11-30 10:00:00 1tAbCe-000000003Xy-Zq1w <= a@b H=(helo) [192.0.2.8] P=esmtps S=1",
+            "2026-11-30 10:00:01 1tAbCd-000000003Xy-Zq1w == a@one.example R=r T=t defer (-37) H=h [192.0.2.1]: TLS session: (SSL_connect): error",
+        ];
+        let mut marks = Vec::new();
+        let mut out = Vec::new();
+        for (idx, line) in lines.iter().enumerate() {
+            let record = parsers::parse_line(line, &mut years).unwrap();
+            let ts_micros = clock.micros(record.header.timestamp.as_ref().unwrap());
+            correlator.push(&record, LineMeta { source, offset: idx as u64 * 100, ts_micros }, &mut out);
+            marks.push(correlator.low_water(source));
+        }
+        assert_eq!(marks, [Some(0), Some(0), None]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].outcome, Outcome::HandshakeFailed);
+        assert_eq!(out[1].failure.as_ref().unwrap().kind, "certificate-not-trusted");
+    }
 }

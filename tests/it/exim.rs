@@ -36,7 +36,7 @@ fn all_lines_explained(file: &str, observations: &[Value], stats: &[u8]) {
     }
 }
 
-fn find<'a>(observations: &'a [Value], pred: impl Fn(&Value) -> bool) -> Vec<&'a Value> {
+fn find(observations: &[Value], pred: impl Fn(&Value) -> bool) -> Vec<&Value> {
     observations.iter().filter(|o| pred(o)).collect()
 }
 

@@ -74,6 +74,9 @@ struct Connection {
     last_micros: i64,
     source: Option<SourceId>,
     offset: u64,
+    /// The earliest line this connection depends on: its first line, or the `delivering
+    /// unencrypted` line a plaintext retry inherits `after_tls_failure` from.
+    needs_from: u64,
     lines: u32,
     tls: Option<TlsInfo>,
     verify_errors: Vec<String>,
@@ -117,7 +120,7 @@ impl State {
             .clients
             .iter()
             .filter(|(_, conn)| conn.source == Some(source))
-            .map(|((process, _), conn)| (*process, conn.offset));
+            .map(|((process, _), conn)| (*process, conn.needs_from));
         let splits = self
             .splits
             .iter()
@@ -449,8 +452,10 @@ impl State {
         }
         let conn = self.clients.entry(key).or_insert_with(|| Connection::new(host, &ctx.meta, 0));
         if conn.lines == 0 {
-            // The first line of its own (a plaintext retry marker has none yet).
+            // The first line of its own (a plaintext retry marker has none yet); it still
+            // needs the marker's line.
             conn.offset = ctx.meta.offset;
+            conn.needs_from = conn.needs_from.min(ctx.meta.offset);
             conn.source = Some(ctx.meta.source);
             conn.first_micros = ctx.meta.ts_micros;
         }
@@ -489,6 +494,7 @@ impl Connection {
             last_micros: meta.ts_micros,
             source: Some(meta.source),
             offset: meta.offset,
+            needs_from: meta.offset,
             lines: n_lines,
             ..Connection::default()
         })
@@ -900,6 +906,20 @@ mod tests {
         }
         assert_eq!(marks, [Some(0), Some(0), None]);
         assert_eq!(out.len(), 2);
+        // The plaintext retry depends on the `delivering unencrypted` line before it.
+        let lines = [
+            "2026-11-30 10:00:02 1tAbCg-000000003Xy-Zq1w TLS session: (SSL_connect): x: delivering unencrypted to H=h [192.0.2.2] (not in hosts_require_tls)",
+            "2026-11-30 10:00:03 1tAbCg-000000003Xy-Zq1w => a@two.example R=r T=t H=h [192.0.2.2]:25 C=\"250 ok\"",
+        ];
+        let mut marks = Vec::new();
+        for (idx, line) in lines.iter().enumerate() {
+            let record = parsers::parse_line(line, &mut years).unwrap();
+            let ts_micros = clock.micros(record.header.timestamp.as_ref().unwrap());
+            correlator.push(&record, LineMeta { source, offset: 1000 + idx as u64 * 100, ts_micros }, &mut out);
+            marks.push(correlator.low_water(source));
+        }
+        assert_eq!(marks, [Some(1000), Some(1000)]);
+        assert_eq!(correlator.open_processes(source).len(), 1);
         assert_eq!(out[1].outcome, Outcome::HandshakeFailed);
         assert_eq!(out[1].failure.as_ref().unwrap().kind, "certificate-not-trusted");
     }

@@ -220,6 +220,93 @@ fn event_ids_are_stable() {
     assert_eq!(unique.len(), first.len(), "duplicate event ids");
 }
 
+/// Hostile Exim input through the binary: mutated real lines, a 1 MB line, non-UTF-8 bytes,
+/// split-line bombs and absurd piece numbers never crash it and every line is still counted.
+#[test]
+fn hostile_exim_lines_through_the_binary() {
+    let real = [
+        "2024-11-03 13:35:12.123 +0100 [4711] 1tAbCd-000000003Xy-Zq1w => bob@example.net R=dnslookup T=remote_smtp H=mx.example.net [192.0.2.25]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256:X25519* CV=yes DN=\"CN=mx.example.net\" C=\"250 2.0.0 Ok\"",
+        "2024-11-03 13:35:12 1Ov4tU-0000Nz-Rm <= a@b H=mail.example.org (helo) [2001:db8::25]:40000 I=[192.0.2.1]:25 P=esmtps X=TLSv1:AES256-SHA:256 CV=no S=1",
+        "2024-11-03 13:35:12 1Ov4tU-0000Nz-Rm == a@b R=r T=t defer (-37) H=h [192.0.2.9]: TLS session: (SSL_connect): error",
+        "2024-11-03 13:35:12 TLS error on connection from (helo) [192.0.2.7]:4000 (SSL_accept): error: x",
+        "Nov  3 13:35:12 mx1 exim[1]: [1/2] 2024-11-03 13:35:12 1tAbCd-000000003Xy-Zq1w => b@x R=r T=t H=mx.exa",
+        "Nov  3 13:35:12 mx1 exim[1]: [2/2] mple.net [192.0.2.25] X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes",
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let alphabet = b"[]<>:=,()/ .-*0123456789abcHXCV\"\\\0\xff\r";
+    let mut input: Vec<u8> = Vec::new();
+    let mut n_lines = 0u64;
+    let mut push = |line: &[u8], input: &mut Vec<u8>| {
+        input.extend_from_slice(line);
+        input.push(b'\n');
+        n_lines += 1;
+    };
+    for _ in 0..5_000 {
+        let mut bytes = real[(next() % real.len() as u64) as usize].as_bytes().to_vec();
+        for _ in 0..(next() % 6) {
+            let at = (next() % (bytes.len() as u64 + 1)) as usize;
+            let byte = alphabet[(next() % alphabet.len() as u64) as usize];
+            match next() % 3 {
+                0 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                1 => bytes.insert(at, byte),
+                _ if at < bytes.len() => bytes[at] = byte,
+                _ => {}
+            }
+        }
+        push(&bytes, &mut input);
+    }
+    let mut huge = b"2024-11-03 13:35:12 1tAbCd-000000003Xy-Zq1w => a@b H=h [192.0.2.1] X=".to_vec();
+    huge.extend(std::iter::repeat_n(b'X', 1 << 20));
+    push(&huge, &mut input);
+    push(
+        b"2024-11-03 13:35:12 1tAbCd-000000003Xy-Zq1w <= a@\xff\xfe H=(\xff) [192.0.2.2] P=esmtps X=TLS1.2:A:1 S=1",
+        &mut input,
+    );
+    for part in 1..=64u32 {
+        push(format!("Nov  3 13:35:13 mx1 exim[2]: [{part}/65] {}", "y".repeat(2000)).as_bytes(), &mut input);
+    }
+    push(b"Nov  3 13:35:14 mx1 exim[3]: [1/65535] x", &mut input);
+    push(b"Nov  3 13:35:14 mx1 exim[3]: [0/0] x", &mut input);
+    push(b"Nov  3 13:35:14 mx1 exim[3]: [99999999999/1] x", &mut input);
+    let output = tlsledger(
+        &["parse", "--stats", "--reference-time", "2024-11-30T00:00:00Z", "--log-zone", "utc", "--max-open", "16"],
+        &input,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stat(&output.stderr, "lines"), n_lines);
+    assert_eq!(stat(&output.stderr, "oversized (skipped)"), 1);
+    assert!(stat(&output.stderr, "non-utf8 (read lossily)") >= 1);
+    let got = crate::common::observations(&output.stdout);
+    let in_observations: u64 = got.iter().map(|o| o["lines"].as_u64().unwrap()).sum();
+    let counted: u64 = [
+        "unparsed header",
+        "malformed message",
+        "other programs",
+        "ignored (not TLS-relevant)",
+        "local deliveries",
+        "tlsproxy duplicates",
+        "orphans",
+        "oversized (skipped)",
+    ]
+    .iter()
+    .map(|label| stat(&output.stderr, label))
+    .sum();
+    assert_eq!(counted + in_observations, n_lines, "{stderr}");
+    // The 64 pieces of a 65-piece line never completed: orphans, not an observation.
+    assert!(stat(&output.stderr, "orphans") >= 64, "{stderr}");
+    assert!(got.iter().any(|o| o["peer"]["ip"] == "192.0.2.2" && o["outcome"] == "tls"));
+}
+
 /// The real Exim lab: two private Exim 4.96 daemons (Debian's `exim4-daemon-light`, unpacked by
 /// tests/run.sh) on loopback with a private CA, and a listener that breaks STARTTLS.
 mod lab {

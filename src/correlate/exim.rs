@@ -832,6 +832,20 @@ mod tests {
     }
 
     #[test]
+    fn no_connection_no_observation() {
+        let (out, counters) = run_with(
+            &[
+                "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w == a@one.example R=dnslookup T=remote_smtp defer (-53): retry time not reached for any host",
+                "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w == a@one.example routing defer (-51): retry time not reached",
+                "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w => a@local.example R=local_user T=mail_spool",
+            ],
+            Config::default(),
+        );
+        assert!(out.is_empty(), "{out:#?}");
+        assert_eq!((counters.ignored, counters.local_deliveries), (2, 1));
+    }
+
+    #[test]
     fn inbound_protocol_decides() {
         let out = run(&[
             "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w <= a@b H=(helo) [192.0.2.7]:4000 P=esmtp S=1",

@@ -306,6 +306,11 @@ fn rfc3339_timestamp(input: &str) -> IResult<&str, Timestamp> {
 }
 
 /// Exim's main log: `2024-11-03 13:35:12[.123][ +0100][ [1234]] message`.
+///
+/// Kept out of line (and cold) so that [`parse_syslog`], which mostly sees RFC 3339 and RFC 3164
+/// lines, stays as small as it was before this framing existed.
+#[cold]
+#[inline(never)]
 fn exim_file(input: &str, pri: Option<u8>) -> Result<SyslogLine<'_>, Error> {
     let (rest, timestamp) = exim_timestamp(input).map_err(|_| Error::NotSyslog)?;
     if !timestamp.is_valid() {
@@ -358,11 +363,12 @@ pub(crate) fn exim_timestamp(input: &str) -> IResult<&str, Timestamp> {
         && zone[2..6].iter().all(u8::is_ascii_digit)
         && zone.get(6).is_none_or(|b| *b == b' ')
     {
-        if let Ok((after, offset)) = utc_offset(&rest[1..6]) {
-            if after.is_empty() {
-                offset_secs = Some(offset);
-                rest = &rest[6..];
-            }
+        // Parsed here rather than with `utc_offset`, which stays inlined in the RFC 3339 path.
+        let (hours, minutes) = (i32::from(two_digits(zone[2], zone[3])), i32::from(two_digits(zone[4], zone[5])));
+        if hours <= 23 && minutes <= 59 {
+            let sign = if zone[1] == b'-' { -1 } else { 1 };
+            offset_secs = Some(sign * (hours * 3600 + minutes * 60));
+            rest = &rest[6..];
         }
     }
     let timestamp = Timestamp {
@@ -377,6 +383,11 @@ pub(crate) fn exim_timestamp(input: &str) -> IResult<&str, Timestamp> {
         offset_secs,
     };
     Ok((rest, timestamp))
+}
+
+/// Two ASCII digits (checked by the caller) as a number.
+fn two_digits(tens: u8, ones: u8) -> u8 {
+    (tens - b'0') * 10 + (ones - b'0')
 }
 
 /// `Z`, `+hh:mm`, `-hh:mm`, `+hhmm`.

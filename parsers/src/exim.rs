@@ -370,12 +370,10 @@ fn delivery<'a>(message_id: Option<&'a str>, flag: Flag, text: &'a str) -> Resul
             "DN" => delivery.peer_dn = Some(value),
             "SNI" => delivery.sni = Some(value),
             "P" => delivery.protocol = Some(value),
-            "R" | "T" => {
-                // `R=router:` ends the fields of `** addr R=r: error` lines.
-                if value.ends_with(':') && after.starts_with(' ') {
-                    delivery.error = Some(after.trim_start_matches(' '));
-                    break;
-                }
+            // `R=router:` ends the fields of `** addr R=r: error` lines.
+            "R" | "T" if value.ends_with(':') && after.starts_with(' ') => {
+                delivery.error = Some(after.trim_start_matches(' '));
+                break;
             }
             _ => {}
         }

@@ -296,6 +296,9 @@ pub struct Names {
 }
 
 impl Names {
+    // Inlined into each MTA arm of `Correlator::push`: once it had two callers the compiler
+    // stopped inlining it, which cost the Postfix path ~0.5 % more instructions (callgrind).
+    #[inline(always)]
     fn process(&mut self, header: &parsers::Header<'_>, pid: Option<u32>) -> ProcessKey {
         let (reporter, tag) = (header.hostname, header.appname);
         self.scratch.clear();

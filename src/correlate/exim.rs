@@ -591,6 +591,7 @@ fn cert_failure_kind(reason: &str) -> &'static str {
         || reason.contains("unable to verify")
         || reason.contains("unknown ca")
         || reason.contains("not trusted")
+        || reason.contains("certificate verify failed")
     {
         "certificate-not-trusted"
     } else {
@@ -829,6 +830,24 @@ mod tests {
         let refused = "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w == a@one.example R=r T=t defer (111): Connection refused H=mx.one.example [192.0.2.1]";
         let on = run_with(&[refused], Config { tls_logging: TlsLogging::On, ..Config::default() }).0;
         assert_eq!((on[0].outcome, on[0].delivered), (Outcome::Unknown, Some(false)));
+    }
+
+    #[test]
+    fn old_outbound_tls_error_and_required_tls() {
+        let out = run(&[
+            "2026-11-30 10:00:00 TLS error on connection to mx.two.example [2001:db8::2] (SSL_connect): error:14090086:SSL routines:ssl3_get_server_certificate:certificate verify failed",
+            "2026-11-30 10:00:01 1tAbCd-000000003Xy-Zq1w == a@three.example R=r T=t defer (-38) H=mx.three.example [192.0.2.3]: a TLS session is required, but the server did not offer TLS support",
+        ]);
+        let got: Vec<_> = out.iter().map(|o| (o.peer.ip.as_deref(), o.direction, o.outcome)).collect();
+        assert_eq!(
+            got,
+            [
+                (Some("2001:db8::2"), Direction::Outbound, Outcome::HandshakeFailed),
+                (Some("192.0.2.3"), Direction::Outbound, Outcome::TlsRequiredMissing),
+            ]
+        );
+        assert_eq!(out[0].failure.as_ref().unwrap().kind, "certificate-not-trusted");
+        assert_eq!(out[1].failure.as_ref().unwrap().kind, "starttls-not-supported");
     }
 
     #[test]

@@ -290,4 +290,14 @@ mod tests {
             assert!(ddl.contains(&format!("    {column} ")), "DDL lacks column {column}");
         }
     }
+
+    #[test]
+    fn mta_codes_match_the_ddl() {
+        let ddl = include_str!("../../../schema/portable/0001_observations.sql");
+        for mta in [Mta::Postfix, Mta::Exim, Mta::Sendmail] {
+            let name = serde_json::to_value(mta).unwrap();
+            let entry = format!("'{}' = {}", name.as_str().unwrap(), mta_code(mta));
+            assert!(ddl.contains(&entry), "DDL lacks {entry}");
+        }
+    }
 }

@@ -2,6 +2,8 @@
 //! SOURCES.md) with a count per line class that must add up to every line, and syslog framing
 //! with split lines. The real Exim lab (two private daemons on loopback) is in `exim_lab`.
 
+use std::path::Path;
+
 use serde_json::Value;
 
 use crate::common::{corpus, stat, tlsledger};
@@ -305,6 +307,96 @@ fn hostile_exim_lines_through_the_binary() {
     // The 64 pieces of a 65-piece line never completed: orphans, not an observation.
     assert!(stat(&output.stderr, "orphans") >= 64, "{stderr}");
     assert!(got.iter().any(|o| o["peer"]["ip"] == "192.0.2.2" && o["outcome"] == "tls"));
+}
+
+/// `tlsledger ingest --follow` on a growing Exim main log, killed with SIGKILL in the middle and
+/// restarted, emits exactly the observations of one uninterrupted run: the Exim state's
+/// low-water mark and open processes cover what is still open (`=>` lines waiting for `->`,
+/// verification lines waiting for their delivery, plaintext-retry markers).
+#[test]
+fn ingest_follow_of_an_exim_log_survives_sigkill() {
+    use std::collections::BTreeSet;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let dir = std::env::temp_dir().join(format!("tlsledger-it-exim-ingest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(corpus("exim-testsuite-tls.log")).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let third = lines.len() / 3;
+    let log = dir.join("mainlog");
+    let append = |part: &[&str]| {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        for line in part {
+            writeln!(file, "{line}").unwrap();
+        }
+    };
+    let ingest = |args: &[&str], stdout: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_tlsledger"))
+            .arg("ingest")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(stdout).unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let ids = |path: &Path| -> Vec<String> {
+        crate::common::observations(&std::fs::read(path).unwrap())
+            .iter()
+            .map(|o| o["event_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let log_arg = log.to_str().unwrap();
+    let common = ["--follow", log_arg, "--stdout", "--poll-ms", "20", "--log-zone", "utc"];
+
+    append(&lines);
+    let reference_out = dir.join("reference.jsonl");
+    let reference_state = dir.join("reference-state");
+    let run = ingest(
+        &[&common[..], &["--state", reference_state.to_str().unwrap(), "--exit-at-end"]].concat(),
+        &reference_out,
+    );
+    let output = run.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let reference: BTreeSet<String> = ids(&reference_out).into_iter().collect();
+    assert!(reference.len() > 700, "{} observations", reference.len());
+
+    std::fs::remove_file(&log).unwrap();
+    append(&lines[..third]);
+    let state = dir.join("state");
+    let first_out = dir.join("first.jsonl");
+    let args = [&common[..], &["--state", state.to_str().unwrap()]].concat();
+    let mut first = ingest(&[&args[..], &["--checkpoint-interval-ms", "50"]].concat(), &first_out);
+    wait_for("a first checkpoint", &|| state.join("checkpoints.json").exists());
+    append(&lines[third..2 * third]);
+    let size = std::fs::metadata(&first_out).unwrap().len();
+    wait_for("observations of the second part", &|| std::fs::metadata(&first_out).unwrap().len() > size);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    append(&lines[2 * third..]);
+    let second_out = dir.join("second.jsonl");
+    let second = ingest(&[&args[..], &["--exit-at-end"]].concat(), &second_out);
+    let output = second.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    seen.extend(ids(&first_out));
+    seen.extend(ids(&second_out));
+    let lost: Vec<_> = reference.difference(&seen).take(5).collect();
+    let fragments: Vec<_> = seen.difference(&reference).take(5).collect();
+    assert!(lost.is_empty(), "lost observations, e.g. {lost:?}");
+    assert!(fragments.is_empty(), "observations the uninterrupted run does not have, e.g. {fragments:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The real Exim lab: two private Exim 4.96 daemons (Debian's `exim4-daemon-light`, unpacked by

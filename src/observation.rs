@@ -72,6 +72,8 @@ pub struct Observation {
 pub enum Mta {
     /// Postfix.
     Postfix,
+    /// Exim.
+    Exim,
     /// Sendmail (seen by the milter only, so far).
     Sendmail,
 }

@@ -1,17 +1,21 @@
 //! Criterion bench of the pure parsers over real corpus lines: syslog envelope alone, and
-//! envelope + Postfix grammar, reported as bytes per second.
+//! envelope + MTA grammar (Postfix; Exim's own log and Exim through syslog), reported as bytes
+//! per second.
 
 // criterion_group! generates undocumented functions.
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-/// Real Postfix lines from the lab logs and the public corpora (see tests/data/corpus/SOURCES.md).
+/// Real Postfix and Exim lines from the lab logs and the public corpora (see
+/// tests/data/corpus/SOURCES.md).
 fn corpora() -> Vec<(&'static str, Vec<String>)> {
-    let files: [(&str, &str); 3] = [
+    let files: [(&str, &str); 5] = [
         ("postfix-out.maillog", include_str!("../../examples/postfix-out.maillog")),
         ("postfix-in.maillog", include_str!("../../examples/postfix-in.maillog")),
         ("kumina-postfix_exporter.log", include_str!("../../tests/data/corpus/kumina-postfix_exporter.log")),
+        ("exim-testsuite-tls.log", include_str!("../../tests/data/corpus/exim-testsuite-tls.log")),
+        ("crowdsec-hub.log", include_str!("../../tests/data/corpus/crowdsec-hub.log")),
     ];
     files
         .into_iter()

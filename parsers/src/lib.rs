@@ -10,7 +10,7 @@
 //!    message text.
 //! 2. An MTA grammar, chosen by the program tag, turns the message into a typed event:
 //!    [`postfix::parse_message`] gives a [`postfix::Event`], [`sendmail::parse_message`] a
-//!    [`sendmail::Event`].
+//!    [`sendmail::Event`], [`exim::parse_message`] an [`exim::Event`].
 //!
 //! [`parse_line`] does both and returns a [`Record`], the borrowed value that the correlator in the
 //! application crate consumes. Every field of a record is a slice of the input line: nothing is
@@ -20,6 +20,7 @@
 //! A line that cannot be understood is not an error that stops anything: it becomes
 //! [`Body::Unparsed`] with an [`Error`] that says why, and the caller counts it.
 
+pub mod exim;
 pub mod peer;
 pub mod postfix;
 pub mod sendmail;
@@ -77,6 +78,9 @@ pub enum Mta {
     Postfix,
     /// Sendmail: `sendmail`, `sm-mta`, `sm-msp-queue` (see [`sendmail::is_tag`]).
     Sendmail,
+    /// Exim: a tag whose last path component starts with `exim` (`exim`, `exim4`), and Exim's
+    /// own main log (its framing gives the appname `exim`).
+    Exim,
     /// Anything else.
     Other,
 }
@@ -102,6 +106,8 @@ pub enum Body<'a> {
     },
     /// A Sendmail message.
     Sendmail(sendmail::Event<'a>),
+    /// An Exim main-log message.
+    Exim(exim::Event<'a>),
     /// A line from a program this crate has no grammar for.
     Other,
     /// The message was recognised as relevant but could not be parsed.
@@ -113,11 +119,25 @@ pub enum Body<'a> {
 /// The tag's last path component is the daemon; Postfix daemons are recognised only when the
 /// tag has a path (`postfix/smtpd`), because a bare `smtpd` is OpenSMTPD.
 pub fn detect_mta(tag: &str) -> Mta {
-    match postfix_daemon(tag) {
-        Some(_) => Mta::Postfix,
-        None if sendmail::is_tag(last_component(tag)) => Mta::Sendmail,
-        None => Mta::Other,
+    if postfix_daemon(tag).is_some() {
+        return Mta::Postfix;
     }
+    if sendmail::is_tag(last_component(tag)) {
+        return Mta::Sendmail;
+    }
+    if is_exim(tag) {
+        return Mta::Exim;
+    }
+    Mta::Other
+}
+
+/// True for Exim's program tags: the last path component starts with `exim`.
+fn is_exim(tag: &str) -> bool {
+    let service = match tag.bytes().rposition(|b| b == b'/') {
+        Some(slash) => &tag[slash + 1..],
+        None => tag,
+    };
+    service.starts_with("exim")
 }
 
 /// The last path component of a tag (`/usr/sbin/sendmail` → `sendmail`).
@@ -173,6 +193,10 @@ pub fn parse_record(line: &str) -> Result<Record<'_>, Error> {
                 Err(error) => Body::Unparsed(error),
             }
         }
+        None if is_exim(syslog_line.header.appname) => match exim::parse_message(syslog_line.message) {
+            Ok(event) => Body::Exim(event),
+            Err(error) => Body::Unparsed(error),
+        },
         None => Body::Other,
     };
     Ok(Record { header: syslog_line.header, body })

@@ -7,6 +7,7 @@
 //! | RFC 3164, optional `<PRI>`, space- or zero-padded day (`maillog_file`, `journalctl -o short`) | `Nov  3 13:35:12 mx1 postfix/smtp[12345]: MSG` |
 //! | rsyslog `RSYSLOG_FileFormat` (RFC 3339, Debian 12 default) | `2024-11-03T13:35:12.123456+00:00 mx1 postfix/smtp[12345]: MSG` |
 //! | RFC 5424, optional BOM before MSG | `<22>1 2024-11-03T13:35:12.123456Z mx1 postfix/smtp 12345 - - MSG` |
+//! | Exim's main log (`log_selector` `+millisec`, `+pid`, `log_timezone`) | `2024-11-03 13:35:12.123 +0100 [1234] 1tAbCd-000000003Xy-Zq1w => …` |
 //!
 //! RFC 3164 and `maillog_file` timestamps have no year: [`YearInference`] supplies it from a
 //! reference date (the caller's clock or the file's mtime) and the order of the lines, so a
@@ -37,6 +38,9 @@ pub enum Framing {
     Rfc3339,
     /// `<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG` (RFC 5424).
     Rfc5424,
+    /// `YYYY-MM-DD HH:MM:SS[.mmm][ ±hhmm][ [pid]] msg`: Exim's own main log, which names no
+    /// host or program; the header gets an empty hostname and the appname `exim`.
+    EximFile,
 }
 
 /// A point in time as logged, before any time zone is applied.
@@ -117,7 +121,12 @@ pub fn parse_syslog(line: &str) -> Result<SyslogLine<'_>, Error> {
         return rfc5424(&rest[2..], pri);
     }
     let (rest, framing, timestamp) = if first.is_ascii_digit() {
-        let (rest, timestamp) = rfc3339_timestamp(rest).map_err(|_| Error::NotSyslog)?;
+        let (rest, timestamp) = match rfc3339_timestamp(rest) {
+            Ok(parsed) => parsed,
+            // Checked only after RFC 3339 failed, so the rsyslog path pays nothing for it.
+            Err(_) if rest.as_bytes().get(10) == Some(&b' ') => return exim_file(rest, pri),
+            Err(_) => return Err(Error::NotSyslog),
+        };
         (rest, Framing::Rfc3339, timestamp)
     } else {
         let (rest, timestamp) = rfc3164_timestamp(rest).map_err(|_| Error::NotSyslog)?;
@@ -294,6 +303,91 @@ fn rfc3339_timestamp(input: &str) -> IResult<&str, Timestamp> {
         offset_secs: Some(offset_secs),
     };
     Ok((rest, timestamp))
+}
+
+/// Exim's main log: `2024-11-03 13:35:12[.123][ +0100][ [1234]] message`.
+///
+/// Kept out of line (and cold) so that [`parse_syslog`], which mostly sees RFC 3339 and RFC 3164
+/// lines, stays as small as it was before this framing existed.
+#[cold]
+#[inline(never)]
+fn exim_file(input: &str, pri: Option<u8>) -> Result<SyslogLine<'_>, Error> {
+    let (rest, timestamp) = exim_timestamp(input).map_err(|_| Error::NotSyslog)?;
+    if !timestamp.is_valid() {
+        return Err(Error::BadTimestamp);
+    }
+    let mut message = match rest.strip_prefix(' ') {
+        Some(message) => message,
+        None if rest.is_empty() => rest,
+        None => return Err(Error::NotSyslog),
+    };
+    let mut procid = None;
+    if let Some(after) = message.strip_prefix('[') {
+        let n_digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if let Some(after_pid) = after.get(n_digits..).and_then(|a| a.strip_prefix(']')) {
+            if let Ok(pid) = after[..n_digits].parse::<u32>() {
+                procid = Some(pid);
+                message = after_pid.strip_prefix(' ').unwrap_or(after_pid);
+            }
+        }
+    }
+    let header =
+        Header { framing: Framing::EximFile, pri, timestamp: Some(timestamp), hostname: "", appname: "exim", procid };
+    Ok(SyslogLine { header, message })
+}
+
+/// `2024-11-03 13:35:12`, optionally `.123` (`+millisec`) and ` +0100` (`log_timezone`); the
+/// timestamp Exim writes at the start of its own log lines and repeats inside syslog messages.
+pub(crate) fn exim_timestamp(input: &str) -> IResult<&str, Timestamp> {
+    let fail = || nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Char));
+    let Some(fixed) = input.as_bytes().get(..19) else { return Err(fail()) };
+    let separators_ok =
+        fixed[4] == b'-' && fixed[7] == b'-' && fixed[10] == b' ' && fixed[13] == b':' && fixed[16] == b':';
+    let digit_positions = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
+    if !separators_ok || !digit_positions.iter().all(|&i| fixed[i].is_ascii_digit()) {
+        return Err(fail());
+    }
+    let two = |i: usize| (fixed[i] - b'0') * 10 + (fixed[i + 1] - b'0');
+    let rest = &input[19..];
+    let (rest, nanos) = match fraction(rest) {
+        Ok((after, nanos)) => (after, nanos),
+        Err(_) => (rest, 0),
+    };
+    // ` +0100`: a sign, four digits, then a space or the end.
+    let mut offset_secs = None;
+    let mut rest = rest;
+    let zone = rest.as_bytes();
+    if zone.len() >= 6
+        && zone[0] == b' '
+        && matches!(zone[1], b'+' | b'-')
+        && zone[2..6].iter().all(u8::is_ascii_digit)
+        && zone.get(6).is_none_or(|b| *b == b' ')
+    {
+        // Parsed here rather than with `utc_offset`, which stays inlined in the RFC 3339 path.
+        let (hours, minutes) = (i32::from(two_digits(zone[2], zone[3])), i32::from(two_digits(zone[4], zone[5])));
+        if hours <= 23 && minutes <= 59 {
+            let sign = if zone[1] == b'-' { -1 } else { 1 };
+            offset_secs = Some(sign * (hours * 3600 + minutes * 60));
+            rest = &rest[6..];
+        }
+    }
+    let timestamp = Timestamp {
+        year: i32::from(two(0)) * 100 + i32::from(two(2)),
+        year_logged: true,
+        month: two(5),
+        day: two(8),
+        hour: two(11),
+        minute: two(14),
+        second: two(17),
+        nanos,
+        offset_secs,
+    };
+    Ok((rest, timestamp))
+}
+
+/// Two ASCII digits (checked by the caller) as a number.
+fn two_digits(tens: u8, ones: u8) -> u8 {
+    (tens - b'0') * 10 + (ones - b'0')
 }
 
 /// `Z`, `+hh:mm`, `-hh:mm`, `+hhmm`.
@@ -566,6 +660,40 @@ mod tests {
             assert_eq!(got.header.procid, *procid, "{line}");
             assert_eq!(got.message, TLS, "{line}");
         }
+    }
+
+    #[test]
+    fn exim_main_log_framings() {
+        let cases = [
+            ("2024-03-01 12:00:00 1rgXYZ-000ABC-DE <= a@b", None, None, 0, "1rgXYZ-000ABC-DE <= a@b"),
+            (
+                "2024-03-01 12:00:00.123 [4711] 1rgXYZ-000ABC-DE => x",
+                Some(4711),
+                None,
+                123_000_000,
+                "1rgXYZ-000ABC-DE => x",
+            ),
+            ("2024-03-01 12:00:00 +0100 [7] msg", Some(7), Some(3600), 0, "msg"),
+            ("2024-03-01 12:00:00.5 -0130 msg", None, Some(-5400), 500_000_000, "msg"),
+            ("2024-03-01 12:00:00 [x] msg", None, None, 0, "[x] msg"),
+        ];
+        for (line, procid, offset, nanos, message) in cases {
+            let got = parse_syslog(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(got.header.framing, Framing::EximFile, "{line}");
+            assert_eq!((got.header.hostname, got.header.appname), ("", "exim"), "{line}");
+            assert_eq!(got.header.procid, procid, "{line}");
+            let ts = got.header.timestamp.unwrap();
+            assert_eq!(
+                (ts.year, ts.month, ts.day, ts.hour, ts.offset_secs, ts.nanos),
+                (2024, 3, 1, 12, offset, nanos),
+                "{line}"
+            );
+            assert!(ts.year_logged);
+            assert_eq!(got.message, message, "{line}");
+        }
+        assert_eq!(parse_syslog("2024-02-30 12:00:00 msg").map(|_| ()), Err(Error::BadTimestamp));
+        assert_eq!(parse_syslog("2024-02-01 12:00:0").map(|_| ()), Err(Error::NotSyslog));
+        assert_eq!(parse_syslog("2024-02-01 12:00:00x").map(|_| ()), Err(Error::NotSyslog));
     }
 
     #[test]

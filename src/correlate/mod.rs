@@ -11,6 +11,7 @@
 //! emits what was known. Plaintext is only claimed when the log proves it (see [`TlsLogging`]).
 //! Nothing here does IO.
 
+pub mod exim;
 pub mod milter_dedup;
 pub mod postfix;
 pub mod sendmail;
@@ -119,6 +120,7 @@ pub struct Correlator {
     names: Names,
     postfix: postfix::State,
     sendmail: sendmail::State,
+    exim: exim::State,
     counters: Counters,
     /// Log time of the last expiry sweep.
     last_sweep_micros: i64,
@@ -134,6 +136,7 @@ impl Correlator {
             names: Names::default(),
             postfix: postfix::State::default(),
             sendmail: sendmail::State::default(),
+            exim: exim::State::default(),
             counters: Counters::default(),
             last_sweep_micros: i64::MIN,
         }
@@ -177,12 +180,26 @@ impl Correlator {
                 };
                 self.sendmail.push(&mut ctx, process, event);
             }
+            parsers::Body::Exim(event) => {
+                let process = self.names.process(&record.header, record.header.procid);
+                let mut ctx = postfix::Ctx {
+                    config: &self.config,
+                    sources: &self.sources,
+                    id_prefixes: &self.id_prefixes,
+                    names: &self.names,
+                    counters: &mut self.counters,
+                    meta,
+                    out,
+                };
+                self.exim.push(&mut ctx, process, event);
+            }
             parsers::Body::Other => self.counters.other_program += 1,
             parsers::Body::Unparsed(_) => {}
         }
         if meta.ts_micros.saturating_sub(self.last_sweep_micros) >= 10_000_000
             || self.postfix.open() > self.config.max_open
             || self.sendmail.open() > self.config.max_open
+            || self.exim.open() > self.config.max_open
         {
             self.sweep(meta.ts_micros, out);
         }
@@ -192,10 +209,10 @@ impl Correlator {
     /// The offset of the earliest line of `source` that an open connection still needs (see
     /// [`postfix::State::low_water`]); `None` when nothing of it is open.
     pub fn low_water(&self, source: SourceId) -> Option<u64> {
-        match (self.postfix.low_water(source), self.sendmail.low_water(source)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.postfix.low_water(source), self.sendmail.low_water(source), self.exim.low_water(source)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The shared source record of `id` (observations carry clones of this `Arc`).
@@ -211,6 +228,7 @@ impl Correlator {
             .open_processes(source)
             .into_iter()
             .chain(self.sendmail.open_processes(source))
+            .chain(self.exim.open_processes(source))
             .map(|(key, offset)| {
                 let (reporter, instance) = self.names.get(key.name);
                 (reporter.to_string(), instance.to_string(), key.pid, offset)
@@ -266,6 +284,7 @@ impl Correlator {
         };
         self.postfix.flush_all(&mut ctx);
         self.sendmail.flush_all(&mut ctx);
+        self.exim.flush_all(&mut ctx);
         self.count_new(out, start);
     }
 
@@ -276,7 +295,7 @@ impl Correlator {
 
     /// Connections currently open.
     pub fn open(&self) -> usize {
-        self.postfix.open() + self.sendmail.open()
+        self.postfix.open() + self.sendmail.open() + self.exim.open()
     }
 
     fn sweep(&mut self, now_micros: i64, out: &mut Vec<Observation>) {
@@ -293,6 +312,7 @@ impl Correlator {
         let cutoff_micros = now_micros.saturating_sub(self.config.idle_timeout_secs.saturating_mul(1_000_000));
         self.postfix.sweep(&mut ctx, cutoff_micros);
         self.sendmail.sweep(&mut ctx, cutoff_micros);
+        self.exim.sweep(&mut ctx, cutoff_micros);
     }
 
     fn count_new(&mut self, out: &[Observation], start: usize) {
@@ -324,6 +344,9 @@ pub struct Names {
 }
 
 impl Names {
+    // Inlined into each MTA arm of `Correlator::push`: once it had two callers the compiler
+    // stopped inlining it, which cost the Postfix path ~0.5 % more instructions (callgrind).
+    #[inline(always)]
     fn process(&mut self, header: &parsers::Header<'_>, pid: Option<u32>) -> ProcessKey {
         let (reporter, tag) = (header.hostname, header.appname);
         self.scratch.clear();

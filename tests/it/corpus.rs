@@ -96,8 +96,10 @@ fn corpus_kumina_postfix_exporter() {
 fn corpus_crowdsec_hub() {
     let (got, stats) = golden("crowdsec-hub", &["tests/data/corpus/crowdsec-hub.log"], b"");
     assert_eq!(stat(&stats, "malformed message"), 0);
-    // Its Postfix lines are SASL failures and rejects: no TLS facts, and the Exim lines are other programs.
-    assert!(stat(&stats, "other programs") > 0);
+    // Its Postfix lines are SASL failures and rejects: no TLS facts. Its Exim lines (file and
+    // syslog framing) are authenticator failures and ACL rejections: read, and ignored.
+    assert_eq!(stat(&stats, "other programs"), 0);
+    assert!(stat(&stats, "ignored (not TLS-relevant)") >= 37);
     assert!(got.iter().all(|o| o["direction"] == "inbound"));
 }
 
@@ -108,6 +110,12 @@ fn corpus_synthetic_framings() {
     // Every framing F1-F6 that carries the Postfix TLS line must yield the same verified TLS peer.
     let tls: Vec<&Value> = find(&got, "192.0.2.25", "outbound").into_iter().filter(|o| o["mta"] == "postfix").collect();
     assert!(tls.len() >= 6, "{tls:#?}");
+    // The Exim framings F7/F7b carry the same delivery (`CV=yes`: trusted); the split line is
+    // rejoined into one observation of two lines.
+    let exim = find(&got, "192.0.2.25", "outbound").into_iter().filter(|o| o["mta"] == "exim").collect::<Vec<_>>();
+    assert_eq!(exim.len(), 3, "{exim:#?}");
+    assert!(exim.iter().all(|o| o["tls"]["trust"] == "trusted" && o["tls"]["protocol"] == "TLSv1.3"));
+    assert!(exim.iter().any(|o| o["lines"] == 2));
     for observation in tls {
         assert_eq!(observation["tls"]["trust"], "verified");
         assert_eq!(observation["tls"]["cipher"], "TLS_AES_256_GCM_SHA384");

@@ -7,6 +7,7 @@ mod clickhouse;
 mod cluster;
 mod common;
 mod corpus;
+mod exim;
 mod feeds;
 mod ingest;
 mod journald;

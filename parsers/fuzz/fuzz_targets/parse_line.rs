@@ -18,7 +18,7 @@
 use libfuzzer_sys::fuzz_target;
 use parsers::postfix::{parse_message, Daemon};
 use parsers::{detect_mta, parse_line, syslog::parse_syslog, Body, Error, Mta, YearInference};
-use parsers_fuzz::{check_event, check_header, with_text};
+use parsers_fuzz::{check_event, check_exim_event, check_header, with_text};
 
 fuzz_target!(|data: &[u8]| {
     let Some((prefix, stream)) = data.split_first_chunk::<5>() else { return };
@@ -78,6 +78,14 @@ fn check_line(bytes: &[u8], years: &mut YearInference) {
             Body::Unparsed(error) => {
                 assert_eq!(*error, Error::Malformed, "unexpected body error for {line:?}");
                 assert_eq!(direct, Err(*error), "parse_message disagrees on {line:?}");
+            }
+            Body::Exim(event) => {
+                assert_eq!(
+                    parsers::exim::parse_message(framed.message),
+                    Ok(*event),
+                    "Exim grammar disagrees on {line:?}"
+                );
+                check_exim_event(line, event);
             }
             Body::Other => {}
         }

@@ -61,6 +61,13 @@ pub fn assert_ordered(names: (&str, &str), first: &str, second: &str) {
 
 /// Checks a syslog header parsed from `line`.
 pub fn check_header(line: &str, header: &Header<'_>) {
+    if header.framing == Framing::EximFile {
+        // Exim's own log names no host or program: the header says so with fixed values.
+        assert_eq!((header.hostname, header.appname, header.pri), ("", "exim", None), "Exim framing of {line:?}");
+        let timestamp = header.timestamp.unwrap_or_else(|| panic!("Exim line without timestamp: {line:?}"));
+        assert!(timestamp.is_valid() && timestamp.year_logged, "bad Exim timestamp {timestamp:?} in {line:?}");
+        return;
+    }
     assert_within(line, "header.hostname", header.hostname);
     assert_within(line, "header.appname", header.appname);
     assert_within(line, "header.service()", header.service());
@@ -194,5 +201,83 @@ pub fn check_postfix_result(message: &str, result: &Result<Event<'_>, Error>) {
     match result {
         Ok(event) => check_event(message, event),
         Err(error) => assert_eq!(*error, Error::Malformed, "unexpected error kind for {message:?}"),
+    }
+}
+
+/// Checks every borrowed field of an Exim event parsed from `message`.
+pub fn check_exim_event(message: &str, event: &parsers::exim::Event<'_>) {
+    use parsers::exim::{Cipher, Event as Exim, Host};
+    let within = |name: &str, field: &str| assert_within(message, name, field);
+    let host = |name: &str, host: &Host<'_>| {
+        within(&format!("{name}.name"), host.name);
+        within(&format!("{name}.addr"), host.addr);
+        if let Some(helo) = host.helo {
+            within(&format!("{name}.helo"), helo);
+        }
+    };
+    let cipher = |cipher: &Cipher<'_>| {
+        within("cipher.version", cipher.version);
+        within("cipher.cipher", cipher.cipher);
+        if let Some(group) = cipher.group {
+            within("cipher.group", group);
+        }
+        assert!(!cipher.version.is_empty() && !cipher.cipher.is_empty(), "empty X= part in {message:?}");
+    };
+    match event {
+        Exim::Delivery(delivery) => {
+            within("address", delivery.address);
+            assert!(!delivery.address.is_empty(), "delivery without address in {message:?}");
+            for field in [delivery.message_id, delivery.peer_dn, delivery.sni, delivery.protocol, delivery.error]
+                .into_iter()
+                .flatten()
+            {
+                within("delivery field", field);
+            }
+            if let Some(h) = &delivery.host {
+                host("host", h);
+            }
+            if let Some(c) = &delivery.cipher {
+                cipher(c);
+            }
+        }
+        Exim::TlsErrorFrom { host: h, stage, detail } | Exim::TlsErrorTo { host: h, stage, detail } => {
+            host("host", h);
+            assert!(!h.addr.is_empty(), "TLS error without address in {message:?}");
+            within("stage", stage);
+            within("detail", detail);
+        }
+        Exim::TlsIoError { host: h, detail } => {
+            host("host", h);
+            within("detail", detail);
+        }
+        Exim::TlsFallback { message_id, host: h, detail, .. } | Exim::DaneFailed { message_id, host: h, detail } => {
+            host("host", h);
+            within("detail", detail);
+            if let Some(id) = message_id {
+                within("message_id", id);
+            }
+        }
+        Exim::VerifyError { message_id, addr, detail } => {
+            within("addr", addr);
+            within("detail", detail);
+            if let Some(id) = message_id {
+                within("message_id", id);
+            }
+        }
+        Exim::NoMail { host: h, cipher: c, commands, .. } => {
+            host("host", h);
+            if let Some(c) = c {
+                cipher(c);
+            }
+            if let Some(commands) = commands {
+                within("commands", commands);
+            }
+        }
+        Exim::Split { part, total, text } => {
+            assert!(*part >= 1 && part <= total, "split piece {part}/{total} in {message:?}");
+            within("text", text);
+        }
+        Exim::Ignored => {}
+        _ => {}
     }
 }

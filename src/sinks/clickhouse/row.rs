@@ -119,6 +119,7 @@ pub const COLUMNS: &[&str] = &[
 fn mta_code(mta: Mta) -> i8 {
     match mta {
         Mta::Postfix => 1,
+        Mta::Exim => 2,
         Mta::Sendmail => 3,
     }
 }
@@ -253,6 +254,7 @@ impl ObservationRow {
             end_ts,
             mta: match self.mta {
                 1 => Mta::Postfix,
+                2 => Mta::Exim,
                 3 => Mta::Sendmail,
                 _ => return None,
             },
@@ -310,6 +312,16 @@ mod tests {
         for column in COLUMNS {
             let declared = ddl.contains(&format!("    {column} ")) || added.contains(&format!("ADD COLUMN {column} "));
             assert!(declared, "DDL lacks column {column}");
+        }
+    }
+
+    #[test]
+    fn mta_codes_match_the_ddl() {
+        let ddl = include_str!("../../../schema/portable/0001_observations.sql");
+        for mta in [Mta::Postfix, Mta::Exim, Mta::Sendmail] {
+            let name = serde_json::to_value(mta).unwrap();
+            let entry = format!("'{}' = {}", name.as_str().unwrap(), mta_code(mta));
+            assert!(ddl.contains(&entry), "DDL lacks {entry}");
         }
     }
 }

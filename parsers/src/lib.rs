@@ -9,7 +9,8 @@
 //!    [`syslog::SyslogLine`]: a [`syslog::Header`] (timestamp, hostname, program tag, pid) and the
 //!    message text.
 //! 2. An MTA grammar, chosen by the program tag, turns the message into a typed event:
-//!    [`postfix::parse_message`] gives a [`postfix::Event`].
+//!    [`postfix::parse_message`] gives a [`postfix::Event`], [`opensmtpd::parse_message`] an
+//!    [`opensmtpd::Event`].
 //!
 //! [`parse_line`] does both and returns a [`Record`], the borrowed value that the correlator in the
 //! application crate consumes. Every field of a record is a slice of the input line: nothing is
@@ -19,6 +20,7 @@
 //! A line that cannot be understood is not an error that stops anything: it becomes
 //! [`Body::Unparsed`] with an [`Error`] that says why, and the caller counts it.
 
+pub mod opensmtpd;
 pub mod peer;
 pub mod postfix;
 pub mod syslog;
@@ -73,6 +75,8 @@ pub enum Mta {
     /// Postfix: a tag whose last path component is a Postfix daemon (`postfix/smtp`,
     /// `postfix-out/smtp`, `postfix/submission/smtpd`, `enforced-tls-smtp/smtp`).
     Postfix,
+    /// OpenSMTPD: the bare tag `smtpd` (no path; `postfix/smtpd` is Postfix).
+    Opensmtpd,
     /// Anything else.
     Other,
 }
@@ -96,6 +100,8 @@ pub enum Body<'a> {
         /// What it says.
         event: postfix::Event<'a>,
     },
+    /// An OpenSMTPD message (program tag `smtpd`).
+    Opensmtpd(opensmtpd::Event<'a>),
     /// A line from a program this crate has no grammar for.
     Other,
     /// The message was recognised as relevant but could not be parsed.
@@ -109,6 +115,7 @@ pub enum Body<'a> {
 pub fn detect_mta(tag: &str) -> Mta {
     match postfix_daemon(tag) {
         Some(_) => Mta::Postfix,
+        None if tag == "smtpd" => Mta::Opensmtpd,
         None => Mta::Other,
     }
 }
@@ -149,6 +156,10 @@ pub fn parse_record(line: &str) -> Result<Record<'_>, Error> {
     let body = match postfix_daemon(syslog_line.header.appname) {
         Some(daemon) => match postfix::parse_event(daemon, syslog_line.message) {
             Ok(event) => Body::Postfix { daemon, event },
+            Err(error) => Body::Unparsed(error),
+        },
+        None if syslog_line.header.appname == "smtpd" => match opensmtpd::parse_message(syslog_line.message) {
+            Ok(event) => Body::Opensmtpd(event),
             Err(error) => Body::Unparsed(error),
         },
         None => Body::Other,

@@ -74,6 +74,8 @@ pub enum Mta {
     Postfix,
     /// Sendmail (seen by the milter only, so far).
     Sendmail,
+    /// OpenSMTPD.
+    Opensmtpd,
 }
 
 /// Which side of the SMTP connection we were.

@@ -4,13 +4,14 @@
 //! [`parsers::Record`]s and keeps owned, bounded state per MTA process until a connection is
 //! complete, then emits an owned [`Observation`]. Each MTA has its own join rules in a submodule
 //! (`postfix`: by `smtp[pid]` for outbound, by the `smtpd[pid]` connect…disconnect window for
-//! inbound; research/FORMATS.md §2.1, §2.4).
+//! inbound; research/FORMATS.md §2.1, §2.4; `opensmtpd`: by session id, §5).
 //!
 //! **Invariants:** state is bounded by [`Config::max_open`] entries and by
 //! [`Config::idle_timeout_secs`] of log time; every expiry and eviction is counted and still
 //! emits what was known. Plaintext is only claimed when the log proves it (see [`TlsLogging`]).
 //! Nothing here does IO.
 
+pub mod opensmtpd;
 pub mod postfix;
 
 use std::sync::Arc;
@@ -116,6 +117,7 @@ pub struct Correlator {
     id_prefixes: Vec<u64>,
     names: Names,
     postfix: postfix::State,
+    opensmtpd: opensmtpd::State,
     counters: Counters,
     /// Log time of the last expiry sweep.
     last_sweep_micros: i64,
@@ -130,6 +132,7 @@ impl Correlator {
             id_prefixes: Vec::new(),
             names: Names::default(),
             postfix: postfix::State::default(),
+            opensmtpd: opensmtpd::State::default(),
             counters: Counters::default(),
             last_sweep_micros: i64::MIN,
         }
@@ -160,11 +163,25 @@ impl Correlator {
                 };
                 self.postfix.push(&mut ctx, process, *daemon, event);
             }
+            parsers::Body::Opensmtpd(event) => {
+                let process = self.names.process(&record.header, record.header.procid);
+                let mut ctx = postfix::Ctx {
+                    config: &self.config,
+                    sources: &self.sources,
+                    id_prefixes: &self.id_prefixes,
+                    names: &self.names,
+                    counters: &mut self.counters,
+                    meta,
+                    out,
+                };
+                self.opensmtpd.push(&mut ctx, process, event);
+            }
             parsers::Body::Other => self.counters.other_program += 1,
             parsers::Body::Unparsed(_) => {}
         }
         if meta.ts_micros.saturating_sub(self.last_sweep_micros) >= 10_000_000
             || self.postfix.open() > self.config.max_open
+            || self.opensmtpd.open() > self.config.max_open
         {
             self.sweep(meta.ts_micros, out);
         }
@@ -174,7 +191,9 @@ impl Correlator {
     /// The offset of the earliest line of `source` that an open connection still needs (see
     /// [`postfix::State::low_water`]); `None` when nothing of it is open.
     pub fn low_water(&self, source: SourceId) -> Option<u64> {
-        self.postfix.low_water(source)
+        let postfix = self.postfix.low_water(source);
+        let opensmtpd = self.opensmtpd.low_water(source);
+        [postfix, opensmtpd].into_iter().flatten().min()
     }
 
     /// The shared source record of `id` (observations carry clones of this `Arc`).
@@ -189,6 +208,7 @@ impl Correlator {
         self.postfix
             .open_processes(source)
             .into_iter()
+            .chain(self.opensmtpd.open_processes(source))
             .map(|(key, offset)| {
                 let (reporter, instance) = self.names.get(key.name);
                 (reporter.to_string(), instance.to_string(), key.pid, offset)
@@ -219,6 +239,7 @@ impl Correlator {
             out,
         };
         self.postfix.flush_all(&mut ctx);
+        self.opensmtpd.flush_all(&mut ctx);
         self.count_new(out, start);
     }
 
@@ -229,7 +250,7 @@ impl Correlator {
 
     /// Connections currently open.
     pub fn open(&self) -> usize {
-        self.postfix.open()
+        self.postfix.open() + self.opensmtpd.open()
     }
 
     fn sweep(&mut self, now_micros: i64, out: &mut Vec<Observation>) {
@@ -243,8 +264,9 @@ impl Correlator {
             meta: LineMeta { source: SourceId(0), offset: 0, ts_micros: now_micros },
             out,
         };
-        self.postfix
-            .sweep(&mut ctx, now_micros.saturating_sub(self.config.idle_timeout_secs.saturating_mul(1_000_000)));
+        let cutoff_micros = now_micros.saturating_sub(self.config.idle_timeout_secs.saturating_mul(1_000_000));
+        self.postfix.sweep(&mut ctx, cutoff_micros);
+        self.opensmtpd.sweep(&mut ctx, cutoff_micros);
     }
 
     fn count_new(&mut self, out: &[Observation], start: usize) {

@@ -109,6 +109,7 @@ fn mta_code(mta: Mta) -> i8 {
     match mta {
         Mta::Postfix => 1,
         Mta::Sendmail => 3,
+        Mta::Opensmtpd => 4,
     }
 }
 
@@ -232,6 +233,7 @@ impl ObservationRow {
             mta: match self.mta {
                 1 => Mta::Postfix,
                 3 => Mta::Sendmail,
+                4 => Mta::Opensmtpd,
                 _ => return None,
             },
             reporter: Arc::from(self.reporter),

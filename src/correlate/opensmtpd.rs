@@ -80,6 +80,9 @@ struct Session {
     deliveries: u32,
     /// Inbound: `smtp message` was logged (DATA accepted).
     message: bool,
+    /// Inbound from `address=local`: a local submission (smtpctl, `sendmail`, a bounce), not an
+    /// SMTP peer; counted as a local delivery, never an observation.
+    local: bool,
 }
 
 impl State {
@@ -125,6 +128,7 @@ impl State {
                 }
                 let mut session = Session::start(ctx.meta, process.pid, Direction::Inbound);
                 session.peer = peer_info(address, host, None);
+                session.local = *address == "local";
                 self.sessions.insert(key, session);
             }
             Kind::Connecting { scheme, address, port, host } => {
@@ -307,6 +311,10 @@ fn push_unique(items: &mut Vec<String>, item: &str) {
 /// Turns a finished session into an [`Observation`] in `ctx.out`.
 fn emit(ctx: &mut Ctx<'_>, key: SessionKey, session: Box<Session>) {
     let mut session = *session;
+    if session.local {
+        ctx.counters.local_deliveries += 1;
+        return;
+    }
     let tls_logged = match ctx.config.tls_logging {
         TlsLogging::On | TlsLogging::Auto => true,
         TlsLogging::Off => false,
@@ -654,6 +662,9 @@ mod tests {
                 "00000000000000bb smtp disconnected reason=quit",
                 "00000000000000cc smtp connected address=192.0.2.9 host=d.example",
                 "00000000000000cc smtp disconnected reason=timeout",
+                "00000000000000dd smtp connected address=local host=vm",
+                "00000000000000dd smtp message msgid=bb0209a5 size=1612 nrcpt=1 proto=ESMTP",
+                "00000000000000dd smtp disconnected reason=quit",
             ],
             TlsLogging::Auto,
         );

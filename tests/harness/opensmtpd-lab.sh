@@ -19,7 +19,8 @@
 # (`unshare --mount`) where a private folder is bind-mounted over the spool, a tmpfs over /run,
 # and a tmpfs over /dev with the few device nodes smtpd opens plus SOCKET bind-mounted as
 # /dev/log. Nothing outside the namespace changes except two empty folders the package itself
-# would create (/var/spool/smtpd, /var/lib/opensmtpd/empty). smtpd needs the opensmtpd and
+# would create (/var/spool/smtpd, /var/lib/opensmtpd/empty, /usr/libexec/opensmtpd: the mount
+# points of the private spool and of the package's delivery helpers). smtpd needs the opensmtpd and
 # opensmtpq users (tests/harness/install-deps.sh opensmtpd creates them as the postinst does).
 #
 # Instances (ports relative to LAB_PORT_BASE):
@@ -145,12 +146,13 @@ run_instance() {
     local inst=$dir/$name
     [[ -f $inst/smtpd.conf ]] || { echo "opensmtpd-lab.sh: run 'up' first" >&2; exit 1; }
     [[ -S $socket ]] || { echo "opensmtpd-lab.sh: $socket is not a socket" >&2; exit 1; }
-    mkdir -p /var/spool/smtpd /var/lib/opensmtpd/empty "$inst/spool" "$inst/dev" "$inst/run"
+    mkdir -p /var/spool/smtpd /var/lib/opensmtpd/empty /usr/libexec/opensmtpd "$inst/spool"
     # smtpd checks the owner and mode of its spool root (root, 0711).
     chmod 711 "$inst/spool"
     exec unshare --mount --propagation private -- /bin/bash -euc '
-        inst=$1 socket=$2 hosts=$3 smtpd=$4
+        inst=$1 socket=$2 hosts=$3 pkg=$4
         mount --bind "$inst/spool" /var/spool/smtpd
+        mount --bind "$pkg/usr/libexec/opensmtpd" /usr/libexec/opensmtpd
         mount -t tmpfs -o mode=755 tmpfs /run
         mount -t tmpfs -o mode=755 tmpfs /dev
         mknod -m 666 /dev/null c 1 3
@@ -161,8 +163,8 @@ run_instance() {
         touch /dev/log
         mount --bind "$socket" /dev/log
         mount --bind "$hosts" /etc/hosts
-        exec "$smtpd" -F -f "$inst/smtpd.conf"
-    ' opensmtpd-ns "$inst" "$socket" "$dir/hosts" "$pkg/usr/sbin/smtpd"
+        exec "$pkg/usr/sbin/smtpd" -F -f "$inst/smtpd.conf"
+    ' opensmtpd-ns "$inst" "$socket" "$dir/hosts" "$pkg"
 }
 
 case $command in

@@ -10,6 +10,7 @@ mod feeds;
 mod ingest;
 mod journald;
 mod milter;
+mod opensmtpd;
 mod postfix_lab;
 mod reputation;
 mod rspamd;

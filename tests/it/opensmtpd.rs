@@ -460,3 +460,100 @@ fn opensmtpd_real_daemon_logs_through_dev_log_into_ingest() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: truncated, mutated, oversized, non-UTF-8 and hostile OpenSMTPD lines.
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[test]
+fn opensmtpd_mutated_and_truncated_lines_never_panic() {
+    let lines: Vec<String> = ["lab-6.8.0p2.log", "formats.log"]
+        .iter()
+        .flat_map(|name| corpus_lines(&repo().join("tests/data/opensmtpd").join(name)))
+        .collect();
+    // Every prefix and suffix of every line.
+    for line in &lines {
+        for cut in (0..=line.len()).filter(|&cut| line.is_char_boundary(cut)) {
+            let mut years = parsers::YearInference::new(2026, 11);
+            let _ = parsers::parse_line(&line[..cut], &mut years);
+            let _ = parsers::parse_line(&line[cut..], &mut years);
+        }
+    }
+    // Random edits with the grammar's own punctuation, NUL and invalid bytes.
+    let mut rng = Rng(0x0bad_5eed_0f5e_5510);
+    let alphabet = b"\"=:<>()[] /.-+0123456789abcdef\0\xff\xfe\r\t'\\";
+    let mut n_malformed = 0;
+    for _ in 0..50_000 {
+        let mut bytes = lines[(rng.next() % lines.len() as u64) as usize].as_bytes().to_vec();
+        for _ in 0..(1 + rng.next() % 6) {
+            let at = (rng.next() % (bytes.len() as u64 + 1)) as usize;
+            let byte = alphabet[(rng.next() % alphabet.len() as u64) as usize];
+            match rng.next() % 4 {
+                0 if at < bytes.len() => bytes.truncate(at),
+                1 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                2 if at < bytes.len() => bytes[at] = byte,
+                _ => bytes.insert(at, byte),
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let mut years = parsers::YearInference::new(2026, 11);
+        if let Ok(record) = parsers::parse_line(&text, &mut years) {
+            n_malformed += usize::from(record.body == parsers::Body::Unparsed(parsers::Error::Malformed));
+        }
+    }
+    // The edits reach the grammar's error paths, not just the envelope's.
+    assert!(n_malformed > 100, "{n_malformed}");
+}
+
+#[test]
+fn opensmtpd_oversized_non_utf8_and_hostile_lines_through_the_binary() {
+    let mut input: Vec<u8> = Vec::new();
+    let mut push = |line: &[u8]| {
+        input.extend_from_slice(line);
+        input.push(b'\n');
+    };
+    let p = "Nov 30 10:00:00 mx1 smtpd[7]: ";
+    push(format!("{p}00000000000000a1 smtp connected address=192.0.2.50 host=ok.example").as_bytes());
+    // A replacement character in the cipher, and invalid bytes after a message line (read
+    // lossily): the session still joins.
+    push(format!("{p}00000000000000a1 smtp tls ciphers=TLSv1.3:TLS_\u{fffd}AES:256").as_bytes());
+    let mut bad = format!("{p}00000000000000a1 smtp message msgid=1 size=1 nrcpt=1 proto=ESMTP ").into_bytes();
+    bad.extend_from_slice(b"\xff\xfe");
+    push(&bad);
+    push(format!("{p}00000000000000a1 smtp disconnected reason=quit").as_bytes());
+    // Oversized: skipped and counted.
+    push(format!("{p}00000000000000a2 smtp connected address=192.0.2.51 host={}", "x".repeat(3_000_000)).as_bytes());
+    // Hostile: unterminated quotes, keys without values, NUL, a forged second line in a value.
+    push(format!("{p}00000000000000a3 mta connecting address=\"smtp://\" host=\"").as_bytes());
+    push(format!("{p}00000000000000a3 mta tls ciphers=").as_bytes());
+    push(format!("{p}00000000000000a3 mta delivery evpid= to= relay=\" result=\"Ok stat=\"").as_bytes());
+    push(format!("{p}00000000000000a4 smtp connected address=192.0.2.52 host=a\0b").as_bytes());
+    push(format!("{p}00000000000000a4 smtp disconnected reason=\"x\\\" Nov 30 10:00:00 mx1 smtpd[7]: y").as_bytes());
+    push(format!("{p}smtp-in: Started TLS on session zzzz: version=").as_bytes());
+    let output = tlsledger(&["parse", "--stats", "--max-line-bytes", "1000000"], &input);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stat(&output.stderr, "lines"), 11);
+    assert_eq!(stat(&output.stderr, "oversized (skipped)"), 1);
+    assert_eq!(stat(&output.stderr, "non-utf8 (read lossily)"), 1);
+    assert_eq!(stat(&output.stderr, "malformed message"), 3, "{stderr}");
+    let got = observations(&output.stdout);
+    let ok = got.iter().find(|o| o["peer"]["ip"] == "192.0.2.50").expect("the session with lossy bytes");
+    assert_eq!((&ok["outcome"], &ok["lines"]), (&Value::from("tls"), &Value::from(4)));
+    let nul = got.iter().find(|o| o["peer"]["ip"] == "192.0.2.52").expect("the session with a NUL");
+    assert_eq!(nul["peer"]["hostname"], "a\u{0}b");
+}

@@ -527,12 +527,18 @@ mod tests {
             Smtp,
             Kind::Disconnected { reason: "io-error: error:0A080006:SSL routines::EVP lib" },
         );
-        check("7112e196da887622 smtp disconnected  reason=tls-accept-failed", id, Smtp, Kind::Disconnected {
-            reason: "tls-accept-failed",
-        });
-        check("7112e196da887622 mta disconnected reason=quit messages=1", id, Mta, Kind::Disconnected {
-            reason: "quit",
-        });
+        check(
+            "7112e196da887622 smtp disconnected  reason=tls-accept-failed",
+            id,
+            Smtp,
+            Kind::Disconnected { reason: "tls-accept-failed" },
+        );
+        check(
+            "7112e196da887622 mta disconnected reason=quit messages=1",
+            id,
+            Mta,
+            Kind::Disconnected { reason: "quit" },
+        );
         check("7112e196da887622 mta closing reason=tls-failure", id, Mta, Kind::Closing { reason: "tls-failure" });
         check(
             "7112e196da887622 mta error reason=TLS required but not supported by remote host",

@@ -148,10 +148,8 @@ impl State {
                     Subsystem::Smtp => Direction::Inbound,
                     _ => Direction::Outbound,
                 };
-                let session = self
-                    .sessions
-                    .entry(key)
-                    .or_insert_with(|| Session::start(ctx.meta, process.pid, direction));
+                let session =
+                    self.sessions.entry(key).or_insert_with(|| Session::start(ctx.meta, process.pid, direction));
                 if session.lines > 0 {
                     touch(session, now);
                 } else {
@@ -555,7 +553,10 @@ mod tests {
             TlsLogging::Auto,
         );
         assert_eq!(got.len(), 2, "{got:#?}");
-        assert_eq!(summary(&got[0]), (Direction::Outbound, Some("127.0.0.2"), Outcome::Tls, Some(Trust::Verified), None));
+        assert_eq!(
+            summary(&got[0]),
+            (Direction::Outbound, Some("127.0.0.2"), Outcome::Tls, Some(Trust::Verified), None)
+        );
         assert_eq!((got[0].lines, got[0].delivered, got[0].peer.port), (6, Some(true), Some(16501)));
         assert_eq!(got[0].domains, ["verified.test"]);
         assert_eq!(got[0].queue_ids, ["12a0010a8c60bd82"]);
@@ -563,7 +564,10 @@ mod tests {
         let tls = got[0].tls.as_ref().unwrap();
         assert_eq!((tls.protocol.as_deref(), tls.bits), (Some("TLSv1.3"), Some(256)));
         // The second session is still open at the end of input and is emitted by finish.
-        assert_eq!(summary(&got[1]), (Direction::Outbound, Some("127.0.0.2"), Outcome::Tls, Some(Trust::Trusted), None));
+        assert_eq!(
+            summary(&got[1]),
+            (Direction::Outbound, Some("127.0.0.2"), Outcome::Tls, Some(Trust::Trusted), None)
+        );
         assert_eq!(got[1].delivered, None);
     }
 
@@ -597,7 +601,13 @@ mod tests {
         assert_eq!(
             got,
             [
-                (Direction::Outbound, Some("127.0.0.6"), Outcome::TlsRequiredMissing, None, Some("starttls-not-supported")),
+                (
+                    Direction::Outbound,
+                    Some("127.0.0.6"),
+                    Outcome::TlsRequiredMissing,
+                    None,
+                    Some("starttls-not-supported")
+                ),
                 (
                     Direction::Outbound,
                     Some("127.0.0.5"),

@@ -124,11 +124,7 @@ fn check_lab_outbound(got: &[Value]) {
     ca.sort();
     assert_eq!(
         ca,
-        [
-            ("plaintext", None, Some("local-policy")),
-            ("tls", Some("trusted"), None),
-            ("tls", Some("verified"), None),
-        ]
+        [("plaintext", None, Some("local-policy")), ("tls", Some("trusted"), None), ("tls", Some("verified"), None),]
     );
     assert_eq!(out("127.0.0.3"), [("tls", Some("untrusted"), None)]);
     assert_eq!(out("127.0.0.4"), [("starttls-not-offered", None, Some("starttls-not-supported"))]);
@@ -159,10 +155,7 @@ const MIXED_INPUTS: &[(&str, &str)] = &[
 /// stream, so no gap comes near the idle timeout): the same text in the mixed run and in the
 /// run of each input alone. Lines whose envelope does not parse are kept as they are.
 fn mixed_inputs() -> Vec<Vec<String>> {
-    let mut inputs: Vec<Vec<String>> = MIXED_INPUTS
-        .iter()
-        .map(|(_, path)| corpus_lines(&repo().join(path)))
-        .collect();
+    let mut inputs: Vec<Vec<String>> = MIXED_INPUTS.iter().map(|(_, path)| corpus_lines(&repo().join(path))).collect();
     // Round-robin order first, so every line has its place on the shared clock.
     let longest = inputs.iter().map(Vec::len).max().unwrap_or(0);
     let mut tick = 0u64;

@@ -643,6 +643,24 @@ mod tests {
     }
 
     #[test]
+    fn dispatch_by_program_tag() {
+        use crate::{detect_mta, parse_record, Body, Mta};
+        assert_eq!(detect_mta("smtpd"), Mta::Opensmtpd);
+        assert_eq!(detect_mta("postfix/smtpd"), Mta::Postfix);
+        assert_eq!(detect_mta("postfix/submission/smtpd"), Mta::Postfix);
+        assert_eq!(detect_mta("opensmtpd"), Mta::Other);
+        let line = "Nov 30 19:32:22 vm smtpd[9151]: 7112e196da887622 mta connected";
+        let record = parse_record(line).unwrap();
+        assert!(matches!(record.body, Body::Opensmtpd(Event { kind: Kind::MtaConnected, .. })), "{record:?}");
+        let line = "Nov 30 19:32:22 vm postfix/smtpd[9151]: connect from unknown[192.0.2.1]";
+        assert!(matches!(parse_record(line).unwrap().body, Body::Postfix { .. }));
+        let line = "Nov 30 19:32:22 vm smtpd[9151]: 7112e196da887622 mta tls ciphers=TLSv1.3";
+        assert_eq!(parse_record(line).unwrap().body, Body::Unparsed(Error::Malformed));
+        let line = "Nov 30 19:32:22 vm sshd[9151]: 7112e196da887622 mta tls ciphers=TLSv1.3";
+        assert_eq!(parse_record(line).unwrap().body, Body::Other);
+    }
+
+    #[test]
     fn unrelated_lines_are_ignored() {
         for message in [
             "info: OpenSMTPD 6.8.0p2 starting",

@@ -32,7 +32,6 @@
 //! [`Error::Malformed`]. Nothing here allocates: every field is a slice of the message.
 
 use nom::bytes::complete::take_while_m_n;
-use nom::character::complete::char;
 use nom::{IResult, Parser};
 
 use crate::Error;
@@ -437,8 +436,7 @@ fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 
 /// One value at the start of `text` and what follows it.
 fn value(text: &str) -> (&str, &str) {
-    if let Ok((_, _)) = char::<_, nom::error::Error<&str>>('"').parse(text) {
-        let inner = &text[1..];
+    if let Some(inner) = text.strip_prefix('"') {
         let bytes = inner.as_bytes();
         let mut search = 0;
         while let Some(found) = inner.get(search..).and_then(|t| t.find('"')) {

@@ -19,6 +19,7 @@
 //! [`TlsLogging::Off`] it is `unknown`. A session whose start was not seen opens only on a TLS
 //! line; its other lines are counted as orphans.
 
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -148,13 +149,15 @@ impl State {
                     Subsystem::Smtp => Direction::Inbound,
                     _ => Direction::Outbound,
                 };
-                let session =
-                    self.sessions.entry(key).or_insert_with(|| Session::start(ctx.meta, process.pid, direction));
-                if session.lines > 0 {
-                    touch(session, now);
-                } else {
-                    session.lines = 1;
-                }
+                let session = match self.sessions.entry(key) {
+                    Entry::Occupied(entry) => {
+                        let session = entry.into_mut();
+                        touch(session, now);
+                        session
+                    }
+                    // A session whose start was not seen (or the 5.x / 6.0 formats): TLS opens it.
+                    Entry::Vacant(entry) => entry.insert(Session::start(ctx.meta, process.pid, direction)),
+                };
                 session.tls = Some(TlsInfo {
                     protocol: Some((*protocol).to_owned()),
                     cipher: Some((*cipher).to_owned()),
@@ -283,9 +286,13 @@ fn apply(session: &mut Session, kind: &Kind<'_>) -> bool {
             push_unique(&mut session.queue_ids, delivery.evpid);
             let ok = delivery.result == DeliveryResult::Ok;
             session.delivered = Some(session.delivered == Some(true) || ok);
+            // Sessions opened by their TLS line (no `mta connecting` seen) learn the peer here.
             if session.peer.ip.is_none() {
                 if let Ok(ip) = delivery.relay_addr.parse::<IpAddr>() {
                     session.peer.ip = Some(ip.to_string());
+                    if !delivery.relay_host.is_empty() {
+                        session.peer.hostname = Some(delivery.relay_host.to_owned());
+                    }
                 }
             }
             false
@@ -719,6 +726,8 @@ mod tests {
         let (got, counters) = run(&refs, TlsLogging::Auto);
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!((got[0].outcome, got[0].tls.as_ref().and_then(|t| t.trust)), (Outcome::Tls, Some(Trust::Trusted)));
+        // The TLS line opened the session: two lines, not three.
+        assert_eq!(got[0].lines, 2);
         assert_eq!((counters.orphans, counters.ignored), (1, 1));
     }
 

@@ -142,6 +142,9 @@ pub enum Kind<'a> {
         cipher: &'a str,
         /// The cipher strength in bits, when it parses.
         bits: Option<u32>,
+        /// A ≤ 5.9 or 6.0 line (`Started TLS on session`, `event=starttls`): those logs have no
+        /// connect line this grammar reads, so the TLS line is where a session starts.
+        legacy: bool,
     },
     /// A certificate check (`cert-check`, `server-cert-check`, `client-cert-check`, 6.0
     /// `event=client-cert-check`, 5.x `certificate verification`).
@@ -192,7 +195,10 @@ const IGNORED: Event<'static> = Event { session: 0, subsystem: Subsystem::None, 
 /// use parsers::opensmtpd::{parse_message, Kind, Subsystem};
 /// let event = parse_message("7112e196da887622 mta tls ciphers=TLSv1.3:TLS_AES_256_GCM_SHA384:256").unwrap();
 /// assert_eq!((event.session, event.subsystem), (0x7112e196da887622, Subsystem::Mta));
-/// assert_eq!(event.kind, Kind::Tls { protocol: "TLSv1.3", cipher: "TLS_AES_256_GCM_SHA384", bits: Some(256) });
+/// assert_eq!(
+///     event.kind,
+///     Kind::Tls { protocol: "TLSv1.3", cipher: "TLS_AES_256_GCM_SHA384", bits: Some(256), legacy: false }
+/// );
 /// ```
 pub fn parse_message(message: &str) -> Result<Event<'_>, Error> {
     if let Some(rest) = message.strip_prefix("smtp-in: ") {
@@ -301,7 +307,7 @@ fn modern_ciphers(text: &str) -> Result<Kind<'_>, Error> {
     if protocol.is_empty() || cipher.is_empty() {
         return Err(Error::Malformed);
     }
-    Ok(Kind::Tls { protocol, cipher, bits: bits.parse().ok() })
+    Ok(Kind::Tls { protocol, cipher, bits: bits.parse().ok(), legacy: false })
 }
 
 /// `version=TLSv1.2, cipher=ECDHE-RSA-AES256-GCM-SHA384, bits=256` (≤ 5.9 and 6.0).
@@ -319,7 +325,7 @@ fn legacy_ciphers(text: &str) -> Result<Kind<'_>, Error> {
     }
     match (protocol, cipher) {
         (Some(protocol), Some(cipher)) if !protocol.is_empty() && !cipher.is_empty() => {
-            Ok(Kind::Tls { protocol, cipher, bits })
+            Ok(Kind::Tls { protocol, cipher, bits, legacy: true })
         }
         _ => Err(Error::Malformed),
     }
@@ -493,7 +499,7 @@ mod tests {
             "7112e196da887622 smtp tls ciphers=TLSv1.2:ECDHE-RSA-AES256-GCM-SHA384:256",
             id,
             Smtp,
-            Kind::Tls { protocol: "TLSv1.2", cipher: "ECDHE-RSA-AES256-GCM-SHA384", bits: Some(256) },
+            Kind::Tls { protocol: "TLSv1.2", cipher: "ECDHE-RSA-AES256-GCM-SHA384", bits: Some(256), legacy: false },
         );
         check(
             "7112e196da887622 mta server-cert-check result=\"success\"",
@@ -583,7 +589,8 @@ mod tests {
     fn historic_formats() {
         use Subsystem::{Mta, Smtp};
         let id = 0x0123456789abcdef;
-        let tls12 = Kind::Tls { protocol: "TLSv1.2", cipher: "ECDHE-RSA-AES256-GCM-SHA384", bits: Some(256) };
+        let tls12 =
+            Kind::Tls { protocol: "TLSv1.2", cipher: "ECDHE-RSA-AES256-GCM-SHA384", bits: Some(256), legacy: true };
         check(
             "smtp-in: Started TLS on session 0123456789abcdef: version=TLSv1.2, cipher=ECDHE-RSA-AES256-GCM-SHA384, bits=256",
             id,

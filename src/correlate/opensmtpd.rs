@@ -16,8 +16,11 @@
 //! OpenSMTPD logs `tls ciphers=` for every TLS session and has no setting that turns it off, so
 //! under [`TlsLogging::Auto`] a session without that line is plaintext when the log proves the
 //! SMTP dialogue went on (a delivery line outbound, `smtp message` inbound); under
-//! [`TlsLogging::Off`] it is `unknown`. A session whose start was not seen opens only on a TLS
-//! line; its other lines are counted as orphans.
+//! [`TlsLogging::Off`] it is `unknown`. Lines of a session whose start was not seen are counted
+//! as orphans (only the 5.x and 6.0 TLS lines start a session: those logs have no connect line
+//! this grammar reads). That also keeps a restart exact: `ingest` re-feeds an smtpd process's
+//! lines from its earliest open session, and one smtpd process logs many sessions, so the tail
+//! of a session emitted before the restart must not become an observation of its own.
 
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
@@ -144,7 +147,7 @@ impl State {
                 session.after_tls_failure = after_tls_failure;
                 self.sessions.insert(key, session);
             }
-            Kind::Tls { protocol, cipher, bits } => {
+            Kind::Tls { protocol, cipher, bits, legacy } => {
                 let direction = match event.subsystem {
                     Subsystem::Smtp => Direction::Inbound,
                     _ => Direction::Outbound,
@@ -155,8 +158,15 @@ impl State {
                         touch(session, now);
                         session
                     }
-                    // A session whose start was not seen (or the 5.x / 6.0 formats): TLS opens it.
-                    Entry::Vacant(entry) => entry.insert(Session::start(ctx.meta, process.pid, direction)),
+                    // The 5.x / 6.0 formats: the TLS line starts the session.
+                    Entry::Vacant(entry) if *legacy => entry.insert(Session::start(ctx.meta, process.pid, direction)),
+                    // A current TLS line whose session start was not seen (a log that begins
+                    // mid-session, or lines re-fed after a restart): an orphan, never a
+                    // partial observation.
+                    Entry::Vacant(_) => {
+                        ctx.counters.orphans += 1;
+                        return;
+                    }
                 };
                 session.tls = Some(TlsInfo {
                     protocol: Some((*protocol).to_owned()),
@@ -721,6 +731,8 @@ mod tests {
             "smtp-out: Server certificate verification succeeded on session 0123456789abcdef",
             "00000000000000ff mta delivery evpid=c94302ade82b22e0 from=<a@b> to=<c@d> rcpt=<-> source=\"x\" relay=\"192.0.2.1 (x)\" delay=0s result=\"Ok\" stat=\"250 ok\"",
             "info: OpenSMTPD 6.8.0p2 starting",
+            "00000000000000ee mta tls ciphers=TLSv1.3:TLS_AES_256_GCM_SHA384:256",
+            "00000000000000ee mta server-cert-check result=\"success\"",
         ]);
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
         let (got, counters) = run(&refs, TlsLogging::Auto);
@@ -728,7 +740,8 @@ mod tests {
         assert_eq!((got[0].outcome, got[0].tls.as_ref().and_then(|t| t.trust)), (Outcome::Tls, Some(Trust::Trusted)));
         // The TLS line opened the session: two lines, not three.
         assert_eq!(got[0].lines, 2);
-        assert_eq!((counters.orphans, counters.ignored), (1, 1));
+        // A current TLS line without its session start is an orphan, like the lines after it.
+        assert_eq!((counters.orphans, counters.ignored), (3, 1));
     }
 
     #[test]

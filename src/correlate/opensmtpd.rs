@@ -745,6 +745,54 @@ mod tests {
     }
 
     #[test]
+    fn restart_from_low_water_gives_the_reference_observations() {
+        // Two overlapping sessions of one smtpd process; the checkpoint falls after A ended and
+        // while B is open, so a restart re-feeds A's tail (A started before B).
+        let owned = lines(&[
+            "000000000000000a mta connecting address=smtp://192.0.2.1:25 host=a.example",
+            "000000000000000b mta connecting address=smtp://192.0.2.2:25 host=b.example",
+            "000000000000000a mta tls ciphers=TLSv1.3:TLS_AES_256_GCM_SHA384:256",
+            "000000000000000a mta delivery evpid=0000000000000001 from=<x@y> to=<u@a.example> rcpt=<-> source=\"x\" relay=\"192.0.2.1 (a.example)\" delay=0s result=\"Ok\" stat=\"250 ok\"",
+            "000000000000000a mta disconnected reason=quit messages=1",
+            "000000000000000b mta tls ciphers=TLSv1.2:ECDHE-RSA-AES256-GCM-SHA384:256",
+            "000000000000000b mta disconnected reason=quit messages=0",
+        ]);
+        let offsets: Vec<u64> =
+            owned.iter().scan(0u64, |at, line| Some(std::mem::replace(at, *at + line.len() as u64 + 1))).collect();
+        let feed = |correlator: &mut Correlator, source, idx: usize, out: &mut Vec<Observation>| {
+            let mut years = parsers::YearInference::new(2026, 11);
+            let record = parsers::parse_line(&owned[idx], &mut years).unwrap();
+            correlator.push(&record, LineMeta { source, offset: offsets[idx], ts_micros: 1_000_000 }, out);
+        };
+        let new = || {
+            let mut correlator = Correlator::new(Config::default());
+            let source = correlator.add_source(Source { kind: "file".into(), name: "m".into(), trust: "local".into() });
+            (correlator, source)
+        };
+        let (mut reference, source) = new();
+        let mut want = Vec::new();
+        (0..owned.len()).for_each(|idx| feed(&mut reference, source, idx, &mut want));
+        reference.finish(&mut want);
+
+        let (mut before, source) = new();
+        let mut got = Vec::new();
+        (0..5).for_each(|idx| feed(&mut before, source, idx, &mut got));
+        let low_water = before.low_water(source).unwrap();
+        let open = before.open_processes(source);
+        assert_eq!((low_water, open.len(), open[0].2), (offsets[1], 1, 9151));
+        let (mut after, source) = new();
+        let mut replayed = Vec::new();
+        for idx in (0..owned.len()).filter(|&idx| offsets[idx] >= low_water) {
+            feed(&mut after, source, idx, &mut replayed);
+        }
+        after.finish(&mut replayed);
+        let emitted: Vec<String> = got.iter().map(|o| o.event_id.clone()).collect();
+        got.extend(replayed.into_iter().filter(|o| !emitted.contains(&o.event_id)));
+        assert_eq!(got, want);
+        assert_eq!(after.counters().orphans, 3, "A's tail is re-read as orphans");
+    }
+
+    #[test]
     fn sessions_are_bounded_and_expire() {
         let mut correlator = Correlator::new(Config { max_open: 10, idle_timeout_secs: 60, ..Config::default() });
         let source = correlator.add_source(Source { kind: "file".into(), name: "x".into(), trust: "local".into() });

@@ -341,7 +341,7 @@ fn opensmtpd_real_daemon_logs_through_dev_log_into_ingest() {
 
     // The Postfix receivers, on the first free base.
     let pf_dir = dir.join("pf");
-    let (base, _postfix) = (0..5)
+    let (base, postfix_lab) = (0..5)
         .find_map(|attempt| {
             let base = port_base(attempt);
             let up = harness("postfix-lab.sh", &["up", pf_dir.to_str().unwrap()], base + 10);
@@ -451,6 +451,8 @@ fn opensmtpd_real_daemon_logs_through_dev_log_into_ingest() {
     for params in &ours {
         assert!(theirs.contains(params), "{params:?} not seen by Postfix: {theirs:?}");
     }
+    // `postfix-lab.sh down` needs the lab's folder: stop the receivers before removing it.
+    drop(postfix_lab);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -76,6 +76,8 @@ pub enum Mta {
     Exim,
     /// Sendmail (seen by the milter only, so far).
     Sendmail,
+    /// OpenSMTPD.
+    Opensmtpd,
 }
 
 /// Which side of the SMTP connection we were.

@@ -3,9 +3,9 @@
 #
 # On a Debian 12 machine with Rust stable it installs the Debian packages the real-MTA
 # tests need (Postfix, swaks, openssl, ClickHouse and ZooKeeper for the cluster test, rspamd, SpamAssassin, Exim's libraries,
-# Sendmail's libraries and m4, rsyslog and logrotate for the ingest tests:
-# tests/harness/install-deps.sh, idempotent; Sendmail's makemap and Exim are unpacked privately
-# by tests/harness/unpack.sh), then runs
+# Sendmail's libraries and m4, OpenSMTPD's libraries, rsyslog and logrotate for the ingest tests:
+# tests/harness/install-deps.sh, idempotent; Sendmail's makemap, Exim and OpenSMTPD are unpacked
+# privately by tests/harness/unpack.sh), then runs
 # every check CI runs, fastest first, and ends with cargo's normal test summary:
 #   1. cargo fmt --check
 #   2. cargo clippy on every target, warnings denied
@@ -24,12 +24,13 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 echo "== installing test dependencies (Debian packages)"
-bash tests/harness/install-deps.sh postfix clickhouse cluster rspamd spamassassin exim sendmail journald milter ingest report
-# Sendmail and Exim conflict with Postfix: makemap, sendmail and exim are used from private unpacks
-# (sendmail-cf gives the m4 files the Sendmail lab builds its sendmail.cf from).
+bash tests/harness/install-deps.sh postfix clickhouse cluster rspamd spamassassin exim sendmail opensmtpd journald milter ingest report
+# Sendmail, Exim and OpenSMTPD conflict with Postfix: makemap, sendmail, exim and smtpd are used from
+# private unpacks (sendmail-cf gives the m4 files the Sendmail lab builds its sendmail.cf from).
 bash tests/harness/unpack.sh sendmail-bin .ci-work/pkgs/sendmail-bin
 bash tests/harness/unpack.sh sendmail-cf .ci-work/pkgs/sendmail-cf
 bash tests/harness/unpack.sh exim4-daemon-light .ci-work/pkgs/exim4-daemon-light
+bash tests/harness/unpack.sh opensmtpd .ci-work/pkgs/opensmtpd
 # Debian's own python3 lacks ensurepip until python3-venv is installed; the chdb check needs a venv.
 if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null ||

@@ -10,7 +10,8 @@
 //!    message text.
 //! 2. An MTA grammar, chosen by the program tag, turns the message into a typed event:
 //!    [`postfix::parse_message`] gives a [`postfix::Event`], [`sendmail::parse_message`] a
-//!    [`sendmail::Event`], [`exim::parse_message`] an [`exim::Event`].
+//!    [`sendmail::Event`], [`exim::parse_message`] an [`exim::Event`], [`opensmtpd::parse_message`]
+//!    an [`opensmtpd::Event`].
 //!
 //! [`parse_line`] does both and returns a [`Record`], the borrowed value that the correlator in the
 //! application crate consumes. Every field of a record is a slice of the input line: nothing is
@@ -21,6 +22,7 @@
 //! [`Body::Unparsed`] with an [`Error`] that says why, and the caller counts it.
 
 pub mod exim;
+pub mod opensmtpd;
 pub mod peer;
 pub mod postfix;
 pub mod sendmail;
@@ -81,6 +83,8 @@ pub enum Mta {
     /// Exim: a tag whose last path component starts with `exim` (`exim`, `exim4`), and Exim's
     /// own main log (its framing gives the appname `exim`).
     Exim,
+    /// OpenSMTPD: the bare tag `smtpd` (no path; `postfix/smtpd` is Postfix).
+    Opensmtpd,
     /// Anything else.
     Other,
 }
@@ -108,6 +112,8 @@ pub enum Body<'a> {
     Sendmail(sendmail::Event<'a>),
     /// An Exim main-log message.
     Exim(exim::Event<'a>),
+    /// An OpenSMTPD message (program tag `smtpd`).
+    Opensmtpd(opensmtpd::Event<'a>),
     /// A line from a program this crate has no grammar for.
     Other,
     /// The message was recognised as relevant but could not be parsed.
@@ -127,6 +133,9 @@ pub fn detect_mta(tag: &str) -> Mta {
     }
     if is_exim(tag) {
         return Mta::Exim;
+    }
+    if tag == "smtpd" {
+        return Mta::Opensmtpd;
     }
     Mta::Other
 }
@@ -182,24 +191,41 @@ pub fn parse_line<'a>(line: &'a str, years: &mut YearInference) -> Result<Record
 #[inline]
 pub fn parse_record(line: &str) -> Result<Record<'_>, Error> {
     let syslog_line = syslog::parse_syslog(line)?;
-    let body = match postfix_daemon(syslog_line.header.appname) {
-        Some(daemon) => match postfix::parse_event(daemon, syslog_line.message) {
-            Ok(event) => Body::Postfix { daemon, event },
-            Err(error) => Body::Unparsed(error),
-        },
-        None if sendmail::is_tag(last_component(syslog_line.header.appname)) => {
-            match sendmail::parse_message(syslog_line.message) {
-                Ok(event) => Body::Sendmail(event),
-                Err(error) => Body::Unparsed(error),
-            }
-        }
-        None if is_exim(syslog_line.header.appname) => match exim::parse_message(syslog_line.message) {
-            Ok(event) => Body::Exim(event),
-            Err(error) => Body::Unparsed(error),
-        },
-        None => Body::Other,
+    let Some(daemon) = postfix_daemon(syslog_line.header.appname) else {
+        return Ok(other_record(syslog_line));
+    };
+    let body = match postfix::parse_event(daemon, syslog_line.message) {
+        Ok(event) => Body::Postfix { daemon, event },
+        Err(error) => Body::Unparsed(error),
     };
     Ok(Record { header: syslog_line.header, body })
+}
+
+/// The record of a line that is not Postfix's. Out of line, and building the whole record, so
+/// that the Postfix path of [`parse_record`] (the hot one) compiles as if the other grammars
+/// were not there (one more copy of the record per line otherwise, measured with callgrind).
+#[inline(never)]
+fn other_record(syslog_line: SyslogLine<'_>) -> Record<'_> {
+    let tag = syslog_line.header.appname;
+    let body = if tag == "smtpd" {
+        match opensmtpd::parse_message(syslog_line.message) {
+            Ok(event) => Body::Opensmtpd(event),
+            Err(error) => Body::Unparsed(error),
+        }
+    } else if sendmail::is_tag(last_component(tag)) {
+        match sendmail::parse_message(syslog_line.message) {
+            Ok(event) => Body::Sendmail(event),
+            Err(error) => Body::Unparsed(error),
+        }
+    } else if is_exim(tag) {
+        match exim::parse_message(syslog_line.message) {
+            Ok(event) => Body::Exim(event),
+            Err(error) => Body::Unparsed(error),
+        }
+    } else {
+        Body::Other
+    };
+    Record { header: syslog_line.header, body }
 }
 
 /// `text.split_once(byte)` for an ASCII byte, as a plain byte scan: on the short fields of a log

@@ -4,7 +4,8 @@
 //! [`parsers::Record`]s and keeps owned, bounded state per MTA process until a connection is
 //! complete, then emits an owned [`Observation`]. Each MTA has its own join rules in a submodule
 //! (`postfix`: by `smtp[pid]` for outbound, by the `smtpd[pid]` connect…disconnect window for
-//! inbound; research/FORMATS.md §2.1, §2.4. `sendmail`: by pid, `STARTTLS=` → `to=`/`from=`; §4.3).
+//! inbound; research/FORMATS.md §2.1, §2.4. `sendmail`: by pid, `STARTTLS=` → `to=`/`from=`; §4.3;
+//! `opensmtpd`: by session id, §5).
 //!
 //! **Invariants:** state is bounded by [`Config::max_open`] entries and by
 //! [`Config::idle_timeout_secs`] of log time; every expiry and eviction is counted and still
@@ -13,6 +14,7 @@
 
 pub mod exim;
 pub mod milter_dedup;
+pub mod opensmtpd;
 pub mod postfix;
 pub mod sendmail;
 
@@ -121,6 +123,7 @@ pub struct Correlator {
     postfix: postfix::State,
     sendmail: sendmail::State,
     exim: exim::State,
+    opensmtpd: opensmtpd::State,
     counters: Counters,
     /// Log time of the last expiry sweep.
     last_sweep_micros: i64,
@@ -137,6 +140,7 @@ impl Correlator {
             postfix: postfix::State::default(),
             sendmail: sendmail::State::default(),
             exim: exim::State::default(),
+            opensmtpd: opensmtpd::State::default(),
             counters: Counters::default(),
             last_sweep_micros: i64::MIN,
         }
@@ -193,6 +197,19 @@ impl Correlator {
                 };
                 self.exim.push(&mut ctx, process, event);
             }
+            parsers::Body::Opensmtpd(event) => {
+                let process = self.names.process(&record.header, record.header.procid);
+                let mut ctx = postfix::Ctx {
+                    config: &self.config,
+                    sources: &self.sources,
+                    id_prefixes: &self.id_prefixes,
+                    names: &self.names,
+                    counters: &mut self.counters,
+                    meta,
+                    out,
+                };
+                self.opensmtpd.push(&mut ctx, process, event);
+            }
             parsers::Body::Other => self.counters.other_program += 1,
             parsers::Body::Unparsed(_) => {}
         }
@@ -200,6 +217,7 @@ impl Correlator {
             || self.postfix.open() > self.config.max_open
             || self.sendmail.open() > self.config.max_open
             || self.exim.open() > self.config.max_open
+            || self.opensmtpd.open() > self.config.max_open
         {
             self.sweep(meta.ts_micros, out);
         }
@@ -209,10 +227,15 @@ impl Correlator {
     /// The offset of the earliest line of `source` that an open connection still needs (see
     /// [`postfix::State::low_water`]); `None` when nothing of it is open.
     pub fn low_water(&self, source: SourceId) -> Option<u64> {
-        [self.postfix.low_water(source), self.sendmail.low_water(source), self.exim.low_water(source)]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.postfix.low_water(source),
+            self.sendmail.low_water(source),
+            self.exim.low_water(source),
+            self.opensmtpd.low_water(source),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The shared source record of `id` (observations carry clones of this `Arc`).
@@ -229,6 +252,7 @@ impl Correlator {
             .into_iter()
             .chain(self.sendmail.open_processes(source))
             .chain(self.exim.open_processes(source))
+            .chain(self.opensmtpd.open_processes(source))
             .map(|(key, offset)| {
                 let (reporter, instance) = self.names.get(key.name);
                 (reporter.to_string(), instance.to_string(), key.pid, offset)
@@ -285,6 +309,7 @@ impl Correlator {
         self.postfix.flush_all(&mut ctx);
         self.sendmail.flush_all(&mut ctx);
         self.exim.flush_all(&mut ctx);
+        self.opensmtpd.flush_all(&mut ctx);
         self.count_new(out, start);
     }
 
@@ -295,7 +320,7 @@ impl Correlator {
 
     /// Connections currently open.
     pub fn open(&self) -> usize {
-        self.postfix.open() + self.sendmail.open() + self.exim.open()
+        self.postfix.open() + self.sendmail.open() + self.exim.open() + self.opensmtpd.open()
     }
 
     fn sweep(&mut self, now_micros: i64, out: &mut Vec<Observation>) {
@@ -313,6 +338,7 @@ impl Correlator {
         self.postfix.sweep(&mut ctx, cutoff_micros);
         self.sendmail.sweep(&mut ctx, cutoff_micros);
         self.exim.sweep(&mut ctx, cutoff_micros);
+        self.opensmtpd.sweep(&mut ctx, cutoff_micros);
     }
 
     fn count_new(&mut self, out: &[Observation], start: usize) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh: installs the Debian packages that the real-MTA test labs need.
 #
-# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, cluster, rspamd, spamassassin, exim, sendmail, journald, milter, ingest, report)
+# Usage: tests/harness/install-deps.sh [PART...]   (postfix, clickhouse, cluster, rspamd, spamassassin, exim, sendmail, opensmtpd, journald, milter, ingest, report)
 #
 # The one place that installs Debian packages for the tests; clickhouse.sh install and
 # rspamd.sh install call it.
@@ -9,6 +9,8 @@
 # "exim" installs only the shared libraries of exim4-daemon-light and creates the Debian-exim
 # system user that the binary looks up at start (as exim4-base's postinst does): the Exim package
 # itself conflicts with Postfix and is unpacked privately by tests/harness/unpack.sh.
+# "opensmtpd" likewise installs the libraries of opensmtpd and creates its opensmtpd and
+# opensmtpq users (tests/harness/opensmtpd-lab.sh runs the unpacked smtpd).
 #
 # "sendmail" installs only the shared libraries of sendmail-bin and m4 (sendmail-lab.sh builds its
 # sendmail.cf with m4 from the privately unpacked sendmail-cf); Sendmail itself conflicts with
@@ -103,11 +105,13 @@ for mta in "${mtas[@]}"; do
             packages+=(libwrap0 liblockfile1 libdb5.3 libnsl2 libsasl2-2 libldap-2.5-0 libssl3 m4)
             ;;
         opensmtpd)
-            echo "install-deps.sh: the $mta lab is not written yet (it will be unpacked privately with apt-get download + dpkg -x)" >&2
-            exit 2
+            # The run-time libraries of opensmtpd 6.8.0p2 (Depends of Debian 12's package) that a
+            # base system may lack; the binary comes from unpack.sh, and the opensmtpd and
+            # opensmtpq users are created below as the package's postinst does.
+            packages+=(libevent-2.1-7 libdb5.3 libssl3 libpam0g zlib1g libcrypt1 adduser)
             ;;
         *)
-            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, cluster, rspamd, spamassassin, exim, sendmail, journald, milter, ingest, report)" >&2
+            echo "install-deps.sh: unknown part '$mta' (known: postfix, clickhouse, cluster, rspamd, spamassassin, exim, sendmail, opensmtpd, journald, milter, ingest, report)" >&2
             exit 2
             ;;
     esac
@@ -128,6 +132,16 @@ done
 if [[ " ${mtas[*]} " == *" exim "* ]] && ! getent passwd Debian-exim >/dev/null; then
     adduser --system --group --quiet --home /var/spool/exim4 --no-create-home \
         --disabled-login --force-badname Debian-exim
+fi
+
+# smtpd drops privileges to these users (as opensmtpd's postinst creates them).
+if [[ " ${mtas[*]} " == *" opensmtpd "* ]]; then
+    for name in opensmtpd opensmtpq; do
+        getent group "$name" >/dev/null || addgroup --system --quiet "$name"
+        getent passwd "$name" >/dev/null ||
+            adduser --system --quiet --home /var/lib/opensmtpd/empty --no-create-home \
+                --disabled-password --ingroup "$name" "$name"
+    done
 fi
 
 if [[ ${#missing[@]} -eq 0 ]]; then

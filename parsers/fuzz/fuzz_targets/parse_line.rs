@@ -75,6 +75,16 @@ fn check_line(bytes: &[u8], years: &mut YearInference) {
                 let direct = parsers::sendmail::parse_message(framed.message);
                 assert_eq!(direct, Err(*error), "sendmail::parse_message disagrees on {line:?}");
             }
+            Body::Opensmtpd(event) => {
+                assert_eq!(record.header.appname, "smtpd", "OpenSMTPD body for {line:?}");
+                let direct = parsers::opensmtpd::parse_message(framed.message);
+                assert_eq!(direct.as_ref(), Ok(event), "opensmtpd::parse_message disagrees on {line:?}");
+            }
+            Body::Unparsed(error) if record.header.appname == "smtpd" => {
+                assert_eq!(*error, Error::Malformed, "unexpected body error for {line:?}");
+                let direct = parsers::opensmtpd::parse_message(framed.message);
+                assert_eq!(direct, Err(*error), "opensmtpd::parse_message disagrees on {line:?}");
+            }
             Body::Unparsed(error) => {
                 assert_eq!(*error, Error::Malformed, "unexpected body error for {line:?}");
                 assert_eq!(direct, Err(*error), "parse_message disagrees on {line:?}");

@@ -121,6 +121,7 @@ fn mta_code(mta: Mta) -> i8 {
         Mta::Postfix => 1,
         Mta::Exim => 2,
         Mta::Sendmail => 3,
+        Mta::Opensmtpd => 4,
     }
 }
 
@@ -256,6 +257,7 @@ impl ObservationRow {
                 1 => Mta::Postfix,
                 2 => Mta::Exim,
                 3 => Mta::Sendmail,
+                4 => Mta::Opensmtpd,
                 _ => return None,
             },
             reporter: Arc::from(self.reporter),

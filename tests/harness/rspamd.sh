@@ -233,31 +233,14 @@ write_config() {
 .include "$CONFDIR/rspamd.conf"
 EOF
 
-    # The rules under test, as an operator writes them (research/feed-examples/rspamd).
-    cat >"$ETC/local.d/multimap.conf" <<EOF
-# Written by tests/harness/rspamd.sh start.
-# tlsledger_downgrade.map lines are "IP weight". multimap reads the value of a map entry as
-# "SYMBOL:score", "SYMBOL" or a bare "score" (multimap.lua, parse_ret) and inserts the symbol
-# (here the rule's own) with that score as its dynamic weight, which rspamd multiplies by the
-# symbol's configured score (rspamd docs, multimap, "Multiple symbol maps": a key without a
-# value gets "dynamic weight equal to 1.0 (which is multiplied by metric score afterwards)").
-# So 1.0 gives 3.0, 0.6 gives 1.8 and 0.3 gives 0.9; a line with only an IP gives 3.0.
-TLSLEDGER_DOWNGRADE_SUSPECT {
-  type = "ip";
-  map = "$maps/tlsledger_downgrade.map";
-  score = 3.0;
-  description = "Sender IP has a TLS history but this session regressed (possible STRIPTLS/MITM)";
-  group = "tlsledger";
-}
-
-TLSLEDGER_HIST_TLS {
-  type = "ip";
-  map = "$maps/tlsledger_hist_tls.map";
-  score = 0.0;
-  description = "Sender IP used STARTTLS in all recent sessions";
-  group = "tlsledger";
-}
-EOF
+    # The rules under test are the samples the repository ships for operators
+    # (examples/rspamd/local.d/), with their /var/lib/tlsledger/feed map paths pointed at DIR/maps.
+    local examples sed_maps
+    examples="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../examples/rspamd/local.d" && pwd)"
+    sed_maps=$(printf '%s' "$maps" | sed 's/[&|\\]/\\&/g')
+    for conf in multimap.conf composites.conf; do
+        sed "s|/var/lib/tlsledger/feed|$sed_maps|g" "$examples/$conf" >"$ETC/local.d/$conf"
+    done
 
     # Loopback only: the scanner and the controller on 127.0.0.1, the proxy and the fuzzy
     # storage disabled (and pointed at loopback ports should they ever be enabled).

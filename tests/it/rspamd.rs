@@ -2,7 +2,9 @@
 //! the multimap rules an operator writes for tlsledger's maps (tests/harness/rspamd.sh, one private
 //! instance on 127.0.0.1, stopped when the test ends). Checks that `tlsledger_downgrade.map`'s
 //! `IP weight` lines (IPv4 and IPv6) scale TLSLEDGER_DOWNGRADE_SUSPECT's score (3.0 × weight), that
-//! `tlsledger_hist_tls.map` sets TLSLEDGER_HIST_TLS, and that other senders get neither.
+//! `tlsledger_hist_tls.map` sets TLSLEDGER_HIST_TLS, that other senders get neither, and that the
+//! shipped composite scores plaintext from a historically-TLS sender. The rules are the sample
+//! files operators copy (examples/rspamd/local.d/), so the test proves them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -219,4 +221,29 @@ fn rspamd_multimap_scales_the_downgrade_score_by_the_map_weight() {
     assert_eq!(symbol_score(&reply, DOWNGRADE), None, "192.0.2.200 is in no map:\n{text}");
     assert_eq!(symbol_score(&reply, HIST_TLS), None, "192.0.2.200 is in no map:\n{text}");
     assert!(!text.contains("TLSLEDGER_"), "{text}");
+
+    // The shipped composite (examples/rspamd/local.d/composites.conf): a historically-TLS sender
+    // whose last Received hop had no TLS scores 2.0; the same sender over TLS does not.
+    let received = |with: &str| {
+        let mut message = format!(
+            "Received: from client.example (client.example [198.51.100.7])\r\n\tby mx.lab.example (Postfix) \
+             with {with} id 4ABCDE12345\r\n\tfor <bob@example.net>; Mon, 30 Nov 2026 12:00:00 +0000\r\n"
+        )
+        .into_bytes();
+        message.extend_from_slice(MESSAGE);
+        message
+    };
+    let (reply, text) = server.scan("198.51.100.7", &received("ESMTP"));
+    assert!(symbol_score(&reply, "RCVD_NO_TLS_LAST").is_some(), "rspamd's own symbol:\n{text}");
+    let composite = symbol_score(&reply, PLAINTEXT_FROM_TLS_SENDER);
+    assert!(composite.is_some_and(|s| (s - 2.0).abs() < 1e-3), "{PLAINTEXT_FROM_TLS_SENDER}:\n{text}");
+    let (reply, text) = server.scan("198.51.100.7", &received("ESMTPS"));
+    // One hop, with TLS: rspamd says RCVD_TLS_ALL (RCVD_TLS_LAST is for a TLS last hop after others).
+    assert!(symbol_score(&reply, "RCVD_TLS_ALL").is_some(), "rspamd's own symbol:\n{text}");
+    assert_eq!(symbol_score(&reply, PLAINTEXT_FROM_TLS_SENDER), None, "over TLS:\n{text}");
+    let (reply, text) = server.scan("192.0.2.200", &received("ESMTP"));
+    assert_eq!(symbol_score(&reply, PLAINTEXT_FROM_TLS_SENDER), None, "no TLS history:\n{text}");
 }
+
+/// The composite of examples/rspamd/local.d/composites.conf.
+const PLAINTEXT_FROM_TLS_SENDER: &str = "TLSLEDGER_PLAINTEXT_FROM_TLS_SENDER";

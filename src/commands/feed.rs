@@ -257,6 +257,14 @@ pub fn run(args: &FeedArgs) -> Result<()> {
     let enforcing = enforcement::any_tier(&thresholds.enforcement);
     let mut ledger = if enforcing { Ledger::load(&args.out)? } else { Ledger::default() };
     if enforcing {
+        let relaxed = enforcement::relax_long_holds(&mut entries, &thresholds.enforcement, now.timestamp());
+        if !relaxed.is_empty() {
+            eprintln!(
+                "tlsledger: enforcement relaxed for {} endpoints held longer than enforce_hold_max (first: {})",
+                relaxed.len(),
+                relaxed[0]
+            );
+        }
         let admission = enforcement::limit_promotions(&mut entries, &thresholds.enforcement, &mut ledger, &stamp);
         if !admission.held.is_empty() {
             eprintln!(

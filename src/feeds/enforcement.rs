@@ -137,6 +137,30 @@ pub fn limit_promotions(
     admission
 }
 
+/// `[enforcement] enforce_hold_max` with `on_persistent_failure = "relax"` (the default): an
+/// enforceable endpoint whose downgrade episode began longer ago than that gets no enforcement
+/// entry (delivery goes back to opportunistic TLS), even before the regression is persistent
+/// enough to demote it. With `"hold"` the entry stays. Returns the endpoints relaxed.
+pub fn relax_long_holds(entries: &mut [Entry], enforcement: &Enforcement, now: i64) -> Vec<String> {
+    if enforcement.on_persistent_failure != "relax" {
+        return Vec::new();
+    }
+    let mut relaxed = Vec::new();
+    for entry in entries.iter_mut() {
+        let Some(since) = entry.classification.downgrade.as_ref().map(|d| d.since) else { continue };
+        if now - since <= enforcement.enforce_hold_max.0 || refusal(entry, enforcement).is_some() {
+            continue;
+        }
+        entry.classification.never_enforce = true;
+        entry.classification.evidence.push(format!(
+            "enforcement relaxed: downgrade episode since {since}, longer than enforce_hold_max = {} s",
+            enforcement.enforce_hold_max.0
+        ));
+        relaxed.push(entry.key.ip.clone());
+    }
+    relaxed
+}
+
 /// `require_tls.list` (Exim `hosts_require_tls`): enforceable server IPs when the Exim tier is
 /// on; comments only otherwise.
 pub fn exim_require_tls(entries: &[Entry], enforcement: &Enforcement, stamp: &Stamp) -> String {
@@ -243,6 +267,37 @@ mod tests {
         assert_eq!(items(&exim_require_tls(&entries, &e, &stamp())).len(), 3, "sts.example not protected now");
         assert!(items(&exim_verify_tls(&entries, &e, &stamp())).is_empty(), "require-tls only");
         assert!(items(&sendmail_tls_srv(&entries, &e)).iter().all(|l| l.ends_with("\tVERIFY")));
+    }
+
+    #[test]
+    fn a_long_hold_is_relaxed_unless_the_operator_says_hold() {
+        let held = |since: i64| {
+            let mut e = valid("192.0.2.25");
+            e.classification.downgrade = Some(crate::reputation::classify::Downgrade {
+                severity: crate::reputation::classify::Severity::High,
+                reason: "plaintext".into(),
+                at: since + 10,
+                since,
+                bad: 2,
+                demoted: false,
+            });
+            e
+        };
+        let e = enforcement("[enforcement]\nexim_tier = \"require-tls\"\nenforce_hold_max = \"24h\"\n");
+        let now = 1_000_000;
+        // Held for 23 h: the entry stays, mail waits for TLS.
+        let mut entries = [held(now - 23 * 3_600)];
+        assert!(relax_long_holds(&mut entries, &e, now).is_empty());
+        assert_eq!(items(&exim_require_tls(&entries, &e, &stamp())), ["192.0.2.25"]);
+        // Held for 25 h: relaxed, mail goes out opportunistically again.
+        let mut entries = [held(now - 25 * 3_600)];
+        assert_eq!(relax_long_holds(&mut entries, &e, now), ["192.0.2.25"]);
+        assert!(items(&exim_require_tls(&entries, &e, &stamp())).is_empty());
+        // The operator chose to hold.
+        let hold = enforcement("[enforcement]\nexim_tier = \"require-tls\"\non_persistent_failure = \"hold\"\n");
+        let mut entries = [held(now - 25 * 3_600)];
+        assert!(relax_long_holds(&mut entries, &hold, now).is_empty());
+        assert_eq!(items(&exim_require_tls(&entries, &hold, &stamp())), ["192.0.2.25"]);
     }
 
     #[test]

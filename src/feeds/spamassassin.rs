@@ -152,8 +152,14 @@ mod tests {
         let mut c = entry(Direction::Inbound, "192.0.2.1", false).classification;
         assert_eq!(header_value(&c, SessionTls::Unknown), "class=unknown; flags=none; severity=none");
         c.class = Class::HistoricallyValid;
-        c.downgrade =
-            Some(Downgrade { severity: Severity::High, reason: String::new(), at: 0, bad: 1, demoted: false });
+        c.downgrade = Some(Downgrade {
+            severity: Severity::High,
+            reason: String::new(),
+            at: 0,
+            since: 0,
+            bad: 1,
+            demoted: false,
+        });
         assert_eq!(
             header_value(&c, SessionTls::Plaintext),
             "class=historically-valid; flags=downgrade-suspect; severity=high; tls=none"

@@ -76,6 +76,9 @@ pub struct Downgrade {
     pub reason: String,
     /// When the latest bad observation was (Unix seconds).
     pub at: i64,
+    /// When the episode's first bad observation was (Unix seconds): how long an opt-in
+    /// enforcement entry has been holding mail (`[enforcement] enforce_hold_max`).
+    pub since: i64,
     /// Bad observations in the current episode.
     pub bad: u32,
     /// True when the regression is persistent and the class was demoted.
@@ -318,8 +321,14 @@ pub fn classify(
         }
         if now - last_bad <= thresholds.downgrade.decay.0 {
             evidence.push(format!("downgrade-suspect ({severity:?}): {reason}"));
-            downgrade =
-                Some(Downgrade { severity, reason, at: last_bad, bad: episode.len() as u32, demoted: persistent });
+            downgrade = Some(Downgrade {
+                severity,
+                reason,
+                at: last_bad,
+                since: first_bad,
+                bad: episode.len() as u32,
+                demoted: persistent,
+            });
         } else {
             evidence.push("the last downgrade decayed".to_owned());
         }
@@ -332,8 +341,14 @@ pub fn classify(
                 if last.outcome == Outcome::Tls && last.protocol > 0 && last.protocol < floor {
                     let reason = format!("{} below the floor {}", protocol_name(last.protocol), protocol_name(floor));
                     evidence.push(format!("downgrade-suspect (Low): {reason}"));
-                    downgrade =
-                        Some(Downgrade { severity: Severity::Low, reason, at: last.ts, bad: 1, demoted: false });
+                    downgrade = Some(Downgrade {
+                        severity: Severity::Low,
+                        reason,
+                        at: last.ts,
+                        since: last.ts,
+                        bad: 1,
+                        demoted: false,
+                    });
                 }
             }
         }

@@ -251,8 +251,11 @@ fn sendmail_input_mail_filter_sessions_header_and_kill() {
     let tls12 = by_queue_id(&observations, &queue_ids["tls12"]);
     assert!(tls12["tls"]["cipher"].as_str().is_some_and(|c| c.starts_with("ECDHE-")), "{tls12}");
     let client_cert = by_queue_id(&observations, &queue_ids["client-cert"]);
-    // Sendmail's {cert_subject} is the whole DN (X509_NAME_oneline).
-    assert_eq!(client_cert["tls"]["cert"]["subject"], "/CN=client.sendmail-lab.example", "{client_cert}");
+    // Sendmail's {cert_subject} and {cert_issuer} are whole DNs (X509_NAME_oneline) in xtext:
+    // the issuer arrives as `/CN=tlsledger+20sendmail+20lab+20CA` and is decoded.
+    let cert = &client_cert["tls"]["cert"];
+    assert_eq!(cert["subject"], "/CN=client.sendmail-lab.example", "{client_cert}");
+    assert_eq!(cert["issuer"], "/CN=tlsledger sendmail lab CA", "{client_cert}");
 
     let messages = lab.delivered(sessions.len());
     for (subject, want) in [

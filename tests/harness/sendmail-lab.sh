@@ -415,6 +415,8 @@ MILTER_SOCKET=$MILTER_SOCKET
 MAILDIR=$DIR/milter/mail
 CLIENT_CERT=$DIR/ca/client.pem
 CLIENT_KEY=$DIR/ca/client.key
+SELFSIGNED_CERT=$DIR/ca/selfsigned.pem
+SELFSIGNED_KEY=$DIR/ca/selfsigned.key
 MAILLOG=$DIR/maillog
 EOF
     echo "sendmail-lab.sh: milter daemon up ($MILTER_ADDR:$PORT, filter $MILTER_SOCKET, log $DIR/maillog)"

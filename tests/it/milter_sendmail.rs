@@ -5,11 +5,13 @@
 //! certificates asked for), syslog into a private rsyslogd, and local delivery of every message
 //! into a file. The cf's default macro lists lack `v`, `{verify}` and `{alg_bits}`: `mta`, trust
 //! and `alg_bits` right in the observations prove that Sendmail sent the lists the milter asked
-//! for when it negotiated. swaks sends sessions over STARTTLS with TLS 1.3 and TLS 1.2, with a CA-signed
-//! client certificate (Sendmail's `{verify}` is `OK`), in plaintext, and in plaintext with two
-//! forged `X-TLSLedger` headers. The test checks each session's Observation against Sendmail's
-//! own log of the same session (`STARTTLS=server` line: version, cipher, bits, verify; the
-//! `from=` line: the client's name) and that every delivered message has exactly our one header.
+//! for when it negotiated. swaks sends sessions over STARTTLS with TLS 1.3 and TLS 1.2, with a
+//! CA-signed client certificate (Sendmail's `{verify}` is `OK`) and a self-signed one (`FAIL`),
+//! in plaintext, and in plaintext with two forged `X-TLSLedger` headers; one hand-written
+//! session carries two messages and one aborted with RSET, the second with a forged header. The
+//! test checks each session's Observation against Sendmail's own log of the same session
+//! (`STARTTLS=server` line: version, cipher, bits, verify; the `from=` line: the client's name)
+//! and that every delivered message has exactly our one header.
 //! Then the milter is killed with SIGKILL: `F=` empty means Sendmail goes on without the filter,
 //! so the next session must still be accepted and delivered, without our header.
 //!
@@ -115,6 +117,54 @@ impl Lab {
             .unwrap_or_else(|| panic!("no queue id in the swaks transcript of {subject}:\n{transcript}"))
     }
 
+    /// One plaintext SMTP session written by hand: a message, a message aborted with RSET after
+    /// RCPT, and a second message carrying a forged header; returns the two queue ids.
+    fn several_messages(&self) -> Vec<String> {
+        use std::io::{BufRead, BufReader, Write};
+        let address = format!("{}:{}", self.var("MILTER_ADDR"), self.var("PORT"));
+        let stream = std::net::TcpStream::connect(&address).expect("connect to sendmail");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut writer = stream;
+        let mut transcript = String::new();
+        // Sends `command` (unless empty), reads the (multi-line) reply; panics unless its code
+        // starts with `want`; returns its last line.
+        let mut exchange = |command: &str, want: char| -> String {
+            transcript.push_str(command);
+            writer.write_all(command.as_bytes()).expect("write command");
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("read reply");
+                transcript.push_str(&line);
+                assert!(line.starts_with(want), "unexpected reply {line:?}; transcript:\n{transcript}");
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return line;
+                }
+            }
+        };
+        exchange("", '2');
+        exchange("EHLO client.sendmail-lab.example\r\n", '2');
+        let mut queue_ids = Vec::new();
+        for (n, abort, extra) in
+            [(1, false, ""), (0, true, ""), (2, false, "X-TLSLedger: class=historically-valid; forged=3\r\n")]
+        {
+            exchange("MAIL FROM:<sender@client.sendmail-lab.example>\r\n", '2');
+            exchange("RCPT TO:<inbox@milter.sendmail-lab.example>\r\n", '2');
+            if abort {
+                exchange("RSET\r\n", '2');
+                continue;
+            }
+            exchange("DATA\r\n", '3');
+            let body = format!("Subject: multi-{n}\r\n{extra}\r\nMessage {n} of one session.\r\n.\r\n");
+            // `250 2.0.0 6AUKoMe5029403 Message accepted for delivery`
+            let line = exchange(&body, '2');
+            let queue_id = line.split(" Message accepted").next().and_then(|l| l.split_whitespace().last());
+            queue_ids.push(queue_id.unwrap_or_else(|| panic!("no queue id in {line:?}")).to_owned());
+        }
+        exchange("QUIT\r\n", '2');
+        queue_ids
+    }
+
     /// The delivered messages, waiting until there are `n`: Subject → the values of every
     /// `X-TLSLedger` header.
     fn delivered(&self, n: usize) -> HashMap<String, Vec<String>> {
@@ -187,20 +237,23 @@ fn logged_session(log: &str, queue_id: &str) -> (String, Option<HashMap<String, 
 fn sendmail_input_mail_filter_sessions_header_and_kill() {
     let mut milter = Milter::start("inet:127.0.0.1:0", &[]);
     let lab = Lab::up(&milter.socket);
-    let cert = lab.var("CLIENT_CERT").to_owned();
-    let key = lab.var("CLIENT_KEY").to_owned();
-    let sessions: [(&str, Vec<&str>); 5] = [
+    let (cert, key) = (lab.var("CLIENT_CERT").to_owned(), lab.var("CLIENT_KEY").to_owned());
+    let (selfsigned, selfsigned_key) = (lab.var("SELFSIGNED_CERT").to_owned(), lab.var("SELFSIGNED_KEY").to_owned());
+    let sessions: [(&str, Vec<&str>); 6] = [
         ("tls13", vec!["--tls", "--tls-protocol", "tlsv1_3"]),
         ("tls12", vec!["--tls", "--tls-protocol", "tlsv1_2"]),
         ("client-cert", vec!["--tls", "--tls-cert", &cert, "--tls-key", &key]),
+        ("selfsigned-cert", vec!["--tls", "--tls-cert", &selfsigned, "--tls-key", &selfsigned_key]),
         ("plain", vec![]),
         ("forged", vec!["--add-header", "X-TLSLedger: class=historically-valid; forged=1\nX-Tlsledger: forged=2"]),
     ];
     let queue_ids: HashMap<&str, String> =
         sessions.iter().map(|(subject, extra)| (*subject, lab.swaks(subject, extra))).collect();
-    let observations = milter.wait_observations(sessions.len());
-    assert_eq!(observations.len(), sessions.len(), "{observations:#?}");
-    let ids: Vec<&str> = queue_ids.values().map(String::as_str).collect();
+    let multi = lab.several_messages();
+    let n_sessions = sessions.len() + 1;
+    let observations = milter.wait_observations(n_sessions);
+    assert_eq!(observations.len(), n_sessions, "{observations:#?}");
+    let ids: Vec<&str> = queue_ids.values().chain(&multi).map(String::as_str).collect();
     let log = lab.log_with_all_sent(&ids);
 
     for o in &observations {
@@ -230,6 +283,7 @@ fn sendmail_input_mail_filter_sessions_header_and_kill() {
                 assert_eq!(vec![tls["bits"].as_u64(), tls["alg_bits"].as_u64()], bits, "{subject}: {o}");
                 let trust = match fields["verify"].as_str() {
                     "OK" => "trusted",
+                    "FAIL" => "untrusted",
                     "NO" => "anonymous",
                     other => panic!("{subject}: unexpected verify={other}"),
                 };
@@ -246,6 +300,7 @@ fn sendmail_input_mail_filter_sessions_header_and_kill() {
     assert_eq!(outcome("tls13"), ("tls".to_owned(), "TLSv1.3".into(), "anonymous".into()));
     assert_eq!(outcome("tls12"), ("tls".to_owned(), "TLSv1.2".into(), "anonymous".into()));
     assert_eq!(outcome("client-cert"), ("tls".to_owned(), "TLSv1.3".into(), "trusted".into()));
+    assert_eq!(outcome("selfsigned-cert"), ("tls".to_owned(), "TLSv1.3".into(), "untrusted".into()));
     assert_eq!(outcome("plain"), ("plaintext".to_owned(), Value::Null, Value::Null));
     assert_eq!(outcome("forged"), ("plaintext".to_owned(), Value::Null, Value::Null));
     let tls12 = by_queue_id(&observations, &queue_ids["tls12"]);
@@ -257,13 +312,31 @@ fn sendmail_input_mail_filter_sessions_header_and_kill() {
     assert_eq!(cert["subject"], "/CN=client.sendmail-lab.example", "{client_cert}");
     assert_eq!(cert["issuer"], "/CN=tlsledger sendmail lab CA", "{client_cert}");
 
-    let messages = lab.delivered(sessions.len());
+    // Several messages (and an aborted one) in one session: one observation with every queue id
+    // seen on the connection. Sendmail defines `i` at MAIL, so the aborted transaction's id is
+    // one of them (Postfix opens its queue file later and never shows one); Sendmail logs that
+    // id too, with a `from=` line of size 0 and no `to=` line.
+    let several = by_queue_id(&observations, &multi[0]);
+    let ids: Vec<&str> = several["queue_ids"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    assert_eq!((ids.len(), ids.first(), ids.last()), (3, Some(&&*multi[0]), Some(&&*multi[1])), "{several}");
+    let (aborted_from, _) = from_line(&log, ids[1]);
+    assert!(aborted_from.contains(", size=0,"), "{aborted_from}");
+    assert!(!log.contains(&format!(": {}: to=", ids[1])), "the aborted message was not delivered: {several}");
+    assert_eq!((several["outcome"].as_str(), several["delivered"].as_bool()), (Some("plaintext"), Some(true)));
+    let (relay, starttls) = logged_session(&log, &multi[1]);
+    assert_eq!((several["peer"]["hostname"].as_str(), starttls), (Some(relay.as_str()), None), "{several}");
+
+    let n_messages = sessions.len() + multi.len();
+    let messages = lab.delivered(n_messages);
     for (subject, want) in [
         ("tls13", "tls=TLSv1.3; cipher=TLS_AES_"),
         ("tls12", "tls=TLSv1.2; cipher=ECDHE-"),
         ("client-cert", "tls=TLSv1.3; cipher=TLS_AES_"),
+        ("selfsigned-cert", "tls=TLSv1.3; cipher=TLS_AES_"),
         ("plain", "tls=none"),
         ("forged", "tls=none"),
+        ("multi-1", "tls=none"),
+        ("multi-2", "tls=none"),
     ] {
         let values = messages.get(subject).unwrap_or_else(|| panic!("no message {subject} in {messages:#?}"));
         assert_eq!(values.len(), 1, "exactly our one header in {subject}: {values:?}");
@@ -275,10 +348,10 @@ fn sendmail_input_mail_filter_sessions_header_and_kill() {
     // The milter dies: with F= empty Sendmail goes on without it, and delivers without our header.
     let pid = milter.pid();
     let before_kill = milter.kill();
-    assert_eq!(before_kill.len(), sessions.len(), "nothing more was printed");
+    assert_eq!(before_kill.len(), n_sessions, "nothing more was printed");
     assert!(!is_running(pid), "milter {pid} still runs");
     let after = lab.swaks("after-kill", &["--tls"]);
-    let messages = lab.delivered(sessions.len() + 1);
+    let messages = lab.delivered(n_messages + 1);
     assert_eq!(messages["after-kill"], Vec::<String>::new(), "no header without the milter");
     let log = lab.log_with_all_sent(&[&after]);
     // Logged under the session's first envelope id, by the same process.

@@ -14,8 +14,9 @@
 #
 # Environment: SENDMAIL_LAB_PORT (default 21725): the relay listens on it, the receivers on the
 # next port; with milter-up, the milter daemon listens on it. SENDMAIL_LAB_MILTER (milter-up
-# only, required): the filter's socket in Sendmail's syntax, e.g. inet:12345@127.0.0.1. PKGS (default .ci-work/pkgs under the repository): where tests/harness/unpack.sh
-# unpacked sendmail-bin and sendmail-cf. Run tests/harness/install-deps.sh sendmail ingest first
+# only, required): the filter's socket in Sendmail's syntax, e.g. inet:12345@127.0.0.1. PKGS
+# (default .ci-work/pkgs under the repository): where tests/harness/unpack.sh unpacked
+# sendmail-bin and sendmail-cf. Run tests/harness/install-deps.sh sendmail ingest first
 # (sendmail's libraries, m4, rsyslog, swaks, openssl). Everything runs as root.
 #
 # Syslog: Sendmail logs with syslog(3) to /dev/log, which this machine may not have and which
@@ -68,7 +69,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,17p' "$0" >&2
+    sed -n '2,20p' "$0" >&2
     exit 2
 }
 

@@ -6,12 +6,17 @@
 #   tests/harness/sendmail-lab.sh up DIR     create the CA, configs and syslog; start everything
 #   tests/harness/sendmail-lab.sh send DIR   inject the test messages with swaks and wait until
 #                                            the relay has logged a final status for each
+#   tests/harness/sendmail-lab.sh milter-up DIR
+#                                            instead of `up`: the CA, the syslog and one daemon,
+#                                            "milter", with INPUT_MAIL_FILTER (see below)
 #   tests/harness/sendmail-lab.sh down DIR   stop everything this lab started (by pid file);
 #                                            DIR is left for inspection
 #
 # Environment: SENDMAIL_LAB_PORT (default 21725): the relay listens on it, the receivers on the
-# next port. PKGS (default .ci-work/pkgs under the repository): where tests/harness/unpack.sh
-# unpacked sendmail-bin and sendmail-cf. Run tests/harness/install-deps.sh sendmail ingest first
+# next port; with milter-up, the milter daemon listens on it. SENDMAIL_LAB_MILTER (milter-up
+# only, required): the filter's socket in Sendmail's syntax, e.g. inet:12345@127.0.0.1. PKGS
+# (default .ci-work/pkgs under the repository): where tests/harness/unpack.sh unpacked
+# sendmail-bin and sendmail-cf. Run tests/harness/install-deps.sh sendmail ingest first
 # (sendmail's libraries, m4, rsyslog, swaks, openssl). Everything runs as root.
 #
 # Syslog: Sendmail logs with syslog(3) to /dev/log, which this machine may not have and which
@@ -33,7 +38,15 @@
 #                     (Python's ssl module), so the relay logs verify=FAIL; accepts mail
 # The relay connects from 127.0.8.1 (ClientPortOptions); swaks from 127.0.0.1.
 #
-# Layout of DIR: ca/ (CA and certificates), relay/ and final/ (sendmail.mc, sendmail.cf, queue,
+# milter-up starts, on its own address (so it can run beside `up`):
+#   127.0.8.10 PORT   "milter" Sendmail (sm-mta-milter): STARTTLS with a CA-signed certificate,
+#                     asks clients for theirs; every message goes through the filter
+#                     INPUT_MAIL_FILTER(`tlsledger', `S=SENDMAIL_LAB_MILTER, F=, T=C:10s;S:10s;R:10s;E:30s')
+#                     (F= empty: without the filter, mail goes on unfiltered) and the cf's default
+#                     macro lists (the milter requests its own); it delivers locally, each message a file in
+#                     DIR/milter/mail/new/ written by DIR/milter/deliver.sh (the local mailer).
+#
+# Layout of DIR: ca/ (CA and certificates), relay/, final/ and milter/ (sendmail.mc, sendmail.cf, queue,
 # pid file), receivers/ (script, pids, transcripts), rsyslog/ (config, pid, work), maillog,
 # send/ (swaks transcripts), lab.env.
 set -euo pipefail
@@ -46,6 +59,8 @@ readonly PKGS=${PKGS:-$REPO/.ci-work/pkgs}
 readonly SENDMAIL=$PKGS/sendmail-bin/usr/libexec/sendmail/sendmail
 readonly CF_DIR=$PKGS/sendmail-cf/usr/share/sendmail/cf
 readonly RELAY_ADDR=127.0.8.1 FINAL_ADDR=127.0.8.2 BROKEN_ADDR=127.0.8.3 PLAIN_ADDR=127.0.8.4 SELFSIGNED_ADDR=127.0.8.5
+readonly MILTER_ADDR=127.0.8.10
+readonly MILTER_SOCKET=${SENDMAIL_LAB_MILTER:-}
 readonly WAIT_SECS=90
 
 die() {
@@ -54,7 +69,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,12p' "$0" >&2
+    sed -n '2,20p' "$0" >&2
     exit 2
 }
 
@@ -85,9 +100,10 @@ make_ca() {
     cd "$DIR/ca"
     openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
         -subj "/CN=tlsledger sendmail lab CA" 2>/dev/null
-    for host in relay final; do
+    for host in relay final milter; do
         local addr=$RELAY_ADDR
         [[ $host == final ]] && addr=$FINAL_ADDR
+        [[ $host == milter ]] && addr=$MILTER_ADDR
         openssl req -new -newkey rsa:2048 -nodes -keyout "$host.key" -out "$host.csr" \
             -subj "/CN=$host.sendmail-lab.example" 2>/dev/null
         printf 'subjectAltName=DNS:%s.sendmail-lab.example,IP:%s\nextendedKeyUsage=serverAuth,clientAuth\n' \
@@ -114,8 +130,12 @@ make_ca() {
 # write_mc NAME LISTEN_ADDR: the m4 source of one daemon's sendmail.cf.
 write_mc() {
     local name=$1 addr=$2 dir=$DIR/$1
-    local delivery=background client_options="Addr=$RELAY_ADDR"
-    [[ $name == final ]] && delivery=queue && client_options="Addr=$FINAL_ADDR"
+    local delivery=background client_options="Addr=$RELAY_ADDR" port=$PORT extra=""
+    [[ $name == final ]] && delivery=queue && client_options="Addr=$FINAL_ADDR" && port=$RECEIVER_PORT
+    if [[ $name == milter ]]; then
+        client_options="Addr=$MILTER_ADDR"
+        extra=$(milter_mc "$dir")
+    fi
     mkdir -p "$dir/mqueue"
     chmod 0700 "$dir/mqueue"
     cat >"$dir/sendmail.mc" <<EOF
@@ -158,12 +178,40 @@ FEATURE(\`promiscuous_relay')dnl
 FEATURE(\`nocanonify')dnl
 FEATURE(\`accept_unresolvable_domains')dnl
 FEATURE(\`accept_unqualified_senders')dnl
-DAEMON_OPTIONS(\`Port=$([[ $name == final ]] && echo "$RECEIVER_PORT" || echo "$PORT"), Addr=$addr, Name=MTA')dnl
+DAEMON_OPTIONS(\`Port=$port, Addr=$addr, Name=MTA')dnl
+$extra
 MAILER(\`local')dnl
 MAILER(\`smtp')dnl
 EOF
     m4 -D_CF_DIR_="$CF_DIR/" "$CF_DIR/m4/cf.m4" "$dir/sendmail.mc" >"$dir/sendmail.cf" 2>"$dir/m4.stderr" ||
         die "m4 failed for $name: $(cat "$dir/m4.stderr")"
+}
+
+# milter_mc DIR: the milter daemon's additions to its sendmail.mc, and its local mailer: a
+# script that writes each message into DIR/mail/tmp and renames it into DIR/mail/new, so that a
+# file in new/ is always whole. The mailer runs as root (S, from local_procmail's flags) and
+# takes any local part (no w: no passwd lookup; no A: no alias database).
+milter_mc() {
+    local dir=$1
+    mkdir -p "$dir/mail/tmp" "$dir/mail/new"
+    cat >"$dir/deliver.sh" <<EOF
+#!/bin/sh
+# The local mailer of the sendmail-lab.sh milter daemon: deliver.sh [-f SENDER] USER < MESSAGE.
+set -e
+tmp=\$(mktemp "$dir/mail/tmp/msg.XXXXXX")
+cat >"\$tmp"
+mv "\$tmp" "$dir/mail/new/"
+EOF
+    chmod 0755 "$dir/deliver.sh"
+    # No confMILTER_MACROS_*: the cf defaults lack {verify}, {alg_bits} and v, but the milter
+    # asks for its own lists when it negotiates (SMFIF_SETSYMLIST) and Sendmail 8.17 sends those;
+    # the test proves it, so it also proves the README's minimal INPUT_MAIL_FILTER line suffices.
+    cat <<EOF
+define(\`LOCAL_MAILER_PATH', \`$dir/deliver.sh')dnl
+define(\`LOCAL_MAILER_ARGS', \`deliver.sh \$u')dnl
+MODIFY_MAILER_FLAGS(\`LOCAL', \`-wA')dnl
+INPUT_MAIL_FILTER(\`tlsledger', \`S=$MILTER_SOCKET, F=, T=C:10s;S:10s;R:10s;E:30s')dnl
+EOF
 }
 
 # The private /dev and the daemon, in a mount namespace of their own (see the header). The
@@ -340,6 +388,41 @@ EOF
     echo "sendmail-lab.sh: up (relay $RELAY_ADDR:$PORT, log $DIR/maillog)"
 }
 
+# The milter daemon alone (see the header), beside the CA and the private syslog.
+milter_up() {
+    [[ $(id -u) -eq 0 ]] || die "must run as root (Sendmail daemons and mount namespaces)"
+    [[ -x $SENDMAIL ]] || die "$SENDMAIL missing: run tests/harness/unpack.sh sendmail-bin $PKGS/sendmail-bin"
+    [[ -f $CF_DIR/m4/cf.m4 ]] || die "$CF_DIR missing: run tests/harness/unpack.sh sendmail-cf $PKGS/sendmail-cf"
+    [[ $MILTER_SOCKET =~ ^(inet:[0-9]+@[0-9.]+|unix:/.+)$ ]] ||
+        die "SENDMAIL_LAB_MILTER must be inet:PORT@ADDRESS or unix:PATH, not '$MILTER_SOCKET'"
+    for tool in openssl rsyslogd unshare m4 ss; do
+        command -v "$tool" >/dev/null || die "$tool is not installed: run tests/harness/install-deps.sh sendmail ingest"
+    done
+    port_free "$MILTER_ADDR" "$PORT" || die "port $MILTER_ADDR:$PORT is in use"
+    make_ca
+    printf 'hosts files\naliases files\n' >"$DIR/service.switch"
+    printf '127.0.0.1 %s.sendmail-lab.example %s localhost\n%s milter.sendmail-lab.example\n' \
+        "$(hostname)" "$(hostname)" "$MILTER_ADDR" >"$DIR/hosts"
+    write_mc milter "$MILTER_ADDR"
+    start_rsyslog
+    wait_until "rsyslog's socket $DIR/dev-log" "[[ -S '$DIR/dev-log' ]]"
+    start_sendmail milter
+    wait_until "the milter daemon on $MILTER_ADDR:$PORT" "! port_free $MILTER_ADDR $PORT"
+    wait_until "the daemon's first log lines" "grep -q 'sm-mta-milter.*starting daemon' '$DIR/maillog' 2>/dev/null"
+    cat >"$DIR/lab.env" <<EOF
+PORT=$PORT
+MILTER_ADDR=$MILTER_ADDR
+MILTER_SOCKET=$MILTER_SOCKET
+MAILDIR=$DIR/milter/mail
+CLIENT_CERT=$DIR/ca/client.pem
+CLIENT_KEY=$DIR/ca/client.key
+SELFSIGNED_CERT=$DIR/ca/selfsigned.pem
+SELFSIGNED_KEY=$DIR/ca/selfsigned.key
+MAILLOG=$DIR/maillog
+EOF
+    echo "sendmail-lab.sh: milter daemon up ($MILTER_ADDR:$PORT, filter $MILTER_SOCKET, log $DIR/maillog)"
+}
+
 # swaks_to NAME RCPT... [-- SWAKS-ARGS...]: one message from 127.0.0.1 to the relay.
 swaks_to() {
     local name=$1
@@ -401,7 +484,7 @@ stop_pid_file() {
 
 down() {
     # The daemons (and their children), the receivers, then rsyslogd: each by its pid file.
-    for name in relay final; do
+    for name in relay final milter; do
         local file=$DIR/$name/daemon.pid children=""
         if [[ -f $file ]]; then
             # Its delivery and session processes, by parent pid, so none outlives the lab.
@@ -421,6 +504,7 @@ down() {
 
 case "$command" in
     up) up ;;
+    milter-up) milter_up ;;
     send) send ;;
     down) down ;;
     *) usage ;;

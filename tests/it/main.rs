@@ -13,6 +13,7 @@ mod ingest;
 mod journald;
 mod milter;
 mod milter_postfix;
+mod milter_sendmail;
 mod opensmtpd;
 mod postfix_lab;
 mod report;

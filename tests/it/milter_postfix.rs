@@ -214,7 +214,7 @@ impl Drop for Lab {
 }
 
 /// (Subject, values of `X-TLSLedger`) of a message (unfolded header lines).
-fn headers(message: &str) -> (String, Vec<String>) {
+pub(crate) fn headers(message: &str) -> (String, Vec<String>) {
     let head = message.split("\n\n").next().unwrap_or("");
     let mut subject = String::new();
     let mut ours = Vec::new();
@@ -231,7 +231,7 @@ fn headers(message: &str) -> (String, Vec<String>) {
 }
 
 /// The one observation that names `queue_id`.
-fn by_queue_id<'a>(observations: &'a [Value], queue_id: &str) -> &'a Value {
+pub(crate) fn by_queue_id<'a>(observations: &'a [Value], queue_id: &str) -> &'a Value {
     let found: Vec<&Value> = observations
         .iter()
         .filter(|o| o["queue_ids"].as_array().is_some_and(|ids| ids.iter().any(|id| id == queue_id)))
@@ -325,7 +325,7 @@ fn postfix_smtpd_milter_sessions_header_and_kill() {
 }
 
 /// True when `pid` is a live process (not a zombie).
-fn is_running(pid: u32) -> bool {
+pub(crate) fn is_running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| stat.rsplit(')').next().map(|rest| !rest.trim_start().starts_with('Z')))

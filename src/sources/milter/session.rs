@@ -8,6 +8,8 @@
 //! `{cipher_bits}`, `{cert_subject}` and `{cert_issuer}` (the last two only for a trusted client
 //! certificate) once STARTTLS has completed, at HELO (the EHLO after STARTTLS) and, when asked, at
 //! MAIL; Sendmail also defines `{verify}` and `{alg_bits}` (research/FORMATS.md §2.8, §4.4).
+//! Sendmail's `{cert_subject}` and `{cert_issuer}` are whole DNs in xtext (`+20` for a space,
+//! FORMATS.md §4.4); they are decoded, so the Observation holds the DN itself.
 //! Once a stage showed TLS the session is TLS. Plaintext is claimed only when a MAIL command came
 //! with no TLS macro at any stage so far: a session that ends before MAIL without TLS macros is
 //! `unknown` (it may have done STARTTLS and quit before the next EHLO).
@@ -48,6 +50,30 @@ fn bounded(text: &str) -> String {
         end -= 1;
     }
     text[..end].to_owned()
+}
+
+/// Decodes xtext (RFC 3461 §4: `+` and two upper-case hex digits stand for one byte), as
+/// Sendmail writes `{cert_subject}` and `{cert_issuer}`. A `+` not followed by two hex digits is
+/// kept as it is; bytes that are not UTF-8 become U+FFFD. Never longer than its input.
+fn xtext_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut idx = 0;
+    while idx < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16).filter(|_| !b.is_ascii_lowercase());
+        match (bytes[idx], bytes.get(idx + 1).copied().and_then(hex), bytes.get(idx + 2).copied().and_then(hex)) {
+            (b'+', Some(high), Some(low)) => {
+                // Two hex digits: at most 0xFF, so the cast keeps the value.
+                out.push((high * 16 + low) as u8);
+                idx += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                idx += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A macro's value, `None` when undefined or empty (MTAs send empty values for unset macros).
@@ -168,7 +194,11 @@ impl Session {
     /// The macros of a stage that carries TLS macros (HELO, MAIL). The first EHLO comes before
     /// STARTTLS and has none; a later stage with them makes the session TLS.
     pub fn stage_macros(&mut self, macros: &dyn Fn(&str) -> Option<String>) {
-        if let Some(tls) = TlsMacros::read(macros) {
+        if let Some(mut tls) = TlsMacros::read(macros) {
+            if self.mta == Mta::Sendmail {
+                tls.cert_subject = tls.cert_subject.as_deref().map(xtext_decode);
+                tls.cert_issuer = tls.cert_issuer.as_deref().map(xtext_decode);
+            }
             self.tls = Some(tls);
         }
     }
@@ -405,6 +435,45 @@ mod tests {
         let connect = macros(&[("j", "mx.example.net"), ("{daemon_name}", "smtpd")]);
         let other_port = Session::connect(at(1_700_000_000), "x", Some("192.0.2.7:40002".parse().unwrap()), &connect);
         assert_ne!(a, other_port.observation(&source(), at(1_700_000_001)).event_id);
+    }
+
+    #[test]
+    fn sendmail_cert_names_are_xtext_decoded() {
+        let connect = macros(&[("v", "8.17.1.9")]);
+        let mut session = Session::connect(at(0), "x", Some("192.0.2.9:4000".parse().unwrap()), &connect);
+        let mut pairs = POSTFIX_TLS.to_vec();
+        pairs.extend_from_slice(&[
+            ("{verify}", "OK"),
+            ("{cert_subject}", "/C=DE/O=Example+20GmbH+2B+20Co/CN=mx.example.org"),
+            ("{cert_issuer}", "/CN=Lab+20CA+C3+A4+ZZ+2+"),
+        ]);
+        session.stage_macros(&macros(&pairs));
+        let cert = session.observation(&source(), at(1)).tls.unwrap().cert.unwrap();
+        assert_eq!(cert.subject.as_deref(), Some("/C=DE/O=Example GmbH+ Co/CN=mx.example.org"));
+        assert_eq!(cert.issuer.as_deref(), Some("/CN=Lab CA\u{e4}+ZZ+2+"));
+        // Postfix's values are not xtext: a `+20` there stays.
+        let mut session = postfix_connect();
+        session.stage_macros(&macros(&[("{tls_version}", "TLSv1.3"), ("{cert_subject}", "a+20b")]));
+        let cert = session.observation(&source(), at(1)).tls.unwrap().cert.unwrap();
+        assert_eq!(cert.subject.as_deref(), Some("a+20b"));
+    }
+
+    #[test]
+    fn xtext_decoding_of_hostile_values() {
+        for (input, want) in [
+            ("", ""),
+            ("+", "+"),
+            ("+4", "+4"),
+            ("+4a", "+4a"),
+            ("+41+42", "AB"),
+            ("+00", "\u{0}"),
+            ("+FF", "\u{fffd}"),
+            ("\u{e4}+20", "\u{e4} "),
+        ] {
+            assert_eq!(xtext_decode(input), want, "{input:?}");
+        }
+        let long = "+FF".repeat(100);
+        assert!(xtext_decode(&long).len() <= long.len());
     }
 
     #[test]

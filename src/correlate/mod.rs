@@ -158,60 +158,27 @@ impl Correlator {
         self.counters.records += 1;
         let start = out.len();
         match &record.body {
-            parsers::Body::Postfix { daemon, event } => {
-                let process = self.names.process(&record.header, record.header.procid);
-                let mut ctx = postfix::Ctx {
-                    config: &self.config,
-                    sources: &self.sources,
-                    id_prefixes: &self.id_prefixes,
-                    names: &self.names,
-                    counters: &mut self.counters,
-                    meta,
-                    out,
-                };
-                self.postfix.push(&mut ctx, process, *daemon, event);
-            }
-            parsers::Body::Sendmail(event) => {
-                let process = self.names.process(&record.header, record.header.procid);
-                let mut ctx = postfix::Ctx {
-                    config: &self.config,
-                    sources: &self.sources,
-                    id_prefixes: &self.id_prefixes,
-                    names: &self.names,
-                    counters: &mut self.counters,
-                    meta,
-                    out,
-                };
-                self.sendmail.push(&mut ctx, process, event);
-            }
-            parsers::Body::Exim(event) => {
-                let process = self.names.process(&record.header, record.header.procid);
-                let mut ctx = postfix::Ctx {
-                    config: &self.config,
-                    sources: &self.sources,
-                    id_prefixes: &self.id_prefixes,
-                    names: &self.names,
-                    counters: &mut self.counters,
-                    meta,
-                    out,
-                };
-                self.exim.push(&mut ctx, process, event);
-            }
-            parsers::Body::Opensmtpd(event) => {
-                let process = self.names.process(&record.header, record.header.procid);
-                let mut ctx = postfix::Ctx {
-                    config: &self.config,
-                    sources: &self.sources,
-                    id_prefixes: &self.id_prefixes,
-                    names: &self.names,
-                    counters: &mut self.counters,
-                    meta,
-                    out,
-                };
-                self.opensmtpd.push(&mut ctx, process, event);
-            }
             parsers::Body::Other => self.counters.other_program += 1,
             parsers::Body::Unparsed(_) => {}
+            body => {
+                let process = self.names.process(&record.header, record.header.procid);
+                let mut ctx = postfix::Ctx {
+                    config: &self.config,
+                    sources: &self.sources,
+                    id_prefixes: &self.id_prefixes,
+                    names: &self.names,
+                    counters: &mut self.counters,
+                    meta,
+                    out,
+                };
+                match body {
+                    parsers::Body::Postfix { daemon, event } => self.postfix.push(&mut ctx, process, *daemon, event),
+                    parsers::Body::Sendmail(event) => self.sendmail.push(&mut ctx, process, event),
+                    parsers::Body::Exim(event) => self.exim.push(&mut ctx, process, event),
+                    parsers::Body::Opensmtpd(event) => self.opensmtpd.push(&mut ctx, process, event),
+                    parsers::Body::Other | parsers::Body::Unparsed(_) => {}
+                }
+            }
         }
         if meta.ts_micros.saturating_sub(self.last_sweep_micros) >= 10_000_000
             || self.postfix.open() > self.config.max_open

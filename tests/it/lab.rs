@@ -1,0 +1,540 @@
+//! The end-to-end lab (issue 9, point 4; tests/lab/README.md): the whole product on real MTAs.
+//!
+//! A private Postfix sender and receiver (tests/harness/postfix-lab.sh: a private CA, receivers
+//! with a CA-signed, a self-signed and an expired certificate, without STARTTLS, and one whose
+//! STARTTLS breaks after `220`), plus a STARTTLS-stripping proxy written here (a thread on
+//! loopback that relays to the CA-signed receiver and, after its first session, hides STARTTLS
+//! from the EHLO answer and refuses the command with `502`). `tlsledger ingest` follows the
+//! sender's log and runs the milter the sender's smtpd calls for inbound sessions, loads
+//! ClickHouse 18.16 (slot 15), keeps the reputation state with the shrunk thresholds of
+//! tests/data/lab-thresholds.toml and writes the feeds. swaks injects inbound with and without
+//! STARTTLS and with a client certificate.
+//!
+//! Asserted: every endpoint's rows in ClickHouse (outcome, trust, protocol), its `explain` class
+//! and flags, the feed entries, and a dashboard's numbers from `tlsledger report --format json`.
+//! Waits poll for a condition with a deadline. The lab folder is kept after a failure.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::clickhouse::Server;
+use crate::common::{repo, tlsledger};
+use crate::milter::Milter;
+use crate::postfix_lab::{attempt_lines, feed_entries, Lab};
+
+/// The ClickHouse slot of this test (tests/it/clickhouse.rs lists the others).
+const CLICKHOUSE_SLOT: u16 = 15;
+/// The Postfix lab slot (postfix_lab.rs uses 0 and 1).
+const LAB_SLOT: u16 = 2;
+/// The proxy's own loopback address; its port is the lab's base + 7 (a lab takes seven ports
+/// and bases step by 10, so the next three belong to this lab too).
+const PROXY_ADDR: &str = "127.0.0.8";
+/// How many sessions the proxy relays untouched before it strips STARTTLS.
+const PROXY_CLEAN_SESSIONS: usize = 1;
+/// How long any wait of this test may take.
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A STARTTLS-stripping proxy: relays every session to `target`; from session
+/// `clean_sessions + 1` on it removes STARTTLS from multi-line replies and answers `STARTTLS`
+/// with `502` itself. Stopped (and its thread joined) when dropped.
+struct StripProxy {
+    stop: Arc<AtomicBool>,
+    sessions: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StripProxy {
+    fn start(listen: (&str, u16), target: (String, u16), clean_sessions: usize) -> StripProxy {
+        let listener =
+            TcpListener::bind(listen).unwrap_or_else(|e| panic!("proxy cannot bind {}:{}: {e}", listen.0, listen.1));
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let stop = Arc::new(AtomicBool::new(false));
+        let sessions = Arc::new(AtomicUsize::new(0));
+        let (stop_flag, counter) = (stop.clone(), sessions.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop_flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let n = counter.fetch_add(1, Ordering::SeqCst);
+                        let target = target.clone();
+                        // One thread per session; a relay error ends only that session.
+                        std::thread::spawn(move || {
+                            let _ = relay(client, (target.0.as_str(), target.1), n >= clean_sessions);
+                        });
+                    }
+                    // A nonblocking accept with nothing pending: look at the stop flag again soon.
+                    Err(_) => std::thread::park_timeout(Duration::from_millis(20)),
+                }
+            }
+        });
+        StripProxy { stop, sessions, thread: Some(thread) }
+    }
+
+    /// Sessions accepted so far.
+    fn sessions(&self) -> usize {
+        self.sessions.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for StripProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One proxied session. Untouched: bytes both ways. Stripping: the server's replies line by
+/// line with STARTTLS lines removed from multi-line replies, the client's commands line by line
+/// with `STARTTLS` answered `502` here.
+fn relay(client: TcpStream, target: (&str, u16), strip: bool) -> std::io::Result<()> {
+    client.set_nonblocking(false)?;
+    let server = TcpStream::connect(target)?;
+    for stream in [&client, &server] {
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    }
+    let (client_read, server_write) = (client.try_clone()?, server.try_clone()?);
+    let client_write = client.try_clone()?;
+    let upstream = std::thread::spawn(move || {
+        let result = if strip { commands(client_read, server_write, client_write) } else { copy(client_read, server_write) };
+        result.ok();
+    });
+    let result = if strip { replies(server, client) } else { copy(server, client) };
+    let _ = upstream.join();
+    result
+}
+
+/// Copies `from` to `to` until end of stream, then half-closes `to`.
+fn copy(mut from: TcpStream, mut to: TcpStream) -> std::io::Result<()> {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            return to.shutdown(Shutdown::Write);
+        }
+        to.write_all(&buf[..n])?;
+    }
+}
+
+/// Client → server while stripping: `STARTTLS` is answered `502` here, everything else relayed.
+fn commands(from: TcpStream, mut to: TcpStream, mut client: TcpStream) -> std::io::Result<()> {
+    let mut reader = BufReader::new(from);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return to.shutdown(Shutdown::Write);
+        }
+        if line.trim_ascii().eq_ignore_ascii_case(b"STARTTLS") {
+            client.write_all(b"502 5.5.1 STARTTLS not available here\r\n")?;
+        } else {
+            to.write_all(&line)?;
+        }
+    }
+}
+
+/// Server → client while stripping: each reply is collected whole (lines `NNN-` up to `NNN `),
+/// its STARTTLS lines dropped, and the last line kept or made final.
+fn replies(from: TcpStream, mut to: TcpStream) -> std::io::Result<()> {
+    let mut reader = BufReader::new(from);
+    let mut reply: Vec<Vec<u8>> = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return to.shutdown(Shutdown::Write);
+        }
+        let last = line.get(3) != Some(&b'-');
+        let keyword = line.get(4..).map(<[u8]>::trim_ascii).unwrap_or_default();
+        if !keyword.eq_ignore_ascii_case(b"STARTTLS") {
+            reply.push(line.clone());
+        } else if last {
+            // The final line was STARTTLS: the line before it becomes the final one.
+            if let Some(previous) = reply.last_mut() {
+                if previous.len() > 3 {
+                    previous[3] = b' ';
+                }
+            }
+        }
+        if last {
+            for kept in reply.drain(..) {
+                to.write_all(&kept)?;
+            }
+        }
+    }
+}
+
+/// Polls `done` every 50 ms until it holds, for at most [`WAIT`]; `what` names it on timeout,
+/// with `context()` for the failure message.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}:\n{}", context());
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+/// Runs `tlsledger ARGS`, panics with its stderr unless it succeeds, returns its stdout as JSON.
+fn tlsledger_json(args: &[&str]) -> Value {
+    let output = tlsledger(args, b"");
+    assert!(
+        output.status.success(),
+        "tlsledger {} failed ({}): {}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("tlsledger {} printed no JSON ({e})", args.join(" ")))
+}
+
+/// `swaks` to the sender's smtpd from 127.0.0.1 with `extra` options: its transcript.
+fn swaks(lab: &Lab, rcpt: &str, extra: &[&str]) -> String {
+    let output = Command::new("swaks")
+        .args(["--server", lab.var("SENDER_SMTPD_ADDR"), "--port", lab.var("SENDER_SMTPD_PORT")])
+        .args(["--timeout", "20", "--ehlo", "client.lab.test", "--from", "lab@out.lab.test", "--to", rcpt])
+        .args(extra)
+        .output()
+        .expect("swaks (tests/harness/install-deps.sh postfix installs it)");
+    let transcript = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "swaks to {rcpt} {extra:?} failed:\n{transcript}");
+    transcript
+}
+
+/// The queue id in a swaks transcript (`250 2.0.0 Ok: queued as X`).
+fn queued_as(transcript: &str) -> String {
+    transcript
+        .lines()
+        .find_map(|line| line.split("queued as ").nth(1))
+        .map(|id| id.trim().to_owned())
+        .unwrap_or_else(|| panic!("no queue id in:\n{transcript}"))
+}
+
+/// One row of the `observations` table, as the test compares it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Row {
+    direction: String,
+    peer: String,
+    outcome: String,
+    trust: String,
+    protocol: String,
+    source: String,
+}
+
+/// Every row of `database.observations` (FINAL), sorted.
+fn rows(server: &Server, database: &str) -> Vec<Row> {
+    let text = server.query_in(
+        database,
+        "SELECT toString(direction), replaceRegexpOne(IPv6NumToString(peer_ip), '^::ffff:', ''), \
+         toString(outcome), if(has_tls = 1, toString(tls_trust), ''), ifNull(tls_protocol, ''), source_kind \
+         FROM observations FINAL FORMAT TSV",
+    );
+    let mut rows: Vec<Row> = text
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            assert_eq!(f.len(), 6, "a row of six columns: {line:?}");
+            Row {
+                direction: f[0].to_owned(),
+                peer: f[1].to_owned(),
+                outcome: f[2].to_owned(),
+                trust: f[3].to_owned(),
+                protocol: f[4].to_owned(),
+                source: f[5].to_owned(),
+            }
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The outbound rows of `peer`, as `(outcome, trust, protocol)`, in ClickHouse's order of insert
+/// time is not kept: sorted.
+fn outbound_of(rows: &[Row], peer: &str) -> Vec<(String, String, String)> {
+    rows.iter()
+        .filter(|r| r.direction == "outbound" && r.peer == peer)
+        .map(|r| (r.outcome.clone(), r.trust.clone(), r.protocol.clone()))
+        .collect()
+}
+
+fn triple(outcome: &str, trust: &str, protocol: &str) -> (String, String, String) {
+    (outcome.to_owned(), trust.to_owned(), protocol.to_owned())
+}
+
+/// The one endpoint `outbound/IP` of `tlsledger explain IP --json`.
+fn explain_outbound(state: &Path, ip: &str, now: &str) -> Value {
+    let thresholds = repo().join("tests/data/lab-thresholds.toml");
+    let report = tlsledger_json(&[
+        "explain",
+        ip,
+        "--state",
+        state.to_str().expect("UTF-8 path"),
+        "--json",
+        "--thresholds",
+        thresholds.to_str().expect("UTF-8 path"),
+        "--now",
+        now,
+    ]);
+    let endpoints = report["endpoints"].as_array().cloned().unwrap_or_default();
+    endpoints
+        .into_iter()
+        .find(|e| e["endpoint"] == format!("outbound/{ip}"))
+        .unwrap_or_else(|| panic!("no outbound/{ip} in explain {ip}: {report:#}"))
+}
+
+#[test]
+fn lab_end_to_end() {
+    let pid = std::process::id();
+    let server = Server::started(CLICKHOUSE_SLOT);
+    // A fresh database per run: 18.16 brings TRUNCATEd data back.
+    let database = format!("lab_{pid}");
+    server.apply_schema(&database);
+
+    // The lab's folder is known before it exists (postfix_lab.rs names it); ingest waits for the
+    // log file, and its milter must listen before the sender's smtpd is told about it.
+    let lab_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("postfix-lab-e2e-{pid}"));
+    let _ = std::fs::remove_dir_all(&lab_dir);
+    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-e2e-{pid}"));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).expect("scratch folder");
+    let (state, feeds, spool) = (scratch.join("state"), scratch.join("feeds"), scratch.join("spool"));
+    let sender_log = lab_dir.join("postfix-out/maillog");
+    let thresholds = repo().join("tests/data/lab-thresholds.toml");
+    let path = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
+    let (state_arg, feeds_arg, spool_arg, log_arg, thresholds_arg) =
+        (path(&state), path(&feeds), path(&spool), path(&sender_log), path(&thresholds));
+    let ingest = Milter::spawn(
+        &[
+            "ingest",
+            "--follow",
+            &log_arg,
+            "--milter-listen",
+            "inet:127.0.0.1:0",
+            "--stdout",
+            "--stats",
+            "--state",
+            &state_arg,
+            "--trusted-files",
+            "--tls-logging",
+            "on",
+            "--poll-ms",
+            "50",
+            "--checkpoint-interval-ms",
+            "500",
+            "--clickhouse",
+            &server.url,
+            "--database",
+            &database,
+            "--spool-dir",
+            &spool_arg,
+            "--batch-period-ms",
+            "200",
+            "--feed-dir",
+            &feeds_arg,
+            "--feed-interval-secs",
+            "1",
+            "--feed-thresholds",
+            &thresholds_arg,
+        ],
+        "milter listening on ",
+    );
+    let lab = Lab::up("e2e", LAB_SLOT);
+    assert_eq!(lab.var("SENDER_LOG"), log_arg, "the lab's log is where ingest follows");
+
+    let ca = lab.receiver("CA");
+    let selfsigned = lab.receiver("SELFSIGNED");
+    let plain = lab.receiver("PLAIN");
+    let expired = lab.receiver("EXPIRED");
+    let required = lab.receiver("REQUIRED");
+    let broken = lab.receiver("BROKEN");
+    let proxy_port = lab.port_base + 7;
+    let proxy = StripProxy::start((PROXY_ADDR, proxy_port), (ca.0.clone(), ca.1 as u16), PROXY_CLEAN_SESSIONS);
+
+    // The sender's smtpd calls the milter inside ingest and asks clients for certificates; the
+    // proxy gets a test domain of its own (texthash maps are read again by the reloaded daemons).
+    let conf = PathBuf::from(lab.var("SENDER_CONF"));
+    let mut transport = std::fs::read_to_string(conf.join("transport")).expect("transport map");
+    transport.push_str(&format!("stripped.test smtp:[{PROXY_ADDR}]:{proxy_port}\n"));
+    std::fs::write(conf.join("transport"), transport).expect("transport map");
+    let milters = format!("smtpd_milters={}", ingest.bound);
+    let ca_file = format!("smtpd_tls_CAfile={}", lab.var("CA_CERT"));
+    lab.reload(
+        "postfix-out",
+        &[&milters, "milter_default_action=accept", "smtpd_tls_ask_ccert=yes", &ca_file],
+    );
+
+    // Outbound and inbound: postfix-lab.sh's own run (six domains, seven swaks sessions, one of
+    // them in plaintext), then the broken receiver, then the proxy before and after it strips.
+    crate::postfix_lab::check_lab("send", &crate::postfix_lab::run_lab("send", &lab.dir, lab.port_base));
+    let log = || std::fs::read_to_string(&sender_log).unwrap_or_default();
+    let (broken_id, status) = lab.send_one("user@broken.test");
+    assert_eq!(status, "deferred", "{}", attempt_lines(&log(), &broken_id).join("\n"));
+    let (clean_id, status) = lab.send_one("first@stripped.test");
+    let attempt = attempt_lines(&log(), &clean_id).join("\n");
+    assert_eq!(status, "sent", "{attempt}");
+    assert!(attempt.contains(&format!("TLS connection established to {PROXY_ADDR}[{PROXY_ADDR}]")), "{attempt}");
+    let (stripped_id, status) = lab.send_one("second@stripped.test");
+    let attempt = attempt_lines(&log(), &stripped_id).join("\n");
+    assert_eq!(status, "sent", "the stripped session goes out in clear: {attempt}");
+    assert!(!attempt.contains("TLS connection established"), "{attempt}");
+    assert_eq!(proxy.sessions(), 2, "two sessions through the proxy");
+    // Inbound: one more plaintext session and one with a client certificate from the lab's CA.
+    let ca_dir = lab.dir.join("ca");
+    let cert = path(&ca_dir.join("mx.crt"));
+    let key = path(&ca_dir.join("mx.key"));
+    let cert_id = queued_as(&swaks(&lab, "cert@trusted.test", &["--tls", "--tls-cert", &cert, "--tls-key", &key]));
+    let plain_id = queued_as(&swaks(&lab, "clear@plain.test", &[]));
+
+    // send: 7 outbound + 7 inbound; send-one ×3: 3 + 3; the two swaks: 2 outbound + 2 inbound.
+    let (want_outbound, want_inbound) = (12usize, 12usize);
+    let count = |direction: &str| rows(&server, &database).iter().filter(|r| r.direction == direction).count();
+    // Live: every inbound session ends with its disconnect, so all of them reach ClickHouse; the
+    // broken receiver's failed handshake ends its connection, so it reaches the feeds.
+    wait_until(
+        "every inbound session in ClickHouse",
+        || count("inbound") >= want_inbound,
+        || format!("{:#?}\n--- sender log ---\n{}", rows(&server, &database), log()),
+    );
+    let discard = feeds.join("smtp_discard_ehlo.cidr");
+    let broken_entry = format!("{}/32\tstarttls", broken.0);
+    wait_until(
+        "the broken receiver in the discard map",
+        || std::fs::read_to_string(&discard).is_ok_and(|t| t.contains(&broken_entry)),
+        || std::fs::read_to_string(&discard).unwrap_or_default(),
+    );
+    let (live, stderr) = ingest.stop_with("inbound log-only sessions");
+    let stat = |label: &str| crate::common::stat(stderr.as_bytes(), label);
+    assert_eq!(stat("milter observations"), want_inbound as u64, "{stderr}");
+    assert_eq!(stat("log duplicates of milter"), want_inbound as u64, "{stderr}");
+    // An outbound connection ends when its smtp process logs its next connection, or after five
+    // minutes of log time: the last one of each process is still open here, and the checkpoint
+    // keeps it for replay. A batch run over the same checkpoint finishes the file, as a restart
+    // of the daemon would.
+    let batch = tlsledger(
+        &[
+            "ingest",
+            "--follow",
+            &log_arg,
+            "--exit-at-end",
+            "--stdout",
+            "--state",
+            &state_arg,
+            "--trusted-files",
+            "--tls-logging",
+            "on",
+            "--poll-ms",
+            "50",
+            "--clickhouse",
+            &server.url,
+            "--database",
+            &database,
+            "--spool-dir",
+            &spool_arg,
+            "--feed-dir",
+            &feeds_arg,
+            "--feed-thresholds",
+            &thresholds_arg,
+        ],
+        b"",
+    );
+    assert!(batch.status.success(), "ingest --exit-at-end: {}", String::from_utf8_lossy(&batch.stderr));
+    let finished = crate::common::observations(&batch.stdout);
+    assert!(finished.iter().all(|o| o["direction"] == "outbound"), "only held outbound connections: {finished:#?}");
+    let rows = rows(&server, &database);
+    let context = format!("rows: {rows:#?}\nstderr:\n{stderr}");
+    assert_eq!(live.len() + finished.len(), want_outbound + want_inbound, "one observation per session: {context}");
+    assert_eq!(rows.len(), want_outbound + want_inbound, "ClickHouse has each once: {context}");
+
+    // Outbound, per receiver.
+    let tls13 = |trust: &str| triple("tls", trust, "TLSv1.3");
+    // send: verified, trusted, and the plain injection (to trusted.test); the client-cert swaks.
+    assert_eq!(
+        outbound_of(&rows, &ca.0),
+        [tls13("trusted"), tls13("trusted"), tls13("trusted"), tls13("verified")],
+        "{context}"
+    );
+    assert_eq!(outbound_of(&rows, &selfsigned.0), [tls13("untrusted")], "{context}");
+    assert_eq!(
+        outbound_of(&rows, &plain.0),
+        [triple("plaintext", "", ""), triple("plaintext", "", "")],
+        "{context}"
+    );
+    assert_eq!(outbound_of(&rows, &expired.0), [triple("cert-verify-failed", "untrusted", "TLSv1.3")], "{context}");
+    assert_eq!(outbound_of(&rows, &required.0), [triple("tls-required-missing", "", "")], "{context}");
+    assert_eq!(outbound_of(&rows, &broken.0), [triple("handshake-failed", "", "")], "{context}");
+    assert_eq!(outbound_of(&rows, PROXY_ADDR), [triple("plaintext", "", ""), tls13("trusted")], "{context}");
+
+    // Inbound: every session from 127.0.0.1, seen by the milter and the log, kept once.
+    let inbound: Vec<&Row> = rows.iter().filter(|r| r.direction == "inbound").collect();
+    assert!(inbound.iter().all(|r| r.peer == "127.0.0.1"), "{context}");
+    let mut inbound_outcomes: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for r in &inbound {
+        *inbound_outcomes.entry((r.outcome.clone(), r.trust.clone())).or_default() += 1;
+    }
+    let _ = (&cert_id, &plain_id);
+    println!("inbound outcomes: {inbound_outcomes:?}");
+
+    // Reputation, judged a minute from now with the lab's thresholds.
+    let now = (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let class = |ip: &str| {
+        let endpoint = explain_outbound(&state, ip, &now);
+        let c = &endpoint["classification"];
+        (
+            c["class"].as_str().unwrap_or_default().to_owned(),
+            !c["downgrade"].is_null(),
+            !c["broken_starttls"].is_null(),
+            endpoint.to_string(),
+        )
+    };
+    let (c, downgrade, broken_flag, e) = class(&ca.0);
+    assert_eq!((c.as_str(), downgrade, broken_flag), ("historically-valid", false, false), "{e}");
+    let (c, _, _, e) = class(&selfsigned.0);
+    assert_eq!(c, "tls-unverified", "{e}");
+    let (c, downgrade, broken_flag, e) = class(&plain.0);
+    assert_eq!((c.as_str(), downgrade, broken_flag), ("never-tls", false, false), "{e}");
+    let (c, _, _, e) = class(&required.0);
+    assert_eq!(c, "unknown", "{e}");
+    let (_, downgrade, broken_flag, e) = class(&broken.0);
+    assert_eq!((downgrade, broken_flag), (false, true), "broken-starttls: {e}");
+    let (_, downgrade, broken_flag, e) = class(PROXY_ADDR);
+    assert_eq!((downgrade, broken_flag), (true, false), "downgrade-suspect behind the stripping proxy: {e}");
+
+    // Feeds: the broken receiver in Postfix's discard map and Exim's avoid list; the stripped
+    // endpoint in rspamd's downgrade map.
+    assert_eq!(feed_entries(&discard), [broken_entry.clone()], "{}", discard.display());
+    let avoid = feed_entries(&feeds.join("avoid_tls.list"));
+    assert_eq!(avoid, [broken.0.clone()], "avoid_tls.list");
+    let downgrades = feed_entries(&feeds.join("tlsledger_downgrade.map"));
+    assert!(downgrades.iter().any(|l| l.contains(PROXY_ADDR)), "tlsledger_downgrade.map: {downgrades:?}");
+
+    // A dashboard's numbers.
+    let report = tlsledger_json(&[
+        "report",
+        "--clickhouse",
+        &server.url,
+        "--database",
+        &database,
+        "--format",
+        "json",
+        "--since",
+        "1d",
+        "--now",
+        &now,
+        "--dashboard",
+        "broken_starttls",
+    ]);
+    println!("{report:#}");
+
+    drop(proxy);
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&scratch);
+}

@@ -105,7 +105,8 @@ fn relay(client: TcpStream, target: (&str, u16), strip: bool) -> std::io::Result
     let (client_read, server_write) = (client.try_clone()?, server.try_clone()?);
     let client_write = client.try_clone()?;
     let upstream = std::thread::spawn(move || {
-        let result = if strip { commands(client_read, server_write, client_write) } else { copy(client_read, server_write) };
+        let result =
+            if strip { commands(client_read, server_write, client_write) } else { copy(client_read, server_write) };
         result.ok();
     });
     let result = if strip { replies(server, client) } else { copy(server, client) };
@@ -210,6 +211,50 @@ fn swaks(lab: &Lab, rcpt: &str, extra: &[&str]) -> String {
     transcript
 }
 
+/// A client certificate (`CN=client.lab.test`, clientAuth) signed by the lab's CA in `ca`:
+/// the paths of the certificate and its key.
+fn client_certificate(ca: &Path) -> (String, String) {
+    let (crt, key, csr, ext) =
+        (ca.join("client.crt"), ca.join("client.key"), ca.join("client.csr"), ca.join("client.ext"));
+    std::fs::write(&ext, "basicConstraints = critical, CA:FALSE\nextendedKeyUsage = clientAuth\n").expect("client.ext");
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl").args(args).current_dir(ca).output().expect("openssl");
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    let p = |path: &Path| path.to_str().expect("UTF-8 path").to_owned();
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &p(&key),
+        "-out",
+        &p(&csr),
+        "-subj",
+        "/CN=client.lab.test",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p(&csr),
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        &p(&ext),
+        "-out",
+        &p(&crt),
+    ]);
+    (p(&crt), p(&key))
+}
+
 /// The queue id in a swaks transcript (`250 2.0.0 Ok: queued as X`).
 fn queued_as(transcript: &str) -> String {
     transcript
@@ -312,6 +357,16 @@ fn lab_end_to_end() {
     let path = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
     let (state_arg, feeds_arg, spool_arg, log_arg, thresholds_arg) =
         (path(&state), path(&feeds), path(&spool), path(&sender_log), path(&thresholds));
+    // The history the proxy's endpoint earned before today (a baseline is earned on days before
+    // a bad episode, and the whole lab runs within one day): real lab lines dated yesterday.
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
+    let history = std::fs::read_to_string(repo().join("tests/lab/proxy-history.maillog")).expect("proxy history");
+    let history: String = history
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| format!("{}\n", line.replace("@DAY@", &yesterday)))
+        .collect();
+    crate::common::parse_into_state(&state, "-", history.as_bytes(), &[]);
     let ingest = Milter::spawn(
         &[
             "ingest",
@@ -367,10 +422,7 @@ fn lab_end_to_end() {
     std::fs::write(conf.join("transport"), transport).expect("transport map");
     let milters = format!("smtpd_milters={}", ingest.bound);
     let ca_file = format!("smtpd_tls_CAfile={}", lab.var("CA_CERT"));
-    lab.reload(
-        "postfix-out",
-        &[&milters, "milter_default_action=accept", "smtpd_tls_ask_ccert=yes", &ca_file],
-    );
+    lab.reload("postfix-out", &[&milters, "milter_default_action=accept", "smtpd_tls_ask_ccert=yes", &ca_file]);
 
     // Outbound and inbound: postfix-lab.sh's own run (six domains, seven swaks sessions, one of
     // them in plaintext), then the broken receiver, then the proxy before and after it strips.
@@ -388,9 +440,7 @@ fn lab_end_to_end() {
     assert!(!attempt.contains("TLS connection established"), "{attempt}");
     assert_eq!(proxy.sessions(), 2, "two sessions through the proxy");
     // Inbound: one more plaintext session and one with a client certificate from the lab's CA.
-    let ca_dir = lab.dir.join("ca");
-    let cert = path(&ca_dir.join("mx.crt"));
-    let key = path(&ca_dir.join("mx.key"));
+    let (cert, key) = client_certificate(&lab.dir.join("ca"));
     let cert_id = queued_as(&swaks(&lab, "cert@trusted.test", &["--tls", "--tls-cert", &cert, "--tls-key", &key]));
     let plain_id = queued_as(&swaks(&lab, "clear@plain.test", &[]));
 
@@ -463,11 +513,7 @@ fn lab_end_to_end() {
         "{context}"
     );
     assert_eq!(outbound_of(&rows, &selfsigned.0), [tls13("untrusted")], "{context}");
-    assert_eq!(
-        outbound_of(&rows, &plain.0),
-        [triple("plaintext", "", ""), triple("plaintext", "", "")],
-        "{context}"
-    );
+    assert_eq!(outbound_of(&rows, &plain.0), [triple("plaintext", "", ""), triple("plaintext", "", "")], "{context}");
     assert_eq!(outbound_of(&rows, &expired.0), [triple("cert-verify-failed", "untrusted", "TLSv1.3")], "{context}");
     assert_eq!(outbound_of(&rows, &required.0), [triple("tls-required-missing", "", "")], "{context}");
     assert_eq!(outbound_of(&rows, &broken.0), [triple("handshake-failed", "", "")], "{context}");
@@ -480,8 +526,29 @@ fn lab_end_to_end() {
     for r in &inbound {
         *inbound_outcomes.entry((r.outcome.clone(), r.trust.clone())).or_default() += 1;
     }
-    let _ = (&cert_id, &plain_id);
-    println!("inbound outcomes: {inbound_outcomes:?}");
+    // The milter's observation of each session is kept: trust `none` for anonymous clients
+    // (the milter's macros carry no verification result without a client certificate), `trusted`
+    // for the one with a certificate of the lab's CA.
+    let want_inbound_outcomes: BTreeMap<(String, String), usize> = [
+        (("plaintext".to_owned(), String::new()), 2),
+        (("tls".to_owned(), "none".to_owned()), 9),
+        (("tls".to_owned(), "trusted".to_owned()), 1),
+    ]
+    .into();
+    assert_eq!(inbound_outcomes, want_inbound_outcomes, "{context}");
+    assert!(inbound.iter().all(|r| r.source == "milter"), "{context}");
+    // The swaks sessions by their queue ids: the client certificate reached the observation.
+    let by_queue_id = |queue_id: &str| {
+        server.query_in(
+            &database,
+            &format!(
+                "SELECT source_kind, toString(outcome), ifNull(cert_subject, ''), ifNull(cert_issuer, '') \
+                 FROM observations FINAL WHERE direction = 'inbound' AND has(queue_ids, '{queue_id}') FORMAT TSV"
+            ),
+        )
+    };
+    assert_eq!(by_queue_id(&cert_id), "milter\ttls\tclient.lab.test\ttlsledger lab CA\n", "{context}");
+    assert_eq!(by_queue_id(&plain_id), "milter\tplaintext\t\t\n", "{context}");
 
     // Reputation, judged a minute from now with the lab's thresholds.
     let now = (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -508,15 +575,33 @@ fn lab_end_to_end() {
     let (_, downgrade, broken_flag, e) = class(PROXY_ADDR);
     assert_eq!((downgrade, broken_flag), (true, false), "downgrade-suspect behind the stripping proxy: {e}");
 
-    // Feeds: the broken receiver in Postfix's discard map and Exim's avoid list; the stripped
-    // endpoint in rspamd's downgrade map.
+    // Feeds: the broken receiver in Postfix's discard map and Exim's avoid list; the canonical
+    // JSON feed carries the classes and both flags (rspamd's downgrade map is for inbound senders).
     assert_eq!(feed_entries(&discard), [broken_entry.clone()], "{}", discard.display());
-    let avoid = feed_entries(&feeds.join("avoid_tls.list"));
-    assert_eq!(avoid, [broken.0.clone()], "avoid_tls.list");
-    let downgrades = feed_entries(&feeds.join("tlsledger_downgrade.map"));
-    assert!(downgrades.iter().any(|l| l.contains(PROXY_ADDR)), "tlsledger_downgrade.map: {downgrades:?}");
+    assert_eq!(feed_entries(&feeds.join("avoid_tls.list")), [broken.0.clone()], "avoid_tls.list");
+    assert_eq!(feed_entries(&feeds.join("tls_policy")), Vec::<String>::new(), "no enforcement without opt-in");
+    let feed_path = feeds.join("tlsledger-feed.json");
+    let feed: Value = serde_json::from_str(&std::fs::read_to_string(&feed_path).expect("JSON feed")).expect("JSON");
+    let entry = |ip: &str| {
+        feed["endpoints"]
+            .as_array()
+            .and_then(|all| all.iter().find(|e| e["direction"] == "outbound" && e["ip"] == ip))
+            .cloned()
+            .unwrap_or_else(|| panic!("no outbound {ip} in {}", feed_path.display()))
+    };
+    let stripped = entry(PROXY_ADDR);
+    assert_eq!(stripped["class"], "historically-valid", "{stripped:#}");
+    assert_eq!(stripped["downgrade_suspect"]["severity"], "high", "{stripped:#}");
+    assert_eq!(stripped["downgrade_suspect"]["reason"], "plaintext where TLS was the rule", "{stripped:#}");
+    let flagged = entry(&broken.0);
+    assert_eq!((&flagged["broken_starttls"]["failures"], &flagged["broken_starttls"]["level"]), (&1.into(), &1.into()));
+    for (ip, class) in [(&ca.0, "historically-valid"), (&selfsigned.0, "tls-unverified"), (&plain.0, "never-tls")] {
+        let e = entry(ip);
+        assert_eq!(e["class"], class, "{e:#}");
+        assert!(e["downgrade_suspect"].is_null() && e["broken_starttls"].is_null(), "{e:#}");
+    }
 
-    // A dashboard's numbers.
+    // A dashboard's numbers: the broken-STARTTLS hosts and the verification mix from ClickHouse.
     let report = tlsledger_json(&[
         "report",
         "--clickhouse",
@@ -531,8 +616,28 @@ fn lab_end_to_end() {
         &now,
         "--dashboard",
         "broken_starttls",
+        "--dashboard",
+        "inbound_tls_share",
     ]);
-    println!("{report:#}");
+    let dashboard = |name: &str| {
+        report["dashboards"]
+            .as_array()
+            .and_then(|all| all.iter().find(|d| d["name"] == name))
+            .and_then(|d| d["rows"].as_array())
+            .cloned()
+            .unwrap_or_else(|| panic!("no dashboard {name} in {report:#}"))
+    };
+    let broken_rows = dashboard("broken_starttls");
+    let [row] = broken_rows.as_slice() else { panic!("one broken-STARTTLS host: {broken_rows:#?}") };
+    assert_eq!((&row["direction"], &row["peer"]), (&"outbound".into(), &broken.0.as_str().into()), "{row:#}");
+    assert_eq!((&row["failures"], &row["tls_successes"]), (&1.into(), &0.into()), "{row:#}");
+    // Inbound sessions by hour (the run may straddle an hour): 12 decided, 10 over TLS.
+    let share = dashboard("inbound_tls_share");
+    let sum = |column: &str| share.iter().map(|r| r[column].as_u64().unwrap_or(0)).sum::<u64>();
+    assert_eq!((sum("sessions"), sum("tls_sessions"), sum("unknown_sessions")), (12, 10, 0), "{share:#?}");
+    if let [one] = share.as_slice() {
+        assert_eq!(one["share"].as_f64(), Some(0.8333), "{one:#}");
+    }
 
     drop(proxy);
     drop(lab);

@@ -37,6 +37,11 @@ const LAB_SLOT: u16 = 2;
 /// The proxy's own loopback address; its port is the lab's base + 7 (a lab takes seven ports
 /// and bases step by 10, so the next three belong to this lab too).
 const PROXY_ADDR: &str = "127.0.0.8";
+/// The Exim sender's address (port: the lab's base + 8), the address swaks sends to it from,
+/// and the address of the listener whose STARTTLS breaks after `220` (port: base + 9).
+const EXIM_ADDR: &str = "127.0.9.1";
+const EXIM_CLIENT: &str = "127.0.9.9";
+const EXIM_BROKEN_ADDR: &str = "127.0.9.6";
 /// How many sessions the proxy relays untouched before it strips STARTTLS.
 const PROXY_CLEAN_SESSIONS: usize = 1;
 /// How long any wait of this test may take.
@@ -174,6 +179,36 @@ fn replies(from: TcpStream, mut to: TcpStream) -> std::io::Result<()> {
     }
 }
 
+/// The Exim sender's configuration: accepts from swaks over STARTTLS (the lab CA's server
+/// certificate) and routes `exim-valid.test` to the Postfix lab's CA-signed receiver (verified
+/// against the lab CA, TLS required) and `exim-broken.test` to the listener whose STARTTLS
+/// breaks after `220` (Exim retries in clear at once).
+fn exim_sender_config(dir: &Path, exim: &Path, listen: (&str, u16), valid: (&str, u16), broken: (&str, u16)) -> String {
+    let dir_text = dir.display();
+    let mut text = format!(
+        "{main}tls_certificate = {dir_text}/mx.crt\ntls_privatekey = {dir_text}/mx.key\ntls_advertise_hosts = *\n\
+         log_selector = +tls_peerdn +outgoing_port\nlog_timezone = true\n\
+         begin acl\nacl_rcpt:\n  accept\nbegin routers\n",
+        main = crate::exim::lab::main_section("exim.lab.test", dir, exim, &[listen]),
+    );
+    let cases = [
+        ("valid", valid, format!("tls_verify_certificates = {dir_text}/ca.crt\n  tls_verify_hosts = *\n  tls_verify_cert_hostnames =\n  hosts_require_tls = *\n")),
+        ("broken", broken, String::new()),
+    ];
+    for (name, (addr, _), _) in &cases {
+        text.push_str(&format!(
+            "{name}:\n  driver = manualroute\n  domains = exim-{name}.test\n  route_list = * {addr}\n  transport = t_{name}\n  self = send\n"
+        ));
+    }
+    text.push_str("begin transports\n");
+    for (name, (_, port), options) in &cases {
+        text.push_str(&format!(
+            "t_{name}:\n  driver = smtp\n  port = {port}\n  interface = {EXIM_ADDR}\n  allow_localhost\n  {options}"
+        ));
+    }
+    text
+}
+
 /// Polls `done` every 50 ms until it holds, for at most [`WAIT`]; `what` names it on timeout,
 /// with `context()` for the failure message.
 fn wait_until(what: &str, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
@@ -267,6 +302,7 @@ fn queued_as(transcript: &str) -> String {
 /// One row of the `observations` table, as the test compares it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Row {
+    mta: String,
     direction: String,
     peer: String,
     outcome: String,
@@ -279,7 +315,7 @@ struct Row {
 fn rows(server: &Server, database: &str) -> Vec<Row> {
     let text = server.query_in(
         database,
-        "SELECT toString(direction), replaceRegexpOne(IPv6NumToString(peer_ip), '^::ffff:', ''), \
+        "SELECT toString(mta), toString(direction), replaceRegexpOne(IPv6NumToString(peer_ip), '^::ffff:', ''), \
          toString(outcome), if(has_tls = 1, toString(tls_trust), ''), ifNull(tls_protocol, ''), source_kind \
          FROM observations FINAL FORMAT TSV",
     );
@@ -287,14 +323,15 @@ fn rows(server: &Server, database: &str) -> Vec<Row> {
         .lines()
         .map(|line| {
             let f: Vec<&str> = line.split('\t').collect();
-            assert_eq!(f.len(), 6, "a row of six columns: {line:?}");
+            assert_eq!(f.len(), 7, "a row of seven columns: {line:?}");
             Row {
-                direction: f[0].to_owned(),
-                peer: f[1].to_owned(),
-                outcome: f[2].to_owned(),
-                trust: f[3].to_owned(),
-                protocol: f[4].to_owned(),
-                source: f[5].to_owned(),
+                mta: f[0].to_owned(),
+                direction: f[1].to_owned(),
+                peer: f[2].to_owned(),
+                outcome: f[3].to_owned(),
+                trust: f[4].to_owned(),
+                protocol: f[5].to_owned(),
+                source: f[6].to_owned(),
             }
         })
         .collect();
@@ -302,11 +339,10 @@ fn rows(server: &Server, database: &str) -> Vec<Row> {
     rows
 }
 
-/// The outbound rows of `peer`, as `(outcome, trust, protocol)`, in ClickHouse's order of insert
-/// time is not kept: sorted.
-fn outbound_of(rows: &[Row], peer: &str) -> Vec<(String, String, String)> {
+/// The outbound rows of `mta` to `peer`, as `(outcome, trust, protocol)`, sorted.
+fn outbound_of(rows: &[Row], mta: &str, peer: &str) -> Vec<(String, String, String)> {
     rows.iter()
-        .filter(|r| r.direction == "outbound" && r.peer == peer)
+        .filter(|r| r.mta == mta && r.direction == "outbound" && r.peer == peer)
         .map(|r| (r.outcome.clone(), r.trust.clone(), r.protocol.clone()))
         .collect()
 }
@@ -353,10 +389,13 @@ fn lab_end_to_end() {
     std::fs::create_dir_all(&scratch).expect("scratch folder");
     let (state, feeds, spool) = (scratch.join("state"), scratch.join("feeds"), scratch.join("spool"));
     let sender_log = lab_dir.join("postfix-out/maillog");
+    let exim_dir = scratch.join("exim");
+    let exim_log = exim_dir.join("log/mainlog");
     let thresholds = repo().join("tests/data/lab-thresholds.toml");
     let path = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
     let (state_arg, feeds_arg, spool_arg, log_arg, thresholds_arg) =
         (path(&state), path(&feeds), path(&spool), path(&sender_log), path(&thresholds));
+    let exim_log_arg = path(&exim_log);
     // The history the proxy's endpoint earned before today (a baseline is earned on days before
     // a bad episode, and the whole lab runs within one day): real lab lines dated yesterday.
     let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
@@ -372,6 +411,8 @@ fn lab_end_to_end() {
             "ingest",
             "--follow",
             &log_arg,
+            "--follow",
+            &exim_log_arg,
             "--milter-listen",
             "inet:127.0.0.1:0",
             "--stdout",
@@ -413,6 +454,31 @@ fn lab_end_to_end() {
     let broken = lab.receiver("BROKEN");
     let proxy_port = lab.port_base + 7;
     let proxy = StripProxy::start((PROXY_ADDR, proxy_port), (ca.0.clone(), ca.1 as u16), PROXY_CLEAN_SESSIONS);
+    // Exim (unpacked privately by tests/run.sh) and its broken-after-220 receiver.
+    let exim = crate::exim::lab::exim();
+    let (exim_port, exim_broken_port) = (lab.port_base + 8, lab.port_base + 9);
+    let stop_broken = Arc::new(AtomicBool::new(false));
+    let exim_broken = crate::exim::lab::broken_starttls_at((EXIM_BROKEN_ADDR, exim_broken_port), stop_broken.clone());
+    for sub in ["spool", "log"] {
+        std::fs::create_dir_all(exim_dir.join(sub)).expect("Exim folders");
+    }
+    for file in ["ca.crt", "mx.crt", "mx.key"] {
+        std::fs::copy(lab.dir.join("ca").join(file), exim_dir.join(file)).expect("Exim certificates");
+    }
+    // Exim writes its spool and logs as Debian-exim and reads the key as that group.
+    crate::exim::lab::run("chown", &["-R", "Debian-exim:Debian-exim", "spool", "log"], &exim_dir);
+    crate::exim::lab::run("chgrp", &["Debian-exim", "mx.key"], &exim_dir);
+    crate::exim::lab::run("chmod", &["0640", "mx.key"], &exim_dir);
+    let exim_conf = exim_dir.join("exim.conf");
+    let config = exim_sender_config(
+        &exim_dir,
+        &exim,
+        (EXIM_ADDR, exim_port),
+        (&ca.0, ca.1 as u16),
+        (EXIM_BROKEN_ADDR, exim_broken_port),
+    );
+    std::fs::write(&exim_conf, config).expect("exim.conf");
+    let exim_daemon = crate::exim::lab::Daemon::start(&exim, &exim_conf, &exim_log);
 
     // The sender's smtpd calls the milter inside ingest and asks clients for certificates; the
     // proxy gets a test domain of its own (texthash maps are read again by the reloaded daemons).
@@ -443,9 +509,20 @@ fn lab_end_to_end() {
     let (cert, key) = client_certificate(&lab.dir.join("ca"));
     let cert_id = queued_as(&swaks(&lab, "cert@trusted.test", &["--tls", "--tls-cert", &cert, "--tls-key", &key]));
     let plain_id = queued_as(&swaks(&lab, "clear@plain.test", &[]));
+    for rcpt in ["bob@exim-valid.test", "bob@exim-broken.test"] {
+        let output = Command::new("swaks")
+            .args(["--server", EXIM_ADDR, "--port", &exim_port.to_string(), "--local-interface", EXIM_CLIENT])
+            .args(["--from", "alice@exim.lab.test", "--to", rcpt, "--tls", "--timeout", "30"])
+            .output()
+            .expect("swaks");
+        assert!(output.status.success(), "swaks to {rcpt}: {}", String::from_utf8_lossy(&output.stdout));
+    }
+    // Exim delivers at once; both messages end with `Completed`.
+    crate::exim::lab::wait_for(&exim_log, |log| log.matches(" Completed").count() == 2, "both Exim messages completed");
 
     // send: 7 outbound + 7 inbound; send-one ×3: 3 + 3; the two swaks: 2 outbound + 2 inbound.
-    let (want_outbound, want_inbound) = (12usize, 12usize);
+    // Exim: 3 outbound (valid; broken: the failed handshake and the retry in clear) + 2 inbound.
+    let (want_outbound, want_inbound) = (15usize, 14usize);
     let count = |direction: &str| rows(&server, &database).iter().filter(|r| r.direction == direction).count();
     // Live: every inbound session ends with its disconnect, so all of them reach ClickHouse; the
     // broken receiver's failed handshake ends its connection, so it reaches the feeds.
@@ -463,8 +540,9 @@ fn lab_end_to_end() {
     );
     let (live, stderr) = ingest.stop_with("inbound log-only sessions");
     let stat = |label: &str| crate::common::stat(stderr.as_bytes(), label);
-    assert_eq!(stat("milter observations"), want_inbound as u64, "{stderr}");
-    assert_eq!(stat("log duplicates of milter"), want_inbound as u64, "{stderr}");
+    // The milter sees Postfix's 12 inbound sessions; Exim's two are the log's alone.
+    assert_eq!(stat("milter observations"), 12, "{stderr}");
+    assert_eq!(stat("log duplicates of milter"), 12, "{stderr}");
     // An outbound connection ends when its smtp process logs its next connection, or after five
     // minutes of log time: the last one of each process is still open here, and the checkpoint
     // keeps it for replay. A batch run over the same checkpoint finishes the file, as a restart
@@ -474,6 +552,8 @@ fn lab_end_to_end() {
             "ingest",
             "--follow",
             &log_arg,
+            "--follow",
+            &exim_log_arg,
             "--exit-at-end",
             "--stdout",
             "--state",
@@ -508,19 +588,46 @@ fn lab_end_to_end() {
     let tls13 = |trust: &str| triple("tls", trust, "TLSv1.3");
     // send: verified, trusted, and the plain injection (to trusted.test); the client-cert swaks.
     assert_eq!(
-        outbound_of(&rows, &ca.0),
+        outbound_of(&rows, "postfix", &ca.0),
         [tls13("trusted"), tls13("trusted"), tls13("trusted"), tls13("verified")],
         "{context}"
     );
-    assert_eq!(outbound_of(&rows, &selfsigned.0), [tls13("untrusted")], "{context}");
-    assert_eq!(outbound_of(&rows, &plain.0), [triple("plaintext", "", ""), triple("plaintext", "", "")], "{context}");
-    assert_eq!(outbound_of(&rows, &expired.0), [triple("cert-verify-failed", "untrusted", "TLSv1.3")], "{context}");
-    assert_eq!(outbound_of(&rows, &required.0), [triple("tls-required-missing", "", "")], "{context}");
-    assert_eq!(outbound_of(&rows, &broken.0), [triple("handshake-failed", "", "")], "{context}");
-    assert_eq!(outbound_of(&rows, PROXY_ADDR), [triple("plaintext", "", ""), tls13("trusted")], "{context}");
+    assert_eq!(outbound_of(&rows, "postfix", &selfsigned.0), [tls13("untrusted")], "{context}");
+    assert_eq!(
+        outbound_of(&rows, "postfix", &plain.0),
+        [triple("plaintext", "", ""), triple("plaintext", "", "")],
+        "{context}"
+    );
+    assert_eq!(
+        outbound_of(&rows, "postfix", &expired.0),
+        [triple("cert-verify-failed", "untrusted", "TLSv1.3")],
+        "{context}"
+    );
+    assert_eq!(outbound_of(&rows, "postfix", &required.0), [triple("tls-required-missing", "", "")], "{context}");
+    assert_eq!(outbound_of(&rows, "postfix", &broken.0), [triple("handshake-failed", "", "")], "{context}");
+    assert_eq!(outbound_of(&rows, "postfix", PROXY_ADDR), [triple("plaintext", "", ""), tls13("trusted")], "{context}");
+    // Exim: verified against the lab CA (Exim's `CV=yes` is `trusted`); the broken listener's
+    // failed handshake and Exim's immediate retry in clear.
+    assert_eq!(outbound_of(&rows, "exim", &ca.0), [tls13("trusted")], "{context}");
+    assert_eq!(
+        outbound_of(&rows, "exim", EXIM_BROKEN_ADDR),
+        [triple("handshake-failed", "", ""), triple("plaintext", "", "")],
+        "{context}"
+    );
+    let exim_peers: Vec<&str> =
+        rows.iter().filter(|r| r.mta == "exim" && r.direction == "outbound").map(|r| r.peer.as_str()).collect();
+    assert_eq!(exim_peers.len(), 3, "{context}");
 
-    // Inbound: every session from 127.0.0.1, seen by the milter and the log, kept once.
-    let inbound: Vec<&Row> = rows.iter().filter(|r| r.direction == "inbound").collect();
+    // Inbound to Exim: swaks' two STARTTLS sessions, from the log.
+    let exim_inbound: Vec<&Row> = rows.iter().filter(|r| r.mta == "exim" && r.direction == "inbound").collect();
+    assert_eq!(exim_inbound.len(), 2, "{context}");
+    assert!(
+        exim_inbound.iter().all(|r| r.peer == EXIM_CLIENT
+            && (r.outcome.as_str(), r.trust.as_str(), r.source.as_str()) == ("tls", "anonymous", "file")),
+        "{context}"
+    );
+    // Inbound to Postfix: every session from 127.0.0.1, seen by the milter and the log, kept once.
+    let inbound: Vec<&Row> = rows.iter().filter(|r| r.mta == "postfix" && r.direction == "inbound").collect();
     assert!(inbound.iter().all(|r| r.peer == "127.0.0.1"), "{context}");
     let mut inbound_outcomes: BTreeMap<(String, String), usize> = BTreeMap::new();
     for r in &inbound {
@@ -572,13 +679,17 @@ fn lab_end_to_end() {
     assert_eq!(c, "unknown", "{e}");
     let (_, downgrade, broken_flag, e) = class(&broken.0);
     assert_eq!((downgrade, broken_flag), (false, true), "broken-starttls: {e}");
+    let (_, downgrade, broken_flag, e) = class(EXIM_BROKEN_ADDR);
+    assert_eq!((downgrade, broken_flag), (false, true), "broken-starttls after 220: {e}");
     let (_, downgrade, broken_flag, e) = class(PROXY_ADDR);
     assert_eq!((downgrade, broken_flag), (true, false), "downgrade-suspect behind the stripping proxy: {e}");
 
     // Feeds: the broken receiver in Postfix's discard map and Exim's avoid list; the canonical
     // JSON feed carries the classes and both flags (rspamd's downgrade map is for inbound senders).
-    assert_eq!(feed_entries(&discard), [broken_entry.clone()], "{}", discard.display());
-    assert_eq!(feed_entries(&feeds.join("avoid_tls.list")), [broken.0.clone()], "avoid_tls.list");
+    let want = [broken_entry.clone(), format!("{EXIM_BROKEN_ADDR}/32\tstarttls")];
+    assert_eq!(feed_entries(&discard), want, "{}", discard.display());
+    let want = [broken.0.clone(), EXIM_BROKEN_ADDR.to_owned()];
+    assert_eq!(feed_entries(&feeds.join("avoid_tls.list")), want, "avoid_tls.list");
     assert_eq!(feed_entries(&feeds.join("tls_policy")), Vec::<String>::new(), "no enforcement without opt-in");
     let feed_path = feeds.join("tlsledger-feed.json");
     let feed: Value = serde_json::from_str(&std::fs::read_to_string(&feed_path).expect("JSON feed")).expect("JSON");
@@ -628,17 +739,28 @@ fn lab_end_to_end() {
             .unwrap_or_else(|| panic!("no dashboard {name} in {report:#}"))
     };
     let broken_rows = dashboard("broken_starttls");
-    let [row] = broken_rows.as_slice() else { panic!("one broken-STARTTLS host: {broken_rows:#?}") };
-    assert_eq!((&row["direction"], &row["peer"]), (&"outbound".into(), &broken.0.as_str().into()), "{row:#}");
-    assert_eq!((&row["failures"], &row["tls_successes"]), (&1.into(), &0.into()), "{row:#}");
-    // Inbound sessions by hour (the run may straddle an hour): 12 decided, 10 over TLS.
+    let mut hosts: Vec<(String, u64, u64)> = broken_rows
+        .iter()
+        .filter(|row| row["direction"] == "outbound")
+        .map(|row| {
+            let n = |c: &str| row[c].as_u64().unwrap_or(u64::MAX);
+            (row["peer"].as_str().unwrap_or_default().to_owned(), n("failures"), n("tls_successes"))
+        })
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, [(broken.0.clone(), 1, 0), (EXIM_BROKEN_ADDR.to_owned(), 1, 0)], "{broken_rows:#?}");
+    assert_eq!(broken_rows.len(), 2, "{broken_rows:#?}");
+    // Inbound sessions by hour (the run may straddle an hour): 14 decided, 12 over TLS.
     let share = dashboard("inbound_tls_share");
     let sum = |column: &str| share.iter().map(|r| r[column].as_u64().unwrap_or(0)).sum::<u64>();
-    assert_eq!((sum("sessions"), sum("tls_sessions"), sum("unknown_sessions")), (12, 10, 0), "{share:#?}");
+    assert_eq!((sum("sessions"), sum("tls_sessions"), sum("unknown_sessions")), (14, 12, 0), "{share:#?}");
     if let [one] = share.as_slice() {
-        assert_eq!(one["share"].as_f64(), Some(0.8333), "{one:#}");
+        assert_eq!(one["share"].as_f64(), Some(0.8571), "{one:#}");
     }
 
+    drop(exim_daemon);
+    stop_broken.store(true, Ordering::Relaxed);
+    exim_broken.join().expect("broken listener thread");
     drop(proxy);
     drop(lab);
     let _ = std::fs::remove_dir_all(&scratch);

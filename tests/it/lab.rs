@@ -42,6 +42,9 @@ const PROXY_ADDR: &str = "127.0.0.8";
 const EXIM_ADDR: &str = "127.0.9.1";
 const EXIM_CLIENT: &str = "127.0.9.9";
 const EXIM_BROKEN_ADDR: &str = "127.0.9.6";
+/// A relay to the CA-signed receiver under another address (port: base + 8), where Exim checks
+/// the certificate's name against that address: a wrong name.
+const WRONG_NAME_ADDR: &str = "127.0.9.2";
 /// How many sessions the proxy relays untouched before it strips STARTTLS.
 const PROXY_CLEAN_SESSIONS: usize = 1;
 /// How long any wait of this test may take.
@@ -183,7 +186,14 @@ fn replies(from: TcpStream, mut to: TcpStream) -> std::io::Result<()> {
 /// certificate) and routes `exim-valid.test` to the Postfix lab's CA-signed receiver (verified
 /// against the lab CA, TLS required) and `exim-broken.test` to the listener whose STARTTLS
 /// breaks after `220` (Exim retries in clear at once).
-fn exim_sender_config(dir: &Path, exim: &Path, listen: (&str, u16), valid: (&str, u16), broken: (&str, u16)) -> String {
+fn exim_sender_config(
+    dir: &Path,
+    exim: &Path,
+    listen: (&str, u16),
+    valid: (&str, u16),
+    broken: (&str, u16),
+    wrong_name: (&str, u16),
+) -> String {
     let dir_text = dir.display();
     let mut text = format!(
         "{main}tls_certificate = {dir_text}/mx.crt\ntls_privatekey = {dir_text}/mx.key\ntls_advertise_hosts = *\n\
@@ -194,6 +204,7 @@ fn exim_sender_config(dir: &Path, exim: &Path, listen: (&str, u16), valid: (&str
     let cases = [
         ("valid", valid, format!("tls_verify_certificates = {dir_text}/ca.crt\n  tls_verify_hosts = *\n  tls_verify_cert_hostnames =\n  hosts_require_tls = *\n")),
         ("broken", broken, String::new()),
+        ("wrongname", wrong_name, format!("tls_verify_certificates = {dir_text}/ca.crt\n  tls_verify_hosts = *\n  hosts_require_tls = *\n")),
     ];
     for (name, (addr, _), _) in &cases {
         text.push_str(&format!(
@@ -476,9 +487,11 @@ fn lab_end_to_end() {
         (EXIM_ADDR, exim_port),
         (&ca.0, ca.1 as u16),
         (EXIM_BROKEN_ADDR, exim_broken_port),
+        (WRONG_NAME_ADDR, exim_port),
     );
     std::fs::write(&exim_conf, config).expect("exim.conf");
     let exim_daemon = crate::exim::lab::Daemon::start(&exim, &exim_conf, &exim_log);
+    let wrong_name_relay = StripProxy::start((WRONG_NAME_ADDR, exim_port), (ca.0.clone(), ca.1 as u16), usize::MAX);
 
     // The sender's smtpd calls the milter inside ingest and asks clients for certificates; the
     // proxy gets a test domain of its own (texthash maps are read again by the reloaded daemons).
@@ -509,7 +522,8 @@ fn lab_end_to_end() {
     let (cert, key) = client_certificate(&lab.dir.join("ca"));
     let cert_id = queued_as(&swaks(&lab, "cert@trusted.test", &["--tls", "--tls-cert", &cert, "--tls-key", &key]));
     let plain_id = queued_as(&swaks(&lab, "clear@plain.test", &[]));
-    for rcpt in ["bob@exim-valid.test", "bob@exim-broken.test"] {
+    let exim_rcpts = ["bob@exim-valid.test", "bob@exim-broken.test", "bob@exim-wrongname.test"];
+    for rcpt in exim_rcpts {
         let output = Command::new("swaks")
             .args(["--server", EXIM_ADDR, "--port", &exim_port.to_string(), "--local-interface", EXIM_CLIENT])
             .args(["--from", "alice@exim.lab.test", "--to", rcpt, "--tls", "--timeout", "30"])
@@ -517,12 +531,26 @@ fn lab_end_to_end() {
             .expect("swaks");
         assert!(output.status.success(), "swaks to {rcpt}: {}", String::from_utf8_lossy(&output.stdout));
     }
-    // Exim delivers at once; both messages end with `Completed`.
-    crate::exim::lab::wait_for(&exim_log, |log| log.matches(" Completed").count() == 2, "both Exim messages completed");
+    // Exim delivers at once; every message from swaks ends with `Completed` (the wrong name's
+    // deferral is final at once: no retry rules).
+    crate::exim::lab::wait_for(
+        &exim_log,
+        |log| {
+            let arrivals: Vec<&str> = log.lines().filter(|l| l.contains(" <= alice@exim.lab.test ")).collect();
+            arrivals.len() == exim_rcpts.len()
+                && arrivals.iter().all(|arrival| {
+                    // The message id is the word before `<=` (after the time and its zone).
+                    let id = arrival.split(" <= ").next().and_then(|head| head.rsplit(' ').next()).unwrap_or("-");
+                    log.contains(&format!("{id} Completed"))
+                })
+        },
+        "every Exim message completed",
+    );
 
     // send: 7 outbound + 7 inbound; send-one ×3: 3 + 3; the two swaks: 2 outbound + 2 inbound.
-    // Exim: 3 outbound (valid; broken: the failed handshake and the retry in clear) + 2 inbound.
-    let (want_outbound, want_inbound) = (15usize, 14usize);
+    // Exim: 4 outbound (valid; broken: the failed handshake and the retry in clear; wrong name)
+    // + 3 inbound.
+    let (want_outbound, want_inbound) = (16usize, 15usize);
     let count = |direction: &str| rows(&server, &database).iter().filter(|r| r.direction == direction).count();
     // Live: every inbound session ends with its disconnect, so all of them reach ClickHouse; the
     // broken receiver's failed handshake ends its connection, so it reaches the feeds.
@@ -616,11 +644,18 @@ fn lab_end_to_end() {
     );
     let exim_peers: Vec<&str> =
         rows.iter().filter(|r| r.mta == "exim" && r.direction == "outbound").map(|r| r.peer.as_str()).collect();
-    assert_eq!(exim_peers.len(), 3, "{context}");
+    assert_eq!(outbound_of(&rows, "exim", WRONG_NAME_ADDR), [triple("cert-verify-failed", "", "")], "{context}");
+    assert_eq!(exim_peers.len(), 4, "{context}");
+    // Exim 4.96 logs only `TLS session: (certificate verification failed)` for the wrong name.
+    let kind = server.query_in(
+        &database,
+        &format!("SELECT ifNull(failure_kind, '') FROM observations FINAL WHERE mta = 'exim' AND peer_ip = IPv6StringToNum('::ffff:{WRONG_NAME_ADDR}') FORMAT TSV"),
+    );
+    assert_eq!(kind, "validation-failure\n", "{context}");
 
     // Inbound to Exim: swaks' two STARTTLS sessions, from the log.
     let exim_inbound: Vec<&Row> = rows.iter().filter(|r| r.mta == "exim" && r.direction == "inbound").collect();
-    assert_eq!(exim_inbound.len(), 2, "{context}");
+    assert_eq!(exim_inbound.len(), 3, "{context}");
     assert!(
         exim_inbound.iter().all(|r| r.peer == EXIM_CLIENT
             && (r.outcome.as_str(), r.trust.as_str(), r.source.as_str()) == ("tls", "anonymous", "file")),
@@ -750,15 +785,16 @@ fn lab_end_to_end() {
     hosts.sort();
     assert_eq!(hosts, [(broken.0.clone(), 1, 0), (EXIM_BROKEN_ADDR.to_owned(), 1, 0)], "{broken_rows:#?}");
     assert_eq!(broken_rows.len(), 2, "{broken_rows:#?}");
-    // Inbound sessions by hour (the run may straddle an hour): 14 decided, 12 over TLS.
+    // Inbound sessions by hour (the run may straddle an hour): 15 decided, 13 over TLS.
     let share = dashboard("inbound_tls_share");
     let sum = |column: &str| share.iter().map(|r| r[column].as_u64().unwrap_or(0)).sum::<u64>();
-    assert_eq!((sum("sessions"), sum("tls_sessions"), sum("unknown_sessions")), (14, 12, 0), "{share:#?}");
+    assert_eq!((sum("sessions"), sum("tls_sessions"), sum("unknown_sessions")), (15, 13, 0), "{share:#?}");
     if let [one] = share.as_slice() {
-        assert_eq!(one["share"].as_f64(), Some(0.8571), "{one:#}");
+        assert_eq!(one["share"].as_f64(), Some(0.8667), "{one:#}");
     }
 
     drop(exim_daemon);
+    drop(wrong_name_relay);
     stop_broken.store(true, Ordering::Relaxed);
     exim_broken.join().expect("broken listener thread");
     drop(proxy);

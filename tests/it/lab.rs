@@ -40,6 +40,8 @@ const PROXY_ADDR: &str = "127.0.0.8";
 /// The Exim sender's address (port: the lab's base + 8), the address swaks sends to it from,
 /// and the address of the listener whose STARTTLS breaks after `220` (port: base + 9).
 const EXIM_ADDR: &str = "127.0.9.1";
+/// A relay (port: base + 7) to a Postfix receiver that only speaks TLS 1.0.
+const TLS10_ADDR: &str = "127.0.0.9";
 const EXIM_CLIENT: &str = "127.0.9.9";
 const EXIM_BROKEN_ADDR: &str = "127.0.9.6";
 /// A relay to the CA-signed receiver under another address (port: base + 8), where Exim checks
@@ -498,6 +500,7 @@ fn lab_end_to_end() {
     let conf = PathBuf::from(lab.var("SENDER_CONF"));
     let mut transport = std::fs::read_to_string(conf.join("transport")).expect("transport map");
     transport.push_str(&format!("stripped.test smtp:[{PROXY_ADDR}]:{proxy_port}\n"));
+    transport.push_str(&format!("tls10.test smtp:[{TLS10_ADDR}]:{proxy_port}\n"));
     std::fs::write(conf.join("transport"), transport).expect("transport map");
     let milters = format!("smtpd_milters={}", ingest.bound);
     let ca_file = format!("smtpd_tls_CAfile={}", lab.var("CA_CERT"));
@@ -547,10 +550,35 @@ fn lab_end_to_end() {
         "every Exim message completed",
     );
 
-    // send: 7 outbound + 7 inbound; send-one ×3: 3 + 3; the two swaks: 2 outbound + 2 inbound.
+    // TLS 1.0: the receiver without STARTTLS (used by `send` only) now offers it with TLS 1.0
+    // alone, behind a relay of its own. OpenSSL 3 allows TLS 1.0 only at security level 0 and
+    // Debian's openssl.cnf sets MinProtocol = TLSv1.2, so both instances skip that file
+    // (`tls_config_file = none`) and use a level-0 "low" cipher list; the sender does so only
+    // now, after its other deliveries.
+    let tls10_relay = StripProxy::start((TLS10_ADDR, proxy_port), (required.0.clone(), required.1 as u16), usize::MAX);
+    let service = |param: &str| format!("{}:{}/inet/{param}", required.0, required.1);
+    let legacy = ["tls_config_file=none", "tls_low_cipherlist=ALL:@SECLEVEL=0"];
+    lab.reload(
+        "postfix-in",
+        &[
+            legacy[0],
+            legacy[1],
+            &service("smtpd_tls_security_level=may"),
+            &service("smtpd_tls_protocols=<=TLSv1"),
+            &service("smtpd_tls_ciphers=low"),
+        ],
+    );
+    lab.reload("postfix-out", &[legacy[0], legacy[1], "smtp_tls_ciphers=low"]);
+    let (tls10_id, status) = lab.send_one("old@tls10.test");
+    let attempt = attempt_lines(&log(), &tls10_id).join("\n");
+    assert_eq!(status, "sent", "{attempt}");
+    assert!(attempt.contains(&format!("TLS connection established to {TLS10_ADDR}[{TLS10_ADDR}]")), "{attempt}");
+    assert!(attempt.contains(": TLSv1 with cipher "), "TLS 1.0 negotiated: {attempt}");
+
+    // send: 7 outbound + 7 inbound; send-one ×4: 4 + 4; the two swaks: 2 outbound + 2 inbound.
     // Exim: 4 outbound (valid; broken: the failed handshake and the retry in clear; wrong name)
     // + 3 inbound.
-    let (want_outbound, want_inbound) = (16usize, 15usize);
+    let (want_outbound, want_inbound) = (17usize, 16usize);
     let count = |direction: &str| rows(&server, &database).iter().filter(|r| r.direction == direction).count();
     // Live: every inbound session ends with its disconnect, so all of them reach ClickHouse; the
     // broken receiver's failed handshake ends its connection, so it reaches the feeds.
@@ -568,9 +596,9 @@ fn lab_end_to_end() {
     );
     let (live, stderr) = ingest.stop_with("inbound log-only sessions");
     let stat = |label: &str| crate::common::stat(stderr.as_bytes(), label);
-    // The milter sees Postfix's 12 inbound sessions; Exim's two are the log's alone.
-    assert_eq!(stat("milter observations"), 12, "{stderr}");
-    assert_eq!(stat("log duplicates of milter"), 12, "{stderr}");
+    // The milter sees Postfix's 13 inbound sessions; Exim's three are the log's alone.
+    assert_eq!(stat("milter observations"), 13, "{stderr}");
+    assert_eq!(stat("log duplicates of milter"), 13, "{stderr}");
     // An outbound connection ends when its smtp process logs its next connection, or after five
     // minutes of log time: the last one of each process is still open here, and the checkpoint
     // keeps it for replay. A batch run over the same checkpoint finishes the file, as a restart
@@ -614,6 +642,7 @@ fn lab_end_to_end() {
 
     // Outbound, per receiver.
     let tls13 = |trust: &str| triple("tls", trust, "TLSv1.3");
+    assert_eq!(outbound_of(&rows, "postfix", TLS10_ADDR), [triple("tls", "trusted", "TLSv1")], "{context}");
     // send: verified, trusted, and the plain injection (to trusted.test); the client-cert swaks.
     assert_eq!(
         outbound_of(&rows, "postfix", &ca.0),
@@ -673,7 +702,7 @@ fn lab_end_to_end() {
     // for the one with a certificate of the lab's CA.
     let want_inbound_outcomes: BTreeMap<(String, String), usize> = [
         (("plaintext".to_owned(), String::new()), 2),
-        (("tls".to_owned(), "none".to_owned()), 9),
+        (("tls".to_owned(), "none".to_owned()), 10),
         (("tls".to_owned(), "trusted".to_owned()), 1),
     ]
     .into();
@@ -764,6 +793,8 @@ fn lab_end_to_end() {
         "broken_starttls",
         "--dashboard",
         "inbound_tls_share",
+        "--dashboard",
+        "weakest_peers",
     ]);
     let dashboard = |name: &str| {
         report["dashboards"]
@@ -773,6 +804,13 @@ fn lab_end_to_end() {
             .cloned()
             .unwrap_or_else(|| panic!("no dashboard {name} in {report:#}"))
     };
+    // The weakest peers: the TLS 1.0 receiver first; the CA-signed one with both MTAs' sessions.
+    let weakest = dashboard("weakest_peers");
+    let first = weakest.first().unwrap_or_else(|| panic!("no weakest peers: {report:#}"));
+    assert_eq!((&first["direction"], &first["peer"]), (&"outbound".into(), &TLS10_ADDR.into()), "{weakest:#?}");
+    assert_eq!((&first["weakest_protocol"], &first["connections"]), (&"TLSv1".into(), &1.into()), "{weakest:#?}");
+    let ca_row = weakest.iter().find(|r| r["direction"] == "outbound" && r["peer"] == ca.0.as_str());
+    assert_eq!(ca_row.map(|r| &r["connections"]), Some(&5.into()), "4 from Postfix, 1 from Exim: {weakest:#?}");
     let broken_rows = dashboard("broken_starttls");
     let mut hosts: Vec<(String, u64, u64)> = broken_rows
         .iter()
@@ -785,16 +823,17 @@ fn lab_end_to_end() {
     hosts.sort();
     assert_eq!(hosts, [(broken.0.clone(), 1, 0), (EXIM_BROKEN_ADDR.to_owned(), 1, 0)], "{broken_rows:#?}");
     assert_eq!(broken_rows.len(), 2, "{broken_rows:#?}");
-    // Inbound sessions by hour (the run may straddle an hour): 15 decided, 13 over TLS.
+    // Inbound sessions by hour (the run may straddle an hour): 16 decided, 14 over TLS.
     let share = dashboard("inbound_tls_share");
     let sum = |column: &str| share.iter().map(|r| r[column].as_u64().unwrap_or(0)).sum::<u64>();
-    assert_eq!((sum("sessions"), sum("tls_sessions"), sum("unknown_sessions")), (15, 13, 0), "{share:#?}");
+    assert_eq!((sum("sessions"), sum("tls_sessions"), sum("unknown_sessions")), (16, 14, 0), "{share:#?}");
     if let [one] = share.as_slice() {
-        assert_eq!(one["share"].as_f64(), Some(0.8667), "{one:#}");
+        assert_eq!(one["share"].as_f64(), Some(0.875), "{one:#}");
     }
 
     drop(exim_daemon);
     drop(wrong_name_relay);
+    drop(tls10_relay);
     stop_broken.store(true, Ordering::Relaxed);
     exim_broken.join().expect("broken listener thread");
     drop(proxy);

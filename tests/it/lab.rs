@@ -510,8 +510,33 @@ fn lab_end_to_end() {
     // them in plaintext), then the broken receiver, then the proxy before and after it strips.
     crate::postfix_lab::check_lab("send", &crate::postfix_lab::run_lab("send", &lab.dir, lab.port_base));
     let log = || std::fs::read_to_string(&sender_log).unwrap_or_default();
+    // Postfix falls back to plaintext after a failed handshake only for a message older than
+    // minimal_backoff_time. Shortened only now, so that the messages `send` deferred keep their
+    // five minutes and no reload brings them back.
+    lab.reload("postfix-out", &["minimal_backoff_time=2s"]);
     let (broken_id, status) = lab.send_one("user@broken.test");
     assert_eq!(status, "deferred", "{}", attempt_lines(&log(), &broken_id).join("\n"));
+    // Drive the retry: once the message is older than minimal_backoff_time, `postqueue -i`.
+    let old_enough = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < old_enough {
+        std::thread::park_timeout(old_enough.saturating_duration_since(Instant::now()));
+    }
+    let postqueue = Command::new("postqueue")
+        .args(["-c", lab.var("SENDER_CONF"), "-i", &broken_id])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .expect("postqueue");
+    assert!(postqueue.status.success(), "postqueue -i: {}", String::from_utf8_lossy(&postqueue.stderr));
+    let status_lines = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!(" {broken_id}: to=<user@broken.test>")) && l.contains(" status="))
+            .count()
+    };
+    wait_until("the retry to the broken receiver", || status_lines(&log()) >= 2, log);
+    let retry = attempt_lines(&log(), &broken_id).join("\n");
+    assert!(retry.contains("status=sent"), "the retry falls back to plaintext: {retry}");
+    assert!(retry.contains(&format!("{broken_id}: Cannot start TLS: handshake failure")), "{retry}");
+    assert!(!retry.contains("TLS connection established"), "{retry}");
     let (clean_id, status) = lab.send_one("first@stripped.test");
     let attempt = attempt_lines(&log(), &clean_id).join("\n");
     assert_eq!(status, "sent", "{attempt}");
@@ -575,10 +600,11 @@ fn lab_end_to_end() {
     assert!(attempt.contains(&format!("TLS connection established to {TLS10_ADDR}[{TLS10_ADDR}]")), "{attempt}");
     assert!(attempt.contains(": TLSv1 with cipher "), "TLS 1.0 negotiated: {attempt}");
 
-    // send: 7 outbound + 7 inbound; send-one ×4: 4 + 4; the two swaks: 2 outbound + 2 inbound.
+    // send: 7 outbound + 7 inbound; send-one ×4: 4 + 4 and the broken receiver's retry: a failed
+    // handshake and the delivery in clear; the two swaks: 2 outbound + 2 inbound.
     // Exim: 4 outbound (valid; broken: the failed handshake and the retry in clear; wrong name)
     // + 3 inbound.
-    let (want_outbound, want_inbound) = (17usize, 16usize);
+    let (want_outbound, want_inbound) = (19usize, 16usize);
     let count = |direction: &str| rows(&server, &database).iter().filter(|r| r.direction == direction).count();
     // Live: every inbound session ends with its disconnect, so all of them reach ClickHouse; the
     // broken receiver's failed handshake ends its connection, so it reaches the feeds.
@@ -661,7 +687,11 @@ fn lab_end_to_end() {
         "{context}"
     );
     assert_eq!(outbound_of(&rows, "postfix", &required.0), [triple("tls-required-missing", "", "")], "{context}");
-    assert_eq!(outbound_of(&rows, "postfix", &broken.0), [triple("handshake-failed", "", "")], "{context}");
+    assert_eq!(
+        outbound_of(&rows, "postfix", &broken.0),
+        [triple("handshake-failed", "", ""), triple("handshake-failed", "", ""), triple("plaintext", "", "")],
+        "{context}"
+    );
     assert_eq!(outbound_of(&rows, "postfix", PROXY_ADDR), [triple("plaintext", "", ""), tls13("trusted")], "{context}");
     // Exim: verified against the lab CA (Exim's `CV=yes` is `trusted`); the broken listener's
     // failed handshake and Exim's immediate retry in clear.
@@ -769,7 +799,7 @@ fn lab_end_to_end() {
     assert_eq!(stripped["downgrade_suspect"]["severity"], "high", "{stripped:#}");
     assert_eq!(stripped["downgrade_suspect"]["reason"], "plaintext where TLS was the rule", "{stripped:#}");
     let flagged = entry(&broken.0);
-    assert_eq!((&flagged["broken_starttls"]["failures"], &flagged["broken_starttls"]["level"]), (&1.into(), &1.into()));
+    assert_eq!((&flagged["broken_starttls"]["failures"], &flagged["broken_starttls"]["level"]), (&2.into(), &1.into()));
     for (ip, class) in [(&ca.0, "historically-valid"), (&selfsigned.0, "tls-unverified"), (&plain.0, "never-tls")] {
         let e = entry(ip);
         assert_eq!(e["class"], class, "{e:#}");
@@ -821,7 +851,7 @@ fn lab_end_to_end() {
         })
         .collect();
     hosts.sort();
-    assert_eq!(hosts, [(broken.0.clone(), 1, 0), (EXIM_BROKEN_ADDR.to_owned(), 1, 0)], "{broken_rows:#?}");
+    assert_eq!(hosts, [(broken.0.clone(), 2, 0), (EXIM_BROKEN_ADDR.to_owned(), 1, 0)], "{broken_rows:#?}");
     assert_eq!(broken_rows.len(), 2, "{broken_rows:#?}");
     // Inbound sessions by hour (the run may straddle an hour): 16 decided, 14 over TLS.
     let share = dashboard("inbound_tls_share");

@@ -2,17 +2,18 @@
 //!
 //! A private Postfix sender and receiver (tests/harness/postfix-lab.sh: a private CA, receivers
 //! with a CA-signed, a self-signed and an expired certificate, without STARTTLS, and one whose
-//! STARTTLS breaks after `220`), plus a STARTTLS-stripping proxy written here (a thread on
+//! STARTTLS handshake always fails), a STARTTLS-stripping proxy written here (a thread on
 //! loopback that relays to the CA-signed receiver and, after its first session, hides STARTTLS
-//! from the EHLO answer and refuses the command with `502`). `tlsledger ingest` follows the
-//! sender's log and runs the milter the sender's smtpd calls for inbound sessions, loads
-//! ClickHouse 18.16 (slot 15), keeps the reputation state with the shrunk thresholds of
-//! tests/data/lab-thresholds.toml and writes the feeds. swaks injects inbound with and without
-//! STARTTLS and with a client certificate.
+//! from the EHLO answer and refuses the command with `502`), a receiver reconfigured to speak
+//! TLS 1.0 only, and a private Exim sender (a STARTTLS that breaks after `220`, a wrong
+//! certificate name). `tlsledger ingest` follows both senders' logs and runs the milter the
+//! Postfix sender's smtpd calls for inbound sessions, loads ClickHouse 18.16 (slot 15), keeps the
+//! reputation state with the shrunk thresholds of tests/data/lab-thresholds.toml and writes the
+//! feeds. swaks injects inbound with and without STARTTLS and with a client certificate.
 //!
 //! Asserted: every endpoint's rows in ClickHouse (outcome, trust, protocol), its `explain` class
-//! and flags, the feed entries, and a dashboard's numbers from `tlsledger report --format json`.
-//! Waits poll for a condition with a deadline. The lab folder is kept after a failure.
+//! and flags, the feed entries, and three dashboards' numbers from `tlsledger report --format
+//! json`. Waits poll for a condition with a deadline. The lab folder is kept after a failure.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -37,12 +38,13 @@ const LAB_SLOT: u16 = 2;
 /// The proxy's own loopback address; its port is the lab's base + 7 (a lab takes seven ports
 /// and bases step by 10, so the next three belong to this lab too).
 const PROXY_ADDR: &str = "127.0.0.8";
-/// The Exim sender's address (port: the lab's base + 8), the address swaks sends to it from,
-/// and the address of the listener whose STARTTLS breaks after `220` (port: base + 9).
-const EXIM_ADDR: &str = "127.0.9.1";
 /// A relay (port: base + 7) to a Postfix receiver that only speaks TLS 1.0.
 const TLS10_ADDR: &str = "127.0.0.9";
+/// The Exim sender's address (port: base + 8).
+const EXIM_ADDR: &str = "127.0.9.1";
+/// The address swaks sends to Exim from.
 const EXIM_CLIENT: &str = "127.0.9.9";
+/// The listener whose STARTTLS breaks after `220` (port: base + 9).
 const EXIM_BROKEN_ADDR: &str = "127.0.9.6";
 /// A relay to the CA-signed receiver under another address (port: base + 8), where Exim checks
 /// the certificate's name against that address: a wrong name.
@@ -516,7 +518,8 @@ fn lab_end_to_end() {
     lab.reload("postfix-out", &["minimal_backoff_time=2s"]);
     let (broken_id, status) = lab.send_one("user@broken.test");
     assert_eq!(status, "deferred", "{}", attempt_lines(&log(), &broken_id).join("\n"));
-    // Drive the retry: once the message is older than minimal_backoff_time, `postqueue -i`.
+    // Drive the retry: once the message is older than minimal_backoff_time, `postqueue -i`. The
+    // wait is Postfix's own rule (the message's age), not a race: it starts after the arrival.
     let old_enough = Instant::now() + Duration::from_secs(3);
     while Instant::now() < old_enough {
         std::thread::park_timeout(old_enough.saturating_duration_since(Instant::now()));

@@ -78,7 +78,8 @@ pub(crate) struct Lab {
 
 impl Lab {
     /// Starts a lab in a fresh folder named after `name`. Each test that runs a lab takes its own
-    /// `slot`, so that labs of one test run never share ports. The port base comes from
+    /// `slot` (0 and 1 here, 2 the end-to-end lab in tests/it/lab.rs, which also uses the three
+    /// ports after the lab's seven), so that labs of one test run never share ports. The port base comes from
     /// `LAB_PORT_BASE` or from the process id; when its ports are taken, the next bases are tried.
     pub(crate) fn up(name: &str, slot: u16) -> Lab {
         for tool in ["postfix", "postconf", "postqueue", "swaks", "openssl"] {

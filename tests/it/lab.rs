@@ -503,7 +503,12 @@ fn lab_end_to_end() {
     let mut transport = std::fs::read_to_string(conf.join("transport")).expect("transport map");
     transport.push_str(&format!("stripped.test smtp:[{PROXY_ADDR}]:{proxy_port}\n"));
     transport.push_str(&format!("tls10.test smtp:[{TLS10_ADDR}]:{proxy_port}\n"));
+    // Postfix checks the wrong-name relay's certificate (mx.ca.test) against another name.
+    transport.push_str(&format!("wrongname.test smtp-policy:[{WRONG_NAME_ADDR}]:{exim_port}\n"));
     std::fs::write(conf.join("transport"), transport).expect("transport map");
+    let mut policy = std::fs::read_to_string(conf.join("tls_policy")).expect("TLS policy map");
+    policy.push_str(&format!("[{WRONG_NAME_ADDR}]:{exim_port} secure match=mx.other.test\n"));
+    std::fs::write(conf.join("tls_policy"), policy).expect("TLS policy map");
     let milters = format!("smtpd_milters={}", ingest.bound);
     let ca_file = format!("smtpd_tls_CAfile={}", lab.var("CA_CERT"));
     lab.reload("postfix-out", &[&milters, "milter_default_action=accept", "smtpd_tls_ask_ccert=yes", &ca_file]);
@@ -549,6 +554,10 @@ fn lab_end_to_end() {
     assert_eq!(status, "sent", "the stripped session goes out in clear: {attempt}");
     assert!(!attempt.contains("TLS connection established"), "{attempt}");
     assert_eq!(proxy.sessions(), 2, "two sessions through the proxy");
+    let (wrong_id, status) = lab.send_one("user@wrongname.test");
+    let attempt = attempt_lines(&log(), &wrong_id).join("\n");
+    assert_eq!(status, "deferred", "{attempt}");
+    assert!(attempt.contains("num=62:hostname mismatch"), "{attempt}");
     // Inbound: one more plaintext session and one with a client certificate from the lab's CA.
     let (cert, key) = client_certificate(&lab.dir.join("ca"));
     let cert_id = queued_as(&swaks(&lab, "cert@trusted.test", &["--tls", "--tls-cert", &cert, "--tls-key", &key]));
@@ -591,11 +600,11 @@ fn lab_end_to_end() {
     assert!(attempt.contains(&format!("TLS connection established to {TLS10_ADDR}[{TLS10_ADDR}]")), "{attempt}");
     assert!(attempt.contains(": TLSv1 with cipher "), "TLS 1.0 negotiated: {attempt}");
 
-    // send: 7 outbound + 7 inbound; send-one ×4: 4 + 4 and the broken receiver's retry: a failed
+    // send: 7 outbound + 7 inbound; send-one ×5: 5 + 5 and the broken receiver's retry: a failed
     // handshake and the delivery in clear; the two swaks: 2 outbound + 2 inbound.
     // Exim: 4 outbound (valid; broken: the failed handshake and the retry in clear; wrong name)
     // + 3 inbound.
-    let (want_outbound, want_inbound) = (19usize, 16usize);
+    let (want_outbound, want_inbound) = (20usize, 17usize);
     let count = |direction: &str| rows(&server, &database).iter().filter(|r| r.direction == direction).count();
     // Live: every inbound session ends with its disconnect, so all of them reach ClickHouse; the
     // broken receiver's failed handshake ends its connection, so it reaches the feeds.
@@ -613,9 +622,9 @@ fn lab_end_to_end() {
     );
     let (live, stderr) = ingest.stop_with("inbound log-only sessions");
     let stat = |label: &str| crate::common::stat(stderr.as_bytes(), label);
-    // The milter sees Postfix's 13 inbound sessions; Exim's three are the log's alone.
-    assert_eq!(stat("milter observations"), 13, "{stderr}");
-    assert_eq!(stat("log duplicates of milter"), 13, "{stderr}");
+    // The milter sees Postfix's 14 inbound sessions; Exim's three are the log's alone.
+    assert_eq!(stat("milter observations"), 14, "{stderr}");
+    assert_eq!(stat("log duplicates of milter"), 14, "{stderr}");
     // An outbound connection ends when its smtp process logs its next connection, or after five
     // minutes of log time: the last one of each process is still open here, and the checkpoint
     // keeps it for replay. A batch run over the same checkpoint finishes the file, as a restart
@@ -696,6 +705,20 @@ fn lab_end_to_end() {
         rows.iter().filter(|r| r.mta == "exim" && r.direction == "outbound").map(|r| r.peer.as_str()).collect();
     assert_eq!(outbound_of(&rows, "exim", WRONG_NAME_ADDR), [triple("cert-verify-failed", "", "")], "{context}");
     assert_eq!(exim_peers.len(), 4, "{context}");
+    // Postfix checks the same certificate against `mx.other.test`: a hostname mismatch.
+    assert_eq!(
+        outbound_of(&rows, "postfix", WRONG_NAME_ADDR),
+        [triple("cert-verify-failed", "untrusted", "TLSv1.3")],
+        "{context}"
+    );
+    let kind = server.query_in(
+        &database,
+        &format!(
+            "SELECT ifNull(failure_kind, '') FROM observations FINAL \
+             WHERE mta = 'postfix' AND peer_ip = IPv6StringToNum('::ffff:{WRONG_NAME_ADDR}') FORMAT TSV"
+        ),
+    );
+    assert_eq!(kind, "certificate-host-mismatch\n", "{context}");
     // Exim 4.96 logs only `TLS session: (certificate verification failed)` for the wrong name.
     let kind = server.query_in(
         &database,
@@ -723,7 +746,7 @@ fn lab_end_to_end() {
     // for the one with a certificate of the lab's CA.
     let want_inbound_outcomes: BTreeMap<(String, String), usize> = [
         (("plaintext".to_owned(), String::new()), 2),
-        (("tls".to_owned(), "none".to_owned()), 10),
+        (("tls".to_owned(), "none".to_owned()), 11),
         (("tls".to_owned(), "trusted".to_owned()), 1),
     ]
     .into();
@@ -844,12 +867,12 @@ fn lab_end_to_end() {
     hosts.sort();
     assert_eq!(hosts, [(broken.0.clone(), 2, 0), (EXIM_BROKEN_ADDR.to_owned(), 1, 0)], "{broken_rows:#?}");
     assert_eq!(broken_rows.len(), 2, "{broken_rows:#?}");
-    // Inbound sessions by hour (the run may straddle an hour): 16 decided, 14 over TLS.
+    // Inbound sessions by hour (the run may straddle an hour): 17 decided, 15 over TLS.
     let share = dashboard("inbound_tls_share");
     let sum = |column: &str| share.iter().map(|r| r[column].as_u64().unwrap_or(0)).sum::<u64>();
-    assert_eq!((sum("sessions"), sum("tls_sessions"), sum("unknown_sessions")), (16, 14, 0), "{share:#?}");
+    assert_eq!((sum("sessions"), sum("tls_sessions"), sum("unknown_sessions")), (17, 15, 0), "{share:#?}");
     if let [one] = share.as_slice() {
-        assert_eq!(one["share"].as_f64(), Some(0.875), "{one:#}");
+        assert_eq!(one["share"].as_f64(), Some(0.8824), "{one:#}");
     }
 
     drop(exim_daemon);

@@ -35,7 +35,7 @@ impl Server {
     /// Indexes in use: 0–7 here (3 unreachable at first, then started), 8 the ingest outage
     /// test, 9 the ingest rotation oracle (tests/it/ingest.rs), 10–11 the report tests
     /// (tests/it/report.rs), 12–13 and the first port of 14 (ZooKeeper) the cluster tests
-    /// (tests/it/cluster.rs).
+    /// (tests/it/cluster.rs), 15 the end-to-end lab (tests/it/lab.rs).
     pub(crate) fn new(index: u16) -> Server {
         let pid = std::process::id();
         let base = slot_port(index);

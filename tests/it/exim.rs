@@ -401,7 +401,7 @@ fn ingest_follow_of_an_exim_log_survives_sigkill() {
 
 /// The real Exim lab: two private Exim 4.96 daemons (Debian's `exim4-daemon-light`, unpacked by
 /// tests/run.sh) on loopback with a private CA, and a listener that breaks STARTTLS.
-mod lab {
+pub(crate) mod lab {
     use std::io::{BufRead, BufReader, Write};
     use std::net::{TcpListener, TcpStream};
     use std::path::{Path, PathBuf};
@@ -422,7 +422,7 @@ mod lab {
     /// swaks connects from here, so the sender's inbound sessions have their own peer.
     const CLIENT: &str = "127.0.8.9";
 
-    fn exim() -> PathBuf {
+    pub(crate) fn exim() -> PathBuf {
         let exim = crate::common::repo().join(".ci-work/pkgs/exim4-daemon-light/usr/sbin/exim4");
         assert!(
             exim.exists(),
@@ -432,7 +432,7 @@ mod lab {
         exim
     }
 
-    fn run(program: &str, args: &[&str], cwd: &Path) {
+    pub(crate) fn run(program: &str, args: &[&str], cwd: &Path) {
         let output = Command::new(program).args(args).current_dir(cwd).output().unwrap();
         assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     }
@@ -573,7 +573,7 @@ mod lab {
     }
 
     /// The common part of both configurations.
-    fn main_section(name: &str, dir: &Path, exim: &Path, interfaces: &[(&str, u16)]) -> String {
+    pub(crate) fn main_section(name: &str, dir: &Path, exim: &Path, interfaces: &[(&str, u16)]) -> String {
         let interfaces: Vec<String> = interfaces.iter().map(|(addr, port)| format!("{addr}.{port}")).collect();
         format!(
             "primary_hostname = {name}\n\
@@ -653,12 +653,12 @@ mod lab {
     }
 
     /// A running Exim daemon, stopped (by its pid) when dropped.
-    struct Daemon {
+    pub(crate) struct Daemon {
         child: std::process::Child,
     }
 
     impl Daemon {
-        fn start(exim: &Path, config: &Path, mainlog: &Path) -> Daemon {
+        pub(crate) fn start(exim: &Path, config: &Path, mainlog: &Path) -> Daemon {
             let child = Command::new(exim)
                 .arg("-C")
                 .arg(config)
@@ -682,7 +682,7 @@ mod lab {
     }
 
     /// Polls `path` until `done` holds for its text, for at most 60 s.
-    fn wait_for(path: &Path, done: impl Fn(&str) -> bool, what: &str) -> String {
+    pub(crate) fn wait_for(path: &Path, done: impl Fn(&str) -> bool, what: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -697,7 +697,12 @@ mod lab {
     /// A server that offers STARTTLS, answers `220` and then sends plain text instead of a TLS
     /// handshake; a session without STARTTLS (Exim's retry in clear) is accepted normally.
     fn broken_starttls(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-        let listener = TcpListener::bind(BROKEN).unwrap();
+        broken_starttls_at(BROKEN, stop)
+    }
+
+    /// [`broken_starttls`] on `listen`.
+    pub(crate) fn broken_starttls_at(listen: (&str, u16), stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+        let listener = TcpListener::bind(listen).unwrap();
         listener.set_nonblocking(true).unwrap();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {

@@ -11,6 +11,7 @@ mod exim;
 mod feeds;
 mod ingest;
 mod journald;
+mod lab;
 mod milter;
 mod milter_postfix;
 mod milter_sendmail;

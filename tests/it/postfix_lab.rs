@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::common::{observations, repo, tlsledger};
 
 /// A receiver listener: its address and port.
-type Listener = (String, u64);
+pub(crate) type Listener = (String, u64);
 
 /// The lab script.
 fn lab_script() -> PathBuf {
@@ -41,7 +41,7 @@ fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 /// Runs `postfix-lab.sh COMMAND DIR` with `LAB_PORT_BASE=port_base`.
-fn run_lab(command: &str, dir: &Path, port_base: u16) -> Output {
+pub(crate) fn run_lab(command: &str, dir: &Path, port_base: u16) -> Output {
     run_lab_with(command, dir, port_base, &[])
 }
 
@@ -58,7 +58,7 @@ fn run_lab_with(command: &str, dir: &Path, port_base: u16, args: &[&str]) -> Out
 }
 
 /// Panics with the script's output unless it succeeded.
-fn check_lab(command: &str, output: &Output) {
+pub(crate) fn check_lab(command: &str, output: &Output) {
     assert!(
         output.status.success(),
         "postfix-lab.sh {command} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -70,17 +70,18 @@ fn check_lab(command: &str, output: &Output) {
 
 /// A running lab. Dropping it stops both Postfix instances; the folder is removed only when the
 /// test did not panic, so that a failure leaves the logs for inspection.
-struct Lab {
-    dir: PathBuf,
-    port_base: u16,
+pub(crate) struct Lab {
+    pub(crate) dir: PathBuf,
+    pub(crate) port_base: u16,
     env: HashMap<String, String>,
 }
 
 impl Lab {
     /// Starts a lab in a fresh folder named after `name`. Each test that runs a lab takes its own
-    /// `slot`, so that labs of one test run never share ports. The port base comes from
+    /// `slot` (0 and 1 here, 2 the end-to-end lab in tests/it/lab.rs, which also uses the three
+    /// ports after the lab's seven), so that labs of one test run never share ports. The port base comes from
     /// `LAB_PORT_BASE` or from the process id; when its ports are taken, the next bases are tried.
-    fn up(name: &str, slot: u16) -> Lab {
+    pub(crate) fn up(name: &str, slot: u16) -> Lab {
         for tool in ["postfix", "postconf", "postqueue", "swaks", "openssl"] {
             assert!(
                 find_program(tool).is_some(),
@@ -122,17 +123,17 @@ impl Lab {
     }
 
     /// A variable of `DIR/lab.env`.
-    fn var(&self, name: &str) -> &str {
+    pub(crate) fn var(&self, name: &str) -> &str {
         self.env.get(name).unwrap_or_else(|| panic!("{name} missing from {}/lab.env", self.dir.display()))
     }
 
     /// A port variable of `DIR/lab.env`.
-    fn port(&self, name: &str) -> u64 {
+    pub(crate) fn port(&self, name: &str) -> u64 {
         self.var(name).parse().unwrap_or_else(|_| panic!("{name} is not a port: {:?}", self.var(name)))
     }
 
     /// `postfix-lab.sh send-one DIR RCPT`: the queue id and the status of the message.
-    fn send_one(&self, rcpt: &str) -> (String, String) {
+    pub(crate) fn send_one(&self, rcpt: &str) -> (String, String) {
         let output = run_lab_with("send-one", &self.dir, self.port_base, &[rcpt]);
         check_lab("send-one", &output);
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -145,14 +146,14 @@ impl Lab {
     }
 
     /// `postfix-lab.sh reload DIR INSTANCE SETTINGS…`.
-    fn reload(&self, instance: &str, settings: &[&str]) {
+    pub(crate) fn reload(&self, instance: &str, settings: &[&str]) {
         let mut args = vec![instance];
         args.extend_from_slice(settings);
         check_lab("reload", &run_lab_with("reload", &self.dir, self.port_base, &args));
     }
 
     /// Receiver listener `name` (`CA`, `SELFSIGNED`, …): `RECEIVER_{name}_ADDR` and `_PORT`.
-    fn receiver(&self, name: &str) -> Listener {
+    pub(crate) fn receiver(&self, name: &str) -> Listener {
         (self.var(&format!("RECEIVER_{name}_ADDR")).to_owned(), self.port(&format!("RECEIVER_{name}_PORT")))
     }
 }
@@ -480,7 +481,7 @@ fn postfix_lab_outcomes() {
 /// The lines of the delivery attempt that ended in the last `status=` line of `queue_id`: that
 /// line and the lines its `smtp[pid]` logged since its previous status line (Postfix's TLS and
 /// EHLO lines carry no queue id).
-fn attempt_lines<'a>(log: &'a str, queue_id: &str) -> Vec<&'a str> {
+pub(crate) fn attempt_lines<'a>(log: &'a str, queue_id: &str) -> Vec<&'a str> {
     let lines: Vec<&str> = log.lines().collect();
     let with_id = format!(" {queue_id}: to=<");
     let Some(end) = lines.iter().rposition(|l| l.contains(&with_id) && l.contains(" status=")) else {
@@ -537,7 +538,7 @@ fn parse_and_feed(log: &str, state: &Path, out: &Path, thresholds: &Path, extra:
 }
 
 /// The entries (non-comment lines) of a feed file.
-fn feed_entries(path: &Path) -> Vec<String> {
+pub(crate) fn feed_entries(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(str::to_owned).collect()
 }

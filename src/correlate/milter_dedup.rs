@@ -197,15 +197,16 @@ impl MilterDedup {
         }
     }
 
-    /// One session seen by both: the milter's Observation is kept, unless it says `unknown`
-    /// and the log's knows the outcome.
+    /// One session seen by both: the milter's Observation is kept (completed from the log's where
+    /// the milter's macros say nothing, see [`complete`]), unless it says `unknown` and the log's
+    /// knows the outcome.
     fn pair(&mut self, milter: Observation, log: Observation, out: &mut Vec<Observation>) {
         if milter.outcome == Outcome::Unknown && log.outcome != Outcome::Unknown {
             self.counters.log_kept += 1;
             out.push(log);
         } else {
             self.counters.log_duplicates += 1;
-            out.push(milter);
+            out.push(complete(milter, &log));
         }
     }
 
@@ -295,6 +296,33 @@ impl MilterDedup {
     }
 }
 
+/// The milter's Observation of a session, with what only the log told filled in: Postfix's
+/// macros carry no trust for an anonymous or unverified client (`{cert_subject}` is set only for a
+/// trusted certificate) and no key exchange, so when both saw TLS the log's trust, key exchange,
+/// certificate and verification errors fill the milter's gaps; a host name the milter lacked too.
+/// The milter's own values, outcome, source and event id stay. (Only a pair whose log side
+/// waited is completed: a milter Observation is handed on as soon as it arrives.)
+fn complete(mut milter: Observation, log: &Observation) -> Observation {
+    if let (Some(tls), Some(from_log)) = (milter.tls.as_mut(), log.tls.as_ref()) {
+        if tls.trust.is_none() {
+            tls.trust = from_log.trust;
+        }
+        if tls.key_exchange.is_none() {
+            tls.key_exchange.clone_from(&from_log.key_exchange);
+        }
+        if tls.cert.is_none() {
+            tls.cert.clone_from(&from_log.cert);
+        }
+        if tls.verify_errors.is_empty() {
+            tls.verify_errors.clone_from(&from_log.verify_errors);
+        }
+    }
+    if milter.peer.hostname.is_none() {
+        milter.peer.hostname.clone_from(&log.peer.hostname);
+    }
+    milter
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -345,6 +373,49 @@ mod tests {
         dedup.release(now + Duration::from_secs(10), false, &mut out);
         assert_eq!(kinds(&out), ["milter"]);
         assert_eq!(dedup.counters().log_duplicates, 1);
+    }
+
+    #[test]
+    fn the_kept_milter_observation_takes_what_only_the_log_knew() {
+        use crate::observation::{Cert, TlsInfo, Trust};
+        let tls = |trust: Option<Trust>, key_exchange: Option<&str>, cert: Option<&str>| TlsInfo {
+            trust,
+            protocol: Some("TLSv1.3".into()),
+            key_exchange: key_exchange.map(str::to_owned),
+            cert: cert.map(|c| Cert { subject: Some(c.into()), ..Cert::default() }),
+            ..TlsInfo::default()
+        };
+        let mut milter = session("milter", "192.0.2.1", Some(40001), 100, &["Q1"]);
+        milter.outcome = Outcome::Tls;
+        milter.tls = Some(tls(None, None, None));
+        let mut log = session("file", "192.0.2.1", Some(40001), 100, &["Q1"]);
+        log.outcome = Outcome::Tls;
+        log.tls = Some(tls(Some(Trust::Anonymous), Some("X25519"), Some("client.example")));
+        log.peer.hostname = Some("client.example".into());
+        let mut dedup = MilterDedup::new(DedupConfig::default());
+        let (now, mut out) = (Instant::now(), Vec::new());
+        let milter_id = milter.event_id.clone();
+        // The log's observation came first and waits for its twin (the usual order: Postfix
+        // logs the disconnect before the milter's close reaches the core).
+        dedup.log(log, now, &mut out);
+        dedup.milter(milter, now, &mut out);
+        dedup.release(now + Duration::from_secs(10), true, &mut out);
+        assert_eq!(kinds(&out), ["milter"]);
+        let kept = &out[0];
+        assert_eq!(kept.event_id, milter_id, "the milter's identity stays");
+        let got = kept.tls.as_ref().unwrap();
+        assert_eq!((got.trust, got.key_exchange.as_deref()), (Some(Trust::Anonymous), Some("X25519")));
+        assert_eq!(got.cert.as_ref().and_then(|c| c.subject.as_deref()), Some("client.example"));
+        assert_eq!(kept.peer.hostname.as_deref(), Some("client.example"));
+        // What the milter knew is not overwritten.
+        let mut milter = session("milter", "192.0.2.2", Some(1), 200, &[]);
+        milter.tls = Some(tls(Some(Trust::Trusted), None, Some("/CN=mine")));
+        let mut log = session("file", "192.0.2.2", Some(1), 200, &[]);
+        log.tls = Some(tls(Some(Trust::Untrusted), None, Some("theirs")));
+        let kept = complete(milter, &log);
+        let got = kept.tls.unwrap();
+        assert_eq!(got.trust, Some(Trust::Trusted));
+        assert_eq!(got.cert.unwrap().subject.as_deref(), Some("/CN=mine"));
     }
 
     #[test]

@@ -175,6 +175,12 @@ pub struct IngestArgs {
     #[arg(long, value_enum)]
     pub tls_logging: Option<TlsLogging>,
 
+    /// Emit a connection after this many seconds without a new line of it; when the logs are
+    /// quiet, wall-clock time counts as log time, so a quiet server's last connection is not
+    /// held back [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout_secs: Option<i64>,
+
     /// Zone of timestamps that carry none: `local`, `utc` or `+HH:MM` [default: local].
     #[arg(long, value_parser = clap::value_parser!(Zone))]
     pub log_zone: Option<Zone>,
@@ -216,6 +222,7 @@ struct FileConfig {
     checkpoint_interval_ms: Option<u64>,
     poll_ms: Option<u64>,
     tls_logging: Option<String>,
+    idle_timeout_secs: Option<i64>,
     log_zone: Option<String>,
     max_line_bytes: Option<usize>,
     clickhouse: Option<String>,
@@ -248,6 +255,7 @@ pub struct Settings {
     poll: Duration,
     exit_at_end: bool,
     tls_logging: TlsLogging,
+    idle_timeout_secs: i64,
     log_zone: Zone,
     max_line_bytes: usize,
     clickhouse: ClickhouseArgs,
@@ -375,6 +383,7 @@ impl Settings {
             poll: Duration::from_millis(args.poll_ms.or(file.poll_ms).unwrap_or(250).max(1)),
             exit_at_end: args.exit_at_end,
             tls_logging,
+            idle_timeout_secs: args.idle_timeout_secs.or(file.idle_timeout_secs).unwrap_or(300).max(1),
             log_zone,
             max_line_bytes: args.max_line_bytes.or(file.max_line_bytes).unwrap_or(64 * 1024).max(1),
             clickhouse,
@@ -829,7 +838,8 @@ impl Core {
     ) -> Result<Self> {
         let started_micros = chrono::Utc::now().timestamp_micros();
         let tls_logging = settings.tls_logging;
-        let mut correlator = Correlator::new(Config { tls_logging, ..Config::default() });
+        let idle_timeout_secs = settings.idle_timeout_secs;
+        let mut correlator = Correlator::new(Config { tls_logging, idle_timeout_secs, ..Config::default() });
         correlator.restore_tls_logging_evidence(&checkpoints.tls_logging);
         let (finished, live): (Vec<_>, Vec<_>) = checkpoints.files.into_iter().partition(|f| f.finished);
         let pending =
@@ -869,6 +879,8 @@ impl Core {
         state: &mut Option<StateWriter>,
     ) -> Result<()> {
         let mut idle_ticks = 0u32;
+        // When the count of lines last moved: how long the logs have been quiet.
+        let (mut seen_lines, mut lines_moved) = (self.lines.lines, Instant::now());
         while let Some(input) = inputs.blocking_recv() {
             match input {
                 Input::File(event) => {
@@ -889,6 +901,11 @@ impl Core {
                 }
                 Input::Tick => {
                     idle_ticks += 1;
+                    if self.lines.lines != seen_lines {
+                        (seen_lines, lines_moved) = (self.lines.lines, Instant::now());
+                    }
+                    let quiet = i64::try_from(lines_moved.elapsed().as_micros()).unwrap_or(i64::MAX);
+                    self.correlator.idle_sweep(quiet, &mut self.out);
                     self.publish(sink);
                     if self.settings.exit_at_end
                         && !self.stdin_open

@@ -127,6 +127,10 @@ pub struct Correlator {
     counters: Counters,
     /// Log time of the last expiry sweep.
     last_sweep_micros: i64,
+    /// The latest log time pushed (for [`Correlator::idle_sweep`]).
+    latest_micros: i64,
+    /// The (estimated) log time of the last [`Correlator::idle_sweep`].
+    last_idle_sweep_micros: i64,
 }
 
 impl Correlator {
@@ -143,6 +147,8 @@ impl Correlator {
             opensmtpd: opensmtpd::State::default(),
             counters: Counters::default(),
             last_sweep_micros: i64::MIN,
+            latest_micros: i64::MIN,
+            last_idle_sweep_micros: i64::MIN,
         }
     }
 
@@ -180,6 +186,7 @@ impl Correlator {
                 }
             }
         }
+        self.latest_micros = self.latest_micros.max(meta.ts_micros);
         if meta.ts_micros.saturating_sub(self.last_sweep_micros) >= 10_000_000
             || self.postfix.open() > self.config.max_open
             || self.sendmail.open() > self.config.max_open
@@ -278,6 +285,28 @@ impl Correlator {
         self.exim.flush_all(&mut ctx);
         self.opensmtpd.flush_all(&mut ctx);
         self.count_new(out, start);
+    }
+
+    /// A live daemon's clock when no line comes: `quiet_micros` after the latest line, log time
+    /// is taken to have moved on as much, so connections idle for [`Config::idle_timeout_secs`]
+    /// are emitted even when the MTA logs nothing more (a quiet server's last delivery would
+    /// otherwise wait for its next line). Sweeps at most every 10 s of that time.
+    pub fn idle_sweep(&mut self, quiet_micros: i64, out: &mut Vec<Observation>) {
+        if self.latest_micros == i64::MIN {
+            return;
+        }
+        let now = self.latest_micros.saturating_add(quiet_micros.max(0));
+        let every = 10_000_000.min(self.config.idle_timeout_secs.saturating_mul(1_000_000));
+        if now.saturating_sub(self.last_idle_sweep_micros.max(self.last_sweep_micros)) >= every {
+            self.last_idle_sweep_micros = now;
+            // The log-time sweeps of `push` keep their own clock: lines of a slower source
+            // (an old file read later) are still swept by their own times.
+            let last_sweep = self.last_sweep_micros;
+            let start = out.len();
+            self.sweep(now, out);
+            self.last_sweep_micros = last_sweep;
+            self.count_new(out, start);
+        }
     }
 
     /// Counters so far.

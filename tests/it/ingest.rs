@@ -801,3 +801,41 @@ fn ingest_keeps_the_tls_logging_evidence_across_a_restart() {
     drop(file);
     assert_eq!(outcomes(&run("second.jsonl", &state)), [("192.0.2.2".to_owned(), "plaintext".to_owned())]);
 }
+
+/// A quiet server's last connection is not held back: with no new line, wall-clock time counts as
+/// log time, so the connection is emitted after `--idle-timeout-secs` although the log says
+/// nothing more (a Postfix `smtp` process may reuse a connection, so a delivery alone does not
+/// end it).
+#[test]
+fn ingest_emits_a_quiet_logs_last_connection_after_the_idle_timeout() {
+    let dir = temp_dir("ingest-idle");
+    let log = dir.join("mail.log");
+    std::fs::write(
+        &log,
+        "2026-11-20T08:00:00+00:00 mx postfix/smtp[100]: Trusted TLS connection established to mx.a.example[192.0.2.1]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n\
+         2026-11-20T08:00:01+00:00 mx postfix/smtp[100]: 3F1A2B3C4D: to=<u@a.example>, relay=mx.a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)\n",
+    )
+    .unwrap();
+    let out = dir.join("out.jsonl");
+    let state = dir.join("state");
+    let args = [
+        "--follow",
+        log.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--stdout",
+        "--poll-ms",
+        "50",
+        "--idle-timeout-secs",
+        "2",
+    ];
+    let daemon = Reaped(Some(ingest(&args, &out)));
+    wait_for("the quiet connection's observation", || {
+        std::fs::read_to_string(&out).unwrap_or_default().contains("192.0.2.1")
+    });
+    let found = observations(&std::fs::read(&out).unwrap());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0]["outcome"].as_str(), found[0]["delivered"].as_bool()), (Some("tls"), Some(true)));
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}

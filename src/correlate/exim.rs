@@ -27,7 +27,6 @@
 //! ignored, a local delivery or an orphan (the conformance test adds them up).
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use parsers::exim::{CertVerified, Cipher, Delivery, Event, Flag, Host};
@@ -35,9 +34,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::postfix::Ctx;
 use super::{LineMeta, ProcessKey, SourceId, TlsLogging};
-use crate::observation::{
-    event_id, event_id_at, Cert, Direction, Failure, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust,
-};
+use crate::observation::{Cert, Direction, Failure, Mta, Observation, Outcome, PeerInfo, TlsInfo, Trust};
 
 /// Most verification errors, queue ids and domains kept for one connection.
 const MAX_ITEMS: usize = 16;
@@ -692,13 +689,7 @@ fn emit(
         TlsLogging::Auto => tls_logging_seen.contains(&process.name),
     };
     let (reporter, instance) = ctx.names.get(process.name);
-    let source = conn.source.and_then(|id| ctx.sources.get(id.0 as usize)).cloned().unwrap_or_else(|| {
-        Arc::new(Source { kind: "unknown".to_owned(), name: String::new(), trust: "none".to_owned() })
-    });
-    let event_id = match conn.source.and_then(|id| ctx.id_prefixes.get(id.0 as usize)) {
-        Some(prefix) => event_id_at(*prefix, conn.offset),
-        None => event_id(&source.name, conn.offset),
-    };
+    let (source, event_id) = ctx.source_and_event_id(conn.source, conn.offset);
     let (outcome, failure, tls) = verdict(&mut conn, direction, tls_logged);
     let delivered = match direction {
         Direction::Outbound if conn.deliveries == 0 => conn.delivered.filter(|d| !d),
@@ -737,6 +728,7 @@ fn micros_to_datetime(micros: i64) -> DateTime<Utc> {
 mod tests {
     use super::*;
     use crate::correlate::{Config, Correlator, Counters};
+    use crate::observation::Source;
 
     /// Runs Exim main-log `lines` (file framing, UTC) through a correlator; offsets are 100 apart.
     fn run_with(lines: &[&str], config: Config) -> (Vec<Observation>, Counters) {

@@ -24,7 +24,6 @@
 
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use parsers::opensmtpd::{CertResult, DeliveryResult, Event, Kind, Subsystem};
@@ -32,9 +31,7 @@ use rustc_hash::FxHashMap;
 
 use super::postfix::Ctx;
 use super::{LineMeta, ProcessKey, SourceId, TlsLogging};
-use crate::observation::{
-    event_id, event_id_at, Direction, Failure, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust,
-};
+use crate::observation::{Direction, Failure, Mta, Observation, Outcome, PeerInfo, TlsInfo, Trust};
 
 /// Most queue ids and domains kept for one session.
 const MAX_ITEMS: usize = 64;
@@ -335,13 +332,7 @@ fn emit(ctx: &mut Ctx<'_>, key: SessionKey, session: Box<Session>) {
         TlsLogging::Off => false,
     };
     let (reporter, instance) = ctx.names.get(key.name);
-    let source = session.source.and_then(|id| ctx.sources.get(id.0 as usize)).cloned().unwrap_or_else(|| {
-        Arc::new(Source { kind: "unknown".to_owned(), name: String::new(), trust: "none".to_owned() })
-    });
-    let event_id = match session.source.and_then(|id| ctx.id_prefixes.get(id.0 as usize)) {
-        Some(prefix) => event_id_at(*prefix, session.offset),
-        None => event_id(&source.name, session.offset),
-    };
+    let (source, event_id) = ctx.source_and_event_id(session.source, session.offset);
     let direction = session.direction.unwrap_or(Direction::Outbound);
     let (outcome, failure, tls) = match direction {
         Direction::Outbound => outbound_verdict(&mut session, tls_logged),
@@ -506,6 +497,7 @@ fn micros_to_datetime(micros: i64) -> DateTime<Utc> {
 mod tests {
     use super::*;
     use crate::correlate::{Config, Correlator};
+    use crate::observation::Source;
 
     fn run(lines: &[&str], tls_logging: TlsLogging) -> (Vec<Observation>, crate::correlate::Counters) {
         let mut correlator = Correlator::new(Config { tls_logging, ..Config::default() });

@@ -48,6 +48,21 @@ pub struct Ctx<'c> {
     pub(super) out: &'c mut Vec<Observation>,
 }
 
+impl Ctx<'_> {
+    /// The source of a connection first seen at `offset` of `source`, and its event id: the
+    /// one rule every MTA's observations are identified by.
+    pub(super) fn source_and_event_id(&self, source: Option<SourceId>, offset: u64) -> (Arc<Source>, String) {
+        let found = source.and_then(|id| self.sources.get(id.0 as usize)).cloned().unwrap_or_else(|| {
+            Arc::new(Source { kind: "unknown".to_owned(), name: String::new(), trust: "none".to_owned() })
+        });
+        let id = match source.and_then(|id| self.id_prefixes.get(id.0 as usize)) {
+            Some(prefix) => event_id_at(*prefix, offset),
+            None => event_id(&found.name, offset),
+        };
+        (found, id)
+    }
+}
+
 /// Open connections and sessions of every Postfix process.
 #[derive(Debug, Default)]
 pub struct State {
@@ -608,13 +623,7 @@ fn emit(
         TlsLogging::Auto => tls_logging_seen.contains(&(process.name, direction == Direction::Inbound)),
     };
     let (reporter, instance) = ctx.names.get(process.name);
-    let source = conn.source.and_then(|id| ctx.sources.get(id.0 as usize)).cloned().unwrap_or_else(|| {
-        Arc::new(Source { kind: "unknown".to_owned(), name: String::new(), trust: "none".to_owned() })
-    });
-    let event_id = match conn.source.and_then(|id| ctx.id_prefixes.get(id.0 as usize)) {
-        Some(prefix) => event_id_at(*prefix, conn.offset),
-        None => event_id(&source.name, conn.offset),
-    };
+    let (source, event_id) = ctx.source_and_event_id(conn.source, conn.offset);
     let (outcome, failure, tls) = match direction {
         Direction::Outbound => outbound_verdict(&mut conn, tls_logged),
         Direction::Inbound => inbound_verdict(&mut conn, tls_logged),

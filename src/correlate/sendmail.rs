@@ -21,7 +21,6 @@
 //! parsed again as one message.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use parsers::sendmail::{Delivery, Event, From, Relay, Ruleset, Side, Starttls};
@@ -29,9 +28,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::postfix::Ctx;
 use super::{LineMeta, ProcessKey, SourceId, TlsLogging};
-use crate::observation::{
-    event_id, event_id_at, Direction, Failure, Mta, Observation, Outcome, PeerInfo, Source, TlsInfo, Trust,
-};
+use crate::observation::{Direction, Failure, Mta, Observation, Outcome, PeerInfo, TlsInfo, Trust};
 
 /// Most reasons, queue ids and domains kept for one connection.
 const MAX_ITEMS: usize = 64;
@@ -742,13 +739,7 @@ fn emit(
         TlsLogging::Auto => tls_logging_seen.contains(&(process.name, direction == Direction::Inbound)),
     };
     let (reporter, instance) = ctx.names.get(process.name);
-    let source = conn.source.and_then(|id| ctx.sources.get(id.0 as usize)).cloned().unwrap_or_else(|| {
-        Arc::new(Source { kind: "unknown".to_owned(), name: String::new(), trust: "none".to_owned() })
-    });
-    let event_id = match conn.source.and_then(|id| ctx.id_prefixes.get(id.0 as usize)) {
-        Some(prefix) => event_id_at(*prefix, conn.offset),
-        None => event_id(&source.name, conn.offset),
-    };
+    let (source, event_id) = ctx.source_and_event_id(conn.source, conn.offset);
     let (outcome, failure, tls) = verdict(&mut conn, direction, tls_logged);
     ctx.out.push(Observation {
         ts: micros_to_datetime(conn.first_micros),
@@ -783,6 +774,7 @@ fn micros_to_datetime(micros: i64) -> DateTime<Utc> {
 mod tests {
     use super::*;
     use crate::correlate::{Config, Correlator, Counters};
+    use crate::observation::Source;
 
     /// Runs `lines` (RFC 3164, year 2026, UTC) through a correlator; offsets step by 100.
     fn run_with(lines: &[&str], config: Config) -> (Vec<Observation>, Counters, Vec<Option<u64>>) {

@@ -40,6 +40,7 @@ use crate::commands::clickhouse_args::{ClickhouseArgs, SinkArgs};
 use crate::commands::ingest_metrics::{self, Published, Snapshot};
 use crate::commands::ingest_milter::{self, IngestMilterArgs, MilterConfig, MilterCore, MilterTable};
 use crate::commands::parse::{format_stats, LineCounters, ParseSummary, SinkThread, StateWriter, Stream};
+use crate::correlate::milter_dedup::Release;
 use crate::correlate::{Config, Correlator, SourceId, TlsLogging};
 use crate::observation::{Observation, Source};
 use crate::sinks::clickhouse::InsertTarget;
@@ -920,7 +921,7 @@ impl Core {
                         self.route(sink, state)?;
                         // The last sync point also refreshes the feeds, whatever the interval.
                         self.last_feed = None;
-                        self.sync(sink, state)?;
+                        self.sync(sink, state, true)?;
                         return Ok(());
                     }
                 }
@@ -934,16 +935,16 @@ impl Core {
                         self.route(sink, state)?;
                     }
                     self.last_feed = None;
-                    self.sync(sink, state)?;
+                    self.sync(sink, state, true)?;
                     return Ok(());
                 }
             }
             self.route(sink, state)?;
             if self.last_sync.elapsed() >= self.settings.checkpoint_interval {
-                self.sync(sink, state)?;
+                self.sync(sink, state, false)?;
             }
         }
-        self.sync(sink, state)
+        self.sync(sink, state, true)
     }
 
     fn file_event(&mut self, event: FileEvent) {
@@ -1236,11 +1237,17 @@ impl Core {
     /// Hands the new observations to every sink, skipping those emitted before a restart; with
     /// the milter, each inbound session once (`ingest_milter`).
     fn route(&mut self, sink: &mut Option<SinkThread>, state: &mut Option<StateWriter>) -> Result<()> {
-        self.route_held(sink, state, false)
+        self.route_held(sink, state, Release::Due)
     }
 
-    /// [`Core::route`]; `all`: nothing held back for pairing (a sync point follows).
-    fn route_held(&mut self, sink: &mut Option<SinkThread>, state: &mut Option<StateWriter>, all: bool) -> Result<()> {
+    /// [`Core::route`], releasing what the milter pairing holds back as `scope` says: before a
+    /// sync point every held log Observation ([`Release::Log`]), at the last one everything.
+    fn route_held(
+        &mut self,
+        sink: &mut Option<SinkThread>,
+        state: &mut Option<StateWriter>,
+        scope: Release,
+    ) -> Result<()> {
         let now = Instant::now();
         let mut ready = Vec::with_capacity(self.out.len());
         for observation in self.out.drain(..) {
@@ -1257,7 +1264,7 @@ impl Core {
             }
         }
         if let Some(milter) = &mut self.milter {
-            milter.drain(now, all, &mut ready);
+            milter.drain(now, scope, &mut ready);
             self.counters.milter = Some(milter.counters().clone());
         }
         for observation in ready {
@@ -1281,9 +1288,10 @@ impl Core {
     /// are synced and the state saved, and renamed into place right after the state's own rename
     /// (before either folder is fsynced), so that only two renames separate the state from its
     /// checkpoint: a crash in between (microseconds) would count one interval twice in the state.
-    fn sync(&mut self, sink: &mut Option<SinkThread>, state: &mut Option<StateWriter>) -> Result<()> {
-        // Nothing stays only in memory across a checkpoint.
-        self.route_held(sink, state, true)?;
+    /// `last`: the process stops after it, so nothing may stay held.
+    fn sync(&mut self, sink: &mut Option<SinkThread>, state: &mut Option<StateWriter>, last: bool) -> Result<()> {
+        // No line's Observation stays only in memory across a checkpoint.
+        self.route_held(sink, state, if last { Release::All } else { Release::Log })?;
         self.last_sync = Instant::now();
         let prepared = match self.settings.checkpoint_dir.clone() {
             Some(dir) => Some((dir.clone(), self.prepare_checkpoint(&dir)?)),

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use super::explain::load_thresholds;
 use super::milter::classify_session;
 use super::parse::StateWriter;
-use crate::correlate::milter_dedup::{DedupConfig, DedupCounters, MilterDedup};
+use crate::correlate::milter_dedup::{DedupConfig, DedupCounters, MilterDedup, Release};
 use crate::observation::{Observation, Source};
 use crate::reputation::store::EndpointKey;
 use crate::reputation::thresholds::Thresholds;
@@ -192,10 +192,10 @@ impl MilterCore {
         self.dedup.log(observation, now, &mut self.ready);
     }
 
-    /// Moves what is ready into `out`: milter Observations, and held log ones whose wait is over
-    /// (every held one with `all`, before a checkpoint).
-    pub fn drain(&mut self, now: Instant, all: bool, out: &mut Vec<Observation>) {
-        self.dedup.release(now, all, &mut self.ready);
+    /// Moves what is ready into `out`: milter Observations, and held ones released by `scope`
+    /// (see [`Release`]).
+    pub fn drain(&mut self, now: Instant, scope: Release, out: &mut Vec<Observation>) {
+        self.dedup.release(now, scope, &mut self.ready);
         out.append(&mut self.ready);
     }
 

@@ -62,6 +62,20 @@ pub struct DedupCounters {
     pub log_unmatched: u64,
 }
 
+/// Which held Observations [`MilterDedup::release`] emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Those whose grace is over.
+    Due,
+    /// Those, and every held log Observation: before a checkpoint, whose file offsets must not
+    /// pass a line whose Observation is only in memory. A held milter Observation (outcome
+    /// `unknown`) keeps its whole grace: it pins no offset, and releasing it early would let a
+    /// log twin that knows the outcome arrive too late to win.
+    Log,
+    /// Everything: the process stops.
+    All,
+}
+
 /// Which source an Observation came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -183,16 +197,27 @@ impl MilterDedup {
         out.push(observation);
     }
 
-    /// Emits the held Observations whose grace is over (all of them with `all`: before a
-    /// checkpoint, which must not leave an Observation only in memory).
-    pub fn release(&mut self, now: Instant, all: bool, out: &mut Vec<Observation>) {
+    /// Emits the held Observations whose grace is over, and more with a wider `scope`.
+    pub fn release(&mut self, now: Instant, scope: Release, out: &mut Vec<Observation>) {
         self.forget(now);
-        while let Some((release_at, _, _)) = self.held.front() {
-            if !all && *release_at > now {
+        let mut index = 0;
+        while index < self.held.len() {
+            let (release_at, side, _) = &self.held[index];
+            let due = *release_at <= now;
+            let go = match scope {
+                Release::Due => due,
+                Release::Log => due || *side == Side::Log,
+                Release::All => true,
+            };
+            if go {
+                if let Some((_, side, observation)) = self.held.remove(index) {
+                    self.emit_held(side, observation, now, out);
+                }
+            } else if scope == Release::Due {
+                // Held oldest first with one grace: nothing later is due either.
                 break;
-            }
-            if let Some((_, side, observation)) = self.held.pop_front() {
-                self.emit_held(side, observation, now, out);
+            } else {
+                index += 1;
             }
         }
     }
@@ -370,7 +395,7 @@ mod tests {
         let mut out = Vec::new();
         dedup.milter(session("milter", "192.0.2.1", Some(40001), 100, &["Q1"]), now, &mut out);
         dedup.log(session("file", "192.0.2.1", Some(40001), 101, &["Q1"]), now, &mut out);
-        dedup.release(now + Duration::from_secs(10), false, &mut out);
+        dedup.release(now + Duration::from_secs(10), Release::Due, &mut out);
         assert_eq!(kinds(&out), ["milter"]);
         assert_eq!(dedup.counters().log_duplicates, 1);
     }
@@ -399,7 +424,7 @@ mod tests {
         // logs the disconnect before the milter's close reaches the core).
         dedup.log(log, now, &mut out);
         dedup.milter(milter, now, &mut out);
-        dedup.release(now + Duration::from_secs(10), true, &mut out);
+        dedup.release(now + Duration::from_secs(10), Release::All, &mut out);
         assert_eq!(kinds(&out), ["milter"]);
         let kept = &out[0];
         assert_eq!(kept.event_id, milter_id, "the milter's identity stays");
@@ -426,7 +451,7 @@ mod tests {
         dedup.log(session("file", "192.0.2.1", Some(40001), 100, &[]), now, &mut out);
         assert!(out.is_empty());
         dedup.milter(session("milter", "192.0.2.1", Some(40001), 100, &[]), now + Duration::from_secs(1), &mut out);
-        dedup.release(now + Duration::from_secs(10), true, &mut out);
+        dedup.release(now + Duration::from_secs(10), Release::All, &mut out);
         assert_eq!(kinds(&out), ["milter"]);
         assert_eq!(dedup.held(), 0);
     }
@@ -437,7 +462,7 @@ mod tests {
         let now = Instant::now();
         let mut out = Vec::new();
         dedup.log(session("file", "192.0.2.1", None, 100, &["Q1"]), now, &mut out);
-        dedup.release(now + Duration::from_secs(3), false, &mut out);
+        dedup.release(now + Duration::from_secs(3), Release::Due, &mut out);
         dedup.milter(session("milter", "192.0.2.1", Some(5), 100, &["Q1"]), now + Duration::from_secs(4), &mut out);
         assert_eq!(kinds(&out), ["file"]);
         assert_eq!(
@@ -464,7 +489,7 @@ mod tests {
                 dedup.log(failed, now, &mut out);
                 dedup.milter(unknown("milter"), now + Duration::from_secs(1), &mut out);
             }
-            dedup.release(now + Duration::from_secs(10), true, &mut out);
+            dedup.release(now + Duration::from_secs(10), Release::All, &mut out);
             assert_eq!(kinds(&out), ["file"], "milter first: {milter_first}");
             assert_eq!(out[0].outcome, Outcome::HandshakeFailed);
             assert_eq!(dedup.counters().log_kept, 1);
@@ -479,8 +504,44 @@ mod tests {
             now,
             &mut out,
         );
-        dedup.release(now + Duration::from_secs(3), false, &mut out);
+        dedup.release(now + Duration::from_secs(3), Release::Due, &mut out);
         assert_eq!(kinds(&out), ["milter", "milter"]);
+    }
+
+    #[test]
+    fn a_checkpoint_releases_held_log_observations_but_not_an_unknown_milter_one() {
+        let now = Instant::now();
+        let mut dedup = MilterDedup::new(DedupConfig::default());
+        let mut out = Vec::new();
+        let unknown = Observation { outcome: Outcome::Unknown, ..session("milter", "192.0.2.1", Some(7), 100, &[]) };
+        dedup.milter(unknown, now, &mut out);
+        dedup.log(session("file", "192.0.2.9", Some(9), 100, &[]), now, &mut out);
+        // A checkpoint a moment later: the log observation (it pins a file offset) goes, the
+        // milter's keeps its grace...
+        dedup.release(now + Duration::from_millis(10), Release::Log, &mut out);
+        assert_eq!(kinds(&out), ["file"]);
+        assert_eq!(dedup.held(), 1);
+        // ...so its log twin, a little late, still wins.
+        let failed =
+            Observation { outcome: Outcome::HandshakeFailed, ..session("file", "192.0.2.1", Some(7), 100, &[]) };
+        dedup.log(failed, now + Duration::from_millis(900), &mut out);
+        assert_eq!(out.iter().map(|o| o.outcome).collect::<Vec<_>>(), [Outcome::Plaintext, Outcome::HandshakeFailed]);
+        assert_eq!(dedup.counters().log_kept, 1);
+        // Past its grace, or when the process stops, an unknown milter observation is emitted.
+        let unknown = Observation { outcome: Outcome::Unknown, ..session("milter", "192.0.2.1", Some(8), 100, &[]) };
+        dedup.milter(unknown.clone(), now, &mut out);
+        dedup.release(now + Duration::from_secs(1), Release::Log, &mut out);
+        assert_eq!(dedup.held(), 1);
+        dedup.release(now + Duration::from_secs(2), Release::Log, &mut out);
+        assert_eq!(dedup.held(), 0);
+        dedup.milter(
+            Observation { peer: PeerInfo { port: Some(9), ..unknown.peer.clone() }, ..unknown },
+            now,
+            &mut out,
+        );
+        dedup.release(now, Release::All, &mut out);
+        assert_eq!(dedup.held(), 0);
+        assert_eq!(out.len(), 4);
     }
 
     #[test]
@@ -494,7 +555,7 @@ mod tests {
         dedup.log(session("file", "192.0.2.1", None, 100, &["Q2"]), now, &mut out);
         dedup.log(session("file", "192.0.2.2", Some(1), 100, &["Q1"]), now, &mut out);
         dedup.log(session("file", "192.0.2.1", Some(1), 1000, &["Q1"]), now, &mut out);
-        dedup.release(now, true, &mut out);
+        dedup.release(now, Release::All, &mut out);
         assert_eq!(kinds(&out), ["milter", "file", "file", "file", "file"]);
         // Outbound and replayed observations pass untouched.
         let mut outbound = session("file", "192.0.2.1", Some(1), 100, &["Q1"]);
@@ -515,7 +576,7 @@ mod tests {
         for ts in [100, 102, 104] {
             dedup.log(session("file", "192.0.2.1", None, ts, &[]), now, &mut out);
         }
-        dedup.release(now, true, &mut out);
+        dedup.release(now, Release::All, &mut out);
         assert_eq!(kinds(&out), ["milter", "milter", "file"]);
         // A nearer start time loses against a shared queue id.
         let mut dedup = MilterDedup::new(DedupConfig::default());
@@ -523,7 +584,7 @@ mod tests {
         dedup.log(session("file", "192.0.2.1", None, 100, &[]), now, &mut out);
         dedup.log(session("file", "192.0.2.1", None, 130, &["Q9"]), now, &mut out);
         dedup.milter(session("milter", "192.0.2.1", None, 101, &["Q9"]), now, &mut out);
-        dedup.release(now, true, &mut out);
+        dedup.release(now, Release::All, &mut out);
         assert_eq!(out.iter().map(|o| o.ts.timestamp()).collect::<Vec<_>>(), [101, 100]);
     }
 
@@ -540,7 +601,7 @@ mod tests {
         assert!(
             dedup.held() <= 8 && dedup.order.len() <= 8 && dedup.recent.values().map(VecDeque::len).sum::<usize>() <= 8
         );
-        dedup.release(now, true, &mut out);
+        dedup.release(now, Release::All, &mut out);
         assert_eq!(out.len(), 200);
         // Remembered sessions are forgotten after the window and the grace.
         dedup.forget(now + Duration::from_secs(63));

@@ -433,6 +433,7 @@ fn ingest_with_milter_counts_each_session_once() {
         "50",
         // A sync point releases the log observations still waiting for their milter twin: at
         // 1 s the milter's would have to come a second after the log's to lose (it comes first).
+        // An `unknown` milter observation keeps its whole grace (2 s) across sync points.
         "--checkpoint-interval-ms",
         "1000",
         "--clickhouse",

@@ -50,6 +50,7 @@
 #   BUILD=1           set to 0 to skip `cargo build --release` when the binary is missing
 #   PARSE_ONLY=1      set to 0 to skip the reference timing of the parse without ClickHouse
 #   TLSLEDGER=target/release/tlsledger   the binary to measure
+#   LOAD_ARGS=        extra flags for the timed `tlsledger parse --clickhouse` (e.g. --batch-rows N)
 #   CH_HTTP_PORT=38123 CH_TCP_PORT=39000 CH_INTERSERVER_PORT=39009   the private server's ports
 #   MERGE_WAIT=600    most seconds to wait for background merges before a timed load
 #   TSV_ORDER=table   order of the rows in rows.tsv: `table` is a plain
@@ -72,6 +73,7 @@ RUNS=${RUNS:-1}
 BUILD=${BUILD:-1}
 PARSE_ONLY=${PARSE_ONLY:-1}
 TLSLEDGER=${TLSLEDGER:-target/release/tlsledger}
+LOAD_ARGS=${LOAD_ARGS:-}
 MERGE_WAIT=${MERGE_WAIT:-600}
 TSV_ORDER=${TSV_ORDER:-table}
 export CH_HTTP_PORT=${CH_HTTP_PORT:-38123}
@@ -290,7 +292,7 @@ for run in $(seq "$RUNS"); do
     rm -rf "$WORK/spool"
     log "Run $run/$RUNS: timing tlsledger parse --clickhouse $URL --database $DB_A."
     r=$(timed load "$TLSLEDGER" parse --output none --stats --clickhouse "$URL" --database "$DB_A" \
-        --spool-dir "$WORK/spool" "$LOG" < /dev/null) || {
+        --spool-dir "$WORK/spool" $LOAD_ARGS "$LOG" < /dev/null) || {
         cat "$WORK/load.stderr" >&2
         invalid="tlsledger parse --clickhouse failed"
         break

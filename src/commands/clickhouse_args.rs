@@ -52,6 +52,11 @@ pub struct SinkArgs {
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub batch_period_ms: u64,
 
+    /// Most sent batches awaiting the server's acknowledgement while the next one fills (the
+    /// server works on each INSERT with one thread; 1 = strictly one after the other).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub batches_in_flight: usize,
+
     /// Insert attempts (with exponential backoff) before a batch is spooled.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retry_attempts: u32,
@@ -73,6 +78,7 @@ impl SinkArgs {
             spool_dir: self.spool_dir.clone(),
             spool_max_bytes: self.spool_max_mb.saturating_mul(1 << 20).max(1 << 20),
             retry_attempts: self.retry_attempts.max(1),
+            in_flight: self.batches_in_flight.max(1),
             target: self.cluster_insert.unwrap_or_default(),
             ..SinkConfig::default()
         }

@@ -15,12 +15,15 @@
 //! invalid rows are isolated by splitting the batch and written to the dead-letter file.
 //!
 //! Rows stream to the server while a batch fills (one open INSERT per batch). When a batch is
-//! flushed its INSERT is ended in the background and the next batch starts filling: at most one
-//! batch is in flight, and it is settled (acknowledged, or retried/spooled with its kept rows)
-//! before the next flush ends another. A [`SinkInput::Flush`] settles everything before it
-//! answers. A batch that can neither be sent nor spooled is kept aside in memory and retried at
+//! flushed its INSERT is ended in the background and the next batch starts filling: at most
+//! [`SinkConfig::in_flight`] batches (default 2) are in flight, and the oldest is settled
+//! (acknowledged, or retried/spooled: its rows are rebuilt from its kept observations with the
+//! batch's version, so a resend carries the same bytes) before a flush would exceed that. Batches
+//! may therefore land out of order after a failure; nothing depends on the order (event ids
+//! de-duplicate). A [`SinkInput::Flush`] settles everything before it answers. A batch that can neither be sent nor spooled is kept aside in memory and retried at
 //! every flush; it is never merged into a batch whose rows are already streaming.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -56,6 +59,10 @@ pub struct SinkConfig {
     pub retry_max_backoff: Duration,
     /// Timeout of one insert request.
     pub request_timeout: Duration,
+    /// Most batches whose INSERT was ended and is not yet acknowledged (at least 1). The server
+    /// runs each INSERT's part writing and views on one thread, so two in flight let a 2-core
+    /// server work on both while the next batch fills. Acknowledgements are taken oldest first.
+    pub in_flight: usize,
     /// Where the rows go: the single-node table, or on a cluster the Distributed table or this
     /// server's local shard table.
     pub target: InsertTarget,
@@ -116,6 +123,7 @@ impl Default for SinkConfig {
             retry_initial_backoff: Duration::from_millis(500),
             retry_max_backoff: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
+            in_flight: 2,
             target: InsertTarget::Single,
         }
     }
@@ -166,18 +174,19 @@ pub struct ClickhouseSink {
     /// they arrive, so parsing and ingestion overlap. `None` when no batch is open or the stream
     /// failed (the batch is then sent by the retry path at flush time).
     open: Option<clickhouse::insert::Insert<ObservationRow>>,
-    /// The rows of the current batch, kept so a failed batch is resent unchanged.
-    rows: Vec<ObservationRow>,
-    /// Version stamped on the rows of the current batch.
+    /// Version stamped on the rows of the current batch. A failed batch is resent unchanged:
+    /// its rows are built again from its observations with this version (keeping the built rows
+    /// instead doubled the sink's memory and allocations for the rare retry).
     batch_ver: u64,
     /// Why the open stream failed, if it did.
     stream_error: Option<clickhouse::error::Error>,
-    /// The previous batch, whose INSERT is completing on the server while the next one fills
-    /// (at most one: the server writes a part and runs the views at the end of each INSERT,
-    /// which took 0.3 s per 50,000 rows in bench/clickhouse.sh).
-    in_flight: Option<InFlight>,
-    /// Emptied vectors of a settled batch, reused by the next one.
-    spare: Option<(Vec<Observation>, Vec<ObservationRow>)>,
+    /// Earlier batches, oldest first, whose INSERTs are completing on the server while the next
+    /// one fills (at most [`SinkConfig::in_flight`]: the server writes a part and runs the views
+    /// at the end of each INSERT, on one thread per INSERT, which took 0.3 s per 50,000 rows in
+    /// bench/clickhouse.sh).
+    in_flight: VecDeque<InFlight>,
+    /// Emptied vectors of settled batches, reused by the next ones.
+    spare: Vec<Vec<Observation>>,
     /// Batches that could neither be sent nor spooled (disk full or unwritable and the server
     /// away): retried at every flush, never mixed into a batch that is streaming.
     kept: Vec<(Vec<Observation>, usize)>,
@@ -187,7 +196,7 @@ pub struct ClickhouseSink {
 struct InFlight {
     answer: tokio::task::JoinHandle<Result<(), clickhouse::error::Error>>,
     batch: Vec<Observation>,
-    rows: Vec<ObservationRow>,
+    ver: u64,
     bytes: usize,
 }
 
@@ -209,11 +218,10 @@ impl ClickhouseSink {
             failed_rounds: 0,
             inserted: Arc::new(AtomicU64::new(0)),
             open: None,
-            rows: Vec::new(),
             batch_ver: 0,
             stream_error: None,
-            in_flight: None,
-            spare: None,
+            in_flight: VecDeque::new(),
+            spare: Vec::new(),
             kept: Vec::new(),
         })
     }
@@ -235,7 +243,7 @@ impl ClickhouseSink {
                     Some(SinkInput::Flush(done)) => {
                         // Sent or spooled: either way the rows survive a crash from here on.
                         self.flush().await;
-                        self.settle().await;
+                        self.settle(0).await;
                         let _ = done.send(());
                     }
                     Some(SinkInput::Rows(chunk)) => {
@@ -251,8 +259,8 @@ impl ClickhouseSink {
                 _ = ticker.tick() => {
                     if !self.pending.is_empty() {
                         self.flush().await;
-                    } else if self.in_flight.is_some() {
-                        self.settle().await;
+                    } else if !self.in_flight.is_empty() {
+                        self.settle(0).await;
                     } else if self.failed_rounds > 0 {
                         self.drain_spool().await;
                     }
@@ -260,7 +268,7 @@ impl ClickhouseSink {
             }
         }
         self.flush().await;
-        self.settle().await;
+        self.settle(0).await;
         self.drain_spool().await;
         self.counters.batches_left_in_spool = self.spool.batches().map_or(0, |b| b.len() as u64);
         if !self.kept.is_empty() {
@@ -303,45 +311,45 @@ impl ClickhouseSink {
         }
         self.pending_bytes += approx_bytes(&observation);
         self.pending.push(observation);
-        self.rows.push(row);
     }
 
     /// Ends the current batch: its INSERT completes in the background (settled at the next
     /// flush), or, when its stream failed or could not open, it is retried, isolated or spooled
     /// at once.
     async fn flush(&mut self) {
-        self.settle().await;
+        // Room for this batch among those in flight.
+        self.settle(self.config.in_flight.max(1) - 1).await;
         self.retry_kept().await;
         if self.pending.is_empty() {
             return;
         }
         let batch = std::mem::take(&mut self.pending);
         let bytes = std::mem::take(&mut self.pending_bytes);
-        let rows = std::mem::take(&mut self.rows);
+        let ver = self.batch_ver;
         // Reuse the vectors of a settled batch: allocating them afresh made every batch grow
         // them again (copies and page faults: half of the sink thread's time in bench/clickhouse.sh).
-        if let Some((pending, rows)) = self.spare.take() {
-            self.pending = pending;
-            self.rows = rows;
-        }
+        self.pending = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(self.config.max_rows.min(1 << 16)));
         match (self.open.take(), self.stream_error.take()) {
             (Some(insert), _) => {
                 let answer = tokio::spawn(insert.end());
-                self.in_flight = Some(InFlight { answer, batch, rows, bytes });
+                self.in_flight.push_back(InFlight { answer, batch, ver, bytes });
             }
-            (None, error) => self.finish_batch(batch, rows, bytes, error.map(Err)).await,
+            (None, error) => self.finish_batch(batch, ver, bytes, error.map(Err)).await,
         }
     }
 
-    /// Waits for the batch in flight, if any, and acknowledges, retries, isolates or spools it.
-    async fn settle(&mut self) {
-        let Some(InFlight { answer, batch, rows, bytes }) = self.in_flight.take() else { return };
-        let first = match answer.await {
-            Ok(result) => result,
-            // The task died (it cannot panic in practice): resend the batch as after any failure.
-            Err(join_error) => Err(clickhouse::error::Error::Network(Box::new(join_error))),
-        };
-        self.finish_batch(batch, rows, bytes, Some(first)).await;
+    /// Waits for the batches in flight, oldest first, until at most `keep` remain, and
+    /// acknowledges, retries, isolates or spools each.
+    async fn settle(&mut self, keep: usize) {
+        while self.in_flight.len() > keep {
+            let Some(InFlight { answer, batch, ver, bytes }) = self.in_flight.pop_front() else { return };
+            let first = match answer.await {
+                Ok(result) => result,
+                // The task died (it cannot panic in practice): resend the batch as after any failure.
+                Err(join_error) => Err(clickhouse::error::Error::Network(Box::new(join_error))),
+            };
+            self.finish_batch(batch, ver, bytes, Some(first)).await;
+        }
     }
 
     /// The end of one batch. `first` is the answer to its streamed INSERT, or `None` when no
@@ -349,24 +357,24 @@ impl ClickhouseSink {
     async fn finish_batch(
         &mut self,
         mut batch: Vec<Observation>,
-        mut rows: Vec<ObservationRow>,
+        ver: u64,
         bytes: usize,
         first: Option<Result<(), clickhouse::error::Error>>,
     ) {
         let sent = match first {
             None => false,
             Some(Ok(())) => {
-                self.acknowledged(rows.len());
+                self.acknowledged(batch.len());
                 self.failed_rounds = 0;
                 true
             }
             Some(Err(error)) => {
                 self.counters.insert_failures += 1;
                 match classify(&error) {
-                    RetryAction::RejectRows(reason) => self.isolate(&batch, &rows, reason).await,
+                    RetryAction::RejectRows(reason) => self.isolate(&batch, &build_rows(&batch, ver), reason).await,
                     RetryAction::Retry(reason) => {
                         eprintln!("tlsledger: ClickHouse insert failed ({}); retrying", short(&reason));
-                        self.send_rows(&batch, &rows, 1).await
+                        self.send_rows(&batch, &build_rows(&batch, ver), 1).await
                     }
                 }
             }
@@ -375,8 +383,7 @@ impl ClickhouseSink {
             self.spool_batch(&mut batch, bytes).await;
         }
         batch.clear();
-        rows.clear();
-        self.spare = Some((batch, rows));
+        self.spare.push(batch);
     }
 
     /// Tries again to spool batches that could not be spooled before.
@@ -432,8 +439,8 @@ impl ClickhouseSink {
 
     /// Inserts `batch` with retries; true when every row was acknowledged or dead-lettered.
     async fn send(&mut self, batch: &[Observation]) -> bool {
-        let rows = build_rows(batch);
-        self.send_rows(batch, &rows, 0).await
+        let ver = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        self.send_rows(batch, &build_rows(batch, ver), 0).await
     }
 
     /// The retry loop for rows already built (they are resent unchanged), from `first_attempt`.
@@ -512,10 +519,9 @@ impl ClickhouseSink {
     }
 }
 
-/// The rows of a batch, stamped with one version (insert time): built once per batch so every
-/// resend carries the same bytes.
-fn build_rows(batch: &[Observation]) -> Vec<ObservationRow> {
-    let ingest_ver = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+/// The rows of a batch, stamped with one version (its insert time): every resend of a batch
+/// builds them with the same version, so it carries the same bytes.
+fn build_rows(batch: &[Observation], ingest_ver: u64) -> Vec<ObservationRow> {
     batch.iter().map(|o| ObservationRow::from_observation(o, ingest_ver)).collect()
 }
 

@@ -200,16 +200,24 @@ fn clickhouse_every_observation_field_round_trips() {
 
     let config = ClickhouseConfig::new(&server.url, Some("tlsledger"), None).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let rows: Vec<ObservationRow> =
-        runtime.block_on(config.client(false).query("SELECT ?fields FROM observations FINAL").fetch_all()).unwrap();
-    assert_eq!(rows.len(), parsed.len());
-    let stored: BTreeMap<String, serde_json::Value> = rows
-        .into_iter()
-        .map(|row| {
+    // The row type borrows its text, so rows are read one at a time and turned into owned
+    // Observations at once.
+    let stored: BTreeMap<String, serde_json::Value> = runtime.block_on(async {
+        let mut cursor = config
+            .client(false)
+            .query("SELECT ?fields FROM observations FINAL")
+            .fetch::<ObservationRow<'_>>()
+            .expect("query");
+        let (mut stored, mut n_rows) = (BTreeMap::new(), 0);
+        while let Some(row) = cursor.next().await.expect("row") {
             let observation: Observation = row.into_observation().expect("valid codes");
-            (observation.event_id.clone(), serde_json::to_value(&observation).unwrap())
-        })
-        .collect();
+            stored.insert(observation.event_id.clone(), serde_json::to_value(&observation).unwrap());
+            n_rows += 1;
+        }
+        assert_eq!(n_rows, parsed.len(), "rows");
+        stored
+    });
+    assert_eq!(stored.len(), parsed.len());
     for want in &parsed {
         let id = want["event_id"].as_str().unwrap();
         assert_eq!(stored.get(id), Some(want), "observation {id} changed in ClickHouse");

@@ -114,8 +114,8 @@ impl InsertTarget {
 impl Default for SinkConfig {
     fn default() -> Self {
         SinkConfig {
-            max_rows: 50_000,
-            max_bytes: 32 << 20,
+            max_rows: 100_000,
+            max_bytes: 64 << 20,
             period: Duration::from_secs(1),
             spool_dir: PathBuf::from("tlsledger-spool"),
             spool_max_bytes: 1 << 30,
@@ -173,7 +173,7 @@ pub struct ClickhouseSink {
     /// The INSERT of the current batch, open while the batch fills: rows stream to the server as
     /// they arrive, so parsing and ingestion overlap. `None` when no batch is open or the stream
     /// failed (the batch is then sent by the retry path at flush time).
-    open: Option<clickhouse::insert::Insert<ObservationRow>>,
+    open: Option<clickhouse::insert::Insert<ObservationRow<'static>>>,
     /// Version stamped on the rows of the current batch. A failed batch is resent unchanged:
     /// its rows are built again from its observations with this version (keeping the built rows
     /// instead doubled the sink's memory and allocations for the rare retry).
@@ -289,7 +289,7 @@ impl ClickhouseSink {
             self.batch_ver = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
             self.stream_error = None;
             if self.drain_spool().await {
-                match self.client.insert::<ObservationRow>(self.config.target.table()).await {
+                match self.client.insert::<ObservationRow<'static>>(self.config.target.table()).await {
                     Ok(insert) => {
                         // One server-side block per batch: smaller blocks made the server write
                         // and merge many more parts (2.4x its CPU in bench/clickhouse.sh) for no
@@ -444,7 +444,7 @@ impl ClickhouseSink {
     }
 
     /// The retry loop for rows already built (they are resent unchanged), from `first_attempt`.
-    async fn send_rows(&mut self, batch: &[Observation], rows: &[ObservationRow], first_attempt: u32) -> bool {
+    async fn send_rows(&mut self, batch: &[Observation], rows: &[ObservationRow<'_>], first_attempt: u32) -> bool {
         for attempt in first_attempt..self.config.retry_attempts.max(1) {
             if attempt > 0 {
                 let wait = backoff(attempt - 1, self.config.retry_initial_backoff, self.config.retry_max_backoff);
@@ -471,7 +471,7 @@ impl ClickhouseSink {
     /// Splits a rejected batch until the invalid rows are alone, inserting the good parts and
     /// dead-lettering the bad rows. False when the server went away meanwhile (the remaining
     /// parts are then spooled).
-    async fn isolate(&mut self, batch: &[Observation], rows: &[ObservationRow], first_reason: String) -> bool {
+    async fn isolate(&mut self, batch: &[Observation], rows: &[ObservationRow<'_>], first_reason: String) -> bool {
         let mut work: Vec<(usize, usize, String)> = vec![(0, batch.len(), first_reason)];
         while let Some((start, end, reason)) = work.pop() {
             if end - start == 1 {
@@ -499,7 +499,7 @@ impl ClickhouseSink {
     }
 
     /// One insert request, counted.
-    async fn insert(&mut self, rows: &[ObservationRow]) -> Result<(), RetryAction> {
+    async fn insert(&mut self, rows: &[ObservationRow<'_>]) -> Result<(), RetryAction> {
         match insert_rows(&self.client, self.config.target.table(), rows, self.config.request_timeout).await {
             Ok(()) => {
                 self.acknowledged(rows.len());
@@ -521,7 +521,7 @@ impl ClickhouseSink {
 
 /// The rows of a batch, stamped with one version (its insert time): every resend of a batch
 /// builds them with the same version, so it carries the same bytes.
-fn build_rows(batch: &[Observation], ingest_ver: u64) -> Vec<ObservationRow> {
+fn build_rows(batch: &[Observation], ingest_ver: u64) -> Vec<ObservationRow<'_>> {
     batch.iter().map(|o| ObservationRow::from_observation(o, ingest_ver)).collect()
 }
 
@@ -529,10 +529,10 @@ fn build_rows(batch: &[Observation], ingest_ver: u64) -> Vec<ObservationRow> {
 async fn insert_rows(
     client: &clickhouse::Client,
     table: &str,
-    rows: &[ObservationRow],
+    rows: &[ObservationRow<'_>],
     timeout: Duration,
 ) -> Result<(), clickhouse::error::Error> {
-    let mut insert = client.insert::<ObservationRow>(table).await?.with_timeouts(Some(timeout), Some(timeout));
+    let mut insert = client.insert::<ObservationRow<'_>>(table).await?.with_timeouts(Some(timeout), Some(timeout));
     for row in rows {
         insert.write(row).await?;
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::sinks::clickhouse::{ClickhouseConfig, InsertTarget, SinkConfig};
+use crate::sinks::clickhouse::{ClickhouseConfig, InsertCompression, InsertTarget, SinkConfig};
 
 /// Where ClickHouse is.
 #[derive(Debug, Clone, clap::Args)]
@@ -64,6 +64,11 @@ pub struct SinkArgs {
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub batches_in_flight: usize,
 
+    /// Compression of the rows sent: `auto` sends them plain to a server on a loopback address
+    /// (compressing only costs both sides CPU there) and LZ4-compressed to any other.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    pub insert_compression: InsertCompression,
+
     /// Insert attempts (with exponential backoff) before a batch is spooled.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retry_attempts: u32,
@@ -87,6 +92,7 @@ impl SinkArgs {
             spool_max_bytes: self.spool_max_mb.saturating_mul(1 << 20).max(1 << 20),
             retry_attempts: self.retry_attempts.max(1),
             in_flight: self.batches_in_flight.max(1),
+            compression: self.insert_compression,
             target: self.cluster_insert.unwrap_or_default(),
             ..SinkConfig::default()
         }

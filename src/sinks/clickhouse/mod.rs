@@ -20,4 +20,4 @@ pub mod sink;
 pub mod spool;
 
 pub use config::ClickhouseConfig;
-pub use sink::{ClickhouseSink, InsertTarget, SinkConfig, SinkCounters, SinkInput};
+pub use sink::{ClickhouseSink, InsertCompression, InsertTarget, SinkConfig, SinkCounters, SinkInput};

@@ -20,8 +20,9 @@
 //! (acknowledged, or retried/spooled: its rows are rebuilt from its kept observations with the
 //! batch's version, so a resend carries the same bytes) before a flush would exceed that. Batches
 //! may therefore land out of order after a failure; nothing depends on the order (event ids
-//! de-duplicate). A [`SinkInput::Flush`] settles everything before it answers. A batch that can neither be sent nor spooled is kept aside in memory and retried at
-//! every flush; it is never merged into a batch whose rows are already streaming.
+//! de-duplicate). A [`SinkInput::Flush`] settles everything before it answers. A batch that can
+//! neither be sent nor spooled is kept aside in memory and retried at every flush; it is never
+//! merged into a batch whose rows are already streaming.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

@@ -153,6 +153,8 @@ pub enum Kind<'a> {
         result: CertResult,
         /// The result as logged.
         text: &'a str,
+        /// `fingerprint="SHA256:<hex>"` of the certificate checked (6.4 and later), as logged.
+        fingerprint: Option<&'a str>,
     },
     /// `mta ssl_check_name: no match for '<name>' in cert` (6.4–6.8).
     NameMismatch {
@@ -253,7 +255,7 @@ fn session_line(subsystem: Subsystem, text: &str) -> Result<Kind<'_>, Error> {
         }
         "cert-check" | "server-cert-check" | "client-cert-check" => {
             let text = field(rest, "result").ok_or(Error::Malformed)?;
-            Kind::CertCheck { result: cert_result(text), text }
+            Kind::CertCheck { result: cert_result(text), text, fingerprint: field(rest, "fingerprint") }
         }
         "ssl_check_name:" => {
             let name = rest
@@ -357,7 +359,7 @@ fn event_v6_0<'a>(event: &'a str, rest: &'a str) -> Result<Kind<'a>, Error> {
         }
         "client-cert-check" | "server-cert-check" => {
             let text = field(rest, "result").ok_or(Error::Malformed)?;
-            Kind::CertCheck { result: cert_result(text), text }
+            Kind::CertCheck { result: cert_result(text), text, fingerprint: field(rest, "fingerprint") }
         }
         "closed" => Kind::Disconnected { reason: field(rest, "reason").unwrap_or("") },
         _ => Kind::Ignored,
@@ -386,7 +388,11 @@ fn legacy(subsystem: Subsystem, rest: &str) -> Result<Event<'_>, Error> {
             let (text, after) = split_word(after).ok_or(Error::Malformed)?;
             let after = after.strip_prefix("on session ").ok_or(Error::Malformed)?;
             let (_, session) = session_id(after).map_err(|_| Error::Malformed)?;
-            return Ok(Event { session, subsystem, kind: Kind::CertCheck { result: cert_result(text), text } });
+            return Ok(Event {
+                session,
+                subsystem,
+                kind: Kind::CertCheck { result: cert_result(text), text, fingerprint: None },
+            });
         }
     }
     Ok(IGNORED)
@@ -505,19 +511,19 @@ mod tests {
             "7112e196da887622 mta server-cert-check result=\"success\"",
             id,
             Mta,
-            Kind::CertCheck { result: CertResult::Valid, text: "success" },
+            Kind::CertCheck { result: CertResult::Valid, text: "success", fingerprint: None },
         );
         check(
             "7112e196da887622 mta cert-check result=\"unverified\" fingerprint=\"SHA256:0123abcd\"",
             id,
             Mta,
-            Kind::CertCheck { result: CertResult::Unchecked, text: "unverified" },
+            Kind::CertCheck { result: CertResult::Unchecked, text: "unverified", fingerprint: Some("SHA256:0123abcd") },
         );
         check(
             "7112e196da887622 smtp cert-check result=\"no certificate presented\"",
             id,
             Smtp,
-            Kind::CertCheck { result: CertResult::NoCertificate, text: "no certificate presented" },
+            Kind::CertCheck { result: CertResult::NoCertificate, text: "no certificate presented", fingerprint: None },
         );
         check(
             "7112e196da887622 mta ssl_check_name: no match for 'mx.example.net' in cert",
@@ -607,13 +613,13 @@ mod tests {
             "smtp-out: Server certificate verification failed on session 0123456789abcdef",
             id,
             Mta,
-            Kind::CertCheck { result: CertResult::Failed, text: "failed" },
+            Kind::CertCheck { result: CertResult::Failed, text: "failed", fingerprint: None },
         );
         check(
             "smtp-in: Client certificate verification succeeded on session 0123456789abcdef",
             id,
             Smtp,
-            Kind::CertCheck { result: CertResult::Valid, text: "succeeded" },
+            Kind::CertCheck { result: CertResult::Valid, text: "succeeded", fingerprint: None },
         );
         check(
             "0123456789abcdef smtp event=starttls address=192.0.2.1 host=mx.example.net ciphers=\"version=TLSv1.2, cipher=ECDHE-RSA-AES256-GCM-SHA384, bits=256\"",
@@ -631,7 +637,7 @@ mod tests {
             "0123456789abcdef smtp event=client-cert-check address=192.0.2.1 host=mx.example.net result=\"failure\"",
             id,
             Smtp,
-            Kind::CertCheck { result: CertResult::Failed, text: "failure" },
+            Kind::CertCheck { result: CertResult::Failed, text: "failure", fingerprint: None },
         );
         check(
             "0123456789abcdef smtp event=closed address=192.0.2.1 host=mx.example.net reason=cert-check-failed",

@@ -31,7 +31,7 @@ use rustc_hash::FxHashMap;
 
 use super::postfix::Ctx;
 use super::{LineMeta, ProcessKey, SourceId, TlsLogging};
-use crate::observation::{Direction, Failure, Mta, Observation, Outcome, PeerInfo, TlsInfo, Trust};
+use crate::observation::{Cert, Direction, Failure, Mta, Observation, Outcome, PeerInfo, TlsInfo, Trust};
 
 /// Most queue ids and domains kept for one session.
 const MAX_ITEMS: usize = 64;
@@ -65,6 +65,8 @@ struct Session {
     scheme: Option<String>,
     tls: Option<TlsInfo>,
     cert: Option<CertResult>,
+    /// The certificate's fingerprint from `cert-check … fingerprint="SHA256:…"` (6.4 and later).
+    fingerprint: Option<String>,
     /// `ssl_check_name: no match for '<name>'`.
     name_mismatch: Option<String>,
     /// `smtp-out: … opportunistic TLS failed`, `mta closing reason=tls-…`, inbound TLS I/O errors.
@@ -255,9 +257,12 @@ fn touch(session: &mut Session, now: i64) {
 /// Applies a line to its open session; true when the line ends the session.
 fn apply(session: &mut Session, kind: &Kind<'_>) -> bool {
     match kind {
-        Kind::CertCheck { result, .. } => {
+        Kind::CertCheck { result, fingerprint, .. } => {
             // 6.4–7.x may log both a result and `no certificate presented`; keep the first.
             session.cert.get_or_insert(*result);
+            if let (None, Some(fingerprint)) = (&session.fingerprint, fingerprint) {
+                session.fingerprint = Some((*fingerprint).to_owned());
+            }
             false
         }
         Kind::NameMismatch { name } => {
@@ -334,10 +339,13 @@ fn emit(ctx: &mut Ctx<'_>, key: SessionKey, session: Box<Session>) {
     let (reporter, instance) = ctx.names.get(key.name);
     let (source, event_id) = ctx.source_and_event_id(session.source, session.offset);
     let direction = session.direction.unwrap_or(Direction::Outbound);
-    let (outcome, failure, tls) = match direction {
+    let (outcome, failure, mut tls) = match direction {
         Direction::Outbound => outbound_verdict(&mut session, tls_logged),
         Direction::Inbound => inbound_verdict(&mut session, tls_logged),
     };
+    if let (Some(tls), Some(fingerprint)) = (tls.as_mut(), session.fingerprint.take()) {
+        tls.cert.get_or_insert_with(Cert::default).fingerprint = Some(fingerprint);
+    }
     let local_policy = (session.scheme.as_deref() == Some("smtp+notls") && !session.after_tls_failure)
         .then(|| "tls-level-none".to_owned());
     ctx.out.push(Observation {
@@ -687,6 +695,12 @@ mod tests {
             ],
             TlsLogging::Auto,
         );
+        // The client certificate's fingerprint is kept; no certificate, no `cert`.
+        let fingerprints: Vec<_> = got
+            .iter()
+            .map(|o| o.tls.as_ref().and_then(|t| t.cert.as_ref()).and_then(|c| c.fingerprint.as_deref()))
+            .collect();
+        assert_eq!(fingerprints, [None, None, None, Some("SHA256:00"), None]);
         let got: Vec<_> = got.iter().map(summary).collect();
         assert_eq!(
             got,

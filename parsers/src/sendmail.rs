@@ -168,6 +168,11 @@ pub enum Event<'a> {
     CertInfo {
         /// Which side.
         side: Side,
+        /// `cert-subject=`: the peer certificate's subject DN, xtext-encoded as logged (see
+        /// [`xtext_decode`]).
+        subject: Option<&'a str>,
+        /// `cert-issuer=`: its issuer DN, xtext-encoded as logged.
+        issuer: Option<&'a str>,
         /// `verifymsg=`: the X509 verification result text (`ok` when it verified).
         verifymsg: &'a str,
     },
@@ -306,7 +311,7 @@ fn starttls<'a>(queue_id: Option<&'a str>, rest: &'a str) -> Result<Event<'a>, E
     }
     let mut relay = None;
     let (mut version, mut verify, mut cipher, mut bits) = (None, None, None, None);
-    let (mut warning, mut verifymsg, mut cert_info) = (None, None, false);
+    let (mut warning, mut verifymsg, mut subject, mut issuer) = (None, None, None, None);
     for (key, value) in Fields::new(rest) {
         match key {
             "relay" => relay = Some(value),
@@ -315,7 +320,8 @@ fn starttls<'a>(queue_id: Option<&'a str>, rest: &'a str) -> Result<Event<'a>, E
             "cipher" => cipher = Some(value),
             "bits" => bits = Some(value),
             "warning" => warning = Some(value),
-            "cert-subject" | "cert-issuer" => cert_info = true,
+            "cert-subject" => subject = Some(value),
+            "cert-issuer" => issuer = Some(value),
             "verifymsg" => verifymsg = Some(value),
             _ => {}
         }
@@ -344,8 +350,8 @@ fn starttls<'a>(queue_id: Option<&'a str>, rest: &'a str) -> Result<Event<'a>, E
         (Some(relay), _, _, _) if warning.is_some() => {
             Ok(Event::StarttlsWarning { side: side_known, relay: parse_relay(relay), warning: warning.unwrap_or("") })
         }
-        (_, None, None, None) if verifymsg.is_some() || cert_info => {
-            Ok(Event::CertInfo { side: side_known, verifymsg: verifymsg.unwrap_or("") })
+        (_, None, None, None) if verifymsg.is_some() || subject.is_some() || issuer.is_some() => {
+            Ok(Event::CertInfo { side: side_known, subject, issuer, verifymsg: verifymsg.unwrap_or("") })
         }
         // `relay=…, field=cn_subject, status=failed to extract CN`, `get_verify: …`.
         (_, None, None, None) => Ok(Event::StarttlsDetail { side, reason: rest }),
@@ -551,9 +557,52 @@ fn next_boundary(text: &str) -> usize {
     text.len()
 }
 
+/// Decodes xtext (RFC 3461 §4: `+` and two upper-case hex digits stand for one byte), as
+/// Sendmail writes the `cert-subject=`/`cert-issuer=` log fields and the `{cert_subject}` and
+/// `{cert_issuer}` milter macros. A `+` not followed by two hex digits is kept as it is; bytes
+/// that are not UTF-8 become U+FFFD. Never longer than its input.
+pub fn xtext_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut idx = 0;
+    while idx < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16).filter(|_| !b.is_ascii_lowercase());
+        match (bytes[idx], bytes.get(idx + 1).copied().and_then(hex), bytes.get(idx + 2).copied().and_then(hex)) {
+            (b'+', Some(high), Some(low)) => {
+                // Two hex digits: at most 0xFF, so the cast keeps the value.
+                out.push((high * 16 + low) as u8);
+                idx += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                idx += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xtext_decoding_of_hostile_values() {
+        for (input, want) in [
+            ("", ""),
+            ("+", "+"),
+            ("+4", "+4"),
+            ("+4a", "+4a"),
+            ("+41+42", "AB"),
+            ("+00", "\u{0}"),
+            ("+FF", "\u{fffd}"),
+            ("\u{e4}+20", "\u{e4} "),
+        ] {
+            assert_eq!(xtext_decode(input), want, "{input:?}");
+        }
+        let long = "+FF".repeat(100);
+        assert!(xtext_decode(&long).len() <= long.len());
+    }
 
     fn check(message: &str) -> Event<'_> {
         parse_message(message).unwrap_or_else(|e| panic!("{message}: {e}"))
@@ -614,7 +663,12 @@ mod tests {
         );
         assert_eq!(
             check("STARTTLS=client, cert-subject=/CN=mx.example.net, cert-issuer=/CN=Lab+20CA, verifymsg=self signed certificate in certificate chain"),
-            Event::CertInfo { side: Side::Client, verifymsg: "self signed certificate in certificate chain" }
+            Event::CertInfo {
+                side: Side::Client,
+                subject: Some("/CN=mx.example.net"),
+                issuer: Some("/CN=Lab+20CA"),
+                verifymsg: "self signed certificate in certificate chain"
+            }
         );
         assert!(matches!(
             check("STARTTLS=client, relay=mx.example.net., field=cn_subject, status=failed to extract CN"),

@@ -23,12 +23,12 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
-use parsers::sendmail::{Delivery, Event, From, Relay, Ruleset, Side, Starttls};
+use parsers::sendmail::{xtext_decode, Delivery, Event, From, Relay, Ruleset, Side, Starttls};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::postfix::Ctx;
 use super::{LineMeta, ProcessKey, SourceId, TlsLogging};
-use crate::observation::{Direction, Failure, Mta, Observation, Outcome, PeerInfo, TlsInfo, Trust};
+use crate::observation::{Cert, Direction, Failure, Mta, Observation, Outcome, PeerInfo, TlsInfo, Trust};
 
 /// Most reasons, queue ids and domains kept for one connection.
 const MAX_ITEMS: usize = 64;
@@ -159,12 +159,41 @@ impl State {
                     push_bounded(&mut conn.reasons, warning);
                 }
             }
-            Event::CertInfo { side, verifymsg } | Event::StarttlsDetail { side: Some(side), reason: verifymsg } => {
-                let is_cert = matches!(event, Event::CertInfo { .. });
-                if is_cert && (verifymsg.is_empty() || *verifymsg == "ok") {
-                    ctx.counters.ignored += 1;
+            Event::CertInfo { side, subject, issuer, verifymsg } => {
+                // LogLevel > 11, right after the `STARTTLS=` summary of the same pid: the peer
+                // certificate's names (xtext) and, when it did not verify, why.
+                let failed = !(verifymsg.is_empty() || *verifymsg == "ok");
+                let names = subject.is_some() || issuer.is_some();
+                let conn = match side {
+                    Side::Client => self.clients.get_mut(&process),
+                    Side::Server => self.servers.get_mut(&process),
+                };
+                let Some(conn) = conn.filter(|c| failed || (names && c.tls.is_some())) else {
+                    if failed {
+                        ctx.counters.orphans += 1;
+                    } else {
+                        ctx.counters.ignored += 1;
+                    }
                     return;
+                };
+                touch(conn, ctx.meta.ts_micros);
+                match conn.tls.as_mut() {
+                    Some(tls) => {
+                        if names && tls.cert.is_none() {
+                            tls.cert = Some(Cert {
+                                subject: subject.map(xtext_decode),
+                                issuer: issuer.map(xtext_decode),
+                                ..Cert::default()
+                            });
+                        }
+                        if failed {
+                            push_bounded(&mut tls.verify_errors, verifymsg);
+                        }
+                    }
+                    None => push_bounded(&mut conn.reasons, verifymsg),
                 }
+            }
+            Event::StarttlsDetail { side: Some(side), reason } => {
                 let conn = match side {
                     Side::Client => self.clients.get_mut(&process),
                     Side::Server => self.servers.get_mut(&process),
@@ -172,10 +201,7 @@ impl State {
                 match conn {
                     Some(conn) => {
                         touch(conn, ctx.meta.ts_micros);
-                        match conn.tls.as_mut() {
-                            Some(tls) if is_cert => push_bounded(&mut tls.verify_errors, verifymsg),
-                            _ => push_bounded(&mut conn.reasons, verifymsg),
-                        }
+                        push_bounded(&mut conn.reasons, reason);
                     }
                     None => ctx.counters.orphans += 1,
                 }
@@ -835,6 +861,27 @@ mod tests {
         let literal = TLS_CLIENT.replace("relay=mx.example.", "relay=[192.0.2.9]");
         let got = run(&[&literal], TlsLogging::Auto);
         assert_eq!((got[0].peer.hostname.as_deref(), got[0].peer.ip.as_deref()), (None, Some("192.0.2.9")));
+    }
+
+    #[test]
+    fn loglevel_12_certificate_names_become_the_observations_certificate() {
+        let cert = "Nov 30 10:00:00 mx sm-mta[100]: STARTTLS=client, cert-subject=/C=DE/O=Example+20GmbH/CN=mx.example, cert-issuer=/CN=Lab+20CA, verifymsg=ok";
+        let got = run(&[TLS_CLIENT, cert, TO_A], TlsLogging::Auto);
+        assert_eq!((got.len(), got[0].outcome, got[0].lines), (1, Outcome::Tls, 3));
+        let tls = got[0].tls.as_ref().unwrap();
+        let names = tls.cert.as_ref().map(|c| (c.subject.as_deref(), c.issuer.as_deref()));
+        assert_eq!(names, Some((Some("/C=DE/O=Example GmbH/CN=mx.example"), Some("/CN=Lab CA"))));
+        assert!(tls.verify_errors.is_empty());
+        // A failed verification keeps the names and the reason; a line without a connection
+        // before it is counted, not guessed.
+        let failed = cert.replace("verifymsg=ok", "verifymsg=self signed certificate");
+        let got = run(&[TLS_CLIENT, &failed, TO_A], TlsLogging::Auto);
+        let tls = got[0].tls.as_ref().unwrap();
+        assert_eq!(tls.cert.as_ref().and_then(|c| c.issuer.as_deref()), Some("/CN=Lab CA"));
+        assert_eq!(tls.verify_errors, ["self signed certificate"]);
+        let (got, counters, _) = run_with(&[cert, TO_PLAIN], Config::default());
+        assert!(got.iter().all(|o| o.tls.is_none()));
+        assert_eq!(counters.ignored, 1, "{counters:?}");
     }
 
     #[test]

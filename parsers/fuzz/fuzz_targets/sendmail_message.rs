@@ -61,7 +61,15 @@ fuzz_target!(|data: &[u8]| {
                 check_relay(message, &relay);
                 assert_within(message, "warning", warning);
             }
-            Event::CertInfo { verifymsg, .. } => assert_within(message, "verifymsg", verifymsg),
+            Event::CertInfo { verifymsg, subject, issuer, .. } => {
+                assert_within(message, "verifymsg", verifymsg);
+                for (name, dn) in [("subject", subject), ("issuer", issuer)] {
+                    if let Some(dn) = dn {
+                        assert_within(message, name, dn);
+                        assert!(parsers::sendmail::xtext_decode(dn).len() <= dn.len(), "xtext grew {dn:?}");
+                    }
+                }
+            }
             Event::StarttlsDetail { reason, .. } => assert_within(message, "reason", reason),
             Event::Ruleset(rule) => {
                 assert_within(message, "name", rule.name);

@@ -12,8 +12,9 @@
 # Both loads go to the same private ClickHouse server, each into a fresh
 # database with the same schema (`tlsledger schema apply`, including the
 # endpoint_daily materialized view); creating the tables is not timed on either
-# side.  How the rows reach the server differs: tlsledger streams RowBinary over
-# HTTP in requests of 100,000 rows (--batch-rows), the client sends native blocks over TCP.  The
+# side.  How the rows reach the server differs: tlsledger sends RowBinary over
+# HTTP in requests of 100,000 rows (--batch-rows, each sorted by the table's key),
+# the client sends native blocks over TCP.  The
 # server CPU column of the report shows what each way costs the server.
 #
 # Steps:

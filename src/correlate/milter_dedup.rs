@@ -200,24 +200,21 @@ impl MilterDedup {
     /// Emits the held Observations whose grace is over, and more with a wider `scope`.
     pub fn release(&mut self, now: Instant, scope: Release, out: &mut Vec<Observation>) {
         self.forget(now);
-        let mut index = 0;
-        while index < self.held.len() {
-            let (release_at, side, _) = &self.held[index];
-            let due = *release_at <= now;
-            let go = match scope {
-                Release::Due => due,
-                Release::Log => due || *side == Side::Log,
-                Release::All => true,
-            };
-            if go {
-                if let Some((_, side, observation)) = self.held.remove(index) {
-                    self.emit_held(side, observation, now, out);
-                }
-            } else if scope == Release::Due {
-                // Held oldest first with one grace: nothing later is due either.
-                break;
+        // Held oldest first with one grace: the due ones are a prefix.
+        while self.held.front().is_some_and(|(release_at, _, _)| *release_at <= now) {
+            if let Some((_, side, observation)) = self.held.pop_front() {
+                self.emit_held(side, observation, now, out);
+            }
+        }
+        if scope == Release::Due || self.held.is_empty() {
+            return;
+        }
+        // One pass over the rest (removing from the middle one by one could be quadratic).
+        for (release_at, side, observation) in std::mem::take(&mut self.held) {
+            if scope == Release::All || side == Side::Log {
+                self.emit_held(side, observation, now, out);
             } else {
-                index += 1;
+                self.held.push_back((release_at, side, observation));
             }
         }
     }

@@ -110,8 +110,9 @@ pub enum Body<'a> {
     },
     /// A Sendmail message.
     Sendmail(sendmail::Event<'a>),
-    /// An Exim main-log message.
-    Exim(exim::Event<'a>),
+    /// An Exim main-log message (boxed: the largest event, it made every record 56 bytes larger,
+    /// and records are copied several times on the way to the correlator).
+    Exim(Box<exim::Event<'a>>),
     /// An OpenSMTPD message (program tag `smtpd`).
     Opensmtpd(opensmtpd::Event<'a>),
     /// A line from a program this crate has no grammar for.
@@ -219,7 +220,7 @@ fn other_record(syslog_line: SyslogLine<'_>) -> Record<'_> {
         }
     } else if is_exim(tag) {
         match exim::parse_message(syslog_line.message) {
-            Ok(event) => Body::Exim(event),
+            Ok(event) => Body::Exim(Box::new(event)),
             Err(error) => Body::Unparsed(error),
         }
     } else {

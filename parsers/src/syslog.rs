@@ -204,6 +204,13 @@ fn fraction(input: &str) -> IResult<&str, u32> {
     if bytes.first() != Some(&b'.') {
         return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Char)));
     }
+    // rsyslog's high-precision timestamps: exactly six digits (microseconds), read at once.
+    if let Some(six) = bytes.get(1..7) {
+        if six.iter().all(u8::is_ascii_digit) && !bytes.get(7).is_some_and(u8::is_ascii_digit) {
+            let micros = six.iter().fold(0u32, |acc, b| acc * 10 + u32::from(b - b'0'));
+            return Ok((&input[7..], micros * 1000));
+        }
+    }
     let mut value: u32 = 0;
     let mut n_digits = 0;
     for byte in &bytes[1..] {
@@ -396,6 +403,17 @@ fn utc_offset(input: &str) -> IResult<&str, i32> {
         return Ok((rest, 0));
     }
     let fail = || nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Verify));
+    // The usual `+hh:mm`, read at once.
+    if let [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2, ..] = input.as_bytes() {
+        if [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit()) {
+            let (hours, minutes) = (i32::from(two_digits(*h1, *h2)), i32::from(two_digits(*m1, *m2)));
+            if hours > 23 || minutes > 59 {
+                return Err(fail());
+            }
+            let sign = if *sign == b'-' { -1 } else { 1 };
+            return Ok((&input[6..], sign * (hours * 3600 + minutes * 60)));
+        }
+    }
     let sign = match input.as_bytes().first() {
         Some(b'+') => 1,
         Some(b'-') => -1,
@@ -589,6 +607,27 @@ mod tests {
 
     /// Line, framing, pri, hostname, appname, procid.
     type FramingCase = (String, Framing, Option<u8>, &'static str, &'static str, Option<u32>);
+
+    #[test]
+    fn rfc3339_fractions_and_offsets_fast_and_general() {
+        for (text, nanos, offset, rest) in [
+            ("2024-11-30T13:35:12.123456+00:00 x", 123_456_000, 0, " x"),
+            ("2024-11-30T13:35:12.123456-05:30 x", 123_456_000, -(5 * 3600 + 30 * 60), " x"),
+            ("2024-11-30T13:35:12.1234567+01:00 x", 123_456_700, 3600, " x"),
+            ("2024-11-30T13:35:12.123456789123Z x", 123_456_789, 0, " x"),
+            ("2024-11-30T13:35:12.12345+0100 x", 123_450_000, 3600, " x"),
+            ("2024-11-30T13:35:12.1-01:00", 100_000_000, -3600, ""),
+            ("2024-11-30T13:35:12+23:59 x", 0, 23 * 3600 + 59 * 60, " x"),
+        ] {
+            let (left, timestamp) = rfc3339_timestamp(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            assert_eq!((timestamp.nanos, timestamp.offset_secs, left), (nanos, Some(offset), rest), "{text}");
+        }
+        for bad in
+            ["2024-11-30T13:35:12.123456+24:00", "2024-11-30T13:35:12.123456+01:60", "2024-11-30T13:35:12.123456+1:00"]
+        {
+            assert!(rfc3339_timestamp(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn framings() {

@@ -68,8 +68,8 @@ pub struct ParseArgs {
     #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
     pub max_line_bytes: usize,
 
-    /// Threads that parse lines (0: one per core, at most 8). Joining lines into observations
-    /// stays in order on one thread; reading and parsing run beside it.
+    /// Threads that parse lines (0: one more than the cores, at most 8). Joining lines into
+    /// observations stays in order on one thread; reading and parsing run beside it.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
 

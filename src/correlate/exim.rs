@@ -33,7 +33,7 @@ use parsers::exim::{CertVerified, Cipher, Delivery, Event, Flag, Host};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::postfix::Ctx;
-use super::{LineMeta, ProcessKey, SourceId, TlsLogging};
+use super::{LineMeta, ProcessKey, SourceId};
 use crate::observation::{Cert, Direction, Failure, Mta, Observation, Outcome, PeerInfo, TlsInfo, Trust};
 
 /// Most verification errors, queue ids and domains kept for one connection.
@@ -683,11 +683,7 @@ fn emit(
     if conn.lines == 0 {
         return;
     }
-    let tls_logged = match ctx.config.tls_logging {
-        TlsLogging::On => true,
-        TlsLogging::Off => false,
-        TlsLogging::Auto => tls_logging_seen.contains(&process.name),
-    };
+    let tls_logged = ctx.tls_logged(tls_logging_seen.contains(&process.name));
     let (reporter, instance) = ctx.names.get(process.name);
     let (source, event_id) = ctx.source_and_event_id(conn.source, conn.offset);
     let (outcome, failure, tls) = verdict(&mut conn, direction, tls_logged);
@@ -727,6 +723,7 @@ fn micros_to_datetime(micros: i64) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::correlate::TlsLogging;
     use crate::correlate::{Config, Correlator, Counters};
     use crate::observation::Source;
 

@@ -30,7 +30,7 @@ use parsers::opensmtpd::{CertResult, DeliveryResult, Event, Kind, Subsystem};
 use rustc_hash::FxHashMap;
 
 use super::postfix::Ctx;
-use super::{LineMeta, ProcessKey, SourceId, TlsLogging};
+use super::{LineMeta, ProcessKey, SourceId};
 use crate::observation::{Cert, Direction, Failure, Mta, Observation, Outcome, PeerInfo, TlsInfo, Trust};
 
 /// Most queue ids and domains kept for one session.
@@ -332,10 +332,8 @@ fn emit(ctx: &mut Ctx<'_>, key: SessionKey, session: Box<Session>) {
         ctx.counters.local_deliveries += 1;
         return;
     }
-    let tls_logged = match ctx.config.tls_logging {
-        TlsLogging::On | TlsLogging::Auto => true,
-        TlsLogging::Off => false,
-    };
+    // OpenSMTPD always logs its TLS sessions: `auto` counts as on.
+    let tls_logged = ctx.tls_logged(true);
     let (reporter, instance) = ctx.names.get(key.name);
     let (source, event_id) = ctx.source_and_event_id(session.source, session.offset);
     let direction = session.direction.unwrap_or(Direction::Outbound);
@@ -504,6 +502,7 @@ fn micros_to_datetime(micros: i64) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::correlate::TlsLogging;
     use crate::correlate::{Config, Correlator};
     use crate::observation::Source;
 

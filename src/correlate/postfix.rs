@@ -61,6 +61,17 @@ impl Ctx<'_> {
         };
         (found, id)
     }
+
+    /// Whether a line's silence about TLS means plaintext: with `--tls-logging auto`, only once
+    /// `seen` (the MTA's own evidence that it logs TLS for this process and side). The one rule
+    /// behind every MTA's `plaintext` claims.
+    pub(super) fn tls_logged(&self, seen: bool) -> bool {
+        match self.config.tls_logging {
+            TlsLogging::On => true,
+            TlsLogging::Off => false,
+            TlsLogging::Auto => seen,
+        }
+    }
 }
 
 /// Open connections and sessions of every Postfix process.
@@ -617,11 +628,7 @@ fn emit(
     conn: Box<Connection>,
 ) {
     let mut conn = *conn;
-    let tls_logged = match ctx.config.tls_logging {
-        TlsLogging::On => true,
-        TlsLogging::Off => false,
-        TlsLogging::Auto => tls_logging_seen.contains(&(process.name, direction == Direction::Inbound)),
-    };
+    let tls_logged = ctx.tls_logged(tls_logging_seen.contains(&(process.name, direction == Direction::Inbound)));
     let (reporter, instance) = ctx.names.get(process.name);
     let (source, event_id) = ctx.source_and_event_id(conn.source, conn.offset);
     let (outcome, failure, tls) = match direction {

@@ -27,7 +27,7 @@ use parsers::sendmail::{xtext_decode, Delivery, Event, From, Relay, Ruleset, Sid
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::postfix::Ctx;
-use super::{LineMeta, ProcessKey, SourceId, TlsLogging};
+use super::{LineMeta, ProcessKey, SourceId};
 use crate::observation::{Cert, Direction, Failure, Mta, Observation, Outcome, PeerInfo, TlsInfo, Trust};
 
 /// Most reasons, queue ids and domains kept for one connection.
@@ -759,11 +759,7 @@ fn emit(
     conn: Box<Connection>,
 ) {
     let mut conn = *conn;
-    let tls_logged = match ctx.config.tls_logging {
-        TlsLogging::On => true,
-        TlsLogging::Off => false,
-        TlsLogging::Auto => tls_logging_seen.contains(&(process.name, direction == Direction::Inbound)),
-    };
+    let tls_logged = ctx.tls_logged(tls_logging_seen.contains(&(process.name, direction == Direction::Inbound)));
     let (reporter, instance) = ctx.names.get(process.name);
     let (source, event_id) = ctx.source_and_event_id(conn.source, conn.offset);
     let (outcome, failure, tls) = verdict(&mut conn, direction, tls_logged);
@@ -799,6 +795,7 @@ fn micros_to_datetime(micros: i64) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::correlate::TlsLogging;
     use crate::correlate::{Config, Correlator, Counters};
     use crate::observation::Source;
 

@@ -53,19 +53,31 @@ pub struct LogClock {
     zone: Zone,
     /// (hour of naive wall-clock time, its offset in seconds).
     cached: Option<(i64, i32)>,
+    /// The last timestamp converted, with its fraction cleared, and its UTC seconds: most lines
+    /// of a busy log share their second with the line before.
+    last_second: Option<(Timestamp, i64)>,
 }
 
 impl LogClock {
     /// A converter for `zone`.
     pub fn new(zone: Zone) -> Self {
-        LogClock { zone, cached: None }
+        LogClock { zone, cached: None, last_second: None }
     }
 
     /// Microseconds since the epoch, UTC.
     pub fn micros(&mut self, timestamp: &Timestamp) -> i64 {
+        let fraction = i64::from(timestamp.nanos / 1000);
+        let second = Timestamp { nanos: 0, ..*timestamp };
+        if let Some((last, secs)) = &self.last_second {
+            if *last == second {
+                return secs * 1_000_000 + fraction;
+            }
+        }
         let naive_secs = timestamp.unix_seconds_naive();
         let offset = if timestamp.offset_secs.is_some() { 0 } else { self.offset(naive_secs) };
-        (naive_secs - i64::from(offset)) * 1_000_000 + i64::from(timestamp.nanos / 1000)
+        let secs = naive_secs - i64::from(offset);
+        self.last_second = Some((second, secs));
+        secs * 1_000_000 + fraction
     }
 
     fn offset(&mut self, naive_secs: i64) -> i32 {
@@ -132,5 +144,29 @@ mod tests {
         assert_eq!(clock.micros(&yearless), (1_730_640_912 - 3600) * 1_000_000 + 5);
         let logged = Timestamp { offset_secs: Some(0), ..yearless };
         assert_eq!(clock.micros(&logged), 1_730_640_912 * 1_000_000 + 5);
+    }
+
+    #[test]
+    fn the_cached_second_is_reused_only_for_the_same_second() {
+        let base = Timestamp {
+            year: 2024,
+            year_logged: true,
+            month: 11,
+            day: 3,
+            hour: 13,
+            minute: 35,
+            second: 12,
+            nanos: 5_000,
+            offset_secs: Some(0),
+        };
+        let mut clock = LogClock::new(Zone::Utc);
+        assert_eq!(clock.micros(&base), 1_730_640_912_000_005);
+        // Same second: the fraction still counts.
+        assert_eq!(clock.micros(&Timestamp { nanos: 999_999_000, ..base }), 1_730_640_912_999_999);
+        // Any other field, including the offset and the year, is a new second.
+        assert_eq!(clock.micros(&Timestamp { offset_secs: Some(3600), ..base }), 1_730_637_312_000_005);
+        assert_eq!(clock.micros(&Timestamp { second: 13, ..base }), 1_730_640_913_000_005);
+        assert_eq!(clock.micros(&Timestamp { year: 2025, ..base }), 1_762_176_912_000_005);
+        assert_eq!(clock.micros(&Timestamp { offset_secs: None, ..base }), 1_730_640_912_000_005);
     }
 }

@@ -115,6 +115,7 @@ fn parse_chunk(Job { chunk, spare }: Job) -> ParsedChunk {
         parsed.reserve(chunk.slots.len());
         // The reader made the chunk valid UTF-8; should that ever fail, lines are checked one by one.
         let text = simdutf8::basic::from_utf8(&chunk.bytes).ok();
+        let mut cache = parsers::HeaderCache::default();
         for slot in &chunk.slots {
             parsed.push(match *slot {
                 Slot::Text { offset, len, start, end, lossy } => {
@@ -128,7 +129,7 @@ fn parse_chunk(Job { chunk, spare }: Job) -> ParsedChunk {
                         parsed.push(Parsed::Failed { offset, len, lossy: true, error: parsers::Error::NotSyslog });
                         continue;
                     };
-                    match parsers::parse_record(line) {
+                    match parsers::parse_record_cached(line, &mut cache) {
                         Ok(record) => Parsed::Record { offset, len, lossy, record },
                         Err(error) => Parsed::Failed { offset, len, lossy, error },
                     }

@@ -29,7 +29,7 @@ pub mod sendmail;
 pub mod syslog;
 
 pub use peer::Peer;
-pub use syslog::{Header, SyslogLine, Timestamp, YearInference};
+pub use syslog::{Header, HeaderCache, SyslogLine, Timestamp, YearInference};
 
 /// Why a line, or part of one, was not understood.
 ///
@@ -191,7 +191,15 @@ pub fn parse_line<'a>(line: &'a str, years: &mut YearInference) -> Result<Record
 /// threads) and resolved in stream order afterwards with [`YearInference::resolve`].
 #[inline]
 pub fn parse_record(line: &str) -> Result<Record<'_>, Error> {
-    let syslog_line = syslog::parse_syslog(line)?;
+    parse_record_cached(line, &mut HeaderCache::default())
+}
+
+/// [`parse_record`] for the lines of one stream in turn: `cache` carries what the previous
+/// line's timestamp looked like, so a line of the same second is read faster. The result is
+/// the same as [`parse_record`]'s for every line, whatever the cache holds.
+#[inline]
+pub fn parse_record_cached<'a>(line: &'a str, cache: &mut HeaderCache) -> Result<Record<'a>, Error> {
+    let syslog_line = syslog::parse_syslog_cached(line, cache)?;
     let Some(daemon) = postfix_daemon(syslog_line.header.appname) else {
         return Ok(other_record(syslog_line));
     };

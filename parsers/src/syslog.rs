@@ -111,6 +111,26 @@ pub struct SyslogLine<'a> {
 /// [`Error::BadTimestamp`] for an impossible date or time, and [`Error::MissingTag`] when the
 /// header stops before the program tag.
 pub fn parse_syslog(line: &str) -> Result<SyslogLine<'_>, Error> {
+    parse_syslog_cached(line, &mut HeaderCache::default())
+}
+
+/// What the previous lines' timestamps looked like, so that a line logged in the same second as
+/// the one before it (most lines of a busy log) skips re-reading its date and time.
+///
+/// A cache only saves work: [`parse_syslog_cached`] returns exactly what [`parse_syslog`]
+/// returns for every line, whatever the cache holds. Keep one per stream or per thread.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderCache {
+    /// `YYYY-MM-DDTHH:MM:SS` of the last valid RFC 3339 timestamp, and its fields.
+    rfc3339: Option<([u8; 19], Timestamp)>,
+    /// `Mmm dd HH:MM:SS` of the last valid RFC 3164 timestamp, and its fields.
+    rfc3164: Option<([u8; 15], Timestamp)>,
+    /// The last `+hh:mm` offset read, and its value in seconds.
+    offset: Option<([u8; 6], i32)>,
+}
+
+/// [`parse_syslog`] with a [`HeaderCache`] carried from line to line.
+pub fn parse_syslog_cached<'a>(line: &'a str, cache: &mut HeaderCache) -> Result<SyslogLine<'a>, Error> {
     let line = line.strip_suffix('\r').unwrap_or(line);
     if line.trim_start().is_empty() {
         return Err(Error::Empty);
@@ -121,7 +141,7 @@ pub fn parse_syslog(line: &str) -> Result<SyslogLine<'_>, Error> {
         return rfc5424(&rest[2..], pri);
     }
     let (rest, framing, timestamp) = if first.is_ascii_digit() {
-        let (rest, timestamp) = match rfc3339_timestamp(rest) {
+        let (rest, timestamp) = match rfc3339_timestamp_cached(rest, cache) {
             Ok(parsed) => parsed,
             // Checked only after RFC 3339 failed, so the rsyslog path pays nothing for it.
             Err(_) if rest.as_bytes().get(10) == Some(&b' ') => return exim_file(rest, pri),
@@ -129,7 +149,7 @@ pub fn parse_syslog(line: &str) -> Result<SyslogLine<'_>, Error> {
         };
         (rest, Framing::Rfc3339, timestamp)
     } else {
-        let (rest, timestamp) = rfc3164_timestamp(rest).map_err(|_| Error::NotSyslog)?;
+        let (rest, timestamp) = rfc3164_timestamp_cached(rest, cache).map_err(|_| Error::NotSyslog)?;
         (rest, Framing::Rfc3164, timestamp)
     };
     if !timestamp.is_valid() {
@@ -274,6 +294,81 @@ fn month_name(input: &str) -> IResult<&str, u8> {
         }
     }
     Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Tag)))
+}
+
+/// [`rfc3339_timestamp`], reusing the fields of the cached second when the first 19 bytes are
+/// those of the last valid timestamp, and the cached offset when its six bytes repeat. Only a
+/// valid date and time is cached, so a hit needs no checks beyond the byte comparisons.
+fn rfc3339_timestamp_cached<'a>(input: &'a str, cache: &mut HeaderCache) -> IResult<&'a str, Timestamp> {
+    let bytes = input.as_bytes();
+    let Some((prefix, cached)) = &cache.rfc3339 else { return rfc3339_timestamp_filling(input, cache) };
+    if bytes.get(..19) != Some(&prefix[..]) {
+        return rfc3339_timestamp_filling(input, cache);
+    }
+    let mut timestamp = *cached;
+    let rest = &input[19..];
+    let (rest, nanos) = match fraction(rest) {
+        Ok((after, nanos)) => (after, nanos),
+        Err(_) => (rest, 0),
+    };
+    timestamp.nanos = nanos;
+    let (rest, offset_secs) = utc_offset_cached(rest, cache)?;
+    timestamp.offset_secs = Some(offset_secs);
+    Ok((rest, timestamp))
+}
+
+/// [`rfc3339_timestamp`], remembering a valid result in the cache.
+#[inline(never)]
+fn rfc3339_timestamp_filling<'a>(input: &'a str, cache: &mut HeaderCache) -> IResult<&'a str, Timestamp> {
+    let (rest, timestamp) = rfc3339_timestamp(input)?;
+    if timestamp.is_valid() {
+        let mut prefix = [0; 19];
+        prefix.copy_from_slice(&input.as_bytes()[..19]);
+        cache.rfc3339 = Some((prefix, timestamp));
+    }
+    Ok((rest, timestamp))
+}
+
+/// [`utc_offset`], reusing the cached value when the same six bytes (`+hh:mm`) follow.
+fn utc_offset_cached<'a>(input: &'a str, cache: &mut HeaderCache) -> IResult<&'a str, i32> {
+    if let (Some((text, secs)), Some(head)) = (&cache.offset, input.as_bytes().get(..6)) {
+        if head == text {
+            return Ok((&input[6..], *secs));
+        }
+    }
+    let (rest, secs) = utc_offset(input)?;
+    // Only the `+hh:mm` form is cached: six bytes consumed.
+    if input.len() - rest.len() == 6 {
+        let mut text = [0; 6];
+        text.copy_from_slice(&input.as_bytes()[..6]);
+        cache.offset = Some((text, secs));
+    }
+    Ok((rest, secs))
+}
+
+/// [`rfc3164_timestamp`], reusing the cached fields when the fifteen bytes `Mmm dd HH:MM:SS`
+/// are those of the last valid timestamp.
+fn rfc3164_timestamp_cached<'a>(input: &'a str, cache: &mut HeaderCache) -> IResult<&'a str, Timestamp> {
+    if let (Some((prefix, cached)), Some(head)) = (&cache.rfc3164, input.as_bytes().get(..15)) {
+        if head == prefix {
+            let mut timestamp = *cached;
+            let (rest, nanos) = opt(fraction).parse(&input[15..])?;
+            timestamp.nanos = nanos.unwrap_or(0);
+            return Ok((rest, timestamp));
+        }
+    }
+    let (rest, timestamp) = rfc3164_timestamp(input)?;
+    // Cached only in the fifteen-byte form (`Nov  3` or `Nov 03`, not `Nov 3`), whose fields
+    // depend on those bytes alone.
+    let bytes = input.as_bytes();
+    if timestamp.is_valid() && bytes.len() >= 15 && bytes[3] == b' ' && bytes[6] == b' ' {
+        let mut prefix = [0; 15];
+        prefix.copy_from_slice(&input.as_bytes()[..15]);
+        let mut cached = timestamp;
+        cached.nanos = 0;
+        cache.rfc3164 = Some((prefix, cached));
+    }
+    Ok((rest, timestamp))
 }
 
 /// `2024-11-30T13:35:12.123456+00:00`, `…Z`, `…+0100`.
@@ -656,6 +751,51 @@ mod tests {
         ] {
             assert!(syslog_tag(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_shared_header_cache_never_changes_a_result() {
+        // Lines that share a cached prefix (the second, the offset, the RFC 3164 stamp) with
+        // the line before but differ after it, or are invalid, in every order.
+        let lines = [
+            "2024-11-30T13:35:12.123456+00:00 mx1 postfix/smtp[1]: a",
+            "2024-11-30T13:35:12.654321+01:00 mx1 postfix/smtp[1]: b",
+            "2024-11-30T13:35:12+01:00 mx1 postfix/smtp[1]: c",
+            "2024-11-30T13:35:12Z mx1 postfix/smtp[1]: d",
+            "2024-11-30T13:35:12.5+0100 mx1 postfix/smtp[1]: e",
+            "2024-11-30T13:35:12.123456+24:00 mx1 postfix/smtp[1]: f",
+            "2024-11-30T13:35:12.123456 mx1 postfix/smtp[1]: g",
+            "2024-11-30T13:35:13.000001-05:30 mx2 postfix/smtpd[2]: h",
+            "2024-02-30T13:35:12.123456+00:00 mx1 postfix/smtp[1]: i",
+            "2024-11-30T13:35:12",
+            "Nov  3 13:35:12 mx1 postfix/smtp[1]: j",
+            "Nov  3 13:35:12.25 mx1 postfix/smtp[1]: k",
+            "Nov 3 13:35:12 mx1 postfix/smtp[1]: l",
+            "Nov 3 13:35:12 mx9 postfix/smtp[1]: l2",
+            "Nov 3 13:35:12.1 mx1 postfix/smtp[1]: l3",
+            "Nov  3 13:35:12x mx1 postfix/smtp[1]: m",
+            "Nov 03 13:35:12 mx1 postfix/smtp[1]: n",
+            "Feb 30 13:35:12 mx1 postfix/smtp[1]: o",
+            "Nov  3 13:35:1",
+            "<22>1 2024-11-30T13:35:12.123456+02:00 mx1 postfix/smtp 1 - - p",
+        ];
+        for first in 0..lines.len() {
+            for step in 1..lines.len() {
+                let mut cache = HeaderCache::default();
+                for n in 0..lines.len() * 2 {
+                    let line = lines[(first + n * step) % lines.len()];
+                    assert_eq!(parse_syslog_cached(line, &mut cache), parse_syslog(line), "{line}");
+                }
+            }
+        }
+        // A hit reads the fields from the cache: the second line's answer comes from it.
+        let mut cache = HeaderCache::default();
+        let a = parse_syslog_cached(lines[0], &mut cache).unwrap().header.timestamp.unwrap();
+        let b = parse_syslog_cached(lines[1], &mut cache).unwrap().header.timestamp.unwrap();
+        assert_eq!(
+            (a.second, a.offset_secs, b.second, b.nanos, b.offset_secs),
+            (12, Some(0), 12, 654_321_000, Some(3600))
+        );
     }
 
     #[test]

@@ -396,6 +396,8 @@ pub(crate) struct Stream {
     clock: LogClock,
     /// Log time of the previous line, used for lines without a timestamp.
     last_micros: i64,
+    /// The previous line's timestamp text, for [`parsers::parse_record_cached`].
+    headers: parsers::HeaderCache,
 }
 
 impl Stream {
@@ -407,6 +409,7 @@ impl Stream {
             years: parsers::YearInference::new(year, month),
             clock: LogClock::new(zone),
             last_micros: reference,
+            headers: parsers::HeaderCache::default(),
         }
     }
 
@@ -428,7 +431,7 @@ impl Stream {
                 (&*lossy_text, true)
             }
         };
-        let mut parsed = match parsers::parse_record(text) {
+        let mut parsed = match parsers::parse_record_cached(text, &mut self.headers) {
             Ok(record) => Parsed::Record { offset, len, lossy, record },
             Err(error) => Parsed::Failed { offset, len, lossy, error },
         };

@@ -166,6 +166,9 @@ impl Correlator {
         match &record.body {
             parsers::Body::Other => self.counters.other_program += 1,
             parsers::Body::Unparsed(_) => {}
+            // A third of a Postfix log (qmgr, cleanup, pickup, …): nothing to join, so the
+            // process name is not even looked up.
+            parsers::Body::Postfix { event: parsers::postfix::Event::Ignored, .. } => self.counters.ignored += 1,
             body => {
                 let process = self.names.process(&record.header, record.header.procid);
                 let mut ctx = postfix::Ctx {

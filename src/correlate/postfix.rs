@@ -152,6 +152,14 @@ struct Session {
     pending_reasons: Vec<String>,
 }
 
+impl Session {
+    /// A session around `conn` (not `..Session::default()`, which would allocate a default
+    /// connection only to drop it).
+    fn new(conn: Box<Connection>) -> Self {
+        Session { conn, pending_reasons: Vec::new() }
+    }
+}
+
 impl State {
     /// The instances (interned names) known to log TLS summaries, and on which side (`true`:
     /// server, inbound): the evidence [`TlsLogging::Auto`] decides by.
@@ -236,9 +244,22 @@ impl State {
     /// Emits connections idle since before `cutoff_micros`, and the oldest ones while more than
     /// `max_open` are open.
     pub fn sweep(&mut self, ctx: &mut Ctx<'_>, cutoff_micros: i64) {
-        let idle_clients: Vec<ProcessKey> =
-            self.clients.iter().filter(|(_, c)| c.last_micros < cutoff_micros).map(|(k, _)| *k).collect();
-        for process in idle_clients {
+        // Emitted in the order the connections began (then by their first line), not in the
+        // hash table's order, so that the output does not depend on how names were interned.
+        let mut idle_clients: Vec<(i64, u64, ProcessKey)> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.last_micros < cutoff_micros)
+            .map(|(k, c)| {
+                (
+                    c.conn.as_ref().map_or(c.last_micros, |c| c.first_micros),
+                    c.conn.as_ref().map_or(0, |c| c.needs_from),
+                    *k,
+                )
+            })
+            .collect();
+        idle_clients.sort_unstable_by_key(|(first, from, k)| (*first, *from, k.name, k.pid));
+        for (_, _, process) in idle_clients {
             if let Some(mut client) = self.clients.remove(&process) {
                 if let Some(conn) = client.conn.take() {
                     ctx.counters.expired += 1;
@@ -246,9 +267,14 @@ impl State {
                 }
             }
         }
-        let idle_sessions: Vec<ProcessKey> =
-            self.servers.iter().filter(|(_, s)| s.conn.last_micros < cutoff_micros).map(|(k, _)| *k).collect();
-        for process in idle_sessions {
+        let mut idle_sessions: Vec<(i64, u64, ProcessKey)> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.conn.last_micros < cutoff_micros)
+            .map(|(k, s)| (s.conn.first_micros, s.conn.needs_from, *k))
+            .collect();
+        idle_sessions.sort_unstable_by_key(|(first, from, k)| (*first, *from, k.name, k.pid));
+        for (_, _, process) in idle_sessions {
             if let Some(session) = self.servers.remove(&process) {
                 ctx.counters.expired += 1;
                 self.emit(ctx, process, Direction::Inbound, session.conn);
@@ -512,7 +538,7 @@ impl State {
                 }
                 let mut conn = Connection::new(peer, &ctx.meta);
                 conn.saw_start = true;
-                self.servers.insert(process, Session { conn, ..Session::default() });
+                self.servers.insert(process, Session::new(conn));
             }
             Event::Disconnect { peer, counters } => {
                 let mut session = self.take_session(ctx, process, peer);
@@ -593,7 +619,7 @@ impl State {
             if let Some(old) = self.servers.remove(&process) {
                 self.emit(ctx, process, Direction::Inbound, old.conn);
             }
-            self.servers.insert(process, Session { conn: Connection::new(peer, &ctx.meta), ..Session::default() });
+            self.servers.insert(process, Session::new(Connection::new(peer, &ctx.meta)));
         }
         let session = self.servers.entry(process).or_default();
         if matches {
@@ -609,7 +635,7 @@ impl State {
                 if let Some(old) = other {
                     self.emit(ctx, process, Direction::Inbound, old.conn);
                 }
-                Session { conn: Connection::new(peer, &ctx.meta), ..Session::default() }
+                Session::new(Connection::new(peer, &ctx.meta))
             }
         }
     }

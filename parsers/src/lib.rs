@@ -25,6 +25,7 @@ pub mod exim;
 pub mod opensmtpd;
 pub mod peer;
 pub mod postfix;
+mod scan;
 pub mod sendmail;
 pub mod syslog;
 

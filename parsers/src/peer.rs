@@ -20,9 +20,6 @@ pub struct Peer<'a> {
     pub port: Option<u16>,
 }
 
-/// The bytes that end the host name: `[`, space and comma (one table load per byte).
-static HOST_END: [bool; 256] = crate::syslog::byte_set(b"[ ,");
-
 /// `mx.example.net[192.0.2.7]:25`, `unknown[2001:db8::1]`, `[192.0.2.1]:25`.
 ///
 /// The port is taken only when `:` is followed by digits, so the `:` that ends a namaddr inside
@@ -31,11 +28,11 @@ static HOST_END: [bool; 256] = crate::syslog::byte_set(b"[ ,");
 pub fn peer(input: &str) -> IResult<&str, Peer<'_>> {
     let fail = || nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Char));
     let bytes = input.as_bytes();
-    let open = bytes.iter().position(|b| HOST_END[usize::from(*b)]).ok_or_else(fail)?;
+    let open = crate::scan::find_any(bytes, [b'[', b' ', b',']).ok_or_else(fail)?;
     if bytes[open] != b'[' {
         return Err(fail());
     }
-    let close = open + 1 + bytes[open + 1..].iter().position(|b| *b == b']').ok_or_else(fail)?;
+    let close = open + 1 + crate::scan::find_any(&bytes[open + 1..], [b']']).ok_or_else(fail)?;
     if close == open + 1 {
         return Err(fail());
     }

@@ -54,7 +54,8 @@ pub fn peer(input: &str) -> IResult<&str, Peer<'_>> {
 impl Peer<'_> {
     /// True when the address is a unix socket path rather than a network address.
     pub fn is_unix_socket(&self) -> bool {
-        self.addr.contains('/')
+        // `str::contains` costs a generic search setup per call; addresses are short.
+        crate::scan::find_any(self.addr.as_bytes(), [b'/']).is_some()
     }
 }
 

@@ -128,18 +128,22 @@ mod tests {
         assert!("Europe/Paris".parse::<Zone>().is_err());
     }
 
+    /// 2024-11-03 13:35:12.000005, no year logged, no offset.
+    const YEARLESS: Timestamp = Timestamp {
+        year: 2024,
+        year_logged: false,
+        month: 11,
+        day: 3,
+        hour: 13,
+        minute: 35,
+        second: 12,
+        nanos: 5_000,
+        offset_secs: None,
+    };
+
     #[test]
     fn fixed_and_logged_offsets() {
-        let yearless = Timestamp {
-            year: 2024,
-            month: 11,
-            day: 3,
-            hour: 13,
-            minute: 35,
-            second: 12,
-            nanos: 5_000,
-            ..Timestamp::default()
-        };
+        let yearless = YEARLESS;
         let mut clock = LogClock::new(Zone::Fixed(3600));
         assert_eq!(clock.micros(&yearless), (1_730_640_912 - 3600) * 1_000_000 + 5);
         let logged = Timestamp { offset_secs: Some(0), ..yearless };
@@ -148,17 +152,7 @@ mod tests {
 
     #[test]
     fn the_cached_second_is_reused_only_for_the_same_second() {
-        let base = Timestamp {
-            year: 2024,
-            year_logged: true,
-            month: 11,
-            day: 3,
-            hour: 13,
-            minute: 35,
-            second: 12,
-            nanos: 5_000,
-            offset_secs: Some(0),
-        };
+        let base = Timestamp { year_logged: true, offset_secs: Some(0), ..YEARLESS };
         let mut clock = LogClock::new(Zone::Utc);
         assert_eq!(clock.micros(&base), 1_730_640_912_000_005);
         // Same second: the fraction still counts.

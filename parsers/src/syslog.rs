@@ -322,9 +322,7 @@ fn rfc3339_timestamp_cached<'a>(input: &'a str, cache: &mut HeaderCache) -> IRes
 fn rfc3339_timestamp_filling<'a>(input: &'a str, cache: &mut HeaderCache) -> IResult<&'a str, Timestamp> {
     let (rest, timestamp) = rfc3339_timestamp(input)?;
     if timestamp.is_valid() {
-        let mut prefix = [0; 19];
-        prefix.copy_from_slice(&input.as_bytes()[..19]);
-        cache.rfc3339 = Some((prefix, timestamp));
+        cache.rfc3339 = head(input).map(|prefix| (prefix, timestamp));
     }
     Ok((rest, timestamp))
 }
@@ -339,11 +337,14 @@ fn utc_offset_cached<'a>(input: &'a str, cache: &mut HeaderCache) -> IResult<&'a
     let (rest, secs) = utc_offset(input)?;
     // Only the `+hh:mm` form is cached: six bytes consumed.
     if input.len() - rest.len() == 6 {
-        let mut text = [0; 6];
-        text.copy_from_slice(&input.as_bytes()[..6]);
-        cache.offset = Some((text, secs));
+        cache.offset = head(input).map(|text| (text, secs));
     }
     Ok((rest, secs))
+}
+
+/// The first `N` bytes of `input`, when it has that many.
+fn head<const N: usize>(input: &str) -> Option<[u8; N]> {
+    input.as_bytes().get(..N)?.try_into().ok()
 }
 
 /// [`rfc3164_timestamp`], reusing the cached fields when the fifteen bytes `Mmm dd HH:MM:SS`
@@ -362,11 +363,7 @@ fn rfc3164_timestamp_cached<'a>(input: &'a str, cache: &mut HeaderCache) -> IRes
     // depend on those bytes alone.
     let bytes = input.as_bytes();
     if timestamp.is_valid() && bytes.len() >= 15 && bytes[3] == b' ' && bytes[6] == b' ' {
-        let mut prefix = [0; 15];
-        prefix.copy_from_slice(&input.as_bytes()[..15]);
-        let mut cached = timestamp;
-        cached.nanos = 0;
-        cache.rfc3164 = Some((prefix, cached));
+        cache.rfc3164 = head(input).map(|prefix| (prefix, Timestamp { nanos: 0, ..timestamp }));
     }
     Ok((rest, timestamp))
 }
@@ -910,6 +907,10 @@ mod tests {
         assert_eq!(parse_syslog("2024-02-30 12:00:00 msg").map(|_| ()), Err(Error::BadTimestamp));
         assert_eq!(parse_syslog("2024-02-01 12:00:0").map(|_| ()), Err(Error::NotSyslog));
         assert_eq!(parse_syslog("2024-02-01 12:00:00x").map(|_| ()), Err(Error::NotSyslog));
+        // A raw Exim line relayed by syslog keeps its PRI (the fuzz target's header check once
+        // assumed it could not have one).
+        let relayed = parse_syslog("<22>2024-03-01 12:00:00 [7] msg").unwrap().header;
+        assert_eq!((relayed.framing, relayed.pri, relayed.procid), (Framing::EximFile, Some(22), Some(7)));
     }
 
     #[test]

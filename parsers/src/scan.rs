@@ -86,7 +86,7 @@ mod tests {
                 state ^= state >> 7;
                 state ^= state << 17;
                 // Mostly a small alphabet around the needles, so they are often hit.
-                *byte = if state % 4 == 0 { (state >> 8) as u8 } else { b'Y' + (state >> 8) as u8 % 8 };
+                *byte = if state.is_multiple_of(4) { (state >> 8) as u8 } else { b'Y' + (state >> 8) as u8 % 8 };
             }
             let len = (state >> 40) as usize % 49;
             let needles = [b'[', b']', b'^'];

@@ -26,8 +26,6 @@
 //! **Invariant:** every Exim record is counted once: in the `lines` of an observation, or as
 //! ignored, a local delivery or an orphan (the conformance test adds them up).
 
-use std::net::IpAddr;
-
 use chrono::{DateTime, Utc};
 use parsers::exim::{CertVerified, Cipher, Delivery, Event, Flag, Host};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -539,13 +537,7 @@ fn peer_info(host: &Host<'_>) -> PeerInfo {
         "" => None,
         name => Some(name.to_owned()),
     };
-    let ip = match host.addr.parse::<IpAddr>() {
-        // std rejects leading zeros, so a parsed IPv4 address is already in canonical form.
-        Ok(IpAddr::V4(_)) => Some(host.addr.to_owned()),
-        Ok(ip @ IpAddr::V6(_)) => Some(ip.to_string()),
-        Err(_) => None,
-    };
-    PeerInfo { hostname, ip, port: host.port }
+    PeerInfo { hostname, ip: super::canonical_ip(host.addr), port: host.port }
 }
 
 /// `TLS1.3` → `TLSv1.3` (the OpenSSL spelling the other MTAs log); `TLSv1` stays.

@@ -405,3 +405,35 @@ impl Names {
         self.pairs.get(name as usize).cloned().unwrap_or_else(|| (Arc::from(""), Arc::from("")))
     }
 }
+
+/// The canonical text of an IP address as logged (`192.0.2.7`, `2001:db8::7`; an IPv6 address is
+/// rewritten to its RFC 5952 form), or `None` when `addr` is not one. The caller strips MTA
+/// decorations (`IPv6:`, brackets) first. One place for the four correlators.
+pub(crate) fn canonical_ip(addr: &str) -> Option<String> {
+    match addr.parse::<std::net::IpAddr>() {
+        // std rejects leading zeros, so a parsed IPv4 address is already in canonical form.
+        Ok(std::net::IpAddr::V4(_)) => Some(addr.to_owned()),
+        Ok(ip @ std::net::IpAddr::V6(_)) => Some(ip.to_string()),
+        Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod ip_tests {
+    use super::*;
+
+    #[test]
+    fn canonical_ip_keeps_ipv4_and_rewrites_ipv6() {
+        for (addr, want) in [
+            ("192.0.2.7", Some("192.0.2.7")),
+            ("2001:DB8:0:0::7", Some("2001:db8::7")),
+            ("::ffff:192.0.2.7", Some("::ffff:192.0.2.7")),
+            ("01.2.3.4", None),
+            ("256.1.1.1", None),
+            ("private/dovecot-lmtp", None),
+            ("", None),
+        ] {
+            assert_eq!(canonical_ip(addr).as_deref(), want, "{addr:?}");
+        }
+    }
+}

@@ -486,13 +486,7 @@ fn peer_info(address: &str, host: &str, port: Option<u16>) -> PeerInfo {
     };
     let addr = address.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(address);
     let addr = addr.strip_prefix("IPv6:").unwrap_or(addr);
-    let ip = match addr.parse::<IpAddr>() {
-        // std rejects leading zeros, so a parsed IPv4 address is already in canonical form.
-        Ok(IpAddr::V4(_)) => Some(addr.to_owned()),
-        Ok(ip @ IpAddr::V6(_)) => Some(ip.to_string()),
-        Err(_) => None,
-    };
-    PeerInfo { hostname, ip, port }
+    PeerInfo { hostname, ip: super::canonical_ip(addr), port }
 }
 
 fn micros_to_datetime(micros: i64) -> DateTime<Utc> {

@@ -15,7 +15,6 @@
 //! `tlsproxy` repeats handshakes that `smtp`/`smtpd` also log: its lines are counted, never
 //! turned into observations. postscreen never delivers mail and is ignored.
 
-use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
@@ -728,13 +727,7 @@ fn peer_info(peer: &Peer<'_>) -> PeerInfo {
         name => Some(name.to_owned()),
     };
     let addr = peer.addr.strip_prefix("IPv6:").unwrap_or(peer.addr);
-    let ip = match addr.parse::<IpAddr>() {
-        // std rejects leading zeros, so a parsed IPv4 address is already in canonical form.
-        Ok(IpAddr::V4(_)) => Some(addr.to_owned()),
-        Ok(ip @ IpAddr::V6(_)) => Some(ip.to_string()),
-        Err(_) => None,
-    };
-    PeerInfo { hostname, ip, port: peer.port }
+    PeerInfo { hostname, ip: super::canonical_ip(addr), port: peer.port }
 }
 
 fn tls_info(tls: &TlsConnection<'_>, verify_errors: Vec<String>) -> TlsInfo {

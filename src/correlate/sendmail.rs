@@ -20,8 +20,6 @@
 //! Lines `sm_syslog()` split (`QID[1]: … ...`, `QID[2]: …`) are joined per pid and queue id and
 //! parsed again as one message.
 
-use std::net::IpAddr;
-
 use chrono::{DateTime, Utc};
 use parsers::sendmail::{xtext_decode, Delivery, Event, From, Relay, Ruleset, Side, Starttls};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -610,12 +608,7 @@ fn peer_info(relay: &Relay<'_>) -> PeerInfo {
     let literal = relay.host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
     let ip = relay.addr.or(literal).and_then(|addr| {
         let addr = addr.strip_prefix("IPv6:").or_else(|| addr.strip_prefix("ipv6:")).unwrap_or(addr);
-        match addr.parse::<IpAddr>() {
-            // std rejects leading zeros, so a parsed IPv4 address is already canonical.
-            Ok(IpAddr::V4(_)) => Some(addr.to_owned()),
-            Ok(ip @ IpAddr::V6(_)) => Some(ip.to_string()),
-            Err(_) => None,
-        }
+        super::canonical_ip(addr)
     });
     PeerInfo { hostname, ip, port: None }
 }

@@ -42,12 +42,23 @@ enum Slot {
     Oversized { offset: u64, len: u64 },
 }
 
-/// Whole lines of a stream, read straight into this buffer; valid UTF-8 once the reader hands
-/// it on (see [`make_lossy`]).
+/// Whole lines of a stream, read straight into this buffer; `bytes[..len]` is valid UTF-8 once
+/// the reader hands it on (see [`make_lossy`]).
+///
+/// The buffer keeps its initialised length from one use to the next, so a read into it need not
+/// zero it first; `len` says how much of it is this chunk's text.
 #[derive(Debug, Default)]
 pub struct Chunk {
     bytes: Vec<u8>,
+    len: usize,
     slots: Vec<Slot>,
+}
+
+impl Chunk {
+    /// This chunk's text.
+    fn text(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 /// A chunk on its way to a worker, with an empty vector whose allocation the worker reuses for
@@ -116,7 +127,7 @@ fn parse_chunk(Job { chunk, spare }: Job) -> ParsedChunk {
         let mut parsed = relabel(spare);
         parsed.reserve(chunk.slots.len());
         // The reader made the chunk valid UTF-8; should that ever fail, lines are checked one by one.
-        let text = simdutf8::basic::from_utf8(&chunk.bytes).ok();
+        let text = simdutf8::basic::from_utf8(chunk.text()).ok();
         let mut cache = parsers::HeaderCache::default();
         for slot in &chunk.slots {
             parsed.push(match *slot {
@@ -125,7 +136,7 @@ fn parse_chunk(Job { chunk, spare }: Job) -> ParsedChunk {
                     let (start, end) = (start as usize, end as usize);
                     let line = match text {
                         Some(text) => text.get(start..end),
-                        None => chunk.bytes.get(start..end).and_then(|line| std::str::from_utf8(line).ok()),
+                        None => chunk.text().get(start..end).and_then(|line| std::str::from_utf8(line).ok()),
                     };
                     let Some(line) = line else {
                         parsed.push(Parsed::Failed { offset, len, lossy: true, error: parsers::Error::NotSyslog });
@@ -268,22 +279,30 @@ fn read_chunks<R: Read>(
             },
         };
         let chunk = &mut current.chunk;
-        chunk.bytes.clear();
         chunk.slots.clear();
-        chunk.bytes.append(&mut carry);
-        let want = CHUNK_BYTES.saturating_sub(chunk.bytes.len()).max(CHUNK_BYTES / 4);
+        let kept = carry.len();
+        let want = CHUNK_BYTES.saturating_sub(kept).max(CHUNK_BYTES / 4);
+        if chunk.bytes.len() < kept + want {
+            chunk.bytes.resize(kept + want, 0);
+        }
+        chunk.bytes[..kept].copy_from_slice(&carry);
+        carry.clear();
+        // One `read` per chunk, not "read until the chunk is full": a regular file fills it at
+        // once anyway, while a pipe hands over what it has, so lines written to stdin are parsed
+        // (and a loader sends them) without waiting for the writer to produce a whole chunk.
         let n_read = loop {
-            match (&mut reader).take(want as u64).read_to_end(&mut chunk.bytes) {
+            match reader.read(&mut chunk.bytes[kept..kept + want]) {
                 Ok(n) => break n,
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(error.into()),
             }
         };
         let at_eof = n_read == 0;
-        let filled = chunk.bytes.len();
+        let filled = kept + n_read;
+        chunk.len = filled;
         let mut start = 0;
         if let Some((offset, len)) = skipping {
-            match memchr::memchr(b'\n', &chunk.bytes) {
+            match memchr::memchr(b'\n', chunk.text()) {
                 Some(idx) => {
                     chunk.slots.push(Slot::Oversized { offset, len: len + idx as u64 });
                     skipping = None;
@@ -303,7 +322,7 @@ fn read_chunks<R: Read>(
             }
         }
         let scan_from = start;
-        for idx in memchr::memchr_iter(b'\n', &chunk.bytes[scan_from..]) {
+        for idx in memchr::memchr_iter(b'\n', &chunk.bytes[scan_from..filled]) {
             let end = scan_from + idx;
             push_line(&mut chunk.slots, base, start, end, max_line_bytes);
             start = end + 1;
@@ -316,11 +335,11 @@ fn read_chunks<R: Read>(
         } else if filled - start > max_line_bytes {
             skipping = Some((base + start as u64, (filled - start) as u64));
         } else {
-            carry.extend_from_slice(&chunk.bytes[start..]);
+            carry.extend_from_slice(&chunk.bytes[start..filled]);
         }
-        chunk.bytes.truncate(start.min(filled));
+        chunk.len = start.min(filled);
         base += filled as u64 - carry.len() as u64;
-        if simdutf8::basic::from_utf8(&chunk.bytes).is_err() {
+        if simdutf8::basic::from_utf8(chunk.text()).is_err() {
             make_lossy(chunk);
         }
         if chunk.slots.is_empty() {
@@ -355,7 +374,7 @@ fn push_line(slots: &mut Vec<Slot>, base: u64, start: usize, end: usize, max_lin
 /// Rewrites a chunk that holds bytes that are not UTF-8: each such line becomes its lossy form
 /// (U+FFFD for each bad sequence) and is marked; valid lines are copied unchanged.
 fn make_lossy(chunk: &mut Chunk) {
-    let mut bytes = Vec::with_capacity(chunk.bytes.len() + 64);
+    let mut bytes = Vec::with_capacity(chunk.len + 64);
     for slot in &mut chunk.slots {
         if let Slot::Text { start, end, lossy, .. } = slot {
             let line = &chunk.bytes[*start as usize..*end as usize];
@@ -371,6 +390,7 @@ fn make_lossy(chunk: &mut Chunk) {
             *end = bytes.len() as u32;
         }
     }
+    chunk.len = bytes.len();
     chunk.bytes = bytes;
 }
 
@@ -516,5 +536,93 @@ mod tests {
     #[test]
     fn empty_stream() {
         assert!(collect(b"", 10, 2).is_empty());
+    }
+
+    /// A reader that returns at most `step` bytes per call, as a pipe does.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn short_reads_frame_like_whole_ones() {
+        let mut data = sample(3000);
+        data.extend_from_slice(b"Nov  3 13:35:12 last postfix/qmgr[1]: no newline");
+        for max in [100, 200] {
+            let want = collect(&data, max, 2);
+            for step in [1, 7, 100, 4096] {
+                let mut got = Vec::new();
+                let bytes = parse_stream(Trickle { data: &data, step }, max, 3, |lines| {
+                    got.extend(lines.iter().map(|line| match line {
+                        Parsed::Record { offset, len, lossy, record } => {
+                            (*offset, format!("record {len} {lossy} {}", record.header.hostname))
+                        }
+                        Parsed::Failed { offset, len, lossy, error } => {
+                            (*offset, format!("failed {len} {lossy} {error}"))
+                        }
+                        Parsed::Oversized { offset, len } => (*offset, format!("oversized {len}")),
+                    }));
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(bytes, data.len() as u64);
+                assert_eq!(got, want, "max {max}, step {step}");
+            }
+        }
+    }
+
+    /// A reader fed by a channel: it blocks until the test sends more, like a pipe whose writer
+    /// is still working.
+    struct Fed(Receiver<Vec<u8>>, Vec<u8>);
+
+    impl Read for Fed {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.1.is_empty() {
+                match self.0.recv() {
+                    Ok(more) => self.1 = more,
+                    Err(_) => return Ok(0),
+                }
+            }
+            let n = buf.len().min(self.1.len());
+            buf[..n].copy_from_slice(&self.1[..n]);
+            self.1.drain(..n);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn lines_from_a_pipe_are_handed_on_before_the_writer_is_done() {
+        // Three lines, far less than a chunk: they must reach the caller while the writer still
+        // holds the pipe open (the reader used to wait for a full chunk or the end).
+        let (to_reader, from_test) = mpsc::channel::<Vec<u8>>();
+        let (to_test, seen) = mpsc::channel::<u64>();
+        let parser = std::thread::spawn(move || {
+            parse_stream(Fed(from_test, Vec::new()), 1000, 2, |lines| {
+                for line in lines.iter() {
+                    if let Parsed::Record { offset, .. } = line {
+                        let _ = to_test.send(*offset);
+                    }
+                }
+                Ok(())
+            })
+        });
+        let line = b"Nov  3 13:35:12 h postfix/qmgr[1]: removed\n";
+        to_reader.send(line.repeat(3)).unwrap();
+        let timeout = std::time::Duration::from_secs(20);
+        let first: Vec<u64> = (0..3).map(|_| seen.recv_timeout(timeout).expect("a line arrived")).collect();
+        assert_eq!(first, [0, line.len() as u64, 2 * line.len() as u64]);
+        to_reader.send(line.to_vec()).unwrap();
+        assert_eq!(seen.recv_timeout(timeout).expect("the fourth line arrived"), 3 * line.len() as u64);
+        drop(to_reader);
+        assert_eq!(parser.join().unwrap().unwrap(), 4 * line.len() as u64);
     }
 }

@@ -1,6 +1,6 @@
 //! Criterion bench of the pure parsers over real corpus lines: syslog envelope alone, and
-//! envelope + MTA grammar (Postfix; Exim's own log and Exim through syslog), reported as bytes
-//! per second.
+//! envelope + MTA grammar (Postfix; Exim's own log and Exim through syslog), with and without a
+//! `HeaderCache` carried from line to line, reported as bytes per second.
 
 // criterion_group! generates undocumented functions.
 #![allow(missing_docs)]
@@ -32,6 +32,13 @@ fn parse(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(bytes as u64));
         group.bench_with_input(BenchmarkId::new("syslog", name), &lines, |b, lines| {
             b.iter(|| lines.iter().filter(|line| parsers::syslog::parse_syslog(line).is_ok()).count())
+        });
+        // What the `parse` command's workers run: one header cache carried from line to line.
+        group.bench_with_input(BenchmarkId::new("record-cached", name), &lines, |b, lines| {
+            b.iter(|| {
+                let mut cache = parsers::HeaderCache::default();
+                lines.iter().filter(|line| parsers::parse_record_cached(line, &mut cache).is_ok()).count()
+            })
         });
         group.bench_with_input(BenchmarkId::new("line", name), &lines, |b, lines| {
             b.iter(|| {

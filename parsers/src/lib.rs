@@ -238,11 +238,11 @@ fn other_record(syslog_line: SyslogLine<'_>) -> Record<'_> {
     Record { header: syslog_line.header, body }
 }
 
-/// `text.split_once(byte)` for an ASCII byte, as a plain byte scan: on the short fields of a log
-/// line this is several times faster than the generic `char` pattern search.
+/// `text.split_once(byte)` for an ASCII byte, as a byte scan eight at a time: on the short fields
+/// of a log line this is several times faster than the generic `char` pattern search.
 pub(crate) fn split_byte(text: &str, byte: u8) -> Option<(&str, &str)> {
     debug_assert!(byte.is_ascii());
-    let at = text.bytes().position(|b| b == byte)?;
+    let at = scan::find_any(text.as_bytes(), [byte])?;
     // An ASCII byte is always a character boundary.
     Some((&text[..at], &text[at + 1..]))
 }

@@ -557,7 +557,7 @@ fn tls_summary(class: TrustClass, input: &str) -> IResult<&str, TlsConnection<'_
 
 /// A non-empty run of characters up to the next space (or the end).
 fn word_until_space(text: &str) -> Option<(&str, &str)> {
-    let end = text.bytes().position(|b| b == b' ').unwrap_or(text.len());
+    let end = crate::scan::find_any(text.as_bytes(), [b' ']).unwrap_or(text.len());
     (end > 0).then(|| (&text[..end], &text[end..]))
 }
 
@@ -814,11 +814,11 @@ fn delivery<'a>(queue_id: &'a str, input: &'a str) -> Result<Delivery<'a>, Error
     Ok(found)
 }
 
-/// Index of the first `, ` (a byte scan: cheaper than a substring searcher for two bytes).
+/// Index of the first `, ` (a byte scan, eight at a time: cheaper than a substring searcher).
 fn comma_space(text: &str) -> Option<usize> {
     let bytes = text.as_bytes();
     let mut from = 0;
-    while let Some(idx) = bytes[from..].iter().position(|b| *b == b',') {
+    while let Some(idx) = crate::scan::find_any(&bytes[from..], [b',']) {
         let at = from + idx;
         if bytes.get(at + 1) == Some(&b' ') {
             return Some(at);
@@ -834,7 +834,7 @@ fn address(input: &str) -> IResult<&str, &str> {
         let bytes = inner.as_bytes();
         let mut from = 0;
         let end = loop {
-            let Some(idx) = bytes[from..].iter().position(|b| *b == b'>') else {
+            let Some(idx) = crate::scan::find_any(&bytes[from..], [b'>']) else {
                 return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Char)));
             };
             let at = from + idx;

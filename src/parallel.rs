@@ -9,11 +9,13 @@
 //!      └──────────────────── empty chunk (recycled) ◀───────────┘
 //! ```
 //!
-//! The reader frames lines ([`crate::sources::lines`]), validates UTF-8 (a non-UTF-8 line is
-//! replaced by its lossy form and marked) and copies whole lines into a [`Chunk`]. Workers parse
-//! each line with [`parsers::parse_record`] into records that borrow the chunk (a
-//! [`self_cell`] keeps the text and its records together). The caller gets the chunks back in
-//! stream order because chunk `i` always goes to worker `i % N` and is collected from there.
+//! The reader reads straight into a [`Chunk`] (one `read` per chunk, so a pipe's lines go on as
+//! they arrive), frames its lines as [`crate::sources::lines`] does, keeps the incomplete last
+//! line for the next chunk, and validates UTF-8 (a non-UTF-8 line is replaced by its lossy form
+//! and marked). Workers parse each line with [`parsers::parse_record_cached`] (one header cache
+//! per chunk) into records that borrow the chunk (a [`self_cell`] keeps the text and its records
+//! together). The caller gets the chunks back in stream order because chunk `i` always goes to
+//! worker `i % N` and is collected from there.
 //!
 //! **Invariants:** every line of the stream reaches the caller exactly once, in order, as a
 //! record, a parse error or an oversized-line marker; memory is bounded by a fixed number of

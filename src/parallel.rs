@@ -45,7 +45,7 @@ enum Slot {
 }
 
 /// Whole lines of a stream, read straight into this buffer; `bytes[..len]` is valid UTF-8 once
-/// the reader hands it on (see [`make_lossy`]).
+/// the reader hands it on (see `make_lossy`).
 ///
 /// The buffer keeps its initialised length from one use to the next, so a read into it need not
 /// zero it first; `len` says how much of it is this chunk's text.

@@ -1,7 +1,7 @@
 //! The indymilter callbacks: thin glue between the MTA's commands and [`Session`].
 //!
 //! Each callback copies what it is handed (host name, socket address, macros, header names) into
-//! the session of its connection and answers through [`answer`], the one place that decides the
+//! the session of its connection and answers through `answer`, the one place that decides the
 //! reply: `continue` (or no reply where "no reply" was negotiated), whatever happened, so an
 //! internal error never holds or rejects mail. Errors are logged with the session's queue ids.
 

@@ -14,10 +14,10 @@
 //! observations, the second marked `after_tls_failure`, as Postfix's retries are.
 //!
 //! OpenSMTPD logs `tls ciphers=` for every TLS session and has no setting that turns it off, so
-//! under [`TlsLogging::Auto`](super::TlsLogging::Auto) a session without that line is plaintext when the log proves the
-//! SMTP dialogue went on (a delivery line outbound, `smtp message` inbound); under
-//! [`TlsLogging::Off`](super::TlsLogging::Off) it is `unknown`. Lines of a session whose start was not seen are counted
-//! as orphans (only the 5.x and 6.0 TLS lines start a session: those logs have no connect line
+//! under [`TlsLogging::Auto`](super::TlsLogging::Auto) a session without that line is plaintext
+//! when the log proves the SMTP dialogue went on (a delivery line outbound, `smtp message`
+//! inbound); under [`TlsLogging::Off`](super::TlsLogging::Off) it is `unknown`. Lines of a
+//! session whose start was not seen are counted as orphans (only the 5.x and 6.0 TLS lines start a session: those logs have no connect line
 //! this grammar reads). That also keeps a restart exact: `ingest` re-feeds an smtpd process's
 //! lines from its earliest open session, and one smtpd process logs many sessions, so the tail
 //! of a session emitted before the restart must not become an observation of its own.

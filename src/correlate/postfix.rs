@@ -1403,6 +1403,41 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_emits_idle_connections_in_the_order_they_began() {
+        // Forty sessions and forty deliveries of two instances, begun one second apart, with
+        // pids in scrambled order; a line twenty minutes later expires them all at once.
+        let mut lines: Vec<String> = Vec::new();
+        for n in 0..40u32 {
+            let pid = (n * 7919) % 1000 + 100;
+            let instance = if n % 3 == 0 { "postfix-out" } else { "postfix" };
+            lines.push(format!(
+                "Nov 30 10:{:02}:{:02} mx {instance}/smtpd[{pid}]: connect from unknown[198.51.100.{n}]",
+                n / 60,
+                n % 60
+            ));
+            lines.push(format!(
+                "Nov 30 10:{:02}:{:02} mx {instance}/smtp[{}]: Trusted TLS connection established to a.example[192.0.2.{n}]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+                n / 60,
+                n % 60,
+                pid + 5000
+            ));
+        }
+        lines.push("Nov 30 10:30:00 mx postfix/qmgr[9]: AAAAA11111: removed".to_owned());
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (got, counters) = run_with(&refs, Config::default());
+        // The qmgr line is counted as ignored (it skips the name lookup, not the counters).
+        assert_eq!((got.len(), counters.expired, counters.ignored), (80, 80, 1));
+        // Outbound ones first (the sweep takes clients, then sessions), each group by start.
+        for group in [&got[..40], &got[40..]] {
+            let starts: Vec<_> = group.iter().map(|o| o.ts).collect();
+            let mut sorted = starts.clone();
+            sorted.sort();
+            assert_eq!(starts, sorted);
+        }
+        assert!(got[..40].iter().all(|o| o.direction == Direction::Outbound));
+    }
+
+    #[test]
     fn open_connections_are_bounded() {
         let lines: Vec<String> = (0..50)
             .map(|pid| {

@@ -6,8 +6,8 @@
 //! binds to an address. Later `to=` lines of the pid to the same address join it (Sendmail's
 //! connection cache) until another `STARTTLS=client` line, a `to=` line for another address, the
 //! idle timeout or the end of input. A `to=` line with no pending `STARTTLS=client` line is a
-//! plaintext connection when the instance logs TLS ([`TlsLogging`](super::TlsLogging)), else `unknown`. A failed
-//! handshake followed by a delivery that was sent is Sendmail's retry without STARTTLS: two
+//! plaintext connection when the instance logs TLS ([`TlsLogging`](super::TlsLogging)), else
+//! `unknown`. A failed handshake followed by a delivery that was sent is Sendmail's retry without STARTTLS: two
 //! observations, the second `after_tls_failure`. `ruleset=tls_server, arg1=…, reject=…` gives the
 //! policy verdict by its `{verify}` value.
 //!

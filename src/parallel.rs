@@ -10,10 +10,10 @@
 //! ```
 //!
 //! The reader reads straight into a [`Chunk`] (one `read` per chunk, so a pipe's lines go on as
-//! they arrive), frames its lines as [`crate::sources::lines`] does, keeps the incomplete last
-//! line for the next chunk, and validates UTF-8 (a non-UTF-8 line is replaced by its lossy form
-//! and marked). Workers parse each line with [`parsers::parse_record_cached`] (one header cache
-//! per chunk) into records that borrow the chunk (a [`self_cell`] keeps the text and its records
+//! they arrive), frames its lines as [`crate::sources::lines`] does and keeps the incomplete last
+//! line for the next chunk. Workers check each chunk's text for UTF-8 once (a non-UTF-8 line is
+//! replaced by its lossy form and marked) and parse each line with
+//! [`parsers::parse_record_cached`] (one header cache per chunk) into records that borrow the chunk (a [`self_cell`] keeps the text and its records
 //! together). The caller gets the chunks back in stream order because chunk `i` always goes to
 //! worker `i % N` and is collected from there.
 //!
@@ -44,14 +44,17 @@ enum Slot {
     Oversized { offset: u64, len: u64 },
 }
 
-/// Whole lines of a stream, read straight into this buffer; `bytes[..len]` is valid UTF-8 once
-/// the reader hands it on (see `make_lossy`).
+/// Whole lines of a stream, read straight into this buffer; `bytes[skip..len]` is the chunk's
+/// text, and the positions in `slots` are relative to it. A worker checks that the text is UTF-8
+/// (see `parse_chunk`).
 ///
 /// The buffer keeps its initialised length from one use to the next, so a read into it need not
-/// zero it first; `len` says how much of it is this chunk's text.
+/// zero it first. `skip` is the tail of a line that an earlier chunk owns (positional reads of a
+/// file start mid-line; a stream's chunks always start at a line).
 #[derive(Debug, Default)]
 pub struct Chunk {
     bytes: Vec<u8>,
+    skip: usize,
     len: usize,
     slots: Vec<Slot>,
 }
@@ -59,7 +62,7 @@ pub struct Chunk {
 impl Chunk {
     /// This chunk's text.
     fn text(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        &self.bytes[self.skip..self.len]
     }
 }
 
@@ -124,36 +127,55 @@ impl std::fmt::Debug for ParsedChunk {
     }
 }
 
+/// Parses every line of a chunk. The chunk's text is checked for UTF-8 once, here: a valid
+/// chunk (nearly every one) is parsed as it is, otherwise each line that is not UTF-8 is first
+/// replaced by its lossy form and marked (see `make_lossy`).
 fn parse_chunk(Job { chunk, spare }: Job) -> ParsedChunk {
-    ParsedChunk::new(chunk, move |chunk| {
-        let mut parsed = relabel(spare);
-        parsed.reserve(chunk.slots.len());
-        // The reader made the chunk valid UTF-8; should that ever fail, lines are checked one by one.
-        let text = simdutf8::basic::from_utf8(chunk.text()).ok();
-        let mut cache = parsers::HeaderCache::default();
-        for slot in &chunk.slots {
-            parsed.push(match *slot {
-                Slot::Text { offset, len, start, end, lossy } => {
-                    let len = u64::from(len);
-                    let (start, end) = (start as usize, end as usize);
-                    let line = match text {
-                        Some(text) => text.get(start..end),
-                        None => chunk.text().get(start..end).and_then(|line| std::str::from_utf8(line).ok()),
-                    };
-                    let Some(line) = line else {
-                        parsed.push(Parsed::Failed { offset, len, lossy: true, error: parsers::Error::NotSyslog });
-                        continue;
-                    };
-                    match parsers::parse_record_cached(line, &mut cache) {
-                        Ok(record) => Parsed::Record { offset, len, lossy, record },
-                        Err(error) => Parsed::Failed { offset, len, lossy, error },
-                    }
-                }
-                Slot::Oversized { offset, len } => Parsed::Oversized { offset, len },
-            });
+    let attempt = ParsedChunk::try_new_or_recover(chunk, move |chunk| match simdutf8::basic::from_utf8(chunk.text()) {
+        Ok(text) => Ok(parse_lines(chunk, Some(text), spare)),
+        Err(_) => Err(spare),
+    });
+    match attempt {
+        Ok(parsed) => parsed,
+        Err((mut chunk, spare)) => {
+            make_lossy(&mut chunk);
+            // The lossy text is UTF-8 by construction; should that ever fail, lines are checked
+            // one by one.
+            ParsedChunk::new(chunk, move |chunk| {
+                parse_lines(chunk, simdutf8::basic::from_utf8(chunk.text()).ok(), spare)
+            })
         }
-        parsed
-    })
+    }
+}
+
+/// The lines of `chunk`, parsed into `spare`'s allocation; `text` is the chunk's text when it
+/// is known to be UTF-8 as a whole.
+fn parse_lines<'a>(chunk: &'a Chunk, text: Option<&'a str>, spare: Vec<Parsed<'static>>) -> ParsedLines<'a> {
+    let mut parsed = relabel(spare);
+    parsed.reserve(chunk.slots.len());
+    let mut cache = parsers::HeaderCache::default();
+    for slot in &chunk.slots {
+        parsed.push(match *slot {
+            Slot::Text { offset, len, start, end, lossy } => {
+                let len = u64::from(len);
+                let (start, end) = (start as usize, end as usize);
+                let line = match text {
+                    Some(text) => text.get(start..end),
+                    None => chunk.text().get(start..end).and_then(|line| std::str::from_utf8(line).ok()),
+                };
+                let Some(line) = line else {
+                    parsed.push(Parsed::Failed { offset, len, lossy: true, error: parsers::Error::NotSyslog });
+                    continue;
+                };
+                match parsers::parse_record_cached(line, &mut cache) {
+                    Ok(record) => Parsed::Record { offset, len, lossy, record },
+                    Err(error) => Parsed::Failed { offset, len, lossy, error },
+                }
+            }
+            Slot::Oversized { offset, len } => Parsed::Oversized { offset, len },
+        });
+    }
+    parsed
 }
 
 /// An empty vector of lines with another lifetime, in the same allocation (the standard
@@ -255,8 +277,7 @@ where
 ///
 /// A chunk ends at its last newline; the incomplete line after it starts the next chunk. A line
 /// longer than `max_line_bytes` is reported as oversized and its bytes are dropped as they
-/// arrive (never buffered beyond one chunk). A chunk with bytes that are not UTF-8 gets the
-/// lossy form of each such line (marked), so workers always see valid text.
+/// arrive (never buffered beyond one chunk).
 fn read_chunks<R: Read>(
     mut reader: R,
     max_line_bytes: usize,
@@ -282,6 +303,7 @@ fn read_chunks<R: Read>(
         };
         let chunk = &mut current.chunk;
         chunk.slots.clear();
+        chunk.skip = 0;
         let kept = carry.len();
         let want = CHUNK_BYTES.saturating_sub(kept).max(CHUNK_BYTES / 4);
         if chunk.bytes.len() < kept + want {
@@ -341,9 +363,6 @@ fn read_chunks<R: Read>(
         }
         chunk.len = start.min(filled);
         base += filled as u64 - carry.len() as u64;
-        if simdutf8::basic::from_utf8(chunk.text()).is_err() {
-            make_lossy(chunk);
-        }
         if chunk.slots.is_empty() {
             if at_eof {
                 return Ok(base);
@@ -376,10 +395,12 @@ fn push_line(slots: &mut Vec<Slot>, base: u64, start: usize, end: usize, max_lin
 /// Rewrites a chunk that holds bytes that are not UTF-8: each such line becomes its lossy form
 /// (U+FFFD for each bad sequence) and is marked; valid lines are copied unchanged.
 fn make_lossy(chunk: &mut Chunk) {
-    let mut bytes = Vec::with_capacity(chunk.len + 64);
+    let mut bytes = Vec::with_capacity(chunk.len - chunk.skip + 64);
+    // Borrowed field by field: the slots are rewritten while the text is read.
+    let text = &chunk.bytes[chunk.skip..chunk.len];
     for slot in &mut chunk.slots {
         if let Slot::Text { start, end, lossy, .. } = slot {
-            let line = &chunk.bytes[*start as usize..*end as usize];
+            let line = &text[*start as usize..*end as usize];
             let new_start = bytes.len() as u32;
             match std::str::from_utf8(line) {
                 Ok(_) => bytes.extend_from_slice(line),
@@ -392,6 +413,7 @@ fn make_lossy(chunk: &mut Chunk) {
             *end = bytes.len() as u32;
         }
     }
+    chunk.skip = 0;
     chunk.len = bytes.len();
     chunk.bytes = bytes;
 }

@@ -20,6 +20,8 @@ pub mod sendmail;
 
 use std::sync::Arc;
 
+use std::hash::Hasher;
+
 use rustc_hash::FxHashMap;
 
 use crate::observation::{Direction, Observation, Outcome, Source};
@@ -362,10 +364,10 @@ pub struct Names {
     /// `(reporter, instance)` → index in `pairs`.
     ids: FxHashMap<(Arc<str>, Arc<str>), u32>,
     pairs: Vec<(Arc<str>, Arc<str>)>,
-    /// `len(reporter) ‖ reporter ‖ program tag` → index in `pairs`: one hash lookup per line,
-    /// without splitting the tag or allocating (the key is built in `scratch`).
-    by_tag: FxHashMap<Box<[u8]>, u32>,
-    scratch: Vec<u8>,
+    /// Hash of (reporter, program tag) → the (reporter, tag, index in `pairs`) with that hash:
+    /// one hash lookup per line, without splitting the tag, allocating or copying the names
+    /// into a key (which cost three `memcpy` calls per line).
+    by_tag: FxHashMap<u64, Vec<(Box<str>, Box<str>, u32)>>,
 }
 
 impl Names {
@@ -374,16 +376,21 @@ impl Names {
     #[inline(always)]
     fn process(&mut self, header: &parsers::Header<'_>, pid: Option<u32>) -> ProcessKey {
         let (reporter, tag) = (header.hostname, header.appname);
-        self.scratch.clear();
-        // Length-prefixed, so forged names cannot collide by moving bytes between the parts.
-        self.scratch.extend_from_slice(&(reporter.len() as u64).to_le_bytes());
-        self.scratch.extend_from_slice(reporter.as_bytes());
-        self.scratch.extend_from_slice(tag.as_bytes());
-        let name = match self.by_tag.get(self.scratch.as_slice()) {
-            Some(id) => *id,
+        let mut hasher = rustc_hash::FxHasher::default();
+        // Length-prefixed, so names that move bytes between the parts hash apart (an equal hash
+        // is still compared name by name).
+        hasher.write_usize(reporter.len());
+        hasher.write(reporter.as_bytes());
+        hasher.write(tag.as_bytes());
+        let hash = hasher.finish();
+        let found = self.by_tag.get(&hash).and_then(|entries| {
+            entries.iter().find(|(have_reporter, have_tag, _)| **have_reporter == *reporter && **have_tag == *tag)
+        });
+        let name = match found {
+            Some((_, _, id)) => *id,
             None => {
                 let id = self.intern(reporter, header.instance());
-                self.by_tag.insert(self.scratch.as_slice().into(), id);
+                self.by_tag.entry(hash).or_default().push((reporter.into(), tag.into(), id));
                 id
             }
         };
@@ -419,8 +426,39 @@ pub(crate) fn canonical_ip(addr: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod ip_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn process_names_are_interned_per_reporter_and_instance() {
+        let line = |host: &'static str, tag: &'static str| parsers::Header {
+            framing: parsers::syslog::Framing::Rfc3164,
+            pri: None,
+            timestamp: None,
+            hostname: host,
+            appname: tag,
+            procid: Some(7),
+        };
+        let mut names = Names::default();
+        let mut id = |host, tag| names.process(&line(host, tag), Some(7)).name;
+        let smtp = id("mx1", "postfix/smtp");
+        // The same instance on the same host, whatever the daemon: one name.
+        assert_eq!(id("mx1", "postfix/smtpd"), smtp);
+        assert_eq!(id("mx1", "postfix/smtp"), smtp);
+        // Bytes moved between host and tag, another host, another instance: other names.
+        let moved = id("mx1p", "ostfix/smtp");
+        let other_host = id("mx2", "postfix/smtp");
+        let other_instance = id("mx1", "postfix-out/smtp");
+        let all = [smtp, moved, other_host, other_instance];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b, "{all:?}");
+            }
+        }
+        assert_eq!(id("mx1p", "ostfix/smtp"), moved);
+        assert_eq!(names.get(other_instance), (Arc::from("mx1"), Arc::from("postfix-out")));
+        assert_eq!(names.get(moved), (Arc::from("mx1p"), Arc::from("ostfix")));
+    }
 
     #[test]
     fn canonical_ip_keeps_ipv4_and_rewrites_ipv6() {

@@ -367,8 +367,11 @@ pub struct Names {
     /// Hash of (reporter, program tag) → the (reporter, tag, index in `pairs`) with that hash:
     /// one hash lookup per line, without splitting the tag, allocating or copying the names
     /// into a key (which cost three `memcpy` calls per line).
-    by_tag: FxHashMap<u64, Vec<(Box<str>, Box<str>, u32)>>,
+    by_tag: FxHashMap<u64, Vec<TaggedName>>,
 }
+
+/// A (reporter, program tag) pair seen in a header, and the index of its (reporter, instance).
+type TaggedName = (Box<str>, Box<str>, u32);
 
 impl Names {
     // Inlined into each MTA arm of `Correlator::push`: once it had two callers the compiler

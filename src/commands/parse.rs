@@ -173,8 +173,8 @@ pub fn run(args: &ParseArgs) -> Result<ParseSummary> {
                 if !out.is_empty() {
                     write_all(&mut writer, args.output, &mut out, sink.as_mut(), state.as_mut())?;
                 }
-                progress.tick(&lines);
             }
+            progress.tick(&lines);
             Ok(())
         })
         .with_context(|| format!("reading {name}"))?;
@@ -573,18 +573,17 @@ struct Progress {
     total_bytes: u64,
     started: Instant,
     last: Instant,
-    calls: u32,
 }
 
 impl Progress {
     fn new(total_bytes: u64, inserted: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>) -> Self {
         let now = Instant::now();
-        Progress { inserted, enabled: io::stderr().is_terminal(), total_bytes, started: now, last: now, calls: 0 }
+        Progress { inserted, enabled: io::stderr().is_terminal(), total_bytes, started: now, last: now }
     }
 
+    /// Called once per chunk of lines (a few thousand): redraws at most once a second.
     fn tick(&mut self, lines: &LineCounters) {
-        self.calls = self.calls.wrapping_add(1);
-        if !self.enabled || !self.calls.is_multiple_of(65_536) || self.last.elapsed() < Duration::from_secs(1) {
+        if !self.enabled || self.last.elapsed() < Duration::from_secs(1) {
             return;
         }
         self.last = Instant::now();

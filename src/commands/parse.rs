@@ -434,10 +434,8 @@ impl Stream {
                 (&*lossy_text, true)
             }
         };
-        let mut parsed = match parsers::parse_record_cached(text, &mut self.headers) {
-            Ok(record) => Parsed::Record { offset, len, lossy, record },
-            Err(error) => Parsed::Failed { offset, len, lossy, error },
-        };
+        let mut parsed =
+            Parsed::Line { offset, len, lossy, record: parsers::parse_record_cached(text, &mut self.headers) };
         self.line(correlator, lines, &mut parsed, out);
     }
 
@@ -450,16 +448,16 @@ impl Stream {
     ) {
         lines.lines += 1;
         let (offset, record) = match line {
-            Parsed::Record { offset, len, lossy, record } => {
+            Parsed::Line { offset, len, lossy, record } => {
                 lines.bytes += *len + 1;
                 lines.non_utf8 += u64::from(*lossy);
-                (*offset, record)
-            }
-            Parsed::Failed { len, lossy, error, .. } => {
-                lines.bytes += *len + 1;
-                lines.non_utf8 += u64::from(*lossy);
-                lines.unparsed(*error);
-                return;
+                match record {
+                    Ok(record) => (*offset, record),
+                    Err(error) => {
+                        lines.unparsed(*error);
+                        return;
+                    }
+                }
             }
             Parsed::Oversized { len, .. } => {
                 lines.oversized += 1;

@@ -100,8 +100,9 @@ struct Client {
 #[derive(Debug, Default)]
 struct Connection {
     peer: PeerInfo,
-    /// The address as logged, for joining (may not be an IP).
-    addr: String,
+    /// The address as logged, for joining (may not be an IP), when it is not `peer.ip` itself
+    /// (an IPv4 address nearly always is: one allocation less per connection).
+    addr: Option<String>,
     first_micros: i64,
     last_micros: i64,
     source: Option<SourceId>,
@@ -698,7 +699,9 @@ impl Connection {
         // the stack and copied it into the box.
         let mut conn = Box::<Connection>::default();
         conn.peer = peer_info(peer);
-        conn.addr = peer.addr.to_owned();
+        if conn.peer.ip.as_deref() != Some(peer.addr) {
+            conn.addr = Some(peer.addr.to_owned());
+        }
         conn.first_micros = meta.ts_micros;
         conn.last_micros = meta.ts_micros;
         conn.source = Some(meta.source);
@@ -717,7 +720,7 @@ fn touch(conn: &mut Connection, now: i64) {
 
 /// Same address, and the same port when both lines logged one.
 fn same_peer(conn: &Connection, peer: &Peer<'_>) -> bool {
-    conn.addr == peer.addr
+    conn.addr.as_deref().or(conn.peer.ip.as_deref()) == Some(peer.addr)
         && match (conn.peer.port, peer.port) {
             (Some(a), Some(b)) => a == b,
             _ => true,

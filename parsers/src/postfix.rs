@@ -649,21 +649,28 @@ fn reject(input: &str) -> Result<Event<'_>, Error> {
 fn counters(input: &str) -> Counters {
     let mut counters = Counters::default();
     for item in input.split_ascii_whitespace() {
-        let Some((name, value)) = crate::split_byte(item, b'=') else { continue };
-        if !matches!(name, "starttls" | "mail" | "data" | "bdat" | "commands") {
-            continue;
-        }
+        // Five names matter; their first bytes rule out the others (`ehlo=`, `rcpt=`, `quit=`,
+        // …) before any split.
+        let Some(&first) = item.as_bytes().first() else { continue };
+        let name = match first {
+            b's' => "starttls=",
+            b'm' => "mail=",
+            b'd' => "data=",
+            b'b' => "bdat=",
+            b'c' => "commands=",
+            _ => continue,
+        };
+        let Some(value) = item.strip_prefix(name) else { continue };
         let (ok, total) = match crate::split_byte(value, b'/') {
             Some((ok, total)) => (ok.parse().ok(), total.parse().ok()),
             None => (value.parse().ok(), value.parse().ok()),
         };
         let (Some(ok), Some(total)) = (ok, total) else { continue };
-        match name {
-            "starttls" => counters.starttls = Some((ok, total)),
-            "mail" => counters.mail = Some((ok, total)),
-            "data" | "bdat" => counters.data = Some((ok, total)),
-            "commands" => counters.present = true,
-            _ => {}
+        match first {
+            b's' => counters.starttls = Some((ok, total)),
+            b'm' => counters.mail = Some((ok, total)),
+            b'd' | b'b' => counters.data = Some((ok, total)),
+            _ => counters.present = true,
         }
     }
     counters
@@ -1015,6 +1022,22 @@ mod tests {
         for cut in "ABCDE12345: to=".len()..status_at {
             assert_eq!(parse_message("smtp", &line[..cut]), Err(Error::Malformed), "cut at {cut}: {}", &line[..cut]);
         }
+    }
+
+    #[test]
+    fn command_counters_keep_only_the_five_names() {
+        let summary = |text| {
+            let c = counters(text);
+            (c.present, c.starttls, c.mail, c.data)
+        };
+        // Names that share a first byte with a kept one, `bdat`, and a `commands` that is no number.
+        assert_eq!(
+            summary("ehlo=1 sasl=1 starttlsx=9 mail=2/3 mailx=4 dataa=5 bdat=1/2 commands=x"),
+            (false, None, Some((2, 3)), Some((1, 2)))
+        );
+        assert_eq!(summary("data=+1\tstarttls=1/1  commands=3 mail=1/"), (true, Some((1, 1)), None, Some((1, 1))));
+        assert_eq!(summary(""), (false, None, None, None));
+        assert_eq!(summary("= s m d b c starttls= mail=/1"), (false, None, None, None));
     }
 
     #[test]

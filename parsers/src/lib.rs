@@ -240,6 +240,7 @@ fn other_record(syslog_line: SyslogLine<'_>) -> Record<'_> {
 
 /// `text.split_once(byte)` for an ASCII byte, as a byte scan eight at a time: on the short fields
 /// of a log line this is several times faster than the generic `char` pattern search.
+#[inline]
 pub(crate) fn split_byte(text: &str, byte: u8) -> Option<(&str, &str)> {
     debug_assert!(byte.is_ascii());
     let at = scan::find_any(text.as_bytes(), [byte])?;

@@ -9,8 +9,7 @@
 //! warnings, `host … said: …`) become [`Event::Ignored`]. A message that starts like a line we
 //! know but breaks its grammar (a reporter truncated it) is [`Error::Malformed`].
 
-use nom::bytes::complete::{tag, take_till, take_until};
-use nom::sequence::preceded;
+use nom::bytes::complete::take_till;
 use nom::{IResult, Parser};
 
 use crate::peer::{peer, Peer};
@@ -629,8 +628,8 @@ fn lost_connection(message: &str) -> Result<Option<Event<'_>>, Error> {
         return Ok(None);
     };
     let rest = &message[what.len() + " after ".len()..];
-    let parsed: IResult<&str, (&str, Peer<'_>)> = (take_until(" from "), preceded(tag(" from "), peer)).parse(rest);
-    let (_, (after, peer)) = parsed.map_err(|_| Error::Malformed)?;
+    let (after, rest) = split_at_literal(rest, " from ").ok_or(Error::Malformed)?;
+    let (_, peer) = peer(rest).map_err(|_| Error::Malformed)?;
     // A slice of the message, not the literal: every field borrows from the input.
     let what = &message[..what.len()];
     Ok(Some(Event::LostConnection { what, after, peer }))
@@ -638,11 +637,18 @@ fn lost_connection(message: &str) -> Result<Option<Event<'_>>, Error> {
 
 /// After `reject: `: `RCPT from host[addr]: 530 5.7.0 Must issue a STARTTLS command first; …`
 fn reject(input: &str) -> Result<Event<'_>, Error> {
-    let parsed: IResult<&str, (&str, Peer<'_>)> = (take_until(" from "), preceded(tag(" from "), peer)).parse(input);
-    let (rest, (_, peer)) = parsed.map_err(|_| Error::Malformed)?;
+    let (_, rest) = split_at_literal(input, " from ").ok_or(Error::Malformed)?;
+    let (rest, peer) = peer(rest).map_err(|_| Error::Malformed)?;
     let reason = rest.strip_prefix(": ").unwrap_or(rest);
-    let starttls_required = reason.contains("Must issue a STARTTLS command first");
+    let starttls_required = crate::scan::find(reason.as_bytes(), b"Must issue a STARTTLS command first").is_some();
     Ok(Event::Reject { peer, reason, starttls_required })
+}
+
+/// `text` split around the first `literal` (ASCII): what comes before it and what follows it.
+fn split_at_literal<'a>(text: &'a str, literal: &str) -> Option<(&'a str, &'a str)> {
+    let at = crate::scan::find(text.as_bytes(), literal.as_bytes())?;
+    // The match starts and ends next to ASCII bytes: both are character boundaries.
+    Some((&text[..at], &text[at + literal.len()..]))
 }
 
 /// `ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1 commands=7` (`smtpd_format_cmd_stats`).

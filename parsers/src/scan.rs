@@ -106,7 +106,11 @@ mod tests {
                 .map(|i| [' ', 'f', 'r', 'o', 'm', 'x'][((state >> (i % 60)) % 6) as usize])
                 .collect();
             for needle in ["", " from ", "from", "f", "ff", "x from", "from x", "mx", " "] {
-                assert_eq!(find(haystack.as_bytes(), needle.as_bytes()), haystack.find(needle), "{haystack:?} {needle:?}");
+                assert_eq!(
+                    find(haystack.as_bytes(), needle.as_bytes()),
+                    haystack.find(needle),
+                    "{haystack:?} {needle:?}"
+                );
             }
         }
     }

@@ -13,9 +13,10 @@
 //! they arrive), frames its lines as [`crate::sources::lines`] does and keeps the incomplete last
 //! line for the next chunk. Workers check each chunk's text for UTF-8 once (a non-UTF-8 line is
 //! replaced by its lossy form and marked) and parse each line with
-//! [`parsers::parse_record_cached`] (one header cache per chunk) into records that borrow the chunk (a [`self_cell`] keeps the text and its records
-//! together). The caller gets the chunks back in stream order because chunk `i` always goes to
-//! worker `i % N` and is collected from there.
+//! [`parsers::parse_record_cached`] (one header cache per chunk) into records that borrow the
+//! chunk (a [`self_cell`] keeps the text and its records together). The caller gets the chunks
+//! back in stream order because chunk `i` always goes to worker `i % N` and is collected from
+//! there.
 //!
 //! **Invariants:** every line of the stream reaches the caller exactly once, in order, as a
 //! record, a parse error or an oversized-line marker; memory is bounded by a fixed number of
@@ -44,17 +45,15 @@ enum Slot {
     Oversized { offset: u64, len: u64 },
 }
 
-/// Whole lines of a stream, read straight into this buffer; `bytes[skip..len]` is the chunk's
-/// text, and the positions in `slots` are relative to it. A worker checks that the text is UTF-8
-/// (see `parse_chunk`).
+/// Whole lines of a stream, read straight into this buffer; `bytes[..len]` is the chunk's text,
+/// and the positions in `slots` are relative to it. A worker checks that the text is UTF-8 (see
+/// `parse_chunk`).
 ///
 /// The buffer keeps its initialised length from one use to the next, so a read into it need not
-/// zero it first. `skip` is the tail of a line that an earlier chunk owns (positional reads of a
-/// file start mid-line; a stream's chunks always start at a line).
+/// zero it first; `len` says how much of it is this chunk's text.
 #[derive(Debug, Default)]
 pub struct Chunk {
     bytes: Vec<u8>,
-    skip: usize,
     len: usize,
     slots: Vec<Slot>,
 }
@@ -62,7 +61,7 @@ pub struct Chunk {
 impl Chunk {
     /// This chunk's text.
     fn text(&self) -> &[u8] {
-        &self.bytes[self.skip..self.len]
+        &self.bytes[..self.len]
     }
 }
 
@@ -291,7 +290,6 @@ fn read_chunks<R: Read>(
         };
         let chunk = &mut current.chunk;
         chunk.slots.clear();
-        chunk.skip = 0;
         let kept = carry.len();
         let want = CHUNK_BYTES.saturating_sub(kept).max(CHUNK_BYTES / 4);
         if chunk.bytes.len() < kept + want {
@@ -383,9 +381,9 @@ fn push_line(slots: &mut Vec<Slot>, base: u64, start: usize, end: usize, max_lin
 /// Rewrites a chunk that holds bytes that are not UTF-8: each such line becomes its lossy form
 /// (U+FFFD for each bad sequence) and is marked; valid lines are copied unchanged.
 fn make_lossy(chunk: &mut Chunk) {
-    let mut bytes = Vec::with_capacity(chunk.len - chunk.skip + 64);
+    let mut bytes = Vec::with_capacity(chunk.len + 64);
     // Borrowed field by field: the slots are rewritten while the text is read.
-    let text = &chunk.bytes[chunk.skip..chunk.len];
+    let text = &chunk.bytes[..chunk.len];
     for slot in &mut chunk.slots {
         if let Slot::Text { start, end, lossy, .. } = slot {
             let line = &text[*start as usize..*end as usize];
@@ -401,7 +399,6 @@ fn make_lossy(chunk: &mut Chunk) {
             *end = bytes.len() as u32;
         }
     }
-    chunk.skip = 0;
     chunk.len = bytes.len();
     chunk.bytes = bytes;
 }

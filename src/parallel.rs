@@ -407,21 +407,24 @@ fn make_lossy(chunk: &mut Chunk) {
 mod tests {
     use super::*;
 
+    /// A line as the tests compare it: its offset and what it became.
+    fn describe(line: &Parsed<'_>) -> (u64, String) {
+        match line {
+            Parsed::Line { offset, len, lossy, record: Ok(record) } => {
+                (*offset, format!("record {len} {lossy} {}", record.header.hostname))
+            }
+            Parsed::Line { offset, len, lossy, record: Err(error) } => {
+                (*offset, format!("failed {len} {lossy} {error}"))
+            }
+            Parsed::Oversized { offset, len } => (*offset, format!("oversized {len}")),
+        }
+    }
+
     /// What the caller saw of each line, in order.
     fn collect(data: &[u8], max_line_bytes: usize, workers: usize) -> Vec<(u64, String)> {
         let mut got = Vec::new();
         let bytes = parse_stream(data, max_line_bytes, workers, |lines| {
-            for line in lines.iter() {
-                got.push(match line {
-                    Parsed::Line { offset, len, lossy, record: Ok(record) } => {
-                        (*offset, format!("record {len} {lossy} {}", record.header.hostname))
-                    }
-                    Parsed::Line { offset, len, lossy, record: Err(error) } => {
-                        (*offset, format!("failed {len} {lossy} {error}"))
-                    }
-                    Parsed::Oversized { offset, len } => (*offset, format!("oversized {len}")),
-                });
-            }
+            got.extend(lines.iter().map(describe));
             Ok(())
         })
         .unwrap();
@@ -574,15 +577,7 @@ mod tests {
             for step in [1, 7, 100, 4096] {
                 let mut got = Vec::new();
                 let bytes = parse_stream(Trickle { data: &data, step }, max, 3, |lines| {
-                    got.extend(lines.iter().map(|line| match line {
-                        Parsed::Line { offset, len, lossy, record: Ok(record) } => {
-                            (*offset, format!("record {len} {lossy} {}", record.header.hostname))
-                        }
-                        Parsed::Line { offset, len, lossy, record: Err(error) } => {
-                            (*offset, format!("failed {len} {lossy} {error}"))
-                        }
-                        Parsed::Oversized { offset, len } => (*offset, format!("oversized {len}")),
-                    }));
+                    got.extend(lines.iter().map(describe));
                     Ok(())
                 })
                 .unwrap();

@@ -638,6 +638,10 @@ pub fn format_stats(summary: &ParseSummary) -> String {
     }
     row("  emitted on idle timeout", counters.expired);
     row("  emitted early (max open)", counters.evicted);
+    // Only on logs with more (reporter, instance) pairs than a site runs: forged lines, mostly.
+    if counters.names_forgotten > 0 {
+        row("process names forgotten", counters.names_forgotten);
+    }
     if let Some(state) = &summary.state {
         row("reputation: observations", state.observations);
         row("  without an IP (skipped)", state.skipped);

@@ -103,6 +103,13 @@ impl State {
         self.clients.len() + self.splits.len()
     }
 
+    /// Adds the interned names this state refers to.
+    pub fn names_in_use(&self, names: &mut FxHashSet<u32>) {
+        names.extend(self.clients.keys().map(|(key, _)| key.name));
+        names.extend(self.splits.keys().map(|key| key.name));
+        names.extend(self.tls_logging_seen.iter().copied());
+    }
+
     /// The offset of the earliest line of `source` that an open connection still needs.
     pub fn low_water(&self, source: SourceId) -> Option<u64> {
         self.open_processes(source).into_iter().map(|(_, offset)| offset).min()
@@ -290,7 +297,7 @@ impl State {
             Event::NoMail { host, cipher, cert_verified, commands } => {
                 let mut conn = Connection::new(host, &ctx.meta, n_lines);
                 if let Some(cipher) = cipher {
-                    self.tls_logging_seen.insert(process.name);
+                    super::note_evidence(&mut self.tls_logging_seen, process.name);
                     // No `DN=` here: `CV=no` cannot tell a failed certificate from none.
                     let cert_verified = cert_verified.filter(|cv| *cv != CertVerified::No);
                     conn.tls = Some(tls_info(cipher, cert_verified, Direction::Inbound, None));
@@ -320,7 +327,7 @@ impl State {
             return;
         };
         if delivery.cipher.is_some() {
-            self.tls_logging_seen.insert(process.name);
+            super::note_evidence(&mut self.tls_logging_seen, process.name);
         }
         if delivery.flag == Flag::Arrival {
             return self.arrival(ctx, process, delivery, &host, n_lines);

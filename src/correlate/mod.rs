@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use std::hash::Hasher;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::observation::{Direction, Observation, Outcome, Source};
 
@@ -95,6 +95,9 @@ pub struct Counters {
     pub expired: u64,
     /// Connections emitted early because [`Config::max_open`] was reached.
     pub evicted: u64,
+    /// Interned (reporter, instance) names dropped because no open state used them and the
+    /// table was full (see [`Names`]); nothing is lost, a name seen again is interned anew.
+    pub names_forgotten: u64,
     /// Observations emitted, by [`Outcome`] in the order of [`Outcome::ALL`].
     pub by_outcome: [u64; 7],
     /// Observations emitted: outbound, inbound.
@@ -201,6 +204,25 @@ impl Correlator {
             self.sweep(meta.ts_micros, out);
         }
         self.count_new(out, start);
+        if self.names.over_limit() {
+            self.forget_unused_names();
+        }
+    }
+
+    /// Forgets the interned names that no open connection, split line or TLS-logging evidence
+    /// refers to (called when [`Names`] outgrows its limit).
+    pub fn forget_unused_names(&mut self) {
+        let mut keep = FxHashSet::default();
+        self.postfix.names_in_use(&mut keep);
+        self.sendmail.names_in_use(&mut keep);
+        self.exim.names_in_use(&mut keep);
+        self.opensmtpd.names_in_use(&mut keep);
+        self.counters.names_forgotten += self.names.retain(&keep);
+    }
+
+    /// Interned (reporter, instance) names currently held.
+    pub fn names(&self) -> &Names {
+        &self.names
     }
 
     /// The offset of the earliest line of `source` that an open connection still needs (see
@@ -359,21 +381,57 @@ pub struct ProcessKey {
 }
 
 /// Interns (reporter, instance) pairs so per-line keys are two integers.
-#[derive(Debug, Default)]
+///
+/// **Bounded:** host names and program tags come from the log, and forged lines can bring new
+/// ones without end. When the table holds more than `limit` names (or tags), the correlator
+/// calls [`Correlator::forget_unused_names`], which keeps only the names open state still
+/// refers to; the slots of the others are reused. A forgotten pair seen again is interned anew,
+/// so nothing but a few allocations is lost.
+#[derive(Debug)]
 pub struct Names {
     /// `(reporter, instance)` → index in `pairs`.
     ids: FxHashMap<(Arc<str>, Arc<str>), u32>,
-    pairs: Vec<(Arc<str>, Arc<str>)>,
+    /// The pair of each index; `None` for a forgotten one, whose index is in `free`.
+    pairs: Vec<Option<(Arc<str>, Arc<str>)>>,
+    free: Vec<u32>,
     /// Hash of (reporter, program tag) → the (reporter, tag, index in `pairs`) with that hash:
     /// one hash lookup per line, without splitting the tag, allocating or copying the names
     /// into a key (which cost three `memcpy` calls per line).
     by_tag: FxHashMap<u64, Vec<TaggedName>>,
+    /// Entries of `by_tag`, all vectors together.
+    tagged: usize,
+    /// Names or tags beyond which unused names are forgotten: twice what was left in use after
+    /// the last time, and at least `base`.
+    limit: usize,
+    base: usize,
 }
 
 /// A (reporter, program tag) pair seen in a header, and the index of its (reporter, instance).
 type TaggedName = (Box<str>, Box<str>, u32);
 
+/// The least [`Names`] limit: far more MTA instances than one site runs, small in memory (a
+/// name costs about two hundred bytes).
+pub(crate) const NAMES_LIMIT: usize = 16_384;
+
+impl Default for Names {
+    fn default() -> Self {
+        Names::with_limit(NAMES_LIMIT)
+    }
+}
+
 impl Names {
+    fn with_limit(limit: usize) -> Self {
+        Names {
+            ids: FxHashMap::default(),
+            pairs: Vec::new(),
+            free: Vec::new(),
+            by_tag: FxHashMap::default(),
+            tagged: 0,
+            limit,
+            base: limit,
+        }
+    }
+
     // Inlined into each MTA arm of `Correlator::push`: once it had two callers the compiler
     // stopped inlining it, which cost the Postfix path ~0.5 % more instructions (callgrind).
     #[inline(always)]
@@ -394,6 +452,7 @@ impl Names {
             None => {
                 let id = self.intern(reporter, header.instance());
                 self.by_tag.entry(hash).or_default().push((reporter.into(), tag.into(), id));
+                self.tagged += 1;
                 id
             }
         };
@@ -403,16 +462,77 @@ impl Names {
     /// The index of (reporter, instance), interned if new.
     fn intern(&mut self, reporter: &str, instance: &str) -> u32 {
         let key: (Arc<str>, Arc<str>) = (Arc::from(reporter), Arc::from(instance));
-        let next = u32::try_from(self.pairs.len()).unwrap_or(u32::MAX);
-        *self.ids.entry(key.clone()).or_insert_with(|| {
-            self.pairs.push(key);
-            next
-        })
+        if let Some(id) = self.ids.get(&key) {
+            return *id;
+        }
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.pairs[id as usize] = Some(key.clone());
+                id
+            }
+            None => {
+                self.pairs.push(Some(key.clone()));
+                u32::try_from(self.pairs.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.ids.insert(key, id);
+        id
     }
 
     /// The (reporter, instance) of an interned name.
     pub fn get(&self, name: u32) -> (Arc<str>, Arc<str>) {
-        self.pairs.get(name as usize).cloned().unwrap_or_else(|| (Arc::from(""), Arc::from("")))
+        self.pairs.get(name as usize).and_then(Option::clone).unwrap_or_else(|| (Arc::from(""), Arc::from("")))
+    }
+
+    /// Names interned and not forgotten.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether no name is interned.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Whether the table has outgrown its limit (see [`Correlator::forget_unused_names`]).
+    fn over_limit(&self) -> bool {
+        self.ids.len().max(self.tagged) > self.limit
+    }
+
+    /// Forgets every name not in `keep`; returns how many were forgotten. The limit becomes
+    /// twice what is left (at least the base limit), so the work stays a constant per interned
+    /// name however many stay in use.
+    fn retain(&mut self, keep: &FxHashSet<u32>) -> u64 {
+        let mut forgotten = 0;
+        for (id, pair) in self.pairs.iter_mut().enumerate() {
+            let id = u32::try_from(id).unwrap_or(u32::MAX);
+            if pair.is_some() && !keep.contains(&id) {
+                if let Some(key) = pair.take() {
+                    self.ids.remove(&key);
+                }
+                self.free.push(id);
+                forgotten += 1;
+            }
+        }
+        self.by_tag.retain(|_, entries| {
+            entries.retain(|(_, _, id)| keep.contains(id));
+            !entries.is_empty()
+        });
+        self.tagged = self.by_tag.values().map(Vec::len).sum();
+        self.limit = self.base.max(2 * self.ids.len().max(self.tagged));
+        forgotten
+    }
+}
+
+/// Most instances remembered per side as logging TLS summaries ([`TlsLogging::Auto`]'s
+/// evidence). Forged lines could otherwise grow the sets without end; past the limit new
+/// evidence is not recorded, which only makes plaintext claims rarer (`unknown` instead).
+pub(crate) const MAX_TLS_EVIDENCE: usize = 16_384;
+
+/// Records `value` in an evidence set unless the set is full (see [`MAX_TLS_EVIDENCE`]).
+pub(crate) fn note_evidence<T: std::hash::Hash + Eq>(set: &mut FxHashSet<T>, value: T) {
+    if set.len() < MAX_TLS_EVIDENCE || set.contains(&value) {
+        set.insert(value);
     }
 }
 
@@ -461,6 +581,46 @@ mod tests {
         assert_eq!(id("mx1p", "ostfix/smtp"), moved);
         assert_eq!(names.get(other_instance), (Arc::from("mx1"), Arc::from("postfix-out")));
         assert_eq!(names.get(moved), (Arc::from("mx1p"), Arc::from("ostfix")));
+    }
+
+    #[test]
+    fn evidence_sets_stop_growing_at_their_limit() {
+        let mut set = FxHashSet::default();
+        for value in 0..MAX_TLS_EVIDENCE + 10 {
+            note_evidence(&mut set, value);
+        }
+        assert_eq!(set.len(), MAX_TLS_EVIDENCE);
+        // What is already known stays known.
+        note_evidence(&mut set, 0);
+        assert!(set.contains(&0) && !set.contains(&MAX_TLS_EVIDENCE));
+    }
+
+    #[test]
+    fn forgotten_names_free_their_slots_and_come_back_when_seen_again() {
+        let header = |host: &'static str| parsers::Header {
+            framing: parsers::syslog::Framing::Rfc3164,
+            pri: None,
+            timestamp: None,
+            hostname: host,
+            appname: "postfix/smtpd",
+            procid: Some(1),
+        };
+        let mut names = Names::with_limit(2);
+        let a = names.process(&header("a"), Some(1)).name;
+        let b = names.process(&header("b"), Some(1)).name;
+        let c = names.process(&header("c"), Some(1)).name;
+        assert!(names.over_limit());
+        assert_eq!(names.retain(&FxHashSet::from_iter([b])), 2);
+        assert!(!names.over_limit());
+        assert_eq!((names.len(), names.tagged), (1, 1));
+        assert_eq!(names.get(b), (Arc::from("b"), Arc::from("postfix")));
+        assert_eq!(names.get(a), (Arc::from(""), Arc::from("")));
+        // A forgotten pair seen again gets a name back (a reused slot), and `b` keeps its own.
+        let again = names.process(&header("a"), Some(1)).name;
+        assert!(again == a || again == c, "{again}");
+        assert_eq!(names.get(again), (Arc::from("a"), Arc::from("postfix")));
+        assert_eq!(names.process(&header("b"), Some(1)).name, b);
+        assert_eq!(names.pairs.len(), 3);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use parsers::opensmtpd::{CertResult, DeliveryResult, Event, Kind, Subsystem};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::postfix::Ctx;
 use super::{LineMeta, ProcessKey, SourceId};
@@ -92,6 +92,11 @@ impl State {
     /// Sessions currently open.
     pub fn open(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Adds the interned names this state refers to.
+    pub fn names_in_use(&self, names: &mut FxHashSet<u32>) {
+        names.extend(self.sessions.keys().map(|key| key.name));
     }
 
     /// The offset of the earliest line of `source` that an open session still needs.

@@ -168,12 +168,18 @@ impl State {
 
     /// Restores evidence from [`State::tls_logging_seen`] of an earlier run.
     pub fn restore_tls_logging_seen(&mut self, name: u32, inbound: bool) {
-        self.tls_logging_seen.insert((name, inbound));
+        super::note_evidence(&mut self.tls_logging_seen, (name, inbound));
     }
 
     /// Connections and sessions currently open.
     pub fn open(&self) -> usize {
         self.clients.len() + self.servers.len()
+    }
+
+    /// Adds the interned names this state refers to.
+    pub fn names_in_use(&self, names: &mut FxHashSet<u32>) {
+        names.extend(self.clients.keys().chain(self.servers.keys()).map(|key| key.name));
+        names.extend(self.tls_logging_seen.iter().map(|(name, _)| *name));
     }
 
     /// The offset of the earliest line of `source` that an open connection still needs: a
@@ -308,7 +314,7 @@ impl State {
         let now = ctx.meta.ts_micros;
         match event {
             Event::TlsConnection(tls) => {
-                self.tls_logging_seen.insert((process.name, false));
+                super::note_evidence(&mut self.tls_logging_seen, (process.name, false));
                 let conn = self.client_conn_for(ctx, process, &tls.peer, |c| c.tls.is_none() && c.deliveries == 0);
                 let mut info = tls_info(tls, std::mem::take(&mut conn.verify_errors));
                 info.cert = conn.cert.take();
@@ -546,7 +552,7 @@ impl State {
                 self.emit(ctx, process, Direction::Inbound, session.conn);
             }
             Event::TlsConnection(tls) => {
-                self.tls_logging_seen.insert((process.name, true));
+                super::note_evidence(&mut self.tls_logging_seen, (process.name, true));
                 let session = self.session_for(ctx, process, &tls.peer);
                 let mut info = tls_info(tls, Vec::new());
                 info.cert = session.conn.cert.take();
@@ -1088,6 +1094,64 @@ mod tests {
             offset += 100;
         }
         marks
+    }
+
+    #[test]
+    fn forged_reporters_are_forgotten_and_names_in_use_are_kept() {
+        // A flood of short inbound sessions, each from a new (forged) reporter, over a quarter of
+        // an hour of log time, after one real TLS delivery (emitted on idle timeout during the
+        // flood); then a delivery without a TLS line by the same instance, which is `plaintext`
+        // only if the instance's TLS-logging evidence kept its name.
+        let forged = 2 * crate::correlate::NAMES_LIMIT;
+        let mut lines = vec![
+            TLS_A.to_owned(),
+            "Nov 30 10:00:00 mx postfix/smtp[100]: AAAAA11111: to=<u@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)".to_owned(),
+        ];
+        for i in 0..forged {
+            let second = 1 + i / 40;
+            let time = format!("10:{:02}:{:02}", second / 60, second % 60);
+            lines.push(format!("Nov 30 {time} forged{i} postfix/smtpd[9]: connect from h[198.51.100.9]"));
+            lines.push(format!(
+                "Nov 30 {time} forged{i} postfix/smtpd[9]: disconnect from h[198.51.100.9] ehlo=1 quit=1 commands=2"
+            ));
+        }
+        lines.push("Nov 30 10:15:00 mx postfix/smtp[101]: BBBBB22222: to=<u@c.example>, relay=c.example[192.0.2.3]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)".to_owned());
+
+        let mut correlator = Correlator::new(Config::default());
+        let source =
+            correlator.add_source(Source { kind: "file".to_owned(), name: "t".to_owned(), trust: "local".to_owned() });
+        let mut years = parsers::YearInference::new(2026, 12);
+        let mut clock = crate::clock::LogClock::new(crate::clock::Zone::Utc);
+        let (mut out, mut most_names) = (Vec::new(), 0);
+        for (offset, line) in lines.iter().enumerate() {
+            let record = parsers::parse_line(line, &mut years).unwrap();
+            let ts_micros = clock.micros(record.header.timestamp.as_ref().unwrap());
+            correlator.push(&record, LineMeta { source, offset: offset as u64, ts_micros }, &mut out);
+            most_names = most_names.max(correlator.names().len());
+        }
+        correlator.finish(&mut out);
+
+        assert!(most_names <= crate::correlate::NAMES_LIMIT + 1, "{most_names} names held at once");
+        assert!(correlator.counters().names_forgotten >= crate::correlate::NAMES_LIMIT as u64);
+        assert_eq!(out.len(), forged + 2);
+        let inbound: Vec<&Observation> = out.iter().filter(|o| o.direction == Direction::Inbound).collect();
+        assert_eq!(inbound.len(), forged);
+        // Every forged session kept its own reporter, before and after names were forgotten.
+        for (i, observation) in inbound.iter().enumerate() {
+            assert_eq!(&*observation.reporter, format!("forged{i}"));
+        }
+        let outbound: Vec<_> = out
+            .iter()
+            .filter(|o| o.direction == Direction::Outbound)
+            .map(|o| (&*o.reporter, o.peer.ip.as_deref(), o.outcome, o.delivered))
+            .collect();
+        assert_eq!(
+            outbound,
+            [
+                ("mx", Some("192.0.2.1"), Outcome::Tls, Some(true)),
+                ("mx", Some("192.0.2.3"), Outcome::Plaintext, Some(true))
+            ]
+        );
     }
 
     #[test]

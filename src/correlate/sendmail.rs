@@ -99,6 +99,13 @@ impl State {
         self.clients.len() + self.servers.len()
     }
 
+    /// Adds the interned names this state refers to.
+    pub fn names_in_use(&self, names: &mut FxHashSet<u32>) {
+        names.extend(self.clients.keys().chain(self.servers.keys()).map(|key| key.name));
+        names.extend(self.pieces.keys().map(|(key, _)| key.name));
+        names.extend(self.tls_logging_seen.iter().map(|(name, _)| *name));
+    }
+
     /// The offset of the earliest line of `source` that open state still needs.
     pub fn low_water(&self, source: SourceId) -> Option<u64> {
         self.open_processes(source).into_iter().map(|(_, offset)| offset).min()
@@ -281,7 +288,7 @@ impl State {
     }
 
     fn starttls(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, tls: &Starttls<'_>) {
-        self.tls_logging_seen.insert((process.name, tls.side == Side::Server));
+        super::note_evidence(&mut self.tls_logging_seen, (process.name, tls.side == Side::Server));
         let info = TlsInfo {
             trust: trust(tls.verify),
             protocol: Some(tls.version.to_owned()),

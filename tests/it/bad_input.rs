@@ -114,3 +114,23 @@ fn long_lines_within_the_limit_are_parsed() {
     assert_eq!(stat(&output.stderr, "oversized (skipped)"), 0);
     assert_eq!(observations(&output.stdout).len(), 1);
 }
+
+#[test]
+fn forged_reporters_do_not_grow_the_process_table() {
+    // Each session from another (forged) syslog host name: more names than the correlator
+    // keeps, so unused ones are forgotten; every session is still an observation of its own.
+    let hosts = 20_000;
+    let mut input = String::new();
+    for i in 0..hosts {
+        input.push_str(&format!("Nov  3 13:36:00 forged{i} postfix/smtpd[9]: connect from h[198.51.100.9]\n"));
+        input.push_str(&format!(
+            "Nov  3 13:36:00 forged{i} postfix/smtpd[9]: disconnect from h[198.51.100.9] ehlo=1 quit=1 commands=2\n"
+        ));
+    }
+    let output = tlsledger(&["parse", "--stats", "--reference-time", "2026-11-30T00:00:00Z"], input.as_bytes());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stat(&output.stderr, "process names forgotten") > 0, "{}", String::from_utf8_lossy(&output.stderr));
+    let got = observations(&output.stdout);
+    assert_eq!(got.len(), hosts);
+    assert!(got.iter().enumerate().all(|(i, o)| o["reporter"] == format!("forged{i}")));
+}

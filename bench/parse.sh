@@ -15,8 +15,9 @@
 #      a later run reuses it when the size, seed and framing still match.
 #   3. Check on a sample how many lines the rulebase matches.
 #   4. Warm the page cache, then time each tool (best of RUNS runs; hyperfine is
-#      used when it is installed) and print seconds, lines/s, MB/s, the ratios
-#      and PASS/FAIL against the targets.
+#      used for lognormalizer when it is installed; wc -l and tlsledger run in
+#      turn, so that both are timed under the same load) and print seconds,
+#      lines/s, MB/s, the ratios and PASS/FAIL against the targets.
 #
 # Usage: bench/parse.sh
 # Environment:
@@ -129,8 +130,8 @@ time_best() {
             "$WORK/$name.json"
         return 0
     fi
-    local best="" i start end
-    for i in $(seq "$RUNS"); do
+    local best="" start end
+    for _ in $(seq "$RUNS"); do
         start=$(date +%s%N)
         bash -c "$cmd" || return 1
         end=$(date +%s%N)
@@ -140,22 +141,37 @@ time_best() {
 }
 
 LINES=$(wc -l < "$LOG")
-log "Timing wc -l."
-t_wc=$(time_best wc "wc -l < '$LOG' > /dev/null")
 log "Timing lognormalizer."
 t_ln=$(time_best lognormalizer "lognormalizer -r '$RULEBASE' -e json < '$LOG' > /dev/null")
-t_tl=""
-if [ "$have_tlsledger" = "1" ]; then
-    log "Timing tlsledger."
-    # tlsledger prints its statistics on stderr; the last run's copy is kept.
-    if t_tl=$(time_best tlsledger "'$TLSLEDGER' parse --stats --output none '$LOG' 2> '$WORK/tlsledger.stderr'"); then
-        :
-    else
-        log "tlsledger parse failed; its stderr follows."
-        cat "$WORK/tlsledger.stderr" >&2 || true
-        t_tl=""
+
+# wc -l and tlsledger are timed in turn (wc, tlsledger, wc, tlsledger, ...), best of RUNS each:
+# this VM's speed drifts by 20-40 % within minutes, and timing one tool after the other (half a
+# minute apart, with lognormalizer in between) made their ratio swing with it.
+# elapsed COMMAND prints the wall-clock seconds of one run of COMMAND (a shell string).
+elapsed() {
+    local start end
+    start=$(date +%s%N)
+    bash -c "$1" || return 1
+    end=$(date +%s%N)
+    awk -v t="$(( end - start ))" 'BEGIN { printf "%.6f", t / 1e9 }'
+}
+best_of() { awk -v b="$1" -v t="$2" 'BEGIN { if (b == "" || t < b) b = t; printf "%.6f", b }'; }
+t_wc="" t_tl=""
+tl_ok=$have_tlsledger
+if [ "$tl_ok" = "1" ]; then log "Timing wc -l and tlsledger in turn."; else log "Timing wc -l."; fi
+for _ in $(seq "$RUNS"); do
+    t_wc=$(best_of "$t_wc" "$(elapsed "wc -l < '$LOG' > /dev/null")")
+    if [ "$tl_ok" = "1" ]; then
+        # tlsledger prints its statistics on stderr; the last run's copy is kept.
+        if t=$(elapsed "'$TLSLEDGER' parse --stats --output none '$LOG' 2> '$WORK/tlsledger.stderr'"); then
+            t_tl=$(best_of "$t_tl" "$t")
+        else
+            log "tlsledger parse failed; its stderr follows."
+            cat "$WORK/tlsledger.stderr" >&2 || true
+            tl_ok=0 t_tl=""
+        fi
     fi
-fi
+done
 
 # Step 4c: the report.
 printf '\nlog: %s, %d bytes (%.1f MB), %d lines, average %.0f B/line, best of %d runs\n\n' \

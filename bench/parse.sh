@@ -25,9 +25,12 @@
 #   SEED=1            generator seed
 #   FRAMING=3339      3339 (rsyslog RFC 3339 timestamps) or 3164 ("Nov 30 ...")
 #   RUNS=3            runs per tool; the fastest one counts
-#   BUILD=1           set to 0 to skip `cargo build --release` when the binary is missing
+#   BUILD=1           set to 0 to build nothing (by default the binary is built, see PGO)
+#   PGO=1             measure the profile-guided build of bench/pgo-build.sh (built or reused
+#                     when BUILD=1; a plain `cargo build --release` binary when that fails);
+#                     PGO=0 measures target/release/tlsledger (built with cargo when missing)
 #   HYPERFINE=1       set to 0 to time with the shell even if hyperfine exists
-#   TLSLEDGER=target/release/tlsledger   the binary to measure
+#   TLSLEDGER=path    the binary to measure (overrides PGO)
 # The exit status is 0 when both targets pass, 1 when one fails, and 2 when
 # tlsledger could not be measured (missing, failing, or printing no statistics).
 
@@ -41,8 +44,8 @@ SEED=${SEED:-1}
 FRAMING=${FRAMING:-3339}
 RUNS=${RUNS:-3}
 BUILD=${BUILD:-1}
+PGO=${PGO:-1}
 HYPERFINE=${HYPERFINE:-1}
-TLSLEDGER=${TLSLEDGER:-target/release/tlsledger}
 RULEBASE=bench/tls.rulebase
 OUT_DIR=bench/out
 LOG=$OUT_DIR/postfix-bench.log
@@ -100,6 +103,21 @@ log "Rulebase check: $((sample_lines - sample_unparsed)) of $sample_lines sample
 
 # Step 4a: find or build the tlsledger binary.  Its absence is reported, not fatal,
 # so that the anchors can still be measured.
+if [ -z "${TLSLEDGER:-}" ] && [ "$PGO" = "1" ]; then
+    if [ "$BUILD" = "1" ] && command -v cargo >/dev/null 2>&1; then
+        log "Building (or reusing) the profile-guided binary with bench/pgo-build.sh."
+        TLSLEDGER=$(bash bench/pgo-build.sh) || {
+            log "The profile-guided build failed; measuring a plain release build instead."
+            TLSLEDGER=""
+        }
+    else
+        for candidate in target/pgo/*/release/tlsledger; do
+            [ -x "$candidate" ] && TLSLEDGER=$candidate
+        done
+    fi
+fi
+TLSLEDGER=${TLSLEDGER:-target/release/tlsledger}
+log "Measuring $TLSLEDGER."
 have_tlsledger=1
 if [ ! -x "$TLSLEDGER" ]; then
     if [ "$BUILD" = "1" ] && command -v cargo >/dev/null 2>&1; then
@@ -174,9 +192,10 @@ for _ in $(seq "$RUNS"); do
 done
 
 # Step 4c: the report.
-printf '\nlog: %s, %d bytes (%.1f MB), %d lines, average %.0f B/line, best of %d runs\n\n' \
+printf '\nlog: %s, %d bytes (%.1f MB), %d lines, average %.0f B/line, best of %d runs\n' \
     "$LOG" "$BYTES" "$(awk -v b="$BYTES" 'BEGIN { print b / 1e6 }')" "$LINES" \
     "$(awk -v b="$BYTES" -v l="$LINES" 'BEGIN { print b / l }')" "$RUNS"
+printf 'tlsledger binary: %s\n\n' "$TLSLEDGER"
 row() {
     awk -v n="$1" -v t="$2" -v b="$BYTES" -v l="$LINES" \
         'BEGIN { printf "%-15s %9.3f s %12.0f lines/s %9.1f MB/s\n", n, t, l / t, b / 1e6 / t }'

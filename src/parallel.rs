@@ -145,22 +145,29 @@ fn parse_lines<'a>(chunk: &'a Chunk, text: Option<&'a str>, spare: Vec<Parsed<'s
     parsed.reserve(chunk.slots.len());
     let mut cache = parsers::HeaderCache::default();
     for slot in &chunk.slots {
-        parsed.push(match *slot {
+        let (offset, len, start, end, lossy) = match *slot {
             Slot::Text { offset, len, start, end, lossy } => {
-                let len = u64::from(len);
-                let (start, end) = (start as usize, end as usize);
-                let line = match text {
-                    Some(text) => text.get(start..end),
-                    None => chunk.text().get(start..end).and_then(|line| std::str::from_utf8(line).ok()),
-                };
-                let Some(line) = line else {
-                    parsed.push(Parsed::Line { offset, len, lossy: true, record: Err(parsers::Error::NotSyslog) });
-                    continue;
-                };
-                Parsed::Line { offset, len, lossy, record: parsers::parse_record_cached(line, &mut cache) }
+                (offset, u64::from(len), start as usize, end as usize, lossy)
             }
-            Slot::Oversized { offset, len } => Parsed::Oversized { offset, len },
-        });
+            Slot::Oversized { offset, len } => {
+                parsed.push(Parsed::Oversized { offset, len });
+                continue;
+            }
+        };
+        let line = match text {
+            Some(text) => text.get(start..end),
+            None => chunk.text().get(start..end).and_then(|line| std::str::from_utf8(line).ok()),
+        };
+        let Some(line) = line else {
+            parsed.push(Parsed::Line { offset, len, lossy: true, record: Err(parsers::Error::NotSyslog) });
+            continue;
+        };
+        // The line's place is pushed first and its record written into it: building the whole
+        // `Parsed` and then pushing it copied each record once more (callgrind).
+        parsed.push(Parsed::Line { offset, len, lossy, record: Err(parsers::Error::NotSyslog) });
+        if let Some(Parsed::Line { record, .. }) = parsed.last_mut() {
+            *record = parsers::parse_record_cached(line, &mut cache);
+        }
     }
     parsed
 }

@@ -19,7 +19,7 @@
 #
 # Usage: bench/pgo-build.sh
 # Prints the path of the binary on stdout (progress goes to stderr). A binary built from the
-# same sources (src, parsers, Cargo.toml, Cargo.lock, committed or not) and compiler is reused;
+# same sources (src, parsers/src and the manifests, by content) and compiler is reused;
 # FORCE=1 rebuilds it. Exits non-zero,
 # with the reason, when no usable llvm-profdata exists (its profile format must be readable by
 # rustc's LLVM) or a step fails; `cargo build --release` then remains the way to build.
@@ -36,12 +36,11 @@ TRAIN_MB=${TRAIN_MB:-60}
 TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
 OUT=target/pgo/$TRIPLE/release/tlsledger
 STAMP=target/pgo/tlsledger.source
-# What the binary is built from: the committed sources (tree ids, so commits that touch only
-# docs or scripts keep it), uncommitted changes to them, and the compiler.
-SOURCES=(src parsers Cargo.toml Cargo.lock)
+# What the binary is built from: a digest of the sources (so changes to docs or scripts keep
+# it, and a tree without git works too) and the compiler.
 source_id() {
-    printf '%s %s %s\n' "$(git rev-parse "${SOURCES[@]/#/HEAD:}" 2>/dev/null | tr '\n' ' ' || echo none)" \
-        "$(git diff HEAD -- "${SOURCES[@]}" 2>/dev/null | sha256sum | cut -c1-16)" "$(rustc -V)"
+    printf '%s %s\n' "$(find src parsers/src Cargo.toml Cargo.lock parsers/Cargo.toml -type f -print0 \
+        | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)" "$(rustc -V)"
 }
 
 if [ "${FORCE:-0}" != "1" ] && [ -x "$OUT" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(source_id)" ]; then

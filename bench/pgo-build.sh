@@ -20,9 +20,10 @@
 # Usage: bench/pgo-build.sh
 # Prints the path of the binary on stdout (progress goes to stderr). A binary built from the
 # same sources (src, parsers/src and the manifests, by content) and compiler is reused;
-# FORCE=1 rebuilds it. Exits non-zero,
-# with the reason, when no usable llvm-profdata exists (its profile format must be readable by
-# rustc's LLVM) or a step fails; `cargo build --release` then remains the way to build.
+# FORCE=1 rebuilds it. Exits non-zero, with the reason, when no usable llvm-profdata exists
+# (its profile format must be readable by rustc's LLVM) or a step fails; `cargo build
+# --release` then remains the way to build. The training logs in tests/data are not part of
+# the reuse key: a changed sample log does not make the binary stale.
 # Environment: LLVM_PROFDATA=path, FORCE=1, TRAIN_MB=60 (size of the generated RFC 3339 log).
 
 set -euo pipefail

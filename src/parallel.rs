@@ -13,7 +13,7 @@
 //! they arrive), frames its lines as [`crate::sources::lines`] does and keeps the incomplete last
 //! line for the next chunk. Workers check each chunk's text for UTF-8 once (a non-UTF-8 line is
 //! replaced by its lossy form and marked) and parse each line with
-//! [`parsers::parse_record_cached`] (one header cache per chunk) into records that borrow the
+//! [`parsers::parse_record_into`] (one header cache per chunk) into records that borrow the
 //! chunk (a [`self_cell`] keeps the text and its records together). The caller gets the chunks
 //! back in stream order because chunk `i` always goes to worker `i % N` and is collected from
 //! there.
@@ -166,7 +166,7 @@ fn parse_lines<'a>(chunk: &'a Chunk, text: Option<&'a str>, spare: Vec<Parsed<'s
         // `Parsed` and then pushing it copied each record once more (callgrind).
         parsed.push(Parsed::Line { offset, len, lossy, record: Err(parsers::Error::NotSyslog) });
         if let Some(Parsed::Line { record, .. }) = parsed.last_mut() {
-            *record = parsers::parse_record_cached(line, &mut cache);
+            parsers::parse_record_into(line, &mut cache, record);
         }
     }
     parsed

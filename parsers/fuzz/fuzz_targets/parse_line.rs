@@ -11,13 +11,18 @@
 //! Properties: no panic; the result agrees with [`parsers::syslog::parse_syslog`] (same error,
 //! same header apart from the inferred year) and with [`parsers::postfix::parse_message`] on the
 //! same service and message (or [`parsers::sendmail::parse_message`] for Sendmail tags); header
-//! and event fields are slices of the line.
+//! and event fields are slices of the line; [`parsers::parse_record_into`] writes over a slot
+//! holding an earlier record (of a kind picked by the line's length) exactly what
+//! [`parsers::parse_record`] returns.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use parsers::postfix::{parse_message, Daemon};
-use parsers::{detect_mta, parse_line, syslog::parse_syslog, Body, Error, Mta, YearInference};
+use parsers::{
+    detect_mta, parse_line, parse_record, parse_record_into, syslog::parse_syslog, Body, Error, HeaderCache, Mta,
+    YearInference,
+};
 use parsers_fuzz::{check_event, check_exim_event, check_header, with_text};
 
 fuzz_target!(|data: &[u8]| {
@@ -35,9 +40,21 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// Lines whose records fill the slot that [`parse_record_into`] writes over: one per body kind.
+const EARLIER: [&str; 5] = [
+    "Nov  3 13:35:12 mx1 postfix/smtp[7]: Verified TLS connection established to mx.example.net[192.0.2.25]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+    "Nov  3 13:35:12 mx1 exim[10]: 1rA2bC-000ABC-DE <= a@example.org H=mx.example.org [192.0.2.9] X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes S=1",
+    "Nov  3 13:35:12 mx1 sm-mta[9]: x2AABBcc: from=<a@b>, size=1, class=0, nrcpts=1, relay=localhost [127.0.0.1]",
+    "Nov  3 13:35:12 mx1 cron[12]: something else",
+    "not syslog",
+];
+
 /// Parses one line and checks the properties listed in the module documentation.
 fn check_line(bytes: &[u8], years: &mut YearInference) {
     with_text(bytes, |line| {
+        let mut slot = parse_record(EARLIER[line.len() % EARLIER.len()]);
+        parse_record_into(line, &mut HeaderCache::default(), &mut slot);
+        assert_eq!(slot, parse_record(line), "parse_record_into disagrees on {line:?}");
         let framed = parse_syslog(line);
         let record = match parse_line(line, years) {
             Ok(record) => record,

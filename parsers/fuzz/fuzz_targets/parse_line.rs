@@ -102,6 +102,11 @@ fn check_line(bytes: &[u8], years: &mut YearInference) {
                 let direct = parsers::opensmtpd::parse_message(framed.message);
                 assert_eq!(direct, Err(*error), "opensmtpd::parse_message disagrees on {line:?}");
             }
+            Body::Unparsed(error) if detect_mta(record.header.appname) == Mta::Exim => {
+                assert_eq!(*error, Error::Malformed, "unexpected body error for {line:?}");
+                let direct = parsers::exim::parse_message(framed.message);
+                assert_eq!(direct.err(), Some(*error), "exim::parse_message disagrees on {line:?}");
+            }
             Body::Unparsed(error) => {
                 assert_eq!(*error, Error::Malformed, "unexpected body error for {line:?}");
                 assert_eq!(direct, Err(*error), "parse_message disagrees on {line:?}");

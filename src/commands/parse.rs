@@ -37,7 +37,8 @@ pub enum OutputFormat {
 /// Options of `tlsledger parse`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ParseArgs {
-    /// Log files to read, in order; `-` or none reads stdin.
+    /// Log files to read, in order; `-` or none reads stdin. gzip-compressed input (logrotate's
+    /// `mail.log.2.gz`) is read decompressed.
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
 
@@ -158,7 +159,9 @@ pub fn run(args: &ParseArgs) -> Result<ParseSummary> {
     let stdout = io::stdout();
     let mut writer = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut lines = LineCounters::default();
-    let mut progress = Progress::new(inputs.iter().map(|i| i.len).sum(), sink.as_ref().map(|s| s.inserted.clone()));
+    // A percentage only when every input's size in text is known.
+    let total = if inputs.iter().any(|i| i.compressed) { 0 } else { inputs.iter().map(|i| i.len).sum() };
+    let mut progress = Progress::new(total, sink.as_ref().map(|s| s.inserted.clone()));
     let mut out: Vec<Observation> = Vec::new();
     for input in inputs {
         let source = correlator.add_source(input.source.clone());
@@ -518,7 +521,10 @@ fn write_all(
 struct Input {
     source: Source,
     reader: Box<dyn Read + Send>,
+    /// Bytes of text, when known (0 for stdin and compressed files).
     len: u64,
+    /// A compressed file (read decompressed): the progress line shows no percentage.
+    compressed: bool,
     mtime_micros: i64,
 }
 
@@ -526,12 +532,12 @@ struct Input {
 fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>> {
     let now = Utc::now().timestamp_micros();
     if files.is_empty() {
-        return Ok(vec![stdin_input(now)]);
+        return Ok(vec![stdin_input(now)?]);
     }
     let mut inputs = Vec::with_capacity(files.len());
     for path in files {
         if path.as_os_str() == "-" {
-            inputs.push(stdin_input(now));
+            inputs.push(stdin_input(now)?);
             continue;
         }
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -544,23 +550,32 @@ fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>> {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(now, |d| i64::try_from(d.as_micros()).unwrap_or(now));
+        let name = path.display().to_string();
+        let (reader, compression) = crate::sources::compressed::open(Box::new(file), &name)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         inputs.push(Input {
-            source: Source { kind: "file".to_owned(), name: path.display().to_string(), trust: "local".to_owned() },
-            reader: Box::new(file),
-            len: metadata.len(),
+            source: Source { kind: "file".to_owned(), name, trust: "local".to_owned() },
+            reader,
+            // The progress line compares bytes of text with this: unknown for a compressed file.
+            len: if compression.is_some() { 0 } else { metadata.len() },
+            compressed: compression.is_some(),
             mtime_micros,
         });
     }
     Ok(inputs)
 }
 
-fn stdin_input(now: i64) -> Input {
-    Input {
+fn stdin_input(now: i64) -> Result<Input> {
+    // Blocks until stdin has given its first bytes (or ended): a writer sends whole lines.
+    let (reader, compression) =
+        crate::sources::compressed::open(Box::new(io::stdin()), "stdin").context("cannot read stdin")?;
+    Ok(Input {
         source: Source { kind: "stdin".to_owned(), name: "-".to_owned(), trust: "local".to_owned() },
-        reader: Box::new(io::stdin()),
+        reader,
         len: 0,
+        compressed: compression.is_some(),
         mtime_micros: now,
-    }
+    })
 }
 
 /// A progress line on stderr while reading, only when stderr is a terminal.

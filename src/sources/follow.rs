@@ -327,6 +327,10 @@ impl Follower {
     /// rotated name or a copy of a generation known in this run.
     fn open(&mut self, path: &Path, inode: (u64, u64)) -> std::io::Result<Option<(Generation, u64)>> {
         let mut file = File::open(path)?;
+        if is_compressed(&mut file)? {
+            // A compressed rotated log (`mail.log.2.gz`): its lines were read while it was plain.
+            return Ok(None);
+        }
         let Some(fingerprint) = fingerprint(&mut file)? else { return Ok(None) };
         if self.known(fingerprint, inode) {
             return Ok(None);
@@ -383,6 +387,21 @@ fn changed_head(path: &Path, fingerprint: u64) -> bool {
         Ok(None) => true,
         Err(_) => false,
     }
+}
+
+/// True when `file` starts with a compression format's magic number (see
+/// [`super::compressed`]): logrotate's compressed generations are never followed.
+fn is_compressed(file: &mut File) -> std::io::Result<bool> {
+    let mut head = [0u8; super::compressed::MAGIC_BYTES];
+    file.seek(SeekFrom::Start(0))?;
+    let mut filled = 0;
+    while filled < head.len() {
+        match file.read(&mut head[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(super::compressed::detect(&head[..filled]).is_some())
 }
 
 /// The fingerprint of a file: FNV-1a of its first line (at most [`FINGERPRINT_BYTES`]), or
@@ -654,6 +673,45 @@ mod tests {
         ];
         let mut f = Follower::new(glob(&dir), &resume);
         assert_eq!(poll(&mut f), ["open 1 @4", "open 2 @9"]);
+    }
+
+    /// logrotate's `compress`: rotated generations are gzipped (`mail.log.1.gz`). A compressed
+    /// file is never opened, whether it was there at the start or appears after a rotation (the
+    /// generation it holds was read while plain; its open file is drained after the unlink).
+    #[test]
+    fn compressed_rotated_logs_are_not_followed() {
+        use std::io::Write;
+        let dir = tempdir();
+        let log = dir.join("mail.log");
+        let gzip = |text: &str| {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            encoder.write_all(text.as_bytes()).unwrap();
+            encoder.finish().unwrap()
+        };
+        std::fs::write(dir.join("mail.log.2.gz"), gzip("old\nlines\n")).unwrap();
+        // Other formats by their magic numbers (xz, zstd, bzip2).
+        std::fs::write(dir.join("mail.log.3.xz"), b"\xfd7zXZ\x00\x00\x04rest\n").unwrap();
+        std::fs::write(dir.join("mail.log.4.zst"), b"\x28\xb5\x2f\xfd\x00\x58rest\n").unwrap();
+        std::fs::write(dir.join("mail.log.5.bz2"), b"BZh91AY&SYrest\n").unwrap();
+        let config = FollowConfig {
+            patterns: vec![dir.join("mail.log*").display().to_string()],
+            poll: Duration::from_millis(1),
+            max_line_bytes: 100,
+        };
+        let mut f = Follower::new(config, &[]);
+        append(&log, "a\n");
+        assert_eq!(poll(&mut f), ["open 1 @0", "lines 1 @0 a|"]);
+        // Rotation with compression, between two polls: rename, a late line, gzip, unlink.
+        std::fs::rename(&log, dir.join("mail.log.1")).unwrap();
+        append(&dir.join("mail.log.1"), "late\n");
+        std::fs::write(dir.join("mail.log.1.gz"), gzip("a\nlate\n")).unwrap();
+        std::fs::remove_file(dir.join("mail.log.1")).unwrap();
+        append(&log, "b\n");
+        let mut got = Vec::new();
+        for _ in 0..DRAIN_POLLS + 2 {
+            got.extend(poll(&mut f));
+        }
+        assert_eq!(got, ["open 2 @0", "lines 2 @0 b|", "lines 1 @2 late|", "closed 1"]);
     }
 
     /// A copytruncate and then a rename between two polls: the open file was truncated and holds

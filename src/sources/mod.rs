@@ -2,6 +2,7 @@
 //! which receives sessions from the MTA itself. Log sources do IO and framing only; they never
 //! interpret MTA messages.
 
+pub mod compressed;
 pub mod follow;
 pub mod journald;
 pub mod lines;

@@ -100,3 +100,80 @@ fn closed_stdout_exits_quietly() {
     assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The observations of `stdout` without the fields that name the input (`event_id` hashes the
+/// source name), for comparing one log read under two names.
+fn without_source(stdout: &[u8]) -> Vec<serde_json::Value> {
+    let mut got = observations(stdout);
+    for observation in &mut got {
+        let object = observation.as_object_mut().unwrap();
+        object.remove("event_id");
+        object.remove("source");
+    }
+    got
+}
+
+/// A rotated log compressed by logrotate (`gzip`, the real tool) reads as the plain log:
+/// on its own, in a multi-member file (`cat a.gz b.gz`), among plain files and on stdin. Other
+/// formats (`xz`) and a damaged gzip file are clear errors.
+#[test]
+fn gzip_compressed_logs_are_read_like_plain_ones() {
+    let dir = std::env::temp_dir().join(format!("tlsledger-gz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = crate::common::corpus("exim-testsuite-tls.log");
+    let plain = dir.join("mail.log.1");
+    std::fs::copy(&source, &plain).unwrap();
+    let run = |args: &[&str], stdin: &[u8]| {
+        let output = tlsledger(args, stdin);
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        output
+    };
+    let want = run(&["parse", "--stats", plain.to_str().unwrap()], b"");
+    assert!(observations(&want.stdout).len() > 10);
+
+    let compress = |tool: &str, path: &std::path::Path| {
+        let status = Command::new(tool).args(["-k", "-f", path.to_str().unwrap()]).status().unwrap();
+        assert!(status.success(), "{tool}");
+    };
+    compress("gzip", &plain);
+    let gz = dir.join("mail.log.1.gz");
+    let got = run(&["parse", "--stats", gz.to_str().unwrap()], b"");
+    assert_eq!(without_source(&got.stdout), without_source(&want.stdout));
+    assert_eq!(stat(&got.stderr, "lines"), stat(&want.stderr, "lines"));
+    assert_eq!(stat(&got.stderr, "observations"), stat(&want.stderr, "observations"));
+
+    // Two members: the log cut in two at a line end, each half gzipped, the files joined.
+    let text = std::fs::read(&plain).unwrap();
+    let cut = text[..text.len() / 2].iter().rposition(|b| *b == b'\n').unwrap() + 1;
+    let (first, second) = (dir.join("first"), dir.join("second"));
+    std::fs::write(&first, &text[..cut]).unwrap();
+    std::fs::write(&second, &text[cut..]).unwrap();
+    compress("gzip", &first);
+    compress("gzip", &second);
+    let mut joined = std::fs::read(dir.join("first.gz")).unwrap();
+    joined.extend(std::fs::read(dir.join("second.gz")).unwrap());
+    let two = dir.join("two.gz");
+    std::fs::write(&two, &joined).unwrap();
+    let got = run(&["parse", two.to_str().unwrap()], b"");
+    assert_eq!(without_source(&got.stdout), without_source(&want.stdout));
+
+    // Among plain files, and on stdin.
+    let mixed = run(&["parse", "--stats", plain.to_str().unwrap(), gz.to_str().unwrap()], b"");
+    assert_eq!(stat(&mixed.stderr, "lines"), 2 * stat(&want.stderr, "lines"));
+    let got = run(&["parse", "-"], &std::fs::read(&gz).unwrap());
+    assert_eq!(without_source(&got.stdout), without_source(&want.stdout));
+
+    // Damaged: cut short, and xz (not read directly). Errors name the file, exit 2.
+    let short = dir.join("short.gz");
+    let bytes = std::fs::read(&gz).unwrap();
+    std::fs::write(&short, &bytes[..bytes.len() / 2]).unwrap();
+    compress("xz", &plain);
+    for (path, says) in [(short, "short.gz"), (dir.join("mail.log.1.xz"), "is xz-compressed")] {
+        let output = tlsledger(&["parse", path.to_str().unwrap()], b"");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

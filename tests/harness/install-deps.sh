@@ -39,8 +39,9 @@ fi
 
 # The packages every lab needs: openssl makes the private CA, swaks injects
 # mail (libnet-ssleay-perl gives it STARTTLS; it is only a Recommends of swaks),
-# procps gives pgrep for checking that daemons are gone.
-common_packages=(openssl ca-certificates swaks libnet-ssleay-perl procps)
+# procps gives pgrep for checking that daemons are gone, xz-utils makes the xz file of
+# the compressed-input test (tests/it/cli.rs; gzip is essential).
+common_packages=(openssl ca-certificates swaks libnet-ssleay-perl procps xz-utils)
 
 mtas=("$@")
 if [[ ${#mtas[@]} -eq 0 ]]; then

@@ -393,6 +393,12 @@ fn changed_head(path: &Path, fingerprint: u64) -> bool {
 /// [`super::compressed`]): logrotate's compressed generations are never followed.
 fn is_compressed(file: &mut File) -> std::io::Result<bool> {
     let mut head = [0u8; super::compressed::MAGIC_BYTES];
+    let filled = read_head(file, &mut head)?;
+    Ok(super::compressed::detect(&head[..filled]).is_some())
+}
+
+/// Fills `head` from the start of `file` (less only at its end); returns how much was read.
+fn read_head(file: &mut File, head: &mut [u8]) -> std::io::Result<usize> {
     file.seek(SeekFrom::Start(0))?;
     let mut filled = 0;
     while filled < head.len() {
@@ -401,21 +407,14 @@ fn is_compressed(file: &mut File) -> std::io::Result<bool> {
             n => filled += n,
         }
     }
-    Ok(super::compressed::detect(&head[..filled]).is_some())
+    Ok(filled)
 }
 
 /// The fingerprint of a file: FNV-1a of its first line (at most [`FINGERPRINT_BYTES`]), or
 /// `None` while the file has neither a complete first line nor that many bytes.
 pub fn fingerprint(file: &mut File) -> std::io::Result<Option<u64>> {
     let mut head = [0u8; FINGERPRINT_BYTES];
-    file.seek(SeekFrom::Start(0))?;
-    let mut filled = 0;
-    while filled < head.len() {
-        match file.read(&mut head[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
+    let filled = read_head(file, &mut head)?;
     let end = match memchr::memchr(b'\n', &head[..filled]) {
         Some(newline) => newline + 1,
         None if filled == FINGERPRINT_BYTES => filled,
@@ -533,6 +532,15 @@ mod tests {
         Follower::new(config, resume)
     }
 
+    /// Following `mail.log*` in `dir`: the log and its rotated names.
+    fn rotated_names(dir: &Path) -> FollowConfig {
+        FollowConfig {
+            patterns: vec![dir.join("mail.log*").display().to_string()],
+            poll: Duration::from_millis(1),
+            max_line_bytes: 100,
+        }
+    }
+
     fn append(path: &Path, text: &str) {
         std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
     }
@@ -628,12 +636,7 @@ mod tests {
         let dir = tempdir();
         let log = dir.join("mail.log");
         let rotated = dir.join("mail.log.1");
-        let glob = |dir: &Path| FollowConfig {
-            patterns: vec![dir.join("mail.log*").display().to_string()],
-            poll: Duration::from_millis(1),
-            max_line_bytes: 100,
-        };
-        let mut f = Follower::new(glob(&dir), &[]);
+        let mut f = Follower::new(rotated_names(&dir), &[]);
         append(&log, "a\nb\n");
         assert_eq!(poll(&mut f), ["open 1 @0", "lines 1 @0 a|b|"]);
         // Rename + create, with a late line in the old file.
@@ -671,7 +674,7 @@ mod tests {
             Resume { fingerprint: print(&dir.join("mail.log.2")), offset: 9 },
             Resume { fingerprint: print(&rotated), offset: 4 },
         ];
-        let mut f = Follower::new(glob(&dir), &resume);
+        let mut f = Follower::new(rotated_names(&dir), &resume);
         assert_eq!(poll(&mut f), ["open 1 @4", "open 2 @9"]);
     }
 
@@ -693,12 +696,7 @@ mod tests {
         std::fs::write(dir.join("mail.log.3.xz"), b"\xfd7zXZ\x00\x00\x04rest\n").unwrap();
         std::fs::write(dir.join("mail.log.4.zst"), b"\x28\xb5\x2f\xfd\x00\x58rest\n").unwrap();
         std::fs::write(dir.join("mail.log.5.bz2"), b"BZh91AY&SYrest\n").unwrap();
-        let config = FollowConfig {
-            patterns: vec![dir.join("mail.log*").display().to_string()],
-            poll: Duration::from_millis(1),
-            max_line_bytes: 100,
-        };
-        let mut f = Follower::new(config, &[]);
+        let mut f = Follower::new(rotated_names(&dir), &[]);
         append(&log, "a\n");
         assert_eq!(poll(&mut f), ["open 1 @0", "lines 1 @0 a|"]);
         // Rotation with compression, between two polls: rename, a late line, gzip, unlink.
@@ -721,12 +719,7 @@ mod tests {
     fn copytruncate_then_rename_between_polls() {
         let dir = tempdir();
         let log = dir.join("mail.log");
-        let config = FollowConfig {
-            patterns: vec![dir.join("mail.log*").display().to_string()],
-            poll: Duration::from_millis(1),
-            max_line_bytes: 100,
-        };
-        let mut f = Follower::new(config, &[]);
+        let mut f = Follower::new(rotated_names(&dir), &[]);
         append(&log, "a1\n");
         assert_eq!(poll(&mut f), ["open 1 @0", "lines 1 @0 a1|"]);
         append(&log, "a2\n");

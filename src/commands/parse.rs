@@ -38,9 +38,15 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ParseArgs {
     /// Log files to read, in order; `-` or none reads stdin. gzip-compressed input (logrotate's
-    /// `mail.log.2.gz`) is read decompressed.
+    /// `mail.log.2.gz`) is read decompressed. Rotations of one log (`mail.log`, `mail.log.1`,
+    /// `mail.log.2.gz`, or `maillog-20241130`) are read oldest first, whatever order they are
+    /// given in (`/var/log/mail.log*` expands newest first); see --keep-order.
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
+
+    /// Read the files exactly in the order given, rotated ones included.
+    #[arg(long)]
+    pub keep_order: bool,
 
     /// Print counts of lines and observations (per outcome and direction) to stderr at the end.
     #[arg(long)]
@@ -142,7 +148,12 @@ pub struct ParseSummary {
 
 /// Runs `parse`; returns the counters for the caller to print or check.
 pub fn run(args: &ParseArgs) -> Result<ParseSummary> {
-    let inputs = open_inputs(&args.files)?;
+    let files = if args.keep_order { args.files.clone() } else { crate::sources::rotated::oldest_first(&args.files) };
+    if files != args.files {
+        let names: Vec<String> = files.iter().map(|path| path.display().to_string()).collect();
+        eprintln!("tlsledger: reading rotated logs oldest first: {}", names.join(" "));
+    }
+    let inputs = open_inputs(&files)?;
     let mut sink = match args.clickhouse.config()? {
         Some(config) => Some(SinkThread::start(config, args.sink.config())?),
         None => None,

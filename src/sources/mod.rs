@@ -7,4 +7,5 @@ pub mod follow;
 pub mod journald;
 pub mod lines;
 pub mod milter;
+pub mod rotated;
 pub mod syslog;

@@ -177,3 +177,47 @@ fn gzip_compressed_logs_are_read_like_plain_ones() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `tlsledger parse /var/log/mail.log*`: the shell gives the rotations newest first, and a
+/// session that spans two of them is still joined (read oldest first); `--keep-order` reads
+/// them as given, and the session falls apart.
+#[test]
+fn rotated_logs_given_newest_first_are_read_oldest_first() {
+    let dir = std::env::temp_dir().join(format!("tlsledger-rotated-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let session = [
+        "Nov 30 10:00:00 mx postfix/smtpd[7]: connect from a.example[192.0.2.1]",
+        "Nov 30 10:00:01 mx postfix/smtpd[7]: Anonymous TLS connection established from a.example[192.0.2.1]: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+        "Nov 30 10:00:02 mx postfix/smtpd[7]: disconnect from a.example[192.0.2.1] ehlo=2 starttls=1 quit=1 commands=4",
+    ];
+    // The rotation happened in the middle of the session; the rotated file is gzipped.
+    let (old, new) = (dir.join("mail.log.1"), dir.join("mail.log"));
+    std::fs::write(&old, format!("{}\n{}\n", session[0], session[1])).unwrap();
+    std::fs::write(&new, format!("{}\n", session[2])).unwrap();
+    let status = Command::new("gzip").arg(&old).status().unwrap();
+    assert!(status.success());
+    let old = dir.join("mail.log.1.gz");
+    let newest_first = [new.to_str().unwrap(), old.to_str().unwrap()];
+
+    let args = |extra: &[&'static str]| {
+        let mut args = vec!["parse", "--reference-time", "2026-12-01T00:00:00Z"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&newest_first);
+        args
+    };
+    let output = tlsledger(&args(&[]), b"");
+    assert!(output.status.success());
+    let got = observations(&output.stdout);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0]["lines"], 3);
+    assert_eq!(got[0]["outcome"], "tls");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("reading rotated logs oldest first"), "{stderr}");
+
+    let output = tlsledger(&args(&["--keep-order"]), b"");
+    assert!(output.status.success());
+    let got = observations(&output.stdout);
+    assert!(got.iter().all(|o| o["lines"] != 3), "{got:#?}");
+    assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

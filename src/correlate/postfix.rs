@@ -547,7 +547,6 @@ impl State {
             }
             Event::Disconnect { peer, counters } => {
                 let mut session = self.take_session(ctx, process, peer);
-                touch(&mut session.conn, now);
                 session.conn.counters = Some(*counters);
                 self.emit(ctx, process, Direction::Inbound, session.conn);
             }
@@ -633,9 +632,14 @@ impl State {
         session
     }
 
+    /// The session of `process` with `peer`, taken out of the open ones, this line counted
+    /// (a new session starts with it).
     fn take_session(&mut self, ctx: &mut Ctx<'_>, process: ProcessKey, peer: &Peer<'_>) -> Session {
         match self.servers.remove(&process) {
-            Some(session) if same_peer(&session.conn, peer) => session,
+            Some(mut session) if same_peer(&session.conn, peer) => {
+                touch(&mut session.conn, ctx.meta.ts_micros);
+                session
+            }
             other => {
                 if let Some(old) = other {
                     self.emit(ctx, process, Direction::Inbound, old.conn);
@@ -1529,5 +1533,29 @@ mod tests {
         correlator.finish(&mut out);
         assert_eq!(out.len(), 50, "nothing is lost by eviction");
         assert!(correlator.counters().evicted > 0);
+    }
+
+    #[test]
+    fn an_observation_counts_each_of_its_lines_once() {
+        // Each inbound line alone (a lone `disconnect` was counted twice), and whole sessions.
+        let connect = "Nov 30 10:00:00 mx postfix/smtpd[7]: connect from a.example[192.0.2.1]";
+        let tls = "Nov 30 10:00:01 mx postfix/smtpd[7]: Anonymous TLS connection established from a.example[192.0.2.1]: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)";
+        let lost = "Nov 30 10:00:02 mx postfix/smtpd[7]: lost connection after STARTTLS from a.example[192.0.2.1]";
+        let disconnect =
+            "Nov 30 10:00:03 mx postfix/smtpd[7]: disconnect from a.example[192.0.2.1] ehlo=2 starttls=1 quit=1 commands=4";
+        for (lines, want) in [
+            (&[disconnect][..], 1),
+            (&[connect][..], 1),
+            (&[tls][..], 1),
+            (&[lost][..], 1),
+            (&[connect, disconnect][..], 2),
+            (&[tls, disconnect][..], 2),
+            (&[connect, tls, disconnect][..], 3),
+            (&[connect, tls, lost, disconnect][..], 4),
+        ] {
+            let got = run(lines, TlsLogging::On);
+            assert_eq!(got.len(), 1, "{lines:?}");
+            assert_eq!(got[0].lines, want, "{lines:?}");
+        }
     }
 }

@@ -22,7 +22,11 @@ enum Age {
 /// The log a file is a rotation of (its directory and base name) and its age, from its name.
 fn rotation(path: &Path) -> Option<((PathBuf, String), Age)> {
     let name = path.file_name()?.to_str()?;
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    // `mail.log.1` and `./mail.log` are in the same folder.
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let name = [".gz", ".xz", ".zst", ".bz2"].iter().find_map(|ext| name.strip_suffix(ext)).unwrap_or(name);
     let all_digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
     if let Some((base, number)) = name.rsplit_once('.') {
@@ -86,6 +90,8 @@ mod tests {
         );
         // Already oldest first: unchanged.
         assert_eq!(order(&["mail.log.1", "mail.log"]), ["mail.log.1", "mail.log"]);
+        // The current folder named and not.
+        assert_eq!(order(&["./mail.log", "mail.log.1"]), ["mail.log.1", "./mail.log"]);
     }
 
     #[test]

@@ -38,9 +38,10 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ParseArgs {
     /// Log files to read, in order; `-` or none reads stdin. gzip-compressed input (logrotate's
-    /// `mail.log.2.gz`) is read decompressed. Rotations of one log (`mail.log`, `mail.log.1`,
-    /// `mail.log.2.gz`, or `maillog-20241130`) are read oldest first, whatever order they are
-    /// given in (`/var/log/mail.log*` expands newest first); see --keep-order.
+    /// `mail.log.2.gz`) is read decompressed. Rotations of a log given with the log itself
+    /// (`mail.log`, `mail.log.1`, `mail.log.2.gz`, or `maillog-20241130`) are read oldest first,
+    /// whatever order they are given in (`/var/log/mail.log*` expands newest first); see
+    /// --keep-order.
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
 

@@ -4,7 +4,8 @@
 //! `tlsledger parse /var/log/mail.log*` gets them from the shell newest first (`mail.log`
 //! sorts before `mail.log.1`), but a stream must be read oldest first for a session that spans
 //! two files to be joined. [`oldest_first`] reorders the rotations of each log among the places
-//! they hold in the argument list; other files keep their places.
+//! they hold in the argument list, when the log itself is given too; other files keep their
+//! places.
 
 use std::path::{Path, PathBuf};
 
@@ -42,9 +43,11 @@ fn rotation(path: &Path) -> Option<((PathBuf, String), Age)> {
     Some(((dir, name.to_owned()), Age::Current))
 }
 
-/// `files` with the rotations of each log (two or more of its names) put oldest first, in the
-/// places they held; everything else (other files, `-`) stays where it was. The order is
-/// stable: two names of the same age keep their order.
+/// `files` with the rotations of each log put oldest first, in the places they held, when the
+/// log itself (`mail.log`) is among them: that is what marks them as logrotate's names rather
+/// than, say, chunks a user numbered in time order (`part.1 part.2`, left as given). Everything
+/// else (other files, `-`) stays where it was. The order is stable: two names of the same age
+/// keep their order.
 pub fn oldest_first(files: &[PathBuf]) -> Vec<PathBuf> {
     let keys: Vec<_> = files.iter().map(|path| if path.as_os_str() == "-" { None } else { rotation(path) }).collect();
     let mut ordered = files.to_vec();
@@ -59,7 +62,8 @@ pub fn oldest_first(files: &[PathBuf]) -> Vec<PathBuf> {
         for &at in &places {
             done[at] = true;
         }
-        if places.len() < 2 {
+        let has_current = places.iter().any(|&at| matches!(&keys[at], Some((_, Age::Current))));
+        if places.len() < 2 || !has_current {
             continue;
         }
         let mut members: Vec<usize> = places.clone();
@@ -116,6 +120,12 @@ mod tests {
         );
         // The same age twice (a copy being compressed): the given order.
         assert_eq!(order(&["m.log.1.gz", "m.log", "m.log.1"]), ["m.log.1.gz", "m.log.1", "m.log"]);
+        // Without the log itself, numbered names are not taken for rotations.
+        assert_eq!(
+            order(&["part.1", "part.2", "maillog-2", "maillog-1"]),
+            ["part.1", "part.2", "maillog-2", "maillog-1"]
+        );
+        assert_eq!(order(&["mail.log.1", "mail.log.2.gz"]), ["mail.log.1", "mail.log.2.gz"]);
         assert!(order(&[]).is_empty());
     }
 }

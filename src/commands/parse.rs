@@ -172,7 +172,7 @@ pub fn run(args: &ParseArgs) -> Result<ParseSummary> {
     let mut writer = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut lines = LineCounters::default();
     // A percentage only when every input's size in text is known.
-    let total = if inputs.iter().any(|i| i.compressed) { 0 } else { inputs.iter().map(|i| i.len).sum() };
+    let total = inputs.iter().map(|i| i.len).sum::<Option<u64>>().unwrap_or(0);
     let mut progress = Progress::new(total, sink.as_ref().map(|s| s.inserted.clone()));
     let mut out: Vec<Observation> = Vec::new();
     for input in inputs {
@@ -533,10 +533,8 @@ fn write_all(
 struct Input {
     source: Source,
     reader: Box<dyn Read + Send>,
-    /// Bytes of text, when known (0 for stdin and compressed files).
-    len: u64,
-    /// A compressed file (read decompressed): the progress line shows no percentage.
-    compressed: bool,
+    /// Bytes of text, when known (not for stdin and compressed files).
+    len: Option<u64>,
     mtime_micros: i64,
 }
 
@@ -569,8 +567,7 @@ fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>> {
             source: Source { kind: "file".to_owned(), name, trust: "local".to_owned() },
             reader,
             // The progress line compares bytes of text with this: unknown for a compressed file.
-            len: if compression.is_some() { 0 } else { metadata.len() },
-            compressed: compression.is_some(),
+            len: compression.is_none().then_some(metadata.len()),
             mtime_micros,
         });
     }
@@ -579,13 +576,11 @@ fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>> {
 
 fn stdin_input(now: i64) -> Result<Input> {
     // Blocks until stdin has given its first bytes (or ended): a writer sends whole lines.
-    let (reader, compression) =
-        crate::sources::compressed::open(Box::new(io::stdin()), "stdin").context("cannot read stdin")?;
+    let (reader, _) = crate::sources::compressed::open(Box::new(io::stdin()), "stdin").context("cannot read stdin")?;
     Ok(Input {
         source: Source { kind: "stdin".to_owned(), name: "-".to_owned(), trust: "local".to_owned() },
         reader,
-        len: 0,
-        compressed: compression.is_some(),
+        len: None,
         mtime_micros: now,
     })
 }

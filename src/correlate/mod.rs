@@ -546,8 +546,8 @@ pub(crate) fn note_evidence<T: std::hash::Hash + Eq>(set: &mut FxHashSet<T>, val
 ///
 /// An address with a colon can only be IPv6 and one without only IPv4, so each text is parsed
 /// once (`IpAddr`'s parser tried IPv4 first on every IPv6 address), and IPv6 is written by
-/// [`ipv6_text`] rather than through `Display` (the formatting machinery cost about three times
-/// as much, callgrind).
+/// [`ipv6_text`] rather than through `Display` (the formatting machinery cost about 2,000
+/// instructions per address, `ipv6_text` about 300: callgrind).
 pub(crate) fn canonical_ip(addr: &str) -> Option<String> {
     // An IPv6 text has a colon within its first five bytes (a group has four digits at most).
     if addr.bytes().take(5).any(|byte| byte == b':') {

@@ -59,30 +59,29 @@ pub fn detect(head: &[u8]) -> Option<Compression> {
     }
 }
 
-/// Reads up to [`MAGIC_BYTES`] from `reader` (fewer only at its end); the bytes are returned,
-/// not lost.
-fn read_head(reader: &mut impl Read) -> io::Result<Vec<u8>> {
-    let mut head = vec![0u8; MAGIC_BYTES];
+/// Reads from `reader` until `buf` is full or the reader ends; returns how much was read.
+pub fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
-    while filled < head.len() {
-        match reader.read(&mut head[filled..]) {
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(error),
         }
     }
-    head.truncate(filled);
-    Ok(head)
+    Ok(filled)
 }
 
 /// `reader` as text: its first bytes are looked at, and a gzip stream is decompressed. Returns
 /// the reader and the format it was in; another compression format is an error naming the
 /// command that reads it. Nothing is read beyond the magic number before the caller reads.
 pub fn open(mut reader: Box<dyn Read + Send>, name: &str) -> io::Result<(Box<dyn Read + Send>, Option<Compression>)> {
-    let head = read_head(&mut reader)?;
-    let found = detect(&head);
-    let whole = io::Cursor::new(head).chain(reader);
+    let mut head = [0u8; MAGIC_BYTES];
+    let filled = fill(&mut reader, &mut head)?;
+    let found = detect(&head[..filled]);
+    // The bytes looked at are read again, first.
+    let whole = io::Cursor::new(head[..filled].to_vec()).chain(reader);
     match found {
         None => Ok((Box::new(whole), None)),
         Some(Compression::Gzip) => {

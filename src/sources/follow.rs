@@ -400,14 +400,7 @@ fn is_compressed(file: &mut File) -> std::io::Result<bool> {
 /// Fills `head` from the start of `file` (less only at its end); returns how much was read.
 fn read_head(file: &mut File, head: &mut [u8]) -> std::io::Result<usize> {
     file.seek(SeekFrom::Start(0))?;
-    let mut filled = 0;
-    while filled < head.len() {
-        match file.read(&mut head[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
+    super::compressed::fill(file, head)
 }
 
 /// The fingerprint of a file: FNV-1a of its first line (at most [`FINGERPRINT_BYTES`]), or

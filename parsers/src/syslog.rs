@@ -571,39 +571,59 @@ fn utc_offset(input: &str) -> IResult<&str, i32> {
 
 /// `postfix/smtp[12345]: ` or `postfix/smtp: `; the space after the colon is optional.
 fn syslog_tag(input: &str) -> IResult<&str, (&str, Option<u32>)> {
-    let fail = || nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Tag));
-    let bytes = input.as_bytes();
-    // The name's end found eight bytes at a time, the pid read while its digits are checked:
-    // this runs on every line, and the iterator-and-`parse` form cost about 300 instructions.
-    let end = crate::scan::find_any(bytes, [b'[', b':', b' ']).unwrap_or(bytes.len());
-    if end == 0 || end == bytes.len() {
-        return Err(fail());
+    match tag_end(input.as_bytes()) {
+        // Every index `tag_end` returns follows an ASCII byte, so it is a character boundary.
+        Some((end, procid, at)) => Ok((&input[at..], (&input[..end], procid))),
+        None => Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Tag))),
+    }
+}
+
+/// The end of the tag's name, the pid, and where the message starts; `None` when `bytes` does
+/// not start with a tag. This runs on every line: the name's end is found eight bytes at a time
+/// and the pid's digits are read in one pass without overflow checks (a `u64` holds ten digits
+/// after the leading zeros): 0.5 M instructions fewer per 10 MB of the bench log than checked
+/// arithmetic with an error closure at every digit (callgrind, 73.8 M -> 73.3 M per worker).
+#[inline]
+fn tag_end(bytes: &[u8]) -> Option<(usize, Option<u32>, usize)> {
+    let end = crate::scan::find_any(bytes, [b'[', b':', b' '])?;
+    if end == 0 {
+        return None;
     }
     let mut at = end;
     let mut procid = None;
     if bytes[at] == b'[' {
-        let start = at + 1;
-        let mut pid: u32 = 0;
-        at = start;
-        while let Some(digit) = bytes.get(at).map(|b| b.wrapping_sub(b'0')).filter(|d| *d < 10) {
-            pid = pid.checked_mul(10).and_then(|p| p.checked_add(u32::from(digit))).ok_or_else(fail)?;
+        at += 1;
+        let start = at;
+        while bytes.get(at) == Some(&b'0') {
             at += 1;
         }
-        if at == start || bytes.get(at) != Some(&b']') {
-            return Err(fail());
+        let significant = at;
+        let mut pid: u64 = 0;
+        while let Some(&byte) = bytes.get(at) {
+            let digit = byte.wrapping_sub(b'0');
+            if digit > 9 {
+                break;
+            }
+            pid = pid * 10 + u64::from(digit);
+            at += 1;
+            if at - significant > 10 {
+                return None;
+            }
         }
-        procid = Some(pid);
+        if at == start || bytes.get(at) != Some(&b']') {
+            return None;
+        }
+        procid = Some(u32::try_from(pid).ok()?);
         at += 1;
     }
     if bytes.get(at) != Some(&b':') {
-        return Err(fail());
+        return None;
     }
     at += 1;
     if bytes.get(at) == Some(&b' ') {
         at += 1;
     }
-    // Every index above follows an ASCII byte, so it is a character boundary.
-    Ok((&input[at..], (&input[..end], procid)))
+    Some((end, procid, at))
 }
 
 /// The RFC 5424 part after `<PRI>1 `.
@@ -769,6 +789,10 @@ mod tests {
         assert_eq!(syslog_tag("postfix/smtp:  x"), Ok((" x", ("postfix/smtp", None))));
         assert_eq!(syslog_tag("smtp:"), Ok(("", ("smtp", None))));
         assert_eq!(syslog_tag("smtp[000000000004294967295]: x"), Ok(("x", ("smtp", Some(u32::MAX)))));
+        assert_eq!(syslog_tag("smtp[0]: x"), Ok(("x", ("smtp", Some(0)))));
+        assert_eq!(syslog_tag("smtp[0000000000000000000000000]:x"), Ok(("x", ("smtp", Some(0)))));
+        assert!(syslog_tag("smtp[9999999999]: x").is_err());
+        assert!(syslog_tag("smtp[42949672950]: x").is_err());
         for bad in [
             "postfix/smtp[4294967296]: x",
             "postfix/smtp[]: x",
@@ -783,6 +807,58 @@ mod tests {
             "",
         ] {
             assert!(syslog_tag(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// The tag grammar spelled out plainly: the name up to the first `[`, `:` or space, an
+    /// optional `[digits]` that fits a `u32`, a colon and an optional space.
+    fn plain_tag(input: &str) -> Option<(&str, (&str, Option<u32>))> {
+        let end = input.find(['[', ':', ' '])?;
+        if end == 0 {
+            return None;
+        }
+        let (name, mut rest) = input.split_at(end);
+        let mut procid = None;
+        if let Some(after) = rest.strip_prefix('[') {
+            let (digits, after) = after.split_once(']')?;
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let significant = digits.trim_start_matches('0');
+            procid = Some(if significant.is_empty() { 0 } else { significant.parse::<u32>().ok()? });
+            rest = after;
+        }
+        let rest = rest.strip_prefix(':')?;
+        Some((rest.strip_prefix(' ').unwrap_or(rest), (name, procid)))
+    }
+
+    #[test]
+    fn syslog_tag_agrees_with_the_plain_grammar() {
+        // Short texts over the bytes the grammar turns on, in every combination up to five
+        // bytes, then pseudo-random longer ones.
+        let alphabet = ["a", "/", "[", "]", ":", " ", "0", "7", "9", "x"];
+        let mut texts = vec![String::new()];
+        for _ in 0..5 {
+            let mut next = Vec::new();
+            for text in &texts {
+                assert_eq!(syslog_tag(text).ok(), plain_tag(text), "{text:?}");
+                for piece in alphabet {
+                    next.push(format!("{text}{piece}"));
+                }
+            }
+            texts = next;
+        }
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let pieces = ["postfix/smtp", "[", "]", ":", " ", "0", "4294967295", "4294967296", "12", "x y", "00000000000"];
+        for _ in 0..50_000 {
+            let mut text = String::new();
+            for _ in 0..6 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                text.push_str(pieces[(state % pieces.len() as u64) as usize]);
+            }
+            assert_eq!(syslog_tag(&text).ok(), plain_tag(&text), "{text:?}");
         }
     }
 

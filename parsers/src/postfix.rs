@@ -654,7 +654,14 @@ fn split_at_literal<'a>(text: &'a str, literal: &str) -> Option<(&'a str, &'a st
 /// `ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1 commands=7` (`smtpd_format_cmd_stats`).
 fn counters(input: &str) -> Counters {
     let mut counters = Counters::default();
-    for item in input.split_ascii_whitespace() {
+    // `split_ascii_whitespace`, with the separators found eight bytes at a time: the iterator
+    // tested byte by byte and cost about a third of every `disconnect` line (callgrind).
+    let mut rest = input;
+    while !rest.is_empty() {
+        let end = crate::scan::find_any(rest.as_bytes(), [b' ', b'\t', b'\n', b'\x0c', b'\r']).unwrap_or(rest.len());
+        // ASCII separators: `end` and `end + 1` are character boundaries.
+        let item = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or("");
         // Five names matter; their first bytes rule out the others (`ehlo=`, `rcpt=`, `quit=`,
         // …) before any split.
         let Some(&first) = item.as_bytes().first() else { continue };
@@ -1046,6 +1053,31 @@ mod tests {
         assert_eq!(summary("data=+1\tstarttls=1/1  commands=3 mail=1/"), (true, Some((1, 1)), None, Some((1, 1))));
         assert_eq!(summary(""), (false, None, None, None));
         assert_eq!(summary("= s m d b c starttls= mail=/1"), (false, None, None, None));
+    }
+
+    #[test]
+    fn command_counters_split_as_split_ascii_whitespace_does() {
+        // The items a `split_ascii_whitespace` split gives, read alone: the counters must be
+        // those of the same items joined by one space, whatever separated them.
+        let items = ["ehlo=1", "starttls=1/2", "mail=3", "data=0/1", "commands=5", "x", "=", "bdat=2"];
+        let separators = [" ", "  ", "\t", "\n", "\x0c", "\r", " \t ", "\u{a0}"];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            for _ in 0..(state % 7) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                text.push_str(separators[(state % 8) as usize]);
+                text.push_str(items[((state >> 8) % 8) as usize]);
+            }
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            text.push_str(separators[(state % 8) as usize]);
+            let joined = text.split_ascii_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(counters(&text), counters(&joined), "{text:?}");
+        }
     }
 
     #[test]

@@ -182,7 +182,9 @@ pub fn run(args: &ParseArgs) -> Result<ParseSummary> {
         let name = input.source.name.clone();
         let workers = if args.threads == 0 { parallel::default_workers() } else { args.threads };
         parallel::parse_stream(input.reader, args.max_line_bytes, workers, |parsed| {
-            for line in parsed.iter_mut() {
+            for i in 0..parsed.len() {
+                parallel::prefetch_ahead(parsed, i);
+                let line = &mut parsed[i];
                 stream.line(&mut correlator, &mut lines, line, &mut out);
                 // Most lines complete nothing; an empty drain still costs its setup.
                 if !out.is_empty() {

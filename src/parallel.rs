@@ -247,13 +247,16 @@ fn relabel<'b>(lines: Vec<Parsed<'_>>) -> Vec<Parsed<'b>> {
     lines.into_iter().filter_map(|_| None).collect()
 }
 
-/// The number of parse workers to use when the operator did not say: one more than the available
-/// cores, at most 8. Chunks are collected in order, so the correlating thread waits whenever the
-/// worker holding the next chunk is descheduled; a spare worker keeps one ready. On the 2-core
-/// build machine (`bench/parse.sh`'s log, 4 alternating rounds): 2 workers 1.04–1.18 s, 3 workers
-/// 0.95–1.03 s, 4 workers 0.98–1.01 s.
+/// The number of parse workers to use when the operator did not say: one fewer than the
+/// available cores (at least one, at most 8), so that the workers and the correlating thread
+/// each have a core (the reader thread, mostly waiting on the kernel's copy, shares one).
+/// On a 2-core AMD EPYC VM with the prefetching correlator (`bench/parse.sh`'s log, six
+/// alternating rounds, wall seconds): 1 worker 0.87–1.11 (median 1.08), 2 workers 1.13–1.31,
+/// 3 workers 1.24–1.46 (1.32), 4 workers 1.23–1.53; with JSON output 1 worker 2.40–3.22 s
+/// against 2.69–3.13 s for 3. More workers than cores only add hand-offs between cores and
+/// time slices lost to the ordering (chunk `i` waits for its worker to be scheduled again).
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get() + 1).clamp(1, 8)
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1)).clamp(1, 8)
 }
 
 /// Reads `reader` to its end on a thread of its own, parses its lines on `workers` threads and

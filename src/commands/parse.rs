@@ -76,8 +76,8 @@ pub struct ParseArgs {
     #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
     pub max_line_bytes: usize,
 
-    /// Threads that parse lines (0: one fewer than the cores, at least 1 and at most 8). Joining lines into
-    /// observations stays in order on one thread; reading and parsing run beside it.
+    /// Threads that parse lines (0: one fewer than the cores, at least 1 and at most 8). Joining
+    /// lines into observations stays in order on one thread; reading and parsing run beside it.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
 

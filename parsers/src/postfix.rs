@@ -112,6 +112,17 @@ pub enum Event<'a> {
         /// `Server certificate not verified` or `Server certificate not trusted`.
         reason: &'a str,
     },
+    /// `7EE668039: <reason>` from the client, other than a certificate rejection: Postfix's
+    /// `smtp_bulk_fail` logs this, once per message, when a soft error made it skip a server that
+    /// is not the last MX (`TLS is required, but was not offered by host mx1.example[192.0.2.1]`,
+    /// `Cannot start TLS: handshake failure`, `lost connection with …`, `host … said: 4…`); the
+    /// recipients stay queued for the next server.
+    HostSkipped {
+        /// The queue id.
+        queue_id: &'a str,
+        /// The reason as logged.
+        reason: &'a str,
+    },
     /// `QID: to=<…>, relay=…, …, status=sent (…)`
     Delivery(Delivery<'a>),
     /// `discarding EHLO keywords: STARTTLS` (no host: it belongs to the next delivery of the pid).
@@ -403,7 +414,13 @@ fn client_queue_message<'a>(queue_id: &'a str, rest: &'a str) -> Result<Event<'a
     if rest == "Server certificate not verified" || rest == "Server certificate not trusted" {
         return Ok(Event::CertificateRejected { queue_id, reason: rest });
     }
-    Ok(Event::Ignored)
+    // `enabling PIX workarounds: … for host[addr]:port` is the one other queue-id message;
+    // `Verified: …` is a Postfix 2.x certificate line that is not one.
+    if rest.is_empty() || rest.starts_with("enabling PIX workarounds") || matches!(queue_id, "Verified" | "Unverified")
+    {
+        return Ok(Event::Ignored);
+    }
+    Ok(Event::HostSkipped { queue_id, reason: rest })
 }
 
 /// Messages of `postfix/smtpd` (any service name: `smtps/smtpd`, `submission/smtpd`).
@@ -998,6 +1015,21 @@ mod tests {
             parse_message("smtp", "7EE668039: Server certificate not verified"),
             Ok(Event::CertificateRejected { queue_id: "7EE668039", reason: "Server certificate not verified" })
         );
+        assert_eq!(
+            parse_message("smtp", "1AA668039: TLS is required, but was not offered by host mx1.example[192.0.2.60]"),
+            Ok(Event::HostSkipped {
+                queue_id: "1AA668039",
+                reason: "TLS is required, but was not offered by host mx1.example[192.0.2.60]"
+            })
+        );
+        assert_eq!(
+            parse_message("lmtp", "7EE668039: Cannot start TLS: handshake failure"),
+            Ok(Event::HostSkipped { queue_id: "7EE668039", reason: "Cannot start TLS: handshake failure" })
+        );
+        assert_eq!(
+            parse_message("smtp", "7EE668039: enabling PIX workarounds: disable_esmtp for mx.example[192.0.2.1]:25"),
+            Ok(Event::Ignored)
+        );
         assert!(matches!(
             parse_message("smtp", "mx.example.net[192.0.2.25]:25: re-using session with untrusted peer credential, look for details earlier in the log"),
             Ok(Event::UntrustedSessionReuse { .. })
@@ -1166,7 +1198,10 @@ mod tests {
         assert_eq!(parse_message("qmgr", "BACE842E72: from=<a@b>, size=1, nrcpt=1 (queue active)"), Ok(Event::Ignored));
         assert_eq!(
             parse_message("smtp", "732BB407C3: host mail.domain.com[1.1.1.1] said: 451 try later"),
-            Ok(Event::Ignored)
+            Ok(Event::HostSkipped {
+                queue_id: "732BB407C3",
+                reason: "host mail.domain.com[1.1.1.1] said: 451 try later"
+            })
         );
     }
 

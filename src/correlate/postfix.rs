@@ -3,14 +3,19 @@
 //! Outbound (research/FORMATS.md §2.4): the TLS summary line has no queue id and belongs to the
 //! delivery lines that follow from the same `smtp[pid]` for the same `host[addr]:port`. A
 //! connection ends when the pid names another peer, starts a new TLS or handshake, logs a
-//! delivery of a new message without `conn_use` ≥ 2 (a fresh connection), a TLS policy failure,
-//! or goes idle. Certificate-verification lines can come before or after the summary, so they
-//! join by peer, not by adjacency. After a failed handshake at level `may` Postfix retries in
-//! plaintext: the failed attempt and the plaintext delivery become two observations.
+//! delivery of a new message without `conn_use` ≥ 2 (a fresh connection), or goes idle. A TLS
+//! policy failure in a delivery's reason ends it for everything but the other recipients of that
+//! message (Postfix's `smtp_bulk_fail` logs one line per recipient, in one burst); at a server
+//! that is not the last MX the failure is one `QID: <reason>` line instead, and the next MX is
+//! tried. Certificate-verification lines can come before or after the summary, so they join by
+//! peer, not by adjacency. After a failed handshake at level `may` Postfix retries in plaintext:
+//! the failed attempt and the plaintext delivery (sent, or answered by the server) become two
+//! observations.
 //!
 //! Inbound: one observation per `connect from` … `disconnect from` window of an `smtpd[pid]`.
-//! The disconnect counters (`starttls=1`, Postfix ≥ 3.0) prove TLS or plaintext even without
-//! TLS logging.
+//! The disconnect counters (Postfix ≥ 3.0) prove TLS (`starttls=1`), a failed STARTTLS
+//! (`starttls=0/1`) or, once the client began a mail transaction (`mail=`), plaintext, even
+//! without TLS logging; not for wrapper-mode (implicit TLS) instances, which have no STARTTLS.
 //!
 //! `tlsproxy` repeats handshakes that `smtp`/`smtpd` also log: its lines are counted, never
 //! turned into observations. postscreen never delivers mail and is ignored.
@@ -31,6 +36,10 @@ use crate::observation::{
 
 /// Most `TLS library problem` reasons kept for one handshake.
 const MAX_REASONS: usize = 8;
+/// How far a `TLS library problem` line may be from the `SSL_connect error` it explains.
+const PENDING_REASON_MICROS: i64 = 5_000_000;
+/// How far apart the lines of one `smtp_bulk_fail` burst (one per recipient) may be.
+const BULK_FAIL_MICROS: i64 = 2_000_000;
 /// Most queue ids and domains kept for one connection.
 const MAX_ITEMS: usize = 64;
 
@@ -92,6 +101,10 @@ struct Client {
     /// Offset of the first line behind `pending_policy` / `pending_reasons`, so a reader that
     /// restarts at [`State::low_water`] reads it again.
     pending_offset: Option<u64>,
+    /// When the last of `pending_reasons` was logged: OpenSSL's lines and Postfix's
+    /// `SSL_connect error` come together (within [`PENDING_REASON_MICROS`]), so older ones
+    /// belong to no later handshake.
+    pending_reasons_micros: i64,
     last_micros: i64,
 }
 
@@ -139,6 +152,9 @@ struct Connection {
     local_policy: Option<&'static str>,
     after_tls_failure: bool,
     replayed: bool,
+    /// A TLS policy failure in a delivery's reason ended the connection: only the other
+    /// recipients of that message (one line each, same reason, same burst) still join it.
+    ended: bool,
     counters: Option<CommandCounters>,
     /// Inbound: the `connect from` line was seen, so the whole session is in the log.
     saw_start: bool,
@@ -335,7 +351,11 @@ impl State {
             }
             Event::HandshakeError { peer, detail, .. } => {
                 let client = self.clients.entry(process).or_default();
-                let reasons = std::mem::take(&mut client.pending_reasons);
+                let mut reasons = std::mem::take(&mut client.pending_reasons);
+                if now - client.pending_reasons_micros > PENDING_REASON_MICROS {
+                    // Left over from an earlier connection (a TLS close after a delivery).
+                    reasons.clear();
+                }
                 let pending_offset = client.pending_offset;
                 if client.pending_policy.is_none() {
                     client.pending_offset = None;
@@ -353,12 +373,18 @@ impl State {
                 let client = self.clients.entry(process).or_default();
                 client.last_micros = now;
                 match client.conn.as_mut() {
-                    Some(conn) if conn.handshake.is_some() && conn.deliveries == 0 => {
+                    // OpenSSL's reasons follow Postfix's `SSL_connect error` line at once.
+                    Some(conn)
+                        if conn.handshake.is_some()
+                            && conn.deliveries == 0
+                            && now - conn.last_micros <= PENDING_REASON_MICROS =>
+                    {
                         touch(conn, now);
                         push_bounded(&mut conn.reasons, reason, MAX_REASONS);
                     }
                     _ => {
                         client.pending_offset.get_or_insert(ctx.meta.offset);
+                        client.pending_reasons_micros = now;
                         push_bounded(&mut client.pending_reasons, reason, MAX_REASONS)
                     }
                 }
@@ -375,19 +401,12 @@ impl State {
                 push_bounded(&mut conn.verify_errors, "re-using session with untrusted peer credential", MAX_REASONS);
             }
             Event::CertificateRejected { queue_id, reason } => {
-                let client = self.clients.entry(process).or_default();
-                client.last_micros = now;
-                match client.conn.take() {
-                    Some(mut conn) => {
-                        touch(&mut conn, now);
-                        push_bounded(&mut conn.queue_ids, queue_id, MAX_ITEMS);
-                        conn.rejected = Some((*reason).to_owned());
-                        conn.delivered.get_or_insert(false);
-                        self.emit(ctx, process, Direction::Outbound, conn);
-                    }
-                    None => ctx.counters.orphans += 1,
-                }
+                self.host_skipped(ctx, process, queue_id, TlsFailureInReason::Rejected, reason);
             }
+            Event::HostSkipped { queue_id, reason } => match tls_failure_in_reason(reason) {
+                Some((kind, reason)) => self.host_skipped(ctx, process, queue_id, kind, reason),
+                None => ctx.counters.ignored += 1,
+            },
             Event::DiscardedEhloKeywords { starttls: true, .. } | Event::HostOfferedStarttls { .. } => {
                 let policy = if matches!(event, Event::HostOfferedStarttls { .. }) {
                     "tls-level-none"
@@ -406,6 +425,70 @@ impl State {
             Event::Delivery(delivery) => self.client_delivery(ctx, process, delivery),
             _ => ctx.counters.ignored += 1,
         }
+    }
+
+    /// `QID: <reason>`: Postfix gave up on the server it just tried (not the last MX) for a TLS
+    /// reason, and tries the next one: the connection to it ends with that verdict.
+    fn host_skipped(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        process: ProcessKey,
+        queue_id: &str,
+        kind: TlsFailureInReason,
+        reason: &str,
+    ) {
+        let now = ctx.meta.ts_micros;
+        let conn = match kind {
+            // `TLS is required, but was not offered by host h[a]` (no TLS line came before it)
+            // and `… but host h[a] refused to start TLS: …` name the server.
+            TlsFailureInReason::Required(_) => match peer_in_reason(reason) {
+                Some(peer) => {
+                    self.client_conn_for(ctx, process, &peer, |c| {
+                        c.tls.is_none() && c.handshake.is_none() && c.deliveries == 0 && !c.ended
+                    });
+                    self.clients.get_mut(&process).and_then(|client| client.conn.take())
+                }
+                None => None,
+            },
+            // The connection just logged: its TLS summary, or its `SSL_connect error`.
+            TlsFailureInReason::Rejected | TlsFailureInReason::Handshake => {
+                let client = self.clients.entry(process).or_default();
+                client.last_micros = now;
+                let fits = client.conn.as_ref().is_some_and(|c| {
+                    c.deliveries == 0
+                        && !c.ended
+                        && match kind {
+                            TlsFailureInReason::Handshake => c.handshake.is_some() && c.tls.is_none(),
+                            _ => true,
+                        }
+                });
+                if !fits {
+                    if let Some(old) = client.conn.take() {
+                        emit(&self.tls_logging_seen, ctx, process, Direction::Outbound, old);
+                    }
+                }
+                let client = self.clients.entry(process).or_default();
+                let mut conn = client.conn.take();
+                if let Some(conn) = conn.as_mut() {
+                    touch(conn, now);
+                }
+                conn
+            }
+        };
+        let Some(mut conn) = conn else {
+            ctx.counters.orphans += 1;
+            return;
+        };
+        push_bounded(&mut conn.queue_ids, queue_id, MAX_ITEMS);
+        conn.delivered.get_or_insert(false);
+        match kind {
+            TlsFailureInReason::Rejected => conn.rejected = Some(reason.to_owned()),
+            TlsFailureInReason::Required(kind) => conn.required_missing = Some((kind, reason.to_owned())),
+            TlsFailureInReason::Handshake => {
+                conn.handshake.get_or_insert_with(|| reason.to_owned());
+            }
+        }
+        self.emit(ctx, process, Direction::Outbound, conn);
     }
 
     /// The open connection of `process` to `peer` if `joinable` says the new line belongs to
@@ -455,8 +538,19 @@ impl State {
             Some(conn) if same_peer(conn, &peer) => {
                 let new_message = !conn.queue_ids.iter().any(|q| q == delivery.queue_id);
                 let fresh_connection = conn.deliveries > 0 && new_message && delivery.conn_use.unwrap_or(1) <= 1;
-                if conn.handshake.is_some() && conn.tls.is_none() && delivery.status == Status::Sent {
-                    // Level `may` retried in plaintext after the failed handshake.
+                if conn.ended {
+                    // Another recipient of the message the TLS failure ended the connection for.
+                    !new_message
+                        && delivery.status != Status::Sent
+                        && conn.no_tls_reason.as_deref() == Some(delivery.reason)
+                        && now - conn.last_micros <= BULK_FAIL_MICROS
+                } else if conn.handshake.is_some()
+                    && conn.tls.is_none()
+                    && conn.deliveries == 0
+                    && (delivery.status == Status::Sent || delivery.reason.contains(" said: "))
+                {
+                    // Level `may` retried in plaintext after the failed handshake: the message
+                    // was sent, or the server answered a command (only the retry got that far).
                     fallback = true;
                     false
                 } else {
@@ -500,10 +594,10 @@ impl State {
                 TlsFailureInReason::Rejected => conn.rejected = Some(reason.to_owned()),
                 TlsFailureInReason::Required(kind) => conn.required_missing = Some((kind, reason.to_owned())),
             }
-            // A TLS policy failure ends the connection.
-            if let Some(conn) = client.conn.take() {
-                emit(seen, ctx, process, Direction::Outbound, conn);
-            }
+            // A TLS policy failure ends the connection; Postfix logs one line per recipient
+            // (`smtp_bulk_fail`), and the others join it (it is emitted by the process's next
+            // connection, the idle timeout or the end of the log).
+            conn.ended = true;
         }
     }
 
@@ -519,11 +613,7 @@ impl State {
             ctx.counters.local_deliveries += 1;
             return;
         };
-        let Some(peer) = reason
-            .find(" host ")
-            .and_then(|idx| parsers::peer::peer(&reason[idx + " host ".len()..]).ok())
-            .map(|(_, peer)| peer)
-        else {
+        let Some(peer) = peer_in_reason(reason) else {
             ctx.counters.orphans += 1;
             return;
         };
@@ -670,7 +760,7 @@ fn emit(
     let (source, event_id) = ctx.source_and_event_id(conn.source, conn.offset);
     let (outcome, failure, tls) = match direction {
         Direction::Outbound => outbound_verdict(conn, tls_logged),
-        Direction::Inbound => inbound_verdict(conn, tls_logged),
+        Direction::Inbound => inbound_verdict(conn, tls_logged, wrapper_mode(&instance)),
     };
     let delivered = match direction {
         Direction::Outbound => conn.delivered,
@@ -734,6 +824,12 @@ fn same_peer(conn: &Connection, peer: &Peer<'_>) -> bool {
             (Some(a), Some(b)) => a == b,
             _ => true,
         }
+}
+
+/// The server a `TLS is required, but …` reason names (`… by host h[a]`, `… but host h[a] refused …`).
+fn peer_in_reason(reason: &str) -> Option<Peer<'_>> {
+    let at = reason.find(" host ")?;
+    parsers::peer::peer(&reason[at + " host ".len()..]).ok().map(|(_, peer)| peer)
 }
 
 fn peer_info(peer: &Peer<'_>) -> PeerInfo {
@@ -983,8 +1079,20 @@ fn handshake_failure(detail: &str, reasons: &[String], verify_errors: &[String])
     Failure { kind: kind.to_owned(), reason }
 }
 
+/// Whether an smtpd instance is, by its conventional name, a wrapper-mode (implicit TLS, port 465)
+/// service: `syslog_name=postfix/smtps` (Debian's `master.cf`) or `postfix/submissions` (Postfix
+/// ≥ 3.5). Its sessions have TLS before SMTP, so no STARTTLS and no `starttls=` counter: the
+/// counters cannot prove plaintext there.
+fn wrapper_mode(instance: &str) -> bool {
+    matches!(instance.rsplit('/').next(), Some("smtps" | "submissions" | "ssmtp"))
+}
+
 /// Outcome of a session a client made to us.
-fn inbound_verdict(conn: &mut Connection, tls_logged: bool) -> (Outcome, Option<Failure>, Option<TlsInfo>) {
+fn inbound_verdict(
+    conn: &mut Connection,
+    tls_logged: bool,
+    wrapper_mode: bool,
+) -> (Outcome, Option<Failure>, Option<TlsInfo>) {
     let counters = conn.counters.unwrap_or_default();
     if let Some(reason) = &conn.tls_abort {
         let kind = cert_failure_kind(reason);
@@ -998,13 +1106,18 @@ fn inbound_verdict(conn: &mut Connection, tls_logged: bool) -> (Outcome, Option<
         let failure = Failure { kind: "local-policy".to_owned(), reason: reason.clone() };
         return (Outcome::HandshakeFailed, Some(failure), None);
     }
+    // `starttls=1` counts a completed handshake (a failed one leaves `starttls=0/1`): a `lost
+    // connection after STARTTLS` beside it only says that the client hung up after the handshake
+    // (TLS probes do), so it is checked first.
+    if let Some((ok, _)) = counters.starttls {
+        if ok > 0 {
+            return (Outcome::Tls, None, Some(TlsInfo::default()));
+        }
+    }
     if let Some(detail) = &conn.handshake {
         return (Outcome::HandshakeFailed, Some(handshake_failure(detail, &conn.reasons, &conn.verify_errors)), None);
     }
     if let Some((ok, total)) = counters.starttls {
-        if ok > 0 {
-            return (Outcome::Tls, None, Some(TlsInfo::default()));
-        }
         if total > 0 {
             let failure = Failure {
                 kind: "validation-failure".to_owned(),
@@ -1017,9 +1130,23 @@ fn inbound_verdict(conn: &mut Connection, tls_logged: bool) -> (Outcome, Option<
         let failure = Failure { kind: "starttls-not-supported".to_owned(), reason: reason.clone() };
         return (Outcome::TlsRequiredMissing, Some(failure), None);
     }
-    // The counters list every command: no `starttls=` means the client never tried. Without
-    // them, a session is plaintext only if TLS lines are logged and we saw all of it.
-    if counters.present || (tls_logged && conn.saw_start) {
+    if wrapper_mode {
+        // TLS came before SMTP: neither the counters nor a missing TLS line say plaintext.
+        return (Outcome::Unknown, None, None);
+    }
+    if counters.present {
+        // The counters list every command: no `starttls=` means the client never tried. It is
+        // plaintext once the client began a mail transaction (`mail=`, accepted or not); a
+        // session that ended before `MAIL` (a probe, a scanner, a dropped connection) sent
+        // nothing a downgrade could expose: `unknown`, as FORMATS.md §2.3 reads the counters.
+        return match counters.mail {
+            Some((_, total)) if total > 0 => (Outcome::Plaintext, None, None),
+            _ => (Outcome::Unknown, None, None),
+        };
+    }
+    // Without counters (Postfix < 3.0), a session is plaintext only if TLS lines are logged
+    // and we saw all of it.
+    if tls_logged && conn.saw_start {
         return (Outcome::Plaintext, None, None);
     }
     (Outcome::Unknown, None, None)
@@ -1363,8 +1490,10 @@ mod tests {
                 )
             );
         }
-        assert_eq!((got[0].replayed, got[1].replayed), (false, true));
-        assert_eq!(got[1].peer.port, None);
+        // The failed connection waits for the other recipients of its message (emitted at the
+        // end here), so the replayed verdict may come first.
+        let replayed: Vec<_> = got.iter().map(|o| (o.replayed, o.peer.port)).collect();
+        assert!(replayed.contains(&(false, Some(25))) && replayed.contains(&(true, None)), "{replayed:?}");
     }
 
     #[test]
@@ -1439,6 +1568,223 @@ mod tests {
         let unlogged = by_ip("198.51.100.11");
         assert_eq!((unlogged.outcome, unlogged.tls.as_ref().unwrap().trust), (Outcome::Tls, None));
         assert_eq!(got.len(), 5);
+    }
+
+    #[test]
+    fn inbound_counters_prove_plaintext_only_for_a_mail_transaction() {
+        let lines = [
+            // A TLS probe: the handshake completed (`starttls=1`), then the client hung up.
+            "Nov 30 10:00:00 mx postfix/smtpd[600]: connect from scanner.example[192.0.2.90]",
+            "Nov 30 10:00:00 mx postfix/smtpd[600]: lost connection after STARTTLS from scanner.example[192.0.2.90]",
+            "Nov 30 10:00:00 mx postfix/smtpd[600]: disconnect from scanner.example[192.0.2.90] ehlo=1 starttls=1 commands=2",
+            // The same words with a failed handshake.
+            "Nov 30 10:00:01 mx postfix/smtpd[601]: connect from unknown[192.0.2.91]",
+            "Nov 30 10:00:01 mx postfix/smtpd[601]: lost connection after STARTTLS from unknown[192.0.2.91]",
+            "Nov 30 10:00:01 mx postfix/smtpd[601]: disconnect from unknown[192.0.2.91] ehlo=1 starttls=0/1 commands=1/2",
+            // Sessions that ended before MAIL: before EHLO, after EHLO, after a failed AUTH.
+            "Nov 30 10:00:02 mx postfix/smtpd[602]: connect from unknown[203.0.113.9]",
+            "Nov 30 10:00:02 mx postfix/smtpd[602]: lost connection after CONNECT from unknown[203.0.113.9]",
+            "Nov 30 10:00:02 mx postfix/smtpd[602]: disconnect from unknown[203.0.113.9] commands=0/0",
+            "Nov 30 10:00:03 mx postfix/smtpd[603]: connect from unknown[203.0.113.10]",
+            "Nov 30 10:00:03 mx postfix/smtpd[603]: disconnect from unknown[203.0.113.10] ehlo=1 commands=1",
+            "Nov 30 10:00:04 mx postfix/smtpd[604]: connect from unknown[203.0.113.11]",
+            "Nov 30 10:00:04 mx postfix/smtpd[604]: disconnect from unknown[203.0.113.11] ehlo=1 auth=0/1 quit=1 commands=2/3",
+            // A rejected MAIL FROM is a mail transaction in the clear.
+            "Nov 30 10:00:05 mx postfix/smtpd[605]: connect from unknown[203.0.113.12]",
+            "Nov 30 10:00:05 mx postfix/smtpd[605]: disconnect from unknown[203.0.113.12] ehlo=1 mail=0/1 quit=1 commands=2/3",
+            // Implicit TLS (wrapper mode): no STARTTLS and no counter for it.
+            "Nov 30 10:00:06 mx postfix/smtps/smtpd[606]: connect from laptop.example[198.51.100.7]",
+            "Nov 30 10:00:06 mx postfix/smtps/smtpd[606]: 1D0668039: client=laptop.example[198.51.100.7], sasl_method=PLAIN, sasl_username=alice",
+            "Nov 30 10:00:06 mx postfix/smtps/smtpd[606]: disconnect from laptop.example[198.51.100.7] ehlo=1 auth=1 mail=1 rcpt=1 data=1 quit=1 commands=6",
+            "Nov 30 10:00:07 mx postfix/submissions/smtpd[607]: connect from laptop.example[198.51.100.8]",
+            "Nov 30 10:00:07 mx postfix/submissions/smtpd[607]: disconnect from laptop.example[198.51.100.8] ehlo=1 auth=1 mail=1 rcpt=1 data=1 quit=1 commands=6",
+            // The same session on the submission port (STARTTLS expected): plaintext.
+            "Nov 30 10:00:08 mx postfix/submission/smtpd[608]: connect from laptop.example[198.51.100.9]",
+            "Nov 30 10:00:08 mx postfix/submission/smtpd[608]: disconnect from laptop.example[198.51.100.9] ehlo=1 auth=1 mail=1 rcpt=1 data=1 quit=1 commands=6",
+        ];
+        for tls_logging in [TlsLogging::Off, TlsLogging::On, TlsLogging::Auto] {
+            let got = run(&lines, tls_logging);
+            let outcome = |ip: &str| {
+                got.iter()
+                    .find(|o| o.peer.ip.as_deref() == Some(ip))
+                    .unwrap_or_else(|| panic!("{ip}: {got:#?}"))
+                    .outcome
+            };
+            let expected = [
+                ("192.0.2.90", Outcome::Tls),
+                ("192.0.2.91", Outcome::HandshakeFailed),
+                ("203.0.113.9", Outcome::Unknown),
+                ("203.0.113.10", Outcome::Unknown),
+                ("203.0.113.11", Outcome::Unknown),
+                ("203.0.113.12", Outcome::Plaintext),
+                ("198.51.100.7", Outcome::Unknown),
+                ("198.51.100.8", Outcome::Unknown),
+                ("198.51.100.9", Outcome::Plaintext),
+            ];
+            for (ip, want) in expected {
+                assert_eq!(outcome(ip), want, "{ip} with {tls_logging:?}");
+            }
+            assert_eq!(got.len(), expected.len());
+            let probe = got.iter().find(|o| o.peer.ip.as_deref() == Some("192.0.2.90")).unwrap();
+            assert_eq!((probe.failure.as_ref(), probe.tls.as_ref().and_then(|t| t.trust)), (None, None));
+        }
+    }
+
+    #[test]
+    fn a_message_failed_for_tls_is_one_observation_for_all_its_recipients() {
+        let deferred = |time: &str, pid: u32, qid: &str, rcpt: &str, host: &str, ip: &str, reason: &str| {
+            format!(
+                "Nov 30 {time} mx postfix/smtp[{pid}]: {qid}: to=<{rcpt}>, relay={host}[{ip}]:25, delay=0.6, delays=0.1/0/0.3/0.2, dsn=4.7.5, status=deferred ({reason})"
+            )
+        };
+        let lines = [
+            "Nov 30 10:00:00 mx postfix/smtp[300]: Trusted TLS connection established to mx.h.example[192.0.2.55]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)".to_owned(),
+            deferred("10:00:00", 300, "5EE668039", "bob@h.example", "mx.h.example", "192.0.2.55", "Server certificate not verified"),
+            deferred("10:00:00", 300, "5EE668039", "carol@h.example", "mx.h.example", "192.0.2.55", "Server certificate not verified"),
+            deferred("10:00:01", 301, "1AA668039", "bob@nt.example", "mx.nt.example", "192.0.2.60", "TLS is required, but was not offered by host mx.nt.example[192.0.2.60]"),
+            deferred("10:00:01", 301, "1AA668039", "carol@nt2.example", "mx.nt.example", "192.0.2.60", "TLS is required, but was not offered by host mx.nt.example[192.0.2.60]"),
+            "Nov 30 10:00:02 mx postfix/smtp[302]: SSL_connect error to mx.bad.example[192.0.2.40]:25: -1".to_owned(),
+            "Nov 30 10:00:02 mx postfix/smtp[302]: warning: TLS library problem: error:0A000410:SSL routines::sslv3 alert handshake failure:../ssl/record/rec_layer_s3.c:1590:SSL alert number 40:".to_owned(),
+            deferred("10:00:02", 302, "7EE668039", "bob@bad.example", "mx.bad.example", "192.0.2.40", "Cannot start TLS: handshake failure"),
+            deferred("10:00:02", 302, "7EE668039", "carol@bad.example", "mx.bad.example", "192.0.2.40", "Cannot start TLS: handshake failure"),
+            // The same message and the same verdict from the same process ten minutes later: the
+            // next queue run, a new connection.
+            deferred("10:10:01", 301, "1AA668039", "bob@nt.example", "mx.nt.example", "192.0.2.60", "TLS is required, but was not offered by host mx.nt.example[192.0.2.60]"),
+        ];
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let got = run(&refs, TlsLogging::Off);
+        let mut seen: Vec<_> = got
+            .iter()
+            .map(|o| {
+                (
+                    o.peer.ip.clone().unwrap_or_default(),
+                    o.outcome,
+                    o.failure.as_ref().map(|f| f.kind.clone()).unwrap_or_default(),
+                    o.queue_ids.clone(),
+                    o.domains.clone(),
+                    o.delivered,
+                    o.lines,
+                )
+            })
+            .collect();
+        seen.sort_by_key(|o| (o.0.clone(), o.6));
+        let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "192.0.2.40".to_owned(),
+                    Outcome::HandshakeFailed,
+                    "validation-failure".to_owned(),
+                    strings(&["7EE668039"]),
+                    strings(&["bad.example"]),
+                    Some(false),
+                    4
+                ),
+                (
+                    "192.0.2.55".to_owned(),
+                    Outcome::CertVerifyFailed,
+                    "certificate-host-mismatch".to_owned(),
+                    strings(&["5EE668039"]),
+                    strings(&["h.example"]),
+                    Some(false),
+                    3
+                ),
+                (
+                    "192.0.2.60".to_owned(),
+                    Outcome::TlsRequiredMissing,
+                    "starttls-not-supported".to_owned(),
+                    strings(&["1AA668039"]),
+                    strings(&["nt.example"]),
+                    Some(false),
+                    1
+                ),
+                (
+                    "192.0.2.60".to_owned(),
+                    Outcome::TlsRequiredMissing,
+                    "starttls-not-supported".to_owned(),
+                    strings(&["1AA668039"]),
+                    strings(&["nt.example", "nt2.example"]),
+                    Some(false),
+                    2
+                ),
+            ]
+        );
+        let handshake = got.iter().find(|o| o.outcome == Outcome::HandshakeFailed).unwrap();
+        assert!(handshake.failure.as_ref().unwrap().reason.contains("sslv3 alert handshake failure"));
+    }
+
+    #[test]
+    fn a_server_skipped_for_the_next_mx_is_an_observation() {
+        // `smtp_bulk_fail` at a server that is not the last MX: `QID: <reason>`, then the next MX.
+        let got = run(
+            &[
+                "Nov 30 10:00:00 mx postfix/smtp[400]: 1AA668039: TLS is required, but was not offered by host mx1.nt.example[192.0.2.60]",
+                "Nov 30 10:00:00 mx postfix/smtp[400]: Trusted TLS connection established to mx2.nt.example[192.0.2.61]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+                "Nov 30 10:00:01 mx postfix/smtp[400]: 1AA668039: to=<bob@nt.example>, relay=mx2.nt.example[192.0.2.61]:25, delay=0.6, delays=0.1/0/0.3/0.2, dsn=2.0.0, status=sent (250 2.0.0 Ok)",
+                "Nov 30 10:00:02 mx postfix/smtp[401]: SSL_connect error to mx1.bad.example[192.0.2.40]:25: -1",
+                "Nov 30 10:00:02 mx postfix/smtp[401]: warning: TLS library problem: error:0A000410:SSL routines::sslv3 alert handshake failure:../ssl/record/rec_layer_s3.c:1590:SSL alert number 40:",
+                "Nov 30 10:00:02 mx postfix/smtp[401]: 7EE668039: Cannot start TLS: handshake failure",
+                "Nov 30 10:00:02 mx postfix/smtp[401]: Trusted TLS connection established to mx2.bad.example[192.0.2.41]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+                "Nov 30 10:00:03 mx postfix/smtp[401]: 7EE668039: to=<bob@bad.example>, relay=mx2.bad.example[192.0.2.41]:25, delay=0.6, delays=0.1/0/0.3/0.2, dsn=2.0.0, status=sent (250 2.0.0 Ok)",
+                // Other soft errors and the PIX note are not TLS verdicts.
+                "Nov 30 10:00:04 mx postfix/smtp[402]: 2BB668039: lost connection with mx1.x.example[192.0.2.70] while receiving the initial server greeting",
+                "Nov 30 10:00:04 mx postfix/smtp[402]: 2BB668039: enabling PIX workarounds: disable_esmtp delay_dot_crlf for mx2.x.example[192.0.2.71]:25",
+            ],
+            TlsLogging::Off,
+        );
+        let by_ip = |ip: &str| {
+            got.iter().find(|o| o.peer.ip.as_deref() == Some(ip)).unwrap_or_else(|| panic!("{ip}: {got:#?}"))
+        };
+        let skipped = by_ip("192.0.2.60");
+        assert_eq!(
+            (skipped.outcome, skipped.queue_ids.as_slice(), skipped.delivered),
+            (Outcome::TlsRequiredMissing, ["1AA668039".to_owned()].as_slice(), Some(false))
+        );
+        let failed = by_ip("192.0.2.40");
+        assert_eq!(
+            (failed.outcome, failed.queue_ids.as_slice(), failed.delivered, failed.lines),
+            (Outcome::HandshakeFailed, ["7EE668039".to_owned()].as_slice(), Some(false), 3)
+        );
+        assert!(failed.failure.as_ref().unwrap().reason.contains("sslv3 alert handshake failure"));
+        assert_eq!((by_ip("192.0.2.61").outcome, by_ip("192.0.2.41").outcome), (Outcome::Tls, Outcome::Tls));
+        assert_eq!(got.len(), 4, "{got:#?}");
+    }
+
+    #[test]
+    fn a_plaintext_retry_the_server_answers_is_its_own_observation() {
+        let got = run(
+            &[
+                "Nov 30 10:00:00 mx postfix/smtp[500]: SSL_connect error to mx.bad.example[192.0.2.40]:25: -1",
+                "Nov 30 10:00:00 mx postfix/smtp[500]: 7EE668039: to=<bob@bad.example>, relay=mx.bad.example[192.0.2.40]:25, delay=0.6, delays=0.1/0/0.3/0.2, dsn=4.7.1, status=deferred (host mx.bad.example[192.0.2.40] said: 450 4.7.1 <bob@bad.example>: Recipient address rejected: Greylisted (in reply to RCPT TO command))",
+            ],
+            TlsLogging::Off,
+        );
+        let outcomes: Vec<_> = got.iter().map(|o| (o.outcome, o.after_tls_failure, o.delivered)).collect();
+        assert_eq!(outcomes, [(Outcome::HandshakeFailed, false, Some(false)), (Outcome::Plaintext, true, Some(false))]);
+        assert_eq!(got[1].queue_ids, ["7EE668039".to_owned()]);
+    }
+
+    #[test]
+    fn a_library_problem_of_an_earlier_connection_is_no_later_handshakes_reason() {
+        let got = run(
+            &[
+                TLS_A,
+                "Nov 30 10:00:00 mx postfix/smtp[100]: 7EE668039: to=<bob@a.example>, relay=a.example[192.0.2.1]:25, delay=0.6, delays=0.1/0/0.3/0.2, dsn=2.0.0, status=sent (250 2.0.0 Ok)",
+                "Nov 30 10:00:00 mx postfix/smtp[100]: warning: TLS library problem: error:0A000126:SSL routines::unexpected eof while reading:../ssl/record/rec_layer_s3.c:317:",
+                "Nov 30 10:02:00 mx postfix/smtp[100]: SSL_connect error to b.example[192.0.2.26]:25: lost connection",
+                // Logged just before its handshake error, it is that handshake's reason.
+                "Nov 30 10:03:00 mx postfix/smtp[100]: warning: TLS library problem: error:0A000410:SSL routines::sslv3 alert handshake failure:../ssl/record/rec_layer_s3.c:1590:SSL alert number 40:",
+                "Nov 30 10:03:01 mx postfix/smtp[100]: SSL_connect error to c.example[192.0.2.27]:25: -1",
+            ],
+            TlsLogging::Off,
+        );
+        let reason = |ip: &str| {
+            let obs = got.iter().find(|o| o.peer.ip.as_deref() == Some(ip)).unwrap_or_else(|| panic!("{ip}: {got:#?}"));
+            obs.failure.as_ref().map(|f| f.reason.clone()).unwrap_or_default()
+        };
+        assert_eq!(reason("192.0.2.26"), "SSL_connect error: lost connection");
+        assert_eq!(reason("192.0.2.27"), "SSL_connect error: -1; sslv3 alert handshake failure");
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub fn check_event(message: &str, event: &Event<'_>) {
         Event::UntrustedSessionReuse { peer } | Event::Connect { peer } | Event::Disconnect { peer, .. } => {
             check_peer(message, "peer", peer);
         }
-        Event::CertificateRejected { queue_id, reason } => {
+        Event::CertificateRejected { queue_id, reason } | Event::HostSkipped { queue_id, reason } => {
             within("queue_id", queue_id);
             within("reason", reason);
         }

@@ -581,6 +581,8 @@ impl State {
             }
             if pending_policy.is_some() {
                 conn.needs_from = conn.needs_from.min(pending_offset.unwrap_or(conn.needs_from));
+                // The `discarding EHLO keywords` / `Host offered STARTTLS` line is one of its lines.
+                conn.lines += 1;
             }
             conn.local_policy = pending_policy;
             client.conn.insert(conn)
@@ -643,7 +645,8 @@ impl State {
             Event::TlsConnection(tls) => {
                 super::note_evidence(&mut self.tls_logging_seen, (process.name, true));
                 let session = self.session_for(ctx, process, &tls.peer);
-                let mut info = tls_info(tls, Vec::new());
+                // `client certificate verification failed …` comes before the summary.
+                let mut info = tls_info(tls, std::mem::take(&mut session.conn.verify_errors));
                 info.cert = session.conn.cert.take();
                 session.conn.tls = Some(info);
             }
@@ -697,8 +700,11 @@ impl State {
                 session.conn.refused = Some((*reason).to_owned());
             }
             Event::CertVerifyFailed { peer, reason } => {
-                let session = self.session_for(ctx, process, peer);
-                push_bounded(&mut session.conn.verify_errors, reason, MAX_REASONS);
+                let conn = &mut self.session_for(ctx, process, peer).conn;
+                match conn.tls.as_mut() {
+                    Some(tls) => push_bounded(&mut tls.verify_errors, reason, MAX_REASONS),
+                    None => push_bounded(&mut conn.verify_errors, reason, MAX_REASONS),
+                }
             }
             _ => ctx.counters.ignored += 1,
         }
@@ -1523,6 +1529,7 @@ mod tests {
             (Direction::Outbound, Some("192.0.2.1"), Outcome::Plaintext, None, Some("local-policy"))
         );
         assert_eq!(got[0].local_policy.as_deref(), Some("starttls-discarded"));
+        assert_eq!(got[0].lines, 2, "the discarding line is one of the connection's lines");
     }
 
     #[test]
@@ -1785,6 +1792,24 @@ mod tests {
         };
         assert_eq!(reason("192.0.2.26"), "SSL_connect error: lost connection");
         assert_eq!(reason("192.0.2.27"), "SSL_connect error: -1; sslv3 alert handshake failure");
+    }
+
+    #[test]
+    fn inbound_client_certificate_errors_are_kept_on_the_tls_details() {
+        let got = run(
+            &[
+                "Nov 30 10:00:00 mx postfix/smtpd[700]: connect from client.example[198.51.100.7]",
+                "Nov 30 10:00:00 mx postfix/smtpd[700]: client certificate verification failed for client.example[198.51.100.7]: untrusted issuer /CN=Private CA",
+                "Nov 30 10:00:00 mx postfix/smtpd[700]: Untrusted TLS connection established from client.example[198.51.100.7]: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+                "Nov 30 10:00:00 mx postfix/smtpd[700]: client certificate verification failed for client.example[198.51.100.7]: certificate has expired",
+                "Nov 30 10:00:01 mx postfix/smtpd[700]: disconnect from client.example[198.51.100.7] ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1 commands=7",
+            ],
+            TlsLogging::Auto,
+        );
+        assert_eq!(got.len(), 1);
+        let tls = got[0].tls.as_ref().unwrap();
+        assert_eq!((got[0].outcome, tls.trust), (Outcome::Tls, Some(Trust::Untrusted)));
+        assert_eq!(tls.verify_errors, ["untrusted issuer /CN=Private CA", "certificate has expired"]);
     }
 
     #[test]

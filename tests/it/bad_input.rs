@@ -74,7 +74,7 @@ fn hostile_lines_through_the_binary() {
     // Non-UTF-8 inside a real line: read lossily, still an observation.
     push(b"Nov  3 13:36:00 mx1 postfix/smtpd[2]: connect from bad\xff\xfehost[198.51.100.1]");
     push(
-        b"Nov  3 13:36:01 mx1 postfix/smtpd[2]: disconnect from bad\xff\xfehost[198.51.100.1] ehlo=1 quit=1 commands=2",
+        b"Nov  3 13:36:01 mx1 postfix/smtpd[2]: disconnect from bad\xff\xfehost[198.51.100.1] ehlo=1 mail=1 quit=1 commands=3",
     );
     // NUL bytes and control characters.
     push(b"Nov  3 13:36:02 mx1 postfix/smtp[3]: Trusted TLS connection established to a\0b[192.0.2.7]:25: TLSv1.2 with cipher X (256/256 bits)");

@@ -59,7 +59,7 @@ fn stats_count_outcomes_and_directions() {
     let input = format!(
         "{TLS_LINE}\n\
          Nov 30 10:00:01 mx postfix/smtpd[7]: connect from unknown[198.51.100.1]\n\
-         Nov 30 10:00:02 mx postfix/smtpd[7]: disconnect from unknown[198.51.100.1] ehlo=1 quit=1 commands=2\n\
+         Nov 30 10:00:02 mx postfix/smtpd[7]: disconnect from unknown[198.51.100.1] ehlo=1 mail=1 quit=1 commands=3\n\
          not a log line\n"
     );
     let output = tlsledger(&["parse", "--stats", "--output", "none"], input.as_bytes());

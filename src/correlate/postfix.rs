@@ -288,6 +288,22 @@ impl State {
                 }
             }
         }
+        // A connection a TLS failure ended takes no line once its burst is over: out with it
+        // now rather than at the idle timeout (the process itself stays, with what it has pending).
+        let burst_over = ctx.meta.ts_micros.saturating_sub(BULK_FAIL_MICROS);
+        let mut ended: Vec<(i64, u64, ProcessKey)> = self
+            .clients
+            .iter()
+            .filter_map(|(k, c)| c.conn.as_ref().map(|conn| (k, conn)))
+            .filter(|(_, conn)| conn.ended && conn.last_micros < burst_over)
+            .map(|(k, conn)| (conn.first_micros, conn.needs_from, *k))
+            .collect();
+        ended.sort_unstable_by_key(|(first, from, k)| (*first, *from, k.name, k.pid));
+        for (_, _, process) in ended {
+            if let Some(conn) = self.clients.get_mut(&process).and_then(|client| client.conn.take()) {
+                self.emit(ctx, process, Direction::Outbound, conn);
+            }
+        }
         let mut idle_sessions: Vec<(i64, u64, ProcessKey)> = self
             .servers
             .iter()
@@ -598,7 +614,7 @@ impl State {
             }
             // A TLS policy failure ends the connection; Postfix logs one line per recipient
             // (`smtp_bulk_fail`), and the others join it (it is emitted by the process's next
-            // connection, the idle timeout or the end of the log).
+            // line, or by the first sweep after the burst: at most 10 s of log time later).
             conn.ended = true;
         }
     }
@@ -900,7 +916,10 @@ fn add_delivery(conn: &mut Connection, delivery: &Delivery<'_>) {
         }
     }
     let sent = delivery.status == Status::Sent;
-    conn.delivered = Some(conn.delivered.unwrap_or(false) || sent);
+    // An address-verification probe (`deliverable`, `undeliverable`) delivers no message.
+    if !matches!(delivery.status, Status::Deliverable | Status::Undeliverable) {
+        conn.delivered = Some(conn.delivered.unwrap_or(false) || sent);
+    }
     if !sent {
         conn.no_tls_reason = Some(delivery.reason.to_owned());
     }
@@ -1719,6 +1738,44 @@ mod tests {
         );
         let handshake = got.iter().find(|o| o.outcome == Outcome::HandshakeFailed).unwrap();
         assert!(handshake.failure.as_ref().unwrap().reason.contains("sslv3 alert handshake failure"));
+    }
+
+    #[test]
+    fn a_failed_connection_is_emitted_once_its_burst_is_over() {
+        let mut correlator = Correlator::new(Config::default());
+        let source =
+            correlator.add_source(Source { kind: "file".to_owned(), name: "t".to_owned(), trust: "local".to_owned() });
+        let mut years = parsers::YearInference::new(2026, 12);
+        let mut clock = crate::clock::LogClock::new(crate::clock::Zone::Utc);
+        let mut out = Vec::new();
+        let lines = [
+            "Nov 30 10:00:00 mx postfix/smtp[300]: 1AA668039: to=<bob@nt.example>, relay=mx.nt.example[192.0.2.60]:25, delay=0.6, delays=0.1/0/0.3/0.2, dsn=4.7.4, status=deferred (TLS is required, but was not offered by host mx.nt.example[192.0.2.60])",
+            "Nov 30 10:00:01 mx postfix/smtpd[301]: connect from unknown[198.51.100.9]",
+            // Twenty seconds later, a line of another process: the log-time sweep runs.
+            "Nov 30 10:00:21 mx postfix/smtpd[302]: connect from unknown[198.51.100.10]",
+        ];
+        let mut emitted = Vec::new();
+        for (offset, line) in lines.iter().enumerate() {
+            let record = parsers::parse_line(line, &mut years).unwrap();
+            let ts_micros = clock.micros(record.header.timestamp.as_ref().unwrap());
+            correlator.push(&record, LineMeta { source, offset: offset as u64 * 300, ts_micros }, &mut out);
+            emitted.push(out.len());
+        }
+        assert_eq!(emitted, [0, 0, 1], "{out:#?}");
+        assert_eq!(out[0].outcome, Outcome::TlsRequiredMissing);
+        assert_eq!(correlator.counters().expired, 0, "not an idle timeout");
+    }
+
+    #[test]
+    fn an_address_verification_probe_delivers_nothing() {
+        let got = run(
+            &[
+                TLS_A,
+                "Nov 30 10:00:01 mx postfix/smtp[100]: AAAAA11111: to=<u1@a.example>, relay=a.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.1.5, status=deliverable (250 2.1.5 Ok)",
+            ],
+            TlsLogging::Off,
+        );
+        assert_eq!((got[0].outcome, got[0].delivered), (Outcome::Tls, None));
     }
 
     #[test]

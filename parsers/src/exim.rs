@@ -361,21 +361,29 @@ fn delivery<'a>(message_id: Option<&'a str>, flag: Flag, text: &'a str) -> Resul
             rest = after;
             continue;
         }
+        let quoted =
+            rest.as_bytes().iter().position(|b| *b == b'=').and_then(|at| rest.as_bytes().get(at + 1)) == Some(&b'"');
         let (key, value, after) = key_value(rest);
         rest = after;
-        let Some(value) = value else { continue };
+        let Some(mut value) = value else { continue };
+        // `KEY=value: error`: the message follows the last field with its colon glued on
+        // (`failure_log` writes `: ` right after `CV=yes`, `deferral_log` after `I=[ip]:port`,
+        // and `** addr R=router: error`).
+        let ends_fields = !quoted && after.starts_with(' ') && value.ends_with(':');
+        if ends_fields {
+            value = &value[..value.len() - 1];
+        }
         match key {
             "X" => delivery.cipher = cipher(value),
             "CV" => delivery.cert_verified = cert_verified(value),
             "DN" => delivery.peer_dn = Some(value),
             "SNI" => delivery.sni = Some(value),
             "P" => delivery.protocol = Some(value),
-            // `R=router:` ends the fields of `** addr R=r: error` lines.
-            "R" | "T" if value.ends_with(':') && after.starts_with(' ') => {
-                delivery.error = Some(after.trim_start_matches(' '));
-                break;
-            }
             _ => {}
+        }
+        if ends_fields {
+            delivery.error = Some(after.trim_start_matches(' '));
+            break;
         }
     }
     Ok(delivery)
@@ -545,7 +553,7 @@ fn host_stage_detail(text: &str) -> Option<(Host<'_>, &str, &str)> {
     if host.addr.is_empty() {
         return None;
     }
-    let rest = rest.trim_start_matches(' ');
+    let rest = skip_interface(rest.trim_start_matches(' '));
     if let Some(after) = rest.strip_prefix('(') {
         // The stage may itself hold parentheses-free text with spaces (`cert/key setup: cert=…`).
         let close = after.find("):").or_else(|| after.rfind(')'))?;
@@ -553,6 +561,19 @@ fn host_stage_detail(text: &str) -> Option<(Host<'_>, &str, &str)> {
         return Some((host, &after[..close], detail.trim_start_matches(' ')));
     }
     Some((host, "", rest))
+}
+
+/// Skips `I=[ip]:port ` (`+incoming_interface`, `+outgoing_interface`), which Exim writes
+/// right after the remote host.
+fn skip_interface(text: &str) -> &str {
+    let Some(after) = text.strip_prefix("I=[") else { return text };
+    let Some(close) = after.find(']') else { return text };
+    let after = &after[close + 1..];
+    let after = match after.strip_prefix(':') {
+        Some(port) => port.trim_start_matches(|c: char| c.is_ascii_digit()),
+        None => after,
+    };
+    after.trim_start_matches(' ')
 }
 
 /// `TLS session: (where): detail: delivering unencrypted to H=host [ip] (not in
@@ -670,6 +691,28 @@ mod tests {
         let d = delivery_of("10HmaX-000000005vi-0000 ** f1@test.ex R=to_server T=remote_smtp H=127.0.0.1 [127.0.0.1] X=TLS1.x:ke-RSA-AES256-SHAnnn:xxx CV=yes : SMTP error from remote mail server after RCPT TO:<f1@test.ex>: 550 we really do not like you");
         assert_eq!(d.cipher.unwrap().bits, None);
         assert!(d.error.unwrap().starts_with("SMTP error"));
+    }
+
+    #[test]
+    fn fields_glued_to_the_error_and_interfaces() {
+        // `failure_log` (older Exims): `: ` right after `CV=yes`.
+        let d = delivery_of("2024-11-03 13:35:12 1tAbCd-000000003Xy-Zq1w ** d@example.net R=dnslookup T=remote_smtp H=mx.example.net [192.0.2.25]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes: SMTP error from remote mail server after RCPT TO:<d@example.net>: 550 no");
+        assert_eq!(d.cert_verified, Some(CertVerified::Yes));
+        assert_eq!(d.error, Some("SMTP error from remote mail server after RCPT TO:<d@example.net>: 550 no"));
+        // `deferral_log` with `+outgoing_interface`.
+        let d = delivery_of("2024-11-03 13:35:12 1tAbCd-000000003Xy-Zq1w == a@example.org R=dnslookup T=remote_smtp defer (-38) H=mx.example.org [192.0.2.26]:25 I=[192.0.2.1]:45679: a TLS session is required, but the server did not offer TLS support");
+        assert_eq!((d.errno, d.host.map(|h| h.addr)), (Some(-38), Some("192.0.2.26")));
+        assert_eq!(d.error, Some("a TLS session is required, but the server did not offer TLS support"));
+        // A quoted value that ends in a colon is not the end of the fields.
+        let d = delivery_of("2024-11-03 13:35:12 1tAbCd-000000003Xy-Zq1w => a@example.org R=r T=t H=h [192.0.2.26]:25 DN=\"CN=x:\" X=TLS1.2:ECDHE-RSA-AES128-GCM-SHA256:128 CV=no C=\"250 ok\"");
+        assert_eq!((d.peer_dn, d.cert_verified, d.error), (Some("CN=x:"), Some(CertVerified::No), None));
+        // `+incoming_interface` on an inbound TLS error.
+        match parse_message("2024-01-01 00:00:00 TLS error on connection from mail.example.com (helo.example.com) [198.51.100.7]:54321 I=[192.0.2.1]:25 (recv): The TLS connection was non-properly terminated.") {
+            Ok(Event::TlsErrorFrom { host, stage, detail }) => {
+                assert_eq!((host.addr, stage, detail), ("198.51.100.7", "recv", "The TLS connection was non-properly terminated."));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //! - `[n/m]` pieces of a line that syslog split are rejoined per process before parsing.
 //!
 //! Outbound plaintext is claimed only when TLS logging is known (the `tls_cipher` selector:
-//! an `X=` field seen from the instance, or `--tls-logging on`) and the session got past EHLO.
+//! an `X=` field seen from the instance, or `--tls-logging on`), the session got past EHLO, and
+//! a line that would carry `X=` joined the connection (`=>`, `->`, `**`; `deferral_log` never
+//! writes it, so `==` lines alone prove nothing).
 //!
 //! **Invariant:** every Exim record is counted once: in the `lines` of an observation, or as
 //! ignored, a local delivery or an orphan (the conformance test adds them up).
@@ -91,6 +93,10 @@ struct Connection {
     past_ehlo: bool,
     /// A failed delivery line whose session ended before TLS could be negotiated.
     before_tls: bool,
+    /// A `=>`, `->` or `**` line joined: those carry `X=` when the connection used TLS
+    /// (`delivery_log`, `failure_log`); `==` lines never do (`deferral_log`), so deferrals
+    /// alone cannot prove plaintext.
+    tls_fields_possible: bool,
     continued: bool,
     after_tls_failure: bool,
     /// Inbound: `P=` proved the protocol (`esmtp` plaintext, `esmtps` TLS).
@@ -337,6 +343,7 @@ impl State {
             return;
         }
         let message_id = delivery.message_id.unwrap_or("");
+        let now = ctx.meta.ts_micros;
         let conn = self.client_conn(ctx, process, &host, n_lines, |conn| {
             let same_message = conn.queue_ids.iter().any(|q| q == message_id);
             if conn.lines == 0 {
@@ -346,8 +353,18 @@ impl State {
             (conn.deliveries == 0 && (same_message || conn.queue_ids.is_empty()))
                 || host.continued
                 || (same_message && delivery.flag != Flag::Delivered)
+                // The deferred recipients of a transaction may be logged before its delivered
+                // ones (`==` lines, then `=>`), in the same second.
+                || (same_message
+                    && !conn.tls_fields_possible
+                    && conn.handshake.is_none()
+                    && conn.required_missing.is_none()
+                    && now - conn.last_micros <= 1_000_000)
         });
         conn.deliveries += 1;
+        if delivery.flag != Flag::Deferred {
+            conn.tls_fields_possible = true;
+        }
         if !message_id.is_empty() {
             push_bounded(&mut conn.queue_ids, message_id);
         }
@@ -657,10 +674,12 @@ fn verdict(
                 .verify_errors
                 .first()
                 .map(|reason| Failure { kind: failure_kind(&conn.verify_errors).to_owned(), reason: reason.clone() });
-            if conn.after_tls_failure && conn.deliveries > 0 {
+            // The retry after a failed handshake is plaintext once a session took place.
+            if conn.after_tls_failure && conn.deliveries > 0 && (conn.tls_fields_possible || conn.past_ehlo) {
                 return (Outcome::Plaintext, None, None);
             }
-            let proven = conn.delivered == Some(true) || (conn.past_ehlo && !conn.before_tls);
+            let proven =
+                conn.delivered == Some(true) || (conn.past_ehlo && !conn.before_tls && conn.tls_fields_possible);
             if conn.deliveries > 0 && tls_logged && proven {
                 return (Outcome::Plaintext, None, None);
             }
@@ -813,6 +832,48 @@ mod tests {
         let tls = out[0].tls.as_ref().unwrap();
         assert_eq!((out[0].outcome, tls.trust, out[0].lines), (Outcome::Tls, Some(Trust::Untrusted), 2));
         assert_eq!(tls.verify_errors.len(), 1);
+    }
+
+    #[test]
+    fn deferrals_carry_no_tls_fields_so_prove_no_plaintext() {
+        // `deferral_log` never writes `X=`: a greylisted session over TLS looks like this.
+        let greylisted = "2026-11-30 10:01:00 1tAbCe-000000003Xy-Zq1w == a@two.example R=r T=t defer (-44) H=mx.two.example [192.0.2.2]:25: SMTP error from remote mail server after RCPT TO:<a@two.example>: 451 4.7.1 Greylisted";
+        for tls_logging in [TlsLogging::Auto, TlsLogging::On] {
+            let out = run_with(&[TLS_OUT, greylisted], Config { tls_logging, ..Config::default() }).0;
+            let got: Vec<_> = out.iter().map(|o| (o.peer.ip.as_deref(), o.outcome, o.delivered)).collect();
+            assert_eq!(
+                got,
+                [(Some("192.0.2.1"), Outcome::Tls, Some(true)), (Some("192.0.2.2"), Outcome::Unknown, Some(false))],
+                "{tls_logging:?}"
+            );
+        }
+        // A `**` line carries `X=` when there was TLS: without it, past EHLO, it is plaintext.
+        let bounced = "2026-11-30 10:01:00 1tAbCe-000000003Xy-Zq1w ** a@two.example R=r T=t H=mx.two.example [192.0.2.2]:25: SMTP error from remote mail server after RCPT TO:<a@two.example>: 550 no such user";
+        let out = run(&[TLS_OUT, bounced]);
+        assert_eq!((out[1].outcome, out[1].delivered), (Outcome::Plaintext, Some(false)));
+        // The deferred recipients logged before the delivered one of the same transaction: one
+        // connection, TLS.
+        let deferred_first = "2026-11-30 10:02:00 1tAbCf-000000003Xy-Zq1w == a@three.example R=r T=t defer (-44) H=mx.three.example [192.0.2.3]:25: SMTP error from remote mail server after RCPT TO:<a@three.example>: 451 4.7.1 Greylisted";
+        let delivered = "2026-11-30 10:02:00 1tAbCf-000000003Xy-Zq1w => b@three.example R=r T=t H=mx.three.example [192.0.2.3]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes C=\"250 ok\"";
+        let out = run(&[deferred_first, delivered]);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_eq!((out[0].outcome, out[0].delivered, out[0].lines), (Outcome::Tls, Some(true), 2));
+    }
+
+    #[test]
+    fn a_glued_cv_keeps_the_trust_and_a_retry_that_never_connected_is_unknown() {
+        // Older `failure_log`: `CV=yes: error` after a `=>` down the same connection.
+        let failed = "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w ** d@one.example R=r T=t H=mx.one.example [192.0.2.1]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes: SMTP error from remote mail server after RCPT TO:<d@one.example>: 550 no";
+        let out = run(&[TLS_OUT, failed]);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_eq!(out[0].tls.as_ref().and_then(|t| t.trust), Some(Trust::Trusted));
+        // After `delivering unencrypted`, a retry refused at the greeting had no session.
+        let out = run(&[
+            "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w TLS session: (SSL_connect): error:0A000126:SSL routines::unexpected eof while reading: delivering unencrypted to H=mx.one.example [192.0.2.1] (not in hosts_require_tls)",
+            "2026-11-30 10:00:01 1tAbCd-000000003Xy-Zq1w == a@one.example R=r T=t defer (-18) H=mx.one.example [192.0.2.1]:25: Remote host closed connection in response to initial connection",
+        ]);
+        let got: Vec<_> = out.iter().map(|o| (o.outcome, o.after_tls_failure)).collect();
+        assert_eq!(got, [(Outcome::HandshakeFailed, false), (Outcome::Unknown, true)]);
     }
 
     #[test]

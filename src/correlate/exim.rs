@@ -300,22 +300,19 @@ impl State {
                 push_bounded(&mut conn.verify_errors, detail);
                 push_bounded(&mut conn.queue_ids, id);
             }
-            Event::NoMail { host, cipher, cert_verified, commands } => {
+            Event::NoMail { host, cipher, cert_verified, .. } => {
                 let mut conn = Connection::new(host, &ctx.meta, n_lines);
                 if let Some(cipher) = cipher {
                     super::note_evidence(&mut self.tls_logging_seen, process.name);
                     // No `DN=` here: `CV=no` cannot tell a failed certificate from none.
                     let cert_verified = cert_verified.filter(|cv| *cv != CertVerified::No);
                     conn.tls = Some(tls_info(cipher, cert_verified, Direction::Inbound, None));
-                } else if let Some(commands) = commands {
-                    // The commands are listed: no STARTTLS among them proves plaintext.
-                    let starttls = commands.split(',').any(|c| c.eq_ignore_ascii_case("STARTTLS"));
-                    if starttls {
-                        conn.handshake = Some(format!("STARTTLS without TLS (C={commands})"));
-                    } else {
-                        conn.protocol_plain = Some(true);
-                    }
                 }
+                // Without `X=` the session is `unknown`: it began no mail transaction, so nothing
+                // went in the clear that a downgrade could expose (as for Postfix's counters),
+                // and `C=…STARTTLS…` proves no failure either: a failed handshake ends the
+                // session without this line, so STARTTLS here succeeded (`-tls_cipher`) or got a
+                // 454, whose own `TLS error on connection from …` line is the observation.
                 emit(&self.tls_logging_seen, ctx, process, Direction::Inbound, conn);
             }
             // Verification errors and DANE failures without a message id cannot be told apart
@@ -374,7 +371,19 @@ impl State {
         if let Some(cipher) = &delivery.cipher {
             let mut tls = tls_info(cipher, delivery.cert_verified, Direction::Outbound, None);
             tls.cert = peer_cert(delivery.peer_dn);
-            tls.verify_errors = std::mem::take(&mut conn.verify_errors);
+            // A later line of the connection (`->`, `**`, a message down it) keeps what the
+            // earlier ones brought: the verification errors and the certificate.
+            let earlier = conn.tls.take();
+            let mut errors = earlier.as_ref().map(|t| t.verify_errors.clone()).unwrap_or_default();
+            for error in std::mem::take(&mut conn.verify_errors) {
+                if errors.len() < MAX_ITEMS && !errors.contains(&error) {
+                    errors.push(error);
+                }
+            }
+            tls.verify_errors = errors;
+            if tls.cert.is_none() {
+                tls.cert = earlier.and_then(|t| t.cert);
+            }
             tls.reused = conn.continued;
             conn.tls = Some(tls);
         }
@@ -874,6 +883,25 @@ mod tests {
         ]);
         let got: Vec<_> = out.iter().map(|o| (o.outcome, o.after_tls_failure)).collect();
         assert_eq!(got, [(Outcome::HandshakeFailed, false), (Outcome::Unknown, true)]);
+    }
+
+    #[test]
+    fn later_lines_keep_the_verify_errors_and_no_mail_without_x_is_unknown() {
+        let out = run(&[
+            "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w [192.0.2.1] SSL verify error: depth=0 error=self-signed certificate cert=/CN=mx.one.example",
+            "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w => a@one.example R=r T=t H=mx.one.example [192.0.2.1]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=no C=\"250 ok\"",
+            "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w -> b@one.example R=r T=t H=mx.one.example [192.0.2.1]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=no C=\"250 ok\"",
+        ]);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        let tls = out[0].tls.as_ref().unwrap();
+        assert_eq!(tls.verify_errors.len(), 1, "{tls:?}");
+        // `no MAIL` sessions: no mail transaction, so no plaintext claim; STARTTLS listed without
+        // `X=` is no failed handshake either (a failed one writes no such line).
+        let out = run(&[
+            "2026-11-30 10:00:00 no MAIL in SMTP connection from (helo.example.com) [198.51.100.8] D=2s C=EHLO,QUIT",
+            "2026-11-30 10:00:01 no MAIL in SMTP connection from (helo.example.com) [198.51.100.9] D=2s C=EHLO,STARTTLS,EHLO,QUIT",
+        ]);
+        assert_eq!(out.iter().map(|o| o.outcome).collect::<Vec<_>>(), [Outcome::Unknown, Outcome::Unknown]);
     }
 
     #[test]

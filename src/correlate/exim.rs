@@ -272,13 +272,20 @@ impl State {
                 emit(&self.tls_logging_seen, ctx, process, Direction::Inbound, conn);
             }
             Event::TlsErrorTo { host, stage, detail } => {
+                // Left open: before 4.93 Exim goes on with `TLS session failure: delivering
+                // unencrypted to …` or a `defer (-37)` for the same attempt, which join it.
                 let conn = self.client_conn(ctx, process, host, n_lines, |c| c.lines > 0 && c.deliveries == 0);
                 conn.handshake = Some(stage_detail("TLS error on connection", stage, detail));
-                self.emit_client(ctx, process, host.addr);
             }
             Event::TlsFallback { message_id, host, detail, .. } => {
-                let conn = self.client_conn(ctx, process, host, n_lines, |c| pending_for(c, *message_id));
-                conn.handshake = Some(format!("TLS session: {detail}"));
+                let conn = self.client_conn(ctx, process, host, n_lines, |c| {
+                    pending_for(c, *message_id) || handshake_error_only(c)
+                });
+                // The `TLS error on connection to …` line before it, if any, said more.
+                conn.handshake.get_or_insert_with(|| format!("TLS session: {detail}"));
+                if let Some(id) = message_id {
+                    push_bounded(&mut conn.queue_ids, id);
+                }
                 conn.delivered.get_or_insert(false);
                 self.emit_client(ctx, process, host.addr);
                 // The retry in clear is the next delivery to this address: mark it (no line yet).
@@ -400,7 +407,7 @@ impl State {
         let error = delivery.error.unwrap_or("");
         let ends = match delivery.errno {
             Some(-37) => {
-                conn.handshake = Some(error.to_owned());
+                conn.handshake.get_or_insert_with(|| error.to_owned());
                 true
             }
             Some(-38) => {
@@ -510,6 +517,11 @@ impl State {
 
 /// True when `conn` holds only lines logged before a delivery (verification errors, a DANE
 /// failure) of message `id`: the next line of that message's attempt joins it.
+/// A connection that holds only an old-style `TLS error on connection to …` line.
+fn handshake_error_only(conn: &Connection) -> bool {
+    conn.lines > 0 && conn.deliveries == 0 && conn.handshake.is_some() && !conn.after_tls_failure
+}
+
 fn pending_for(conn: &Connection, id: Option<&str>) -> bool {
     conn.lines > 0
         && conn.deliveries == 0
@@ -905,6 +917,31 @@ mod tests {
     }
 
     #[test]
+    fn an_old_tls_error_and_its_fallback_are_one_failed_handshake() {
+        // Before 4.93: the error, then the fallback notice, then the plaintext retry.
+        let out = run(&[
+            "2026-11-30 10:00:00 1Z0abc-0001xy-Zz TLS error on connection to mx.example.net [192.0.2.25] (SSL_connect): error:14077410:SSL routines:SSL23_GET_SERVER_HELLO:sslv3 alert handshake failure",
+            "2026-11-30 10:00:00 1Z0abc-0001xy-Zz TLS session failure: delivering unencrypted to mx.example.net [192.0.2.25] (not in hosts_require_tls)",
+            "2026-11-30 10:00:01 1Z0abc-0001xy-Zz => a@example.net R=r T=t H=mx.example.net [192.0.2.25] C=\"250 ok\"",
+        ]);
+        let got: Vec<_> = out.iter().map(|o| (o.outcome, o.after_tls_failure, o.queue_ids.clone(), o.lines)).collect();
+        let ids = vec!["1Z0abc-0001xy-Zz".to_owned()];
+        assert_eq!(
+            got,
+            [(Outcome::HandshakeFailed, false, ids.clone(), 2), (Outcome::Plaintext, true, ids, 1)],
+            "{out:#?}"
+        );
+        assert!(out[0].failure.as_ref().unwrap().reason.contains("sslv3 alert handshake failure"));
+        // With TLS required: the error, then the deferral.
+        let out = run(&[
+            "2026-11-30 10:00:00 1Z0abc-0001xy-Zz TLS error on connection to mx.example.net [192.0.2.25] (SSL_connect): error:14077410:SSL routines:SSL23_GET_SERVER_HELLO:sslv3 alert handshake failure",
+            "2026-11-30 10:00:00 1Z0abc-0001xy-Zz == a@example.net R=r T=t defer (-37) H=mx.example.net [192.0.2.25]: TLS session: (SSL_connect): error:14077410:SSL routines:SSL23_GET_SERVER_HELLO:sslv3 alert handshake failure",
+        ]);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_eq!((out[0].outcome, out[0].lines, out[0].delivered), (Outcome::HandshakeFailed, 2, Some(false)));
+    }
+
+    #[test]
     fn plaintext_only_when_tls_logging_is_known() {
         let plain = "2026-11-30 10:00:00 1tAbCd-000000003Xy-Zq1w => a@one.example R=r T=t H=mx.one.example [192.0.2.1]:25 C=\"250 ok\"";
         assert_eq!(run(&[plain])[0].outcome, Outcome::Unknown);
@@ -925,16 +962,19 @@ mod tests {
             "2026-11-30 10:00:00 TLS error on connection to mx.two.example [2001:db8::2] (SSL_connect): error:14090086:SSL routines:ssl3_get_server_certificate:certificate verify failed",
             "2026-11-30 10:00:01 1tAbCd-000000003Xy-Zq1w == a@three.example R=r T=t defer (-38) H=mx.three.example [192.0.2.3]: a TLS session is required, but the server did not offer TLS support",
         ]);
-        let got: Vec<_> = out.iter().map(|o| (o.peer.ip.as_deref(), o.direction, o.outcome)).collect();
+        // The old error line waits for a fallback or deferral of its own (emitted at the end).
+        let mut got: Vec<_> = out
+            .iter()
+            .map(|o| (o.peer.ip.as_deref(), o.direction, o.outcome, o.failure.as_ref().map(|f| f.kind.as_str())))
+            .collect();
+        got.sort_by_key(|o| o.0);
         assert_eq!(
             got,
             [
-                (Some("2001:db8::2"), Direction::Outbound, Outcome::HandshakeFailed),
-                (Some("192.0.2.3"), Direction::Outbound, Outcome::TlsRequiredMissing),
+                (Some("192.0.2.3"), Direction::Outbound, Outcome::TlsRequiredMissing, Some("starttls-not-supported")),
+                (Some("2001:db8::2"), Direction::Outbound, Outcome::HandshakeFailed, Some("certificate-not-trusted")),
             ]
         );
-        assert_eq!(out[0].failure.as_ref().unwrap().kind, "certificate-not-trusted");
-        assert_eq!(out[1].failure.as_ref().unwrap().kind, "starttls-not-supported");
     }
 
     #[test]

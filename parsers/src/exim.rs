@@ -529,7 +529,15 @@ fn body<'a>(message_id: Option<&'a str>, text: &'a str) -> Result<Event<'a>, Err
             }
         }
         b'n' => {
-            if let Some(rest) = text.strip_prefix("no MAIL in SMTP connection from ") {
+            // `TFO `/`TFO* `: the client used TCP Fast Open (with data).
+            if let Some(rest) = [
+                "no MAIL in SMTP connection from ",
+                "no MAIL in TFO SMTP connection from ",
+                "no MAIL in TFO* SMTP connection from ",
+            ]
+            .iter()
+            .find_map(|prefix| text.strip_prefix(prefix))
+            {
                 return no_mail(rest);
             }
         }
@@ -691,6 +699,19 @@ mod tests {
         let d = delivery_of("10HmaX-000000005vi-0000 ** f1@test.ex R=to_server T=remote_smtp H=127.0.0.1 [127.0.0.1] X=TLS1.x:ke-RSA-AES256-SHAnnn:xxx CV=yes : SMTP error from remote mail server after RCPT TO:<f1@test.ex>: 550 we really do not like you");
         assert_eq!(d.cipher.unwrap().bits, None);
         assert!(d.error.unwrap().starts_with("SMTP error"));
+    }
+
+    #[test]
+    fn no_mail_with_tcp_fast_open() {
+        for tfo in ["TFO ", "TFO* "] {
+            let line = format!("2024-01-01 00:00:00 no MAIL in {tfo}SMTP connection from (helo.example.com) [198.51.100.8]:4000 D=2s X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=no C=EHLO,STARTTLS,EHLO,QUIT");
+            match parse_message(&line) {
+                Ok(Event::NoMail { host, cipher, .. }) => {
+                    assert_eq!((host.addr, cipher.map(|c| c.version)), ("198.51.100.8", Some("TLS1.3")), "{line}");
+                }
+                other => panic!("{line}: {other:?}"),
+            }
+        }
     }
 
     #[test]

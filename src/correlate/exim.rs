@@ -348,6 +348,9 @@ impl State {
         }
         let message_id = delivery.message_id.unwrap_or("");
         let now = ctx.meta.ts_micros;
+        if host.continued {
+            self.adopt_continued(process, host.addr);
+        }
         let conn = self.client_conn(ctx, process, &host, n_lines, |conn| {
             let same_message = conn.queue_ids.iter().any(|q| q == message_id);
             if conn.lines == 0 {
@@ -472,6 +475,28 @@ impl State {
 
     /// The open outbound connection of `process` to `host` if `joinable` says the line belongs
     /// to it; otherwise the open one is emitted and a new one started. Counts `n_lines`.
+    /// A message sent down an open connection (`H=host [ip]*`) is delivered by a new Exim
+    /// process (`transport_pass_socket` re-execs it), so with `+pid` or syslog framing it has a
+    /// pid of its own: the connection moves to it from the process that last used it (the most
+    /// recent open one of the same instance to that address).
+    fn adopt_continued(&mut self, process: ProcessKey, addr: &str) {
+        let key = (process, addr.to_owned());
+        if self.clients.contains_key(&key) {
+            return;
+        }
+        let donor = self
+            .clients
+            .iter()
+            .filter(|((other, other_addr), conn)| {
+                other.name == process.name && other_addr == addr && conn.deliveries > 0 && conn.lines > 0
+            })
+            .max_by_key(|(_, conn)| conn.last_micros)
+            .map(|(donor, _)| donor.clone());
+        if let Some(conn) = donor.and_then(|donor| self.clients.remove(&donor)) {
+            self.clients.insert(key, conn);
+        }
+    }
+
     fn client_conn(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -939,6 +964,19 @@ mod tests {
         ]);
         assert_eq!(out.len(), 1, "{out:#?}");
         assert_eq!((out[0].outcome, out[0].lines, out[0].delivered), (Outcome::HandshakeFailed, 2, Some(false)));
+    }
+
+    #[test]
+    fn a_continued_connection_is_joined_across_the_new_process() {
+        let out = run(&[
+            "2026-11-30 10:00:00 [1234] 1tAbCd-000000003Xy-Zq1w => a@one.example R=r T=t H=mx.one.example [192.0.2.1]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes C=\"250 ok\"",
+            "2026-11-30 10:00:01 [1240] 1tAbCe-000000003Xy-Zq1w => b@one.example R=r T=t H=mx.one.example [192.0.2.1]:25* X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes C=\"250 ok\"",
+            "2026-11-30 10:00:02 [1244] 1tAbCf-000000003Xy-Zq1w => c@one.example R=r T=t H=mx.one.example [192.0.2.1]:25* X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes C=\"250 ok\"",
+            // Another address is no donor.
+            "2026-11-30 10:00:03 [1250] 1tAbCg-000000003Xy-Zq1w => d@two.example R=r T=t H=mx.two.example [192.0.2.2]:25* X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes C=\"250 ok\"",
+        ]);
+        let got: Vec<_> = out.iter().map(|o| (o.peer.ip.as_deref(), o.queue_ids.len(), o.lines)).collect();
+        assert_eq!(got, [(Some("192.0.2.1"), 3, 3), (Some("192.0.2.2"), 1, 1)], "{out:#?}");
     }
 
     #[test]

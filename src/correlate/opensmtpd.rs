@@ -349,7 +349,7 @@ fn emit(ctx: &mut Ctx<'_>, key: SessionKey, session: Box<Session>) {
     if let (Some(tls), Some(fingerprint)) = (tls.as_mut(), session.fingerprint.take()) {
         tls.cert.get_or_insert_with(Cert::default).fingerprint = Some(fingerprint);
     }
-    let local_policy = (session.scheme.as_deref() == Some("smtp+notls") && !session.after_tls_failure)
+    let local_policy = (matches!(session.scheme.as_deref(), Some("smtp+notls" | "lmtp")) && !session.after_tls_failure)
         .then(|| "tls-level-none".to_owned());
     ctx.out.push(Observation {
         ts: micros_to_datetime(session.first_micros),
@@ -415,16 +415,25 @@ fn outbound_verdict(session: &mut Session, tls_logged: bool) -> (Outcome, Option
         let failure = Failure { kind: "validation-failure".to_owned(), reason: detail.clone() };
         return (Outcome::HandshakeFailed, Some(failure), None);
     }
+    if error.contains("handshake failed") || error.contains("SSL routines") {
+        // libtls's handshake error (`IO Error: handshake failed: error:0A000086:SSL
+        // routines::certificate verify failed`) with no TLS line: under any scheme.
+        let kind =
+            if error.contains("certificate verify failed") { "certificate-not-trusted" } else { "validation-failure" };
+        let failure = Failure { kind: kind.to_owned(), reason: error.to_owned() };
+        return (Outcome::HandshakeFailed, Some(failure), None);
+    }
     if session.scheme.as_deref() == Some("smtps") && !error.is_empty() {
         // Implicit TLS starts at connect: an error before any TLS line is a failed handshake.
         let failure = Failure { kind: "validation-failure".to_owned(), reason: error.to_owned() };
         return (Outcome::HandshakeFailed, Some(failure), None);
     }
-    if session.scheme.as_deref() == Some("smtp+notls") {
-        // The plaintext retry after a failed handshake, or our relay URL forbids TLS.
+    if let Some(scheme @ ("smtp+notls" | "lmtp")) = session.scheme.as_deref() {
+        // The plaintext retry after a failed handshake, or our relay URL forbids TLS (`lmtp://`
+        // never tries STARTTLS: to.c makes it `RELAY_TLS_NO`).
         let failure = (!session.after_tls_failure).then(|| Failure {
             kind: "local-policy".to_owned(),
-            reason: "TLS disabled by the relay URL (smtp+notls)".to_owned(),
+            reason: format!("TLS disabled by the relay URL ({scheme})"),
         });
         return (Outcome::Plaintext, failure, None);
     }
@@ -504,6 +513,41 @@ mod tests {
     use crate::correlate::TlsLogging;
     use crate::correlate::{Config, Correlator};
     use crate::observation::Source;
+
+    #[test]
+    fn lmtp_is_our_policy_and_a_libtls_handshake_error_is_a_failed_handshake() {
+        let (out, _) = run(
+            &[
+                "Nov 30 13:35:12 mx smtpd[567]: 3000000000000001 mta connecting address=lmtp://10.0.0.5:24 host=dovecot.internal",
+                "Nov 30 13:35:12 mx smtpd[567]: 3000000000000001 mta connected",
+                "Nov 30 13:35:12 mx smtpd[567]: 3000000000000001 mta delivery evpid=12a0010a8c60bd82 from=<al@b.test> to=<bob@example.net> rcpt=<-> source=\"10.0.0.1\" relay=\"10.0.0.5 (dovecot.internal)\" delay=0s result=\"Ok\" stat=\"250 2.0.0 ok\"",
+                "Nov 30 13:35:12 mx smtpd[567]: 3000000000000001 mta disconnected reason=quit messages=1",
+                "Nov 30 13:35:13 mx smtpd[567]: 1000000000000004 mta connecting address=smtp+tls://192.0.2.27:25 host=req.example.net",
+                "Nov 30 13:35:13 mx smtpd[567]: 1000000000000004 mta connected",
+                "Nov 30 13:35:13 mx smtpd[567]: 1000000000000004 mta error reason=IO Error: handshake failed: error:0A000086:SSL routines::certificate verify failed",
+            ],
+            TlsLogging::Auto,
+        );
+        let got: Vec<_> = out
+            .iter()
+            .map(|o| {
+                (
+                    o.peer.ip.as_deref(),
+                    o.outcome,
+                    o.local_policy.as_deref(),
+                    o.failure.as_ref().map(|f| f.kind.as_str()),
+                )
+            })
+            .collect();
+        assert!(
+            got.contains(&(Some("10.0.0.5"), Outcome::Plaintext, Some("tls-level-none"), Some("local-policy"))),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&(Some("192.0.2.27"), Outcome::HandshakeFailed, None, Some("certificate-not-trusted"))),
+            "{got:?}"
+        );
+    }
 
     fn run(lines: &[&str], tls_logging: TlsLogging) -> (Vec<Observation>, crate::correlate::Counters) {
         let mut correlator = Correlator::new(Config { tls_logging, ..Config::default() });

@@ -385,9 +385,12 @@ impl State {
         let addr = relay.addr;
         let mut fallback = false;
         let join = match self.clients.get(&process) {
-            // A STARTTLS line (or its error) waiting for the delivery that names its peer.
+            // A STARTTLS line (or its error) waiting for the delivery that names its peer; a
+            // delivery to another host (the next MX) leaves it an observation of its own.
             Some(conn) if conn.addr.is_none() && conn.deliveries == 0 => {
-                if conn.handshake.is_some() && conn.tls.is_none() && delivery.sent() {
+                if !same_relay(&conn.peer, &relay) {
+                    false
+                } else if conn.handshake.is_some() && conn.tls.is_none() && delivery.sent() {
                     // The handshake failed and the message went anyway: Sendmail retried in clear.
                     fallback = true;
                     false
@@ -596,6 +599,25 @@ impl Connection {
 fn touch(conn: &mut Connection, now: i64) {
     conn.lines += 1;
     conn.last_micros = conn.last_micros.max(now);
+}
+
+/// Whether a `to=` line's relay is the host a `STARTTLS=client` line named (`peer`): the same
+/// name (case and a final dot aside; one may be cut short when long) or, for `[ip]` relays, the
+/// same address; `true` when either side names nothing to compare.
+fn same_relay(peer: &PeerInfo, relay: &Relay<'_>) -> bool {
+    let theirs = peer_info(relay);
+    match (&peer.hostname, &theirs.hostname) {
+        (Some(a), Some(b)) => {
+            let a = a.trim_end_matches('.').to_ascii_lowercase();
+            let b = b.trim_end_matches('.').to_ascii_lowercase();
+            let (short, long) = if a.len() <= b.len() { (&a, &b) } else { (&b, &a) };
+            a == b || (short.len() >= 40 && long.starts_with(short.as_str()))
+        }
+        _ => match (&peer.ip, &theirs.ip) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        },
+    }
 }
 
 /// Gives a connection its peer.
@@ -820,6 +842,26 @@ mod tests {
 
     fn run(lines: &[&str], tls_logging: TlsLogging) -> Vec<Observation> {
         run_with(lines, Config { tls_logging, ..Config::default() }).0
+    }
+
+    #[test]
+    fn a_starttls_line_is_not_given_to_a_delivery_to_another_mx() {
+        let out = run(&[
+            "Nov 30 13:45:10 mx sm-mta[1400]: STARTTLS=client, relay=mx1.multi.example., version=TLSv1.3, verify=OK, cipher=TLS_AES_256_GCM_SHA384, bits=256/256",
+            "Nov 30 13:45:12 mx sm-mta[1400]: 5AUDZCk0001400: to=<u@multi.example>, delay=00:00:02, xdelay=00:00:02, mailer=esmtp, pri=30442, relay=mx2.multi.example. [203.0.113.12], dsn=2.0.0, stat=Sent (ok)",
+            // The same host, spelled with another case and no final dot: one connection.
+            "Nov 30 13:46:10 mx sm-mta[1401]: STARTTLS=client, relay=MX1.Other.Example., version=TLSv1.3, verify=OK, cipher=TLS_AES_256_GCM_SHA384, bits=256/256",
+            "Nov 30 13:46:12 mx sm-mta[1401]: 5AUDZCk0001401: to=<u@other.example>, delay=00:00:02, xdelay=00:00:02, mailer=esmtp, pri=30442, relay=mx1.other.example [203.0.113.13], dsn=2.0.0, stat=Sent (ok)",
+        ], TlsLogging::Auto);
+        let got: Vec<_> =
+            out.iter().map(|o| (o.peer.hostname.as_deref(), o.peer.ip.as_deref(), o.outcome, o.delivered)).collect();
+        assert!(got.contains(&(Some("mx1.multi.example."), None, Outcome::Tls, None)), "{got:?}");
+        assert!(
+            got.iter().any(|o| o.1 == Some("203.0.113.12") && o.2 != Outcome::Tls && o.3 == Some(true)),
+            "mx2 has no TLS of its own: {got:?}"
+        );
+        assert!(got.iter().any(|o| o.1 == Some("203.0.113.13") && o.2 == Outcome::Tls), "{got:?}");
+        assert_eq!(out.len(), 3, "{out:#?}");
     }
 
     const TLS_CLIENT: &str = "Nov 30 10:00:00 mx sm-mta[100]: STARTTLS=client, relay=mx.example., version=TLSv1.3, verify=OK, cipher=TLS_AES_256_GCM_SHA384, bits=256/256";

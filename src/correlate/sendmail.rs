@@ -330,7 +330,14 @@ impl State {
                     return;
                 };
                 let conn = self.client_pending(ctx, process, |c| c.deliveries == 0);
-                conn.policy_reject = Some((rule.arg1.to_owned(), reject.to_owned()));
+                // `tls_rcpt`'s `arg1` is the recipient: its `{verify}` is in the reject text
+                // (`… rcpt=bob@example.net, verify=FAIL`), or the connection's STARTTLS line.
+                let verify = if rule.name == "tls_rcpt" {
+                    verify_in(reject).or(conn.verify.as_deref()).unwrap_or("").to_owned()
+                } else {
+                    rule.arg1.to_owned()
+                };
+                conn.policy_reject = Some((verify, reject.to_owned()));
             }
             (name, Some(relay)) => {
                 let conn = self.session_for(ctx, process, &relay);
@@ -671,6 +678,14 @@ fn push_bounded(items: &mut Vec<String>, item: &str) {
     }
 }
 
+/// The `verify=` value a `tls_rcpt` reject text names (`… rcpt=bob@example.net, verify=FAIL`).
+fn verify_in(reject: &str) -> Option<&str> {
+    let at = reject.rfind("verify=")?;
+    let value = &reject[at + "verify=".len()..];
+    let end = value.find([',', ' ', ')']).unwrap_or(value.len());
+    Some(&value[..end]).filter(|v| !v.is_empty())
+}
+
 /// The verdict of a `tls_server`/`tls_client` reject by its `{verify}` value (FORMATS.md §4.1).
 fn policy_verdict(arg1: &str, reject: &str) -> (Outcome, Failure) {
     let reason = format!("verify={arg1}: {reject}");
@@ -746,8 +761,10 @@ fn verdict(
         return (Outcome::HandshakeFailed, Some(failure), None);
     }
     if let Some(warning) = &conn.dane_no_starttls {
+        // DANE made TLS mandatory for the peer (FORMATS.md §4.2), as Postfix's `TLS is
+        // required, but was not offered` is.
         let failure = Failure { kind: "starttls-not-supported".to_owned(), reason: warning.clone() };
-        return (Outcome::StarttlsNotOffered, Some(failure), None);
+        return (Outcome::TlsRequiredMissing, Some(failure), None);
     }
     match direction {
         Direction::Outbound => {
@@ -842,6 +859,28 @@ mod tests {
 
     fn run(lines: &[&str], tls_logging: TlsLogging) -> Vec<Observation> {
         run_with(lines, Config { tls_logging, ..Config::default() }).0
+    }
+
+    #[test]
+    fn tls_rcpt_reads_verify_from_its_reject_and_dane_without_starttls_is_required_tls() {
+        let out = run(
+            &[
+                "Nov 30 16:00:00 mx sm-mta[5000]: STARTTLS=client, relay=mx.partner.example., version=TLSv1.3, verify=FAIL, cipher=TLS_AES_256_GCM_SHA384, bits=256/256",
+                "Nov 30 16:00:00 mx sm-mta[5000]: 5AUG0000005000: ruleset=tls_rcpt, arg1=<bob@partner.example>, relay=mx.partner.example., reject=454 4.7.0 rcpt=bob@partner.example, verify=FAIL",
+                "Nov 30 16:00:01 mx sm-mta[5000]: 5AUG0000005000: to=<bob@partner.example>, delay=00:00:01, xdelay=00:00:01, mailer=esmtp, pri=120000, relay=mx.partner.example. [192.0.2.50], dsn=4.7.0, stat=Deferred: 454 4.7.0 rcpt=bob@partner.example, verify=FAIL",
+                "Nov 30 10:06:00 mx sm-mta[2007]: STARTTLS=client, relay=mx.nodane.example., warning=DANE configured in DNS but no STARTTLS available",
+                "Nov 30 10:06:01 mx sm-mta[2007]: 5AUA07aa002007: to=<ivy@nodane.example>, delay=00:00:01, xdelay=00:00:01, mailer=esmtp, pri=30442, relay=mx.nodane.example. [203.0.113.7], dsn=4.7.0, stat=Deferred: 403 4.7.0 DANE: STARTTLS not offered",
+            ],
+            TlsLogging::Auto,
+        );
+        let by_ip = |ip: &str| {
+            out.iter().find(|o| o.peer.ip.as_deref() == Some(ip)).unwrap_or_else(|| panic!("{ip}: {out:#?}"))
+        };
+        let rcpt = by_ip("192.0.2.50");
+        assert_eq!(rcpt.outcome, Outcome::CertVerifyFailed);
+        assert_eq!(rcpt.failure.as_ref().map(|f| f.kind.as_str()), Some("certificate-not-trusted"));
+        assert_eq!(rcpt.tls.as_ref().and_then(|t| t.trust), Some(Trust::Untrusted));
+        assert_eq!(by_ip("203.0.113.7").outcome, Outcome::TlsRequiredMissing);
     }
 
     #[test]

@@ -88,7 +88,8 @@ fn corpus_sendmail_formats_examples() {
     assert_eq!(summary("198.51.100.20", "outbound").0, "cert-verify-failed");
     assert_eq!(summary("198.51.100.30", "outbound").0, "tls-required-missing");
     assert_eq!(summary("198.51.100.70", "inbound").0, "tls-required-missing");
-    assert_eq!(summary("203.0.113.7", "outbound").0, "starttls-not-offered");
+    // DANE in DNS but no STARTTLS: TLS was mandatory (FORMATS.md §4.2).
+    assert_eq!(summary("203.0.113.7", "outbound").0, "tls-required-missing");
     // Plaintext is claimed outbound only because the instance logs STARTTLS=client lines, and
     // inbound only from proto=ESMTP; a session that never issued MAIL proves nothing.
     assert_eq!(summary("203.0.113.8", "outbound").0, "plaintext");

@@ -88,6 +88,9 @@ pub struct State {
     servers: FxHashMap<ProcessKey, Session>,
     /// Instances (interned reporter+instance) that logged a TLS summary, per side.
     tls_logging_seen: FxHashSet<(u32, bool)>,
+    /// Processes whose connection a TLS failure ended, for the sweep to emit once the burst is
+    /// over (a process may since have moved on: the sweep checks).
+    ended: Vec<ProcessKey>,
 }
 
 /// Per `smtp[pid]` state.
@@ -291,14 +294,18 @@ impl State {
         // A connection a TLS failure ended takes no line once its burst is over: out with it
         // now rather than at the idle timeout (the process itself stays, with what it has pending).
         let burst_over = ctx.meta.ts_micros.saturating_sub(BULK_FAIL_MICROS);
-        let mut ended: Vec<(i64, u64, ProcessKey)> = self
-            .clients
-            .iter()
-            .filter_map(|(k, c)| c.conn.as_ref().map(|conn| (k, conn)))
-            .filter(|(_, conn)| conn.ended && conn.last_micros < burst_over)
-            .map(|(k, conn)| (conn.first_micros, conn.needs_from, *k))
-            .collect();
+        let mut ended = Vec::new();
+        for process in std::mem::take(&mut self.ended) {
+            match self.clients.get(&process).and_then(|c| c.conn.as_ref()) {
+                Some(conn) if conn.ended && conn.last_micros < burst_over => {
+                    ended.push((conn.first_micros, conn.needs_from, process));
+                }
+                Some(conn) if conn.ended => self.ended.push(process),
+                _ => {}
+            }
+        }
         ended.sort_unstable_by_key(|(first, from, k)| (*first, *from, k.name, k.pid));
+        ended.dedup_by_key(|(_, _, k)| *k);
         for (_, _, process) in ended {
             if let Some(conn) = self.clients.get_mut(&process).and_then(|client| client.conn.take()) {
                 self.emit(ctx, process, Direction::Outbound, conn);
@@ -615,7 +622,10 @@ impl State {
             // A TLS policy failure ends the connection; Postfix logs one line per recipient
             // (`smtp_bulk_fail`), and the others join it (it is emitted by the process's next
             // line, or by the first sweep after the burst: at most 10 s of log time later).
-            conn.ended = true;
+            if !conn.ended {
+                conn.ended = true;
+                self.ended.push(process);
+            }
         }
     }
 
